@@ -1,0 +1,4 @@
+//! Counterpoint: a host for event-sourced backends made of WebAssembly feature slices.
+//!
+//! - [`store`]: the DCB event store (embedded durable default, in-memory).
+pub mod store;

@@ -1,0 +1,422 @@
+//! The embedded backend: the durable default, in one data directory.
+//!
+//! ```text
+//! <data dir>/FORMAT            "counterpoint-store 1"
+//! <data dir>/LOCK              held by the process that has the store open; holds its pid
+//! <data dir>/0000000000.log    log segments: checksummed frames, one per append (see log.rs)
+//! ```
+//!
+//! Events are written once, sequentially, by a group-commit writer (writer.rs): concurrent
+//! appends share one `fdatasync`. The type and tag indexes are derived from the log: kept in
+//! memory and rebuilt by one sequential scan when the store opens, so an append writes its
+//! events and nothing else. A read resolves its query on the index and fetches the events with
+//! positioned reads, coalescing neighbours into one read.
+//!
+//! Durability: an append is acknowledged only after its frame is synced. When the store opens,
+//! a torn frame at the end of the last segment (a crash during a write) is cut off.
+
+mod log;
+mod writer;
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use tokio::sync::{oneshot, watch};
+
+use self::log::{decode_run, list_segments, scan_segment, segment_path, EventLoc};
+use self::writer::{Request, Writer};
+use super::index::{ReadCursor, TenantIndex};
+use super::{
+    AppendCondition, Event, EventBatches, EventStore, Limits, Position, Query, ReadOptions, ReadStream,
+    SequencedEvent, StoreError, Subscription, Tenant, READ_BATCH,
+};
+
+/// The on-disk format this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+const FORMAT_PREFIX: &str = "counterpoint-store ";
+
+/// Neighbouring events are fetched with one read while the range stays under this size...
+const MAX_RUN_BYTES: u64 = 1 << 20;
+/// ...and wastes at most this many bytes on events the read does not want.
+const MAX_RUN_SLACK: u64 = 64 << 10;
+
+#[derive(Clone, Debug)]
+pub struct EmbeddedOptions {
+    pub limits: Limits,
+    /// A new log segment starts when the current one would grow past this size.
+    pub segment_bytes: u32,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        EmbeddedOptions { limits: Limits::default(), segment_bytes: 512 << 20 }
+    }
+}
+
+/// The durable event store in one data directory. Cloning gives another handle to the same store.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    requests: Option<mpsc::Sender<Request>>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the queue stops the writer once it has answered what is queued; joining it
+        // releases the directory lock before the store is gone, so it can be reopened at once.
+        self.requests.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+pub(super) struct Shared {
+    dir: PathBuf,
+    limits: Limits,
+    tenants: RwLock<HashMap<Tenant, Arc<TenantState>>>,
+    /// Every segment, by number.
+    segments: RwLock<Vec<Arc<File>>>,
+    poisoned: Mutex<Option<String>>,
+    _lock: File,
+}
+
+pub(super) struct TenantState {
+    log: RwLock<TenantLog>,
+    heads: watch::Sender<Position>,
+}
+
+#[derive(Default)]
+struct TenantLog {
+    index: TenantIndex,
+    /// Where each event is: `locs[position - 1]`.
+    locs: Vec<EventLoc>,
+}
+
+impl Shared {
+    fn tenant(&self, tenant: &Tenant) -> Option<Arc<TenantState>> {
+        self.tenants.read().expect("tenants lock").get(tenant).cloned()
+    }
+
+    fn tenant_or_create(&self, tenant: &Tenant) -> Arc<TenantState> {
+        if let Some(state) = self.tenant(tenant) {
+            return state;
+        }
+        self.tenants
+            .write()
+            .expect("tenants lock")
+            .entry(tenant.clone())
+            .or_insert_with(|| {
+                Arc::new(TenantState { log: RwLock::default(), heads: watch::Sender::new(Position::ZERO) })
+            })
+            .clone()
+    }
+
+    fn poisoned(&self) -> Option<String> {
+        self.poisoned.lock().expect("poison lock").clone()
+    }
+
+    fn poison(&self, reason: String) -> String {
+        tracing::error!(dir = %self.dir.display(), "{reason}; appends are refused until the store is reopened");
+        self.poisoned.lock().expect("poison lock").get_or_insert(reason).clone()
+    }
+
+    /// Reads the events at `locs` with as few positioned reads as possible.
+    fn fetch(&self, positions: &[u64], locs: &[EventLoc]) -> Result<Vec<SequencedEvent>, StoreError> {
+        let segments = self.segments.read().expect("segments lock");
+        let mut out = Vec::with_capacity(positions.len());
+        let mut buf = Vec::new();
+        let mut start = 0;
+        while start < locs.len() {
+            let segment = locs[start].segment;
+            let (mut lo, mut hi) = (locs[start].offset as u64, (locs[start].offset + locs[start].len) as u64);
+            let mut wanted = locs[start].len as u64;
+            let mut end = start + 1;
+            while let Some(loc) = locs.get(end).filter(|l| l.segment == segment) {
+                let (l, h) = (lo.min(loc.offset as u64), hi.max((loc.offset + loc.len) as u64));
+                if h - l > MAX_RUN_BYTES || h - l > wanted + loc.len as u64 + MAX_RUN_SLACK {
+                    break;
+                }
+                (lo, hi, wanted, end) = (l, h, wanted + loc.len as u64, end + 1);
+            }
+            let file = segments.get(segment as usize).ok_or_else(|| self.corrupt(format!("segment {segment} is missing")))?;
+            buf.resize((hi - lo) as usize, 0);
+            file.read_exact_at(&mut buf, lo).map_err(|e| StoreError::io("reading the log", e))?;
+            let events = decode_run(&buf, lo as u32, &positions[start..end], &locs[start..end]).map_err(|e| self.corrupt(e))?;
+            out.extend(events);
+            start = end;
+        }
+        Ok(out)
+    }
+
+    fn corrupt(&self, detail: String) -> StoreError {
+        StoreError::Corrupt { dir: self.dir.clone(), detail }
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store in `dir` with default options.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(dir, EmbeddedOptions::default())
+    }
+
+    pub fn open_with(dir: impl AsRef<Path>, options: EmbeddedOptions) -> Result<Self, StoreError> {
+        let dir = dir.as_ref();
+        check_options(&options)?;
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::io(&format!("creating {}", dir.display()), e))?;
+        let dir = dir.canonicalize().map_err(|e| StoreError::io(&format!("opening {}", dir.display()), e))?;
+        let lock = lock_dir(&dir)?;
+        let mut segment_numbers = list_segments(&dir).map_err(|e| StoreError::io("listing the log", e))?;
+        check_format(&dir, !segment_numbers.is_empty())?;
+        if segment_numbers.is_empty() {
+            File::create(segment_path(&dir, 0)).map_err(|e| StoreError::io("creating the log", e))?;
+            sync_dir(&dir)?;
+            segment_numbers.push(0);
+        }
+
+        let corrupt = |detail: String| StoreError::Corrupt { dir: dir.clone(), detail };
+        let mut tenants: HashMap<Tenant, TenantLog> = HashMap::new();
+        let mut segments = Vec::new();
+        let mut last_len = 0;
+        for (expected, &number) in segment_numbers.iter().enumerate() {
+            if number as usize != expected {
+                return Err(corrupt(format!("log segment {expected} is missing")));
+            }
+            let path = segment_path(&dir, number);
+            let scan = scan_segment(&path, number, |frame| {
+                let tenant = Tenant::new(frame.tenant).map_err(|e| e.to_string())?;
+                let log = tenants.entry(tenant).or_default();
+                if frame.first != log.index.head() + 1 {
+                    return Err(format!("positions jump from {} to {}", log.index.head(), frame.first));
+                }
+                for ((event, loc), position) in frame.events.into_iter().zip(frame.first..) {
+                    log.index.insert(position, &event);
+                    log.locs.push(loc);
+                }
+                Ok(())
+            })
+            .map_err(corrupt)?;
+            let is_last = expected + 1 == segment_numbers.len();
+            if scan.torn && !is_last {
+                return Err(corrupt(format!("{} ends in a damaged frame", path.display())));
+            }
+            let file = OpenOptions::new()
+                .read(true)
+                .write(is_last)
+                .open(&path)
+                .map_err(|e| StoreError::io(&format!("opening {}", path.display()), e))?;
+            if scan.torn {
+                tracing::warn!(segment = %path.display(), valid_bytes = scan.valid_len, "cutting off a torn append left by a crash");
+                file.set_len(scan.valid_len).and_then(|()| file.sync_all()).map_err(|e| StoreError::io("truncating a torn append", e))?;
+            }
+            last_len = scan.valid_len;
+            segments.push(Arc::new(file));
+        }
+
+        let tenants = tenants
+            .into_iter()
+            .map(|(tenant, mut log)| {
+                let head = log.index.head();
+                log.index.publish(head);
+                let state = TenantState { log: RwLock::new(log), heads: watch::Sender::new(Position::new(head)) };
+                (tenant, Arc::new(state))
+            })
+            .collect();
+        let file = segments.last().expect("at least one segment").clone();
+        let segment = (segments.len() - 1) as u32;
+        let shared = Arc::new(Shared {
+            dir,
+            limits: options.limits,
+            tenants: RwLock::new(tenants),
+            segments: RwLock::new(segments),
+            poisoned: Mutex::new(None),
+            _lock: lock,
+        });
+        let writer = Writer {
+            shared: shared.clone(),
+            segment,
+            file,
+            len: last_len,
+            segment_bytes: options.segment_bytes as u64,
+            buf: Vec::with_capacity(1 << 20),
+        };
+        let (requests, queue) = mpsc::channel();
+        let writer = std::thread::Builder::new()
+            .name("counterpoint-store-writer".into())
+            .spawn(move || writer.run(queue))
+            .map_err(|e| StoreError::io("starting the writer thread", e))?;
+        Ok(EmbeddedStore { inner: Arc::new(Inner { shared, requests: Some(requests), writer: Some(writer) }) })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.shared.dir
+    }
+}
+
+fn check_options(options: &EmbeddedOptions) -> Result<(), StoreError> {
+    let limits = &options.limits;
+    // The log format stores names with 16-bit lengths and offsets within a segment in 32 bits.
+    let fits = limits.max_type_len <= u16::MAX as usize
+        && limits.max_tag_len <= u16::MAX as usize
+        && limits.max_tags_per_event <= u16::MAX as usize
+        && limits.max_metadata_entries <= u16::MAX as usize
+        && limits.max_append_bytes <= 1 << 30
+        && options.segment_bytes <= 1 << 30;
+    if !fits {
+        return Err(StoreError::InvalidInput(
+            "the embedded store takes names up to 65535 bytes, appends and segments up to 1 GiB".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+    let path = dir.join("LOCK");
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| StoreError::io(&format!("opening {}", path.display()), e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let pid = if pid.trim().is_empty() { "unknown".to_string() } else { pid.trim().to_string() };
+            return Err(StoreError::Locked { dir: dir.to_path_buf(), pid });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(StoreError::io(&format!("locking {}", path.display()), e)),
+    }
+    file.set_len(0)
+        .and_then(|()| file.write_all(std::process::id().to_string().as_bytes()))
+        .map_err(|e| StoreError::io(&format!("writing {}", path.display()), e))?;
+    Ok(file)
+}
+
+fn check_format(dir: &Path, has_log: bool) -> Result<(), StoreError> {
+    let path = dir.join("FORMAT");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let found = text.trim().strip_prefix(FORMAT_PREFIX).unwrap_or(text.trim());
+            if found != FORMAT_VERSION.to_string() {
+                return Err(StoreError::UnsupportedFormat {
+                    dir: dir.to_path_buf(),
+                    found: found.to_string(),
+                    supported: FORMAT_VERSION,
+                });
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound && !has_log => {
+            let tmp = dir.join("FORMAT.tmp");
+            std::fs::write(&tmp, format!("{FORMAT_PREFIX}{FORMAT_VERSION}\n"))
+                .and_then(|()| File::open(&tmp)?.sync_all())
+                .and_then(|()| std::fs::rename(&tmp, &path))
+                .map_err(|e| StoreError::io("writing FORMAT", e))?;
+            sync_dir(dir)
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => Err(StoreError::Corrupt {
+            dir: dir.to_path_buf(),
+            detail: "the log exists but the FORMAT file is missing".into(),
+        }),
+        Err(e) => Err(StoreError::io("reading FORMAT", e)),
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| StoreError::io("syncing the data directory", e))
+}
+
+#[async_trait]
+impl EventStore for EmbeddedStore {
+    async fn read(&self, tenant: &Tenant, query: Query, options: ReadOptions) -> Result<ReadStream, StoreError> {
+        let shared = &self.inner.shared;
+        shared.limits.check_read(&query, &options)?;
+        let state = shared.tenant(tenant);
+        let after = options.after.map_or(0, Position::get);
+        let cursor = match &state {
+            Some(state) => {
+                let log = state.log.read().expect("tenant log lock");
+                ReadCursor::new(&log.index, query, after, options.limit, options.backwards)
+            }
+            None => ReadCursor::new(&TenantIndex::default(), query, after, options.limit, options.backwards),
+        };
+        Ok(ReadStream::new(Box::new(EmbeddedBatches { shared: shared.clone(), state, cursor })))
+    }
+
+    async fn append(
+        &self,
+        tenant: &Tenant,
+        mut events: Vec<Event>,
+        conditions: Vec<AppendCondition>,
+    ) -> Result<Vec<Position>, StoreError> {
+        let shared = &self.inner.shared;
+        shared.limits.check_append(&mut events, &conditions)?;
+        if let Some(reason) = shared.poisoned() {
+            return Err(StoreError::Unavailable(reason));
+        }
+        let (reply, answer) = oneshot::channel();
+        let request = Request { tenant: tenant.clone(), events, conditions, reply };
+        let closed = || StoreError::Unavailable("the store's writer has stopped".into());
+        self.inner.requests.as_ref().ok_or_else(closed)?.send(request).map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+
+    async fn head(&self, tenant: &Tenant) -> Result<Position, StoreError> {
+        Ok(self.inner.shared.tenant(tenant).map_or(Position::ZERO, |state| *state.heads.borrow()))
+    }
+
+    async fn subscribe(&self, tenant: &Tenant, query: Query, after: Option<Position>) -> Result<Subscription, StoreError> {
+        self.inner.shared.limits.check_query(&query)?;
+        let heads = self.inner.shared.tenant_or_create(tenant).heads.subscribe();
+        Ok(Subscription::new(Arc::new(self.clone()), tenant.clone(), query, after, heads))
+    }
+
+    fn limits(&self) -> &Limits {
+        &self.inner.shared.limits
+    }
+}
+
+struct EmbeddedBatches {
+    shared: Arc<Shared>,
+    state: Option<Arc<TenantState>>,
+    cursor: ReadCursor,
+}
+
+#[async_trait]
+impl EventBatches for EmbeddedBatches {
+    async fn next_batch(&mut self) -> Result<Option<Vec<SequencedEvent>>, StoreError> {
+        let Some(state) = &self.state else { return Ok(None) };
+        if self.cursor.is_done() {
+            return Ok(None);
+        }
+        let (positions, locs) = {
+            let log = state.log.read().expect("tenant log lock");
+            let positions = self.cursor.next_positions(&log.index, READ_BATCH);
+            let locs: Vec<EventLoc> = positions.iter().map(|&p| log.locs[p as usize - 1]).collect();
+            (positions, locs)
+        };
+        if positions.is_empty() {
+            return Ok(None);
+        }
+        self.shared.fetch(&positions, &locs).map(Some)
+    }
+
+    fn consistency_position(&self) -> Position {
+        Position::new(self.cursor.consistency_position())
+    }
+}

@@ -1,0 +1,337 @@
+//! The type and tag indexes of one tenant's log, and query evaluation over them.
+//!
+//! Every backend that keeps its log on this machine uses this index: a posting list (ascending
+//! positions) per event type and per tag. A query item is the union of its types' lists
+//! intersected with its tags' lists; a query is the union of its items. Evaluation jumps from
+//! candidate to candidate by binary search, so a read or a condition probe touches only
+//! events that can match, never the whole log. Positions are dense (1, 2, 3, ... per tenant),
+//! so "any event" needs no list at all.
+
+use std::collections::HashMap;
+
+use super::{AppendCondition, Event, Position, Query, StoreError};
+
+/// Events are indexed when the writer accepts them and become visible to reads only when
+/// published (after they are durable), so a group-commit writer checks later appends of a
+/// batch against earlier ones while readers never see an event that could still be lost.
+#[derive(Default)]
+pub(crate) struct TenantIndex {
+    /// The newest indexed event, published or not.
+    head: u64,
+    /// The newest event readers may see.
+    published: u64,
+    by_type: HashMap<Box<str>, Vec<u64>>,
+    by_tag: HashMap<Box<str>, Vec<u64>>,
+}
+
+impl TenantIndex {
+    /// The newest indexed event, published or not: what append conditions are checked against.
+    pub fn head(&self) -> u64 {
+        self.head
+    }
+
+    pub fn published(&self) -> u64 {
+        self.published
+    }
+
+    /// Makes every event up to `position` visible to reads.
+    pub fn publish(&mut self, position: u64) {
+        debug_assert!(position <= self.head);
+        self.published = position;
+    }
+
+    /// Forgets the unpublished `events` (the tail of the index), after a failed write.
+    pub fn rollback<'a>(&mut self, events: impl IntoIterator<Item = &'a Event>) {
+        let published = self.published;
+        let cut = |map: &mut HashMap<Box<str>, Vec<u64>>, key: &str| {
+            if let Some(list) = map.get_mut(key) {
+                while list.last().is_some_and(|&p| p > published) {
+                    list.pop();
+                }
+                if list.is_empty() {
+                    map.remove(key);
+                }
+            }
+        };
+        for event in events {
+            cut(&mut self.by_type, &event.event_type);
+            for tag in &event.tags {
+                cut(&mut self.by_tag, tag);
+            }
+        }
+        self.head = published;
+    }
+
+    /// Adds the event at `position`, which must be `head + 1`.
+    pub fn insert(&mut self, position: u64, event: &Event) {
+        debug_assert_eq!(position, self.head + 1, "positions are dense");
+        self.head = position;
+        push_posting(&mut self.by_type, &event.event_type, position);
+        for tag in &event.tags {
+            push_posting(&mut self.by_tag, tag, position);
+        }
+    }
+
+    /// The first position after `after` holding an event that matches `query`.
+    pub fn first_match_after(&self, query: &Query, after: u64) -> Option<u64> {
+        self.resolve(query).next(after + 1, self.head)
+    }
+
+    /// Fails with the first condition that a stored event breaks.
+    pub fn check(&self, conditions: &[AppendCondition]) -> Result<(), StoreError> {
+        for (i, condition) in conditions.iter().enumerate() {
+            let after = condition.after.map_or(0, Position::get);
+            if let Some(position) = self.first_match_after(&condition.query, after) {
+                return Err(StoreError::ConditionFailed { condition: i, position: Position::new(position) });
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve<'a>(&'a self, query: &Query) -> Resolved<'a> {
+        if query.items.is_empty() {
+            return Resolved { every_event: true, items: Vec::new() };
+        }
+        let items = query
+            .items
+            .iter()
+            .filter_map(|item| {
+                let types: Vec<&[u64]> =
+                    item.types.iter().filter_map(|t| self.by_type.get(t.as_str())).map(Vec::as_slice).collect();
+                if !item.types.is_empty() && types.is_empty() {
+                    return None; // none of its types was ever written
+                }
+                let tags: Option<Vec<&[u64]>> =
+                    item.tags.iter().map(|t| self.by_tag.get(t.as_str()).map(Vec::as_slice)).collect();
+                let mut tags = tags?; // a tag never written: the item matches nothing
+                tags.sort_by_key(|list| list.len()); // most selective first
+                let every_type = item.types.is_empty();
+                if every_type && tags.is_empty() {
+                    return Some(ResolvedItem::Every);
+                }
+                Some(ResolvedItem::Lists { types, tags, every_type })
+            })
+            .collect::<Vec<_>>();
+        let every_event = items.iter().any(|item| matches!(item, ResolvedItem::Every));
+        Resolved { every_event, items }
+    }
+}
+
+fn push_posting(map: &mut HashMap<Box<str>, Vec<u64>>, key: &str, position: u64) {
+    match map.get_mut(key) {
+        Some(list) => list.push(position),
+        None => {
+            map.insert(key.into(), vec![position]);
+        }
+    }
+}
+
+struct Resolved<'a> {
+    every_event: bool,
+    items: Vec<ResolvedItem<'a>>,
+}
+
+enum ResolvedItem<'a> {
+    Every,
+    Lists { types: Vec<&'a [u64]>, tags: Vec<&'a [u64]>, every_type: bool },
+}
+
+/// The first element of the ascending `list` that is `>= x`.
+fn next_in(list: &[u64], x: u64) -> Option<u64> {
+    list.get(list.partition_point(|&p| p < x)).copied()
+}
+
+/// The last element of the ascending `list` that is `<= x`.
+fn prev_in(list: &[u64], x: u64) -> Option<u64> {
+    list.partition_point(|&p| p <= x).checked_sub(1).map(|i| list[i])
+}
+
+impl ResolvedItem<'_> {
+    /// The smallest matching position in `x..=hi`.
+    fn next(&self, mut x: u64, hi: u64) -> Option<u64> {
+        let ResolvedItem::Lists { types, tags, every_type } = self else {
+            return (x <= hi).then_some(x);
+        };
+        loop {
+            if x > hi {
+                return None;
+            }
+            let mut candidate =
+                if *every_type { x } else { types.iter().filter_map(|list| next_in(list, x)).min()? };
+            let mut agreed = true;
+            for list in tags {
+                let found = next_in(list, candidate)?;
+                if found != candidate {
+                    candidate = found;
+                    agreed = false;
+                    break;
+                }
+            }
+            if agreed {
+                return (candidate <= hi).then_some(candidate);
+            }
+            x = candidate;
+        }
+    }
+
+    /// The largest matching position in `lo..=x`.
+    fn prev(&self, mut x: u64, lo: u64) -> Option<u64> {
+        let ResolvedItem::Lists { types, tags, every_type } = self else {
+            return (x >= lo).then_some(x);
+        };
+        loop {
+            if x < lo {
+                return None;
+            }
+            let mut candidate =
+                if *every_type { x } else { types.iter().filter_map(|list| prev_in(list, x)).max()? };
+            let mut agreed = true;
+            for list in tags {
+                let found = prev_in(list, candidate)?;
+                if found != candidate {
+                    candidate = found;
+                    agreed = false;
+                    break;
+                }
+            }
+            if agreed {
+                return (candidate >= lo).then_some(candidate);
+            }
+            x = candidate;
+        }
+    }
+}
+
+impl Resolved<'_> {
+    fn next(&self, x: u64, hi: u64) -> Option<u64> {
+        if self.every_event {
+            return (x <= hi).then_some(x);
+        }
+        self.items.iter().filter_map(|item| item.next(x, hi)).min()
+    }
+
+    fn prev(&self, x: u64, lo: u64) -> Option<u64> {
+        if self.every_event {
+            return (x >= lo && x > 0).then_some(x);
+        }
+        self.items.iter().filter_map(|item| item.prev(x, lo)).max()
+    }
+}
+
+/// The state of one read between batches: what is left to select, and what it has seen.
+///
+/// The read's snapshot is the head when it started; it never returns a later event, so a read
+/// streamed over many batches sees one consistent prefix of the log.
+pub(crate) struct ReadCursor {
+    query: Query,
+    backwards: bool,
+    /// Exclusive lower bound (the read's `after`).
+    after: u64,
+    /// The head at the snapshot: the inclusive upper bound.
+    snapshot: u64,
+    /// The next candidate: forwards the lowest, backwards the highest position still to look at.
+    next: u64,
+    remaining: Option<u64>,
+    last_delivered: Option<u64>,
+    /// A forward read stopped by its limit while a further matching event existed.
+    cut: bool,
+    done: bool,
+}
+
+impl ReadCursor {
+    pub fn new(index: &TenantIndex, query: Query, after: u64, limit: Option<u64>, backwards: bool) -> Self {
+        let snapshot = index.published();
+        let next = if backwards { snapshot } else { after + 1 };
+        ReadCursor {
+            query,
+            backwards,
+            after,
+            snapshot,
+            next,
+            remaining: limit,
+            last_delivered: None,
+            cut: false,
+            done: false,
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Selects up to `max` further positions.
+    pub fn next_positions(&mut self, index: &TenantIndex, max: usize) -> Vec<u64> {
+        let resolved = index.resolve(&self.query);
+        let mut out = Vec::new();
+        while out.len() < max && !self.done {
+            let found = if self.backwards {
+                if self.next <= self.after { None } else { resolved.prev(self.next, self.after + 1) }
+            } else {
+                resolved.next(self.next, self.snapshot)
+            };
+            if self.remaining == Some(0) {
+                // A forward read records the last delivered event only when it really was cut
+                // short; "the last N" backwards has seen everything newer anyway.
+                self.cut = found.is_some();
+                self.done = true;
+                break;
+            }
+            let Some(position) = found else {
+                self.done = true;
+                break;
+            };
+            out.push(position);
+            self.last_delivered = Some(position);
+            self.remaining = self.remaining.map(|r| r - 1);
+            if self.backwards {
+                self.next = position - 1;
+            } else {
+                self.next = position + 1;
+            }
+        }
+        out
+    }
+
+    /// The position up to which this read has seen every matching event (see DESIGN.md).
+    pub fn consistency_position(&self) -> u64 {
+        match (self.backwards, self.cut, self.last_delivered) {
+            (false, true, Some(last)) => last,
+            _ => self.snapshot,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::QueryItem;
+
+    fn index(events: &[(&str, &[&str])]) -> TenantIndex {
+        let mut index = TenantIndex::default();
+        for (i, (t, tags)) in events.iter().enumerate() {
+            let mut event = Event::new(*t);
+            event.tags = tags.iter().map(|s| s.to_string()).collect();
+            index.insert(i as u64 + 1, &event);
+        }
+        index.publish(index.head());
+        index
+    }
+
+    fn all(index: &TenantIndex, query: Query, backwards: bool) -> Vec<u64> {
+        let mut cursor = ReadCursor::new(index, query, 0, None, backwards);
+        cursor.next_positions(index, usize::MAX)
+    }
+
+    #[test]
+    fn leapfrog_intersection_and_union() {
+        let idx = index(&[("A", &["x", "y"]), ("B", &["x"]), ("A", &["y"]), ("C", &["x", "y"]), ("A", &["x", "y"])]);
+        let q = Query::item(QueryItem::types(["A", "C"]).with_tag("x").with_tag("y"));
+        assert_eq!(all(&idx, q.clone(), false), vec![1, 4, 5]);
+        assert_eq!(all(&idx, q, true), vec![5, 4, 1]);
+        let q = Query::item(QueryItem::types(["B"])).or(QueryItem::tags(["y"]));
+        assert_eq!(all(&idx, q, false), vec![1, 2, 3, 4, 5]);
+        let q = Query::item(QueryItem::types(["Z"]));
+        assert!(all(&idx, q, false).is_empty());
+        assert_eq!(all(&idx, Query::all(), true), vec![5, 4, 3, 2, 1]);
+    }
+}

@@ -1,0 +1,117 @@
+//! The DCB event store: one interface, several backends, one set of semantics.
+//!
+//! Each tenant has one append-only log. An event has a type, a set of tags and opaque data.
+//! A [`Query`] selects events by type and tags; a read returns matching events in position
+//! order with the read's *consistency position*; an append is atomic and guarded by
+//! [`AppendCondition`]s — "no event matching this query after that position" — checked in the
+//! same atomic step as the write. That is all Dynamic Consistency Boundaries need: a command
+//! reads what it cares about, decides, and appends only if nothing it read has changed.
+//!
+//! Backends:
+//! - [`EmbeddedStore`]: the durable default, one data directory, group commit;
+//! - [`MemoryStore`]: the same semantics in memory, for tests and demos.
+//!
+//! The conformance suite in `tests/all/store/` runs against every backend.
+
+mod embedded;
+mod error;
+mod index;
+mod limits;
+mod memory;
+mod subscription;
+mod types;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use embedded::{EmbeddedOptions, EmbeddedStore};
+pub use error::StoreError;
+pub use limits::Limits;
+pub use memory::MemoryStore;
+pub use subscription::Subscription;
+pub use types::{AppendCondition, Event, Position, Query, QueryItem, ReadOptions, SequencedEvent, Tenant};
+
+/// How many events a read hands over at a time.
+pub const READ_BATCH: usize = 512;
+
+/// The interface every backend implements.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Streams the events of `tenant` matching `query`, in batches.
+    ///
+    /// The read sees the log as of its start (its snapshot). Once the stream is exhausted,
+    /// [`ReadStream::consistency_position`] says up to where the read saw every matching event.
+    async fn read(&self, tenant: &Tenant, query: Query, options: ReadOptions) -> Result<ReadStream, StoreError>;
+
+    /// Appends `events` atomically if every condition holds, and returns their positions.
+    async fn append(
+        &self,
+        tenant: &Tenant,
+        events: Vec<Event>,
+        conditions: Vec<AppendCondition>,
+    ) -> Result<Vec<Position>, StoreError>;
+
+    /// The position of the tenant's newest event (`Position::ZERO` for an empty log).
+    async fn head(&self, tenant: &Tenant) -> Result<Position, StoreError>;
+
+    /// Delivers every event matching `query` after `after`, then every new one as it is
+    /// appended: in order, with no gap and no duplicate.
+    async fn subscribe(&self, tenant: &Tenant, query: Query, after: Option<Position>) -> Result<Subscription, StoreError>;
+
+    fn limits(&self) -> &Limits;
+}
+
+/// A shared handle to any backend.
+pub type SharedStore = Arc<dyn EventStore>;
+
+/// A backend's source of batches for one read.
+#[async_trait]
+pub trait EventBatches: Send {
+    /// The next batch, or `None` once the read is exhausted. Batches are never empty.
+    async fn next_batch(&mut self) -> Result<Option<Vec<SequencedEvent>>, StoreError>;
+
+    /// Valid once `next_batch` has returned `None`.
+    fn consistency_position(&self) -> Position;
+}
+
+/// The result of a read: events in batches, then the read's consistency position.
+pub struct ReadStream {
+    batches: Box<dyn EventBatches>,
+    exhausted: bool,
+}
+
+impl ReadStream {
+    pub fn new(batches: Box<dyn EventBatches>) -> Self {
+        ReadStream { batches, exhausted: false }
+    }
+
+    pub async fn next_batch(&mut self) -> Result<Option<Vec<SequencedEvent>>, StoreError> {
+        if self.exhausted {
+            return Ok(None);
+        }
+        let batch = self.batches.next_batch().await?;
+        self.exhausted = batch.is_none();
+        Ok(batch)
+    }
+
+    /// The position up to which this read saw every matching event:
+    /// the head at its snapshot for a complete read and for a backwards read cut by `limit`;
+    /// the last delivered event for a forward read cut by `limit`.
+    ///
+    /// # Panics
+    /// Before the stream is exhausted; that would be a bug in the caller.
+    pub fn consistency_position(&self) -> Position {
+        assert!(self.exhausted, "the consistency position is known once the read is exhausted");
+        self.batches.consistency_position()
+    }
+
+    /// Reads everything into memory: for callers that know the read is small.
+    pub async fn collect(mut self) -> Result<(Vec<SequencedEvent>, Position), StoreError> {
+        let mut events = Vec::new();
+        while let Some(batch) = self.next_batch().await? {
+            events.extend(batch);
+        }
+        Ok((events, self.consistency_position()))
+    }
+}

@@ -1,0 +1,3 @@
+//! Counterpoint's integration tests: one binary, a module per feature.
+
+mod store;

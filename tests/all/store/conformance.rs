@@ -1,0 +1,370 @@
+//! The conformance suite: the DCB semantics every backend must have, written once.
+//!
+//! `conformance!(backend, fixture)` instantiates every case for one backend. A new backend
+//! plugs in with one line at the bottom of this file.
+
+use counterpoint::store::{
+    AppendCondition, Event, Position, Query, QueryItem, ReadOptions, SequencedEvent, SharedStore, StoreError,
+    Tenant, READ_BATCH,
+};
+
+fn tenant(name: &str) -> Tenant {
+    Tenant::new(name).unwrap()
+}
+
+fn ev(event_type: &str, tags: &[&str]) -> Event {
+    let mut event = Event::new(event_type);
+    event.tags = tags.iter().map(|t| t.to_string()).collect();
+    event.data = format!("{event_type}/{}", tags.join(",")).into_bytes();
+    event
+}
+
+fn item(types: &[&str], tags: &[&str]) -> QueryItem {
+    QueryItem { types: types.iter().map(|t| t.to_string()).collect(), tags: tags.iter().map(|t| t.to_string()).collect() }
+}
+
+async fn append(store: &SharedStore, t: &Tenant, events: Vec<Event>) -> Vec<Position> {
+    store.append(t, events, vec![]).await.expect("unconditional append")
+}
+
+async fn read(store: &SharedStore, t: &Tenant, query: Query, options: ReadOptions) -> (Vec<SequencedEvent>, Position) {
+    store.read(t, query, options).await.expect("read").collect().await.expect("read stream")
+}
+
+async fn positions(store: &SharedStore, t: &Tenant, query: Query, options: ReadOptions) -> Vec<u64> {
+    read(store, t, query, options).await.0.iter().map(|e| e.position.get()).collect()
+}
+
+/// Seeds the log used by the query cases:
+/// 1 A[x]  2 B[x,y]  3 C[y]  4 A[x,y]  5 B[]  6 A[z]
+async fn seed(store: &SharedStore, t: &Tenant) {
+    append(store, t, vec![ev("A", &["x"]), ev("B", &["x", "y"]), ev("C", &["y"])]).await;
+    append(store, t, vec![ev("A", &["x", "y"]), ev("B", &[]), ev("A", &["z"])]).await;
+}
+
+pub async fn types_or_within_an_item(store: SharedStore) {
+    let t = tenant("t");
+    seed(&store, &t).await;
+    let q = Query::item(item(&["A", "C"], &[]));
+    assert_eq!(positions(&store, &t, q, ReadOptions::default()).await, vec![1, 3, 4, 6]);
+}
+
+pub async fn tags_and_within_an_item(store: SharedStore) {
+    let t = tenant("t");
+    seed(&store, &t).await;
+    let q = Query::item(item(&[], &["x", "y"]));
+    assert_eq!(positions(&store, &t, q, ReadOptions::default()).await, vec![2, 4]);
+    let q = Query::item(item(&["A"], &["x", "y"]));
+    assert_eq!(positions(&store, &t, q, ReadOptions::default()).await, vec![4]);
+    let q = Query::item(item(&[], &["x", "nope"]));
+    assert!(positions(&store, &t, q, ReadOptions::default()).await.is_empty());
+}
+
+pub async fn items_are_ored_and_matches_come_once(store: SharedStore) {
+    let t = tenant("t");
+    seed(&store, &t).await;
+    // Event 4 matches both items; event 2 matches both: each comes once, in order.
+    let q = Query::item(item(&["A"], &[])).or(item(&[], &["y"]));
+    assert_eq!(positions(&store, &t, q.clone(), ReadOptions::default()).await, vec![1, 2, 3, 4, 6]);
+    assert_eq!(positions(&store, &t, q, ReadOptions::default().backwards()).await, vec![6, 4, 3, 2, 1]);
+    let q = Query::item(item(&["Nope"], &[])).or(item(&["B"], &[]));
+    assert_eq!(positions(&store, &t, q, ReadOptions::default()).await, vec![2, 5]);
+}
+
+pub async fn empty_query_reads_every_event_with_its_content(store: SharedStore) {
+    let t = tenant("t");
+    seed(&store, &t).await;
+    let (events, position) = read(&store, &t, Query::all(), ReadOptions::default()).await;
+    assert_eq!(events.iter().map(|e| e.position.get()).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(position, Position::new(6));
+    assert_eq!(events[1].event.event_type, "B");
+    assert_eq!(events[1].event.tags, vec!["x".to_string(), "y".to_string()]);
+    assert_eq!(events[1].event.data, b"B/x,y".to_vec());
+    // An item with neither types nor tags also matches everything.
+    let q = Query::item(item(&[], &[]));
+    assert_eq!(positions(&store, &t, q, ReadOptions::default()).await.len(), 6);
+}
+
+pub async fn metadata_and_tags_round_trip(store: SharedStore) {
+    let t = tenant("t");
+    let mut event = ev("M", &["b", "a", "b"]);
+    event.metadata = vec![("causation".into(), "cmd-1".into()), ("user".into(), "ann".into())];
+    event.data = (0..=255u8).collect();
+    append(&store, &t, vec![event.clone()]).await;
+    let (events, _) = read(&store, &t, Query::all(), ReadOptions::default()).await;
+    assert_eq!(events[0].event.tags, vec!["a".to_string(), "b".to_string()], "tags are a set");
+    assert_eq!(events[0].event.metadata, event.metadata);
+    assert_eq!(events[0].event.data, event.data);
+}
+
+pub async fn after_is_exclusive_and_limit_cuts(store: SharedStore) {
+    let t = tenant("t");
+    seed(&store, &t).await;
+    let all = Query::all();
+    assert_eq!(positions(&store, &t, all.clone(), ReadOptions::default().after(Position::new(4))).await, vec![5, 6]);
+    assert_eq!(positions(&store, &t, all.clone(), ReadOptions::default().limit(2)).await, vec![1, 2]);
+    assert_eq!(positions(&store, &t, all.clone(), ReadOptions::default().after(Position::new(1)).limit(2)).await, vec![2, 3]);
+    assert!(positions(&store, &t, all, ReadOptions::default().after(Position::new(6))).await.is_empty());
+}
+
+pub async fn backwards_alone_with_limit_with_after(store: SharedStore) {
+    let t = tenant("t");
+    seed(&store, &t).await;
+    let a = Query::item(item(&["A"], &[]));
+    assert_eq!(positions(&store, &t, a.clone(), ReadOptions::default().backwards()).await, vec![6, 4, 1]);
+    assert_eq!(positions(&store, &t, a.clone(), ReadOptions::default().backwards().limit(2)).await, vec![6, 4]);
+    assert_eq!(positions(&store, &t, a.clone(), ReadOptions::default().backwards().after(Position::new(1))).await, vec![6, 4]);
+    assert_eq!(
+        positions(&store, &t, a, ReadOptions::default().backwards().after(Position::new(3)).limit(1)).await,
+        vec![6]
+    );
+}
+
+pub async fn consistency_position_of_each_read_kind(store: SharedStore) {
+    let t = tenant("t");
+    seed(&store, &t).await;
+    let a = Query::item(item(&["A"], &[]));
+    // A complete forward read: the head at the snapshot, though the last match is 6 and head is 6.
+    append(&store, &t, vec![ev("Other", &[])]).await; // head 7, matches nothing of `a`
+    let (_, p) = read(&store, &t, a.clone(), ReadOptions::default()).await;
+    assert_eq!(p, Position::new(7), "complete forward read: head");
+    let (_, p) = read(&store, &t, a.clone(), ReadOptions::default().backwards()).await;
+    assert_eq!(p, Position::new(7), "complete backwards read: head");
+    let (_, p) = read(&store, &t, a.clone(), ReadOptions::default().limit(2)).await;
+    assert_eq!(p, Position::new(4), "forward read cut by limit: the last delivered event");
+    let (_, p) = read(&store, &t, a.clone(), ReadOptions::default().limit(3)).await;
+    assert_eq!(p, Position::new(7), "forward read whose limit was not reached: complete, so the head");
+    let (_, p) = read(&store, &t, a.clone(), ReadOptions::default().backwards().limit(1)).await;
+    assert_eq!(p, Position::new(7), "backwards read cut by limit: head (it saw everything newer)");
+    let (_, p) = read(&store, &t, a, ReadOptions::default().after(Position::new(100))).await;
+    assert_eq!(p, Position::new(7), "a read after the head: the head");
+    let (_, p) = read(&store, &tenant("empty"), Query::all(), ReadOptions::default()).await;
+    assert_eq!(p, Position::ZERO, "an empty log");
+}
+
+pub async fn recorded_positions_guard_appends_correctly(store: SharedStore) {
+    let t = tenant("t");
+    seed(&store, &t).await;
+    let a = Query::item(item(&["A"], &[]));
+    // "The last N" backwards, then append guarded by it: must succeed (the known bug would fail it).
+    let (_, p) = read(&store, &t, a.clone(), ReadOptions::default().backwards().limit(1)).await;
+    store.append(&t, vec![ev("A", &["new"])], vec![AppendCondition::new(a.clone(), Some(p))]).await.expect("guarded by head");
+    // Forward cut by limit: an unseen later match must fail the append.
+    let (_, p) = read(&store, &t, a.clone(), ReadOptions::default().limit(1)).await;
+    let err = store.append(&t, vec![ev("A", &[])], vec![AppendCondition::new(a, Some(p))]).await.unwrap_err();
+    assert!(err.is_condition_failed(), "{err}");
+}
+
+pub async fn conditions(store: SharedStore) {
+    let t = tenant("t");
+    seed(&store, &t).await;
+    let x = Query::item(item(&[], &["x"]));
+    let z = Query::item(item(&[], &["z"]));
+    let none = Query::item(item(&["Never"], &[]));
+
+    // `after` is exclusive: the last x is 4.
+    let ok = store.append(&t, vec![ev("D", &[])], vec![AppendCondition::new(x.clone(), Some(Position::new(4)))]).await;
+    assert_eq!(ok.unwrap(), vec![Position::new(7)]);
+    let err = store.append(&t, vec![ev("D", &[])], vec![AppendCondition::new(x.clone(), Some(Position::new(3)))]).await;
+    match err {
+        Err(StoreError::ConditionFailed { condition: 0, position }) => assert_eq!(position, Position::new(4)),
+        other => panic!("expected condition 0 to fail at 4, got {other:?}"),
+    }
+    // Without `after`, any match ever fails; a query that never matched passes.
+    assert!(store.append(&t, vec![ev("D", &[])], vec![AppendCondition::new(z.clone(), None)]).await.unwrap_err().is_condition_failed());
+    store.append(&t, vec![ev("D", &[])], vec![AppendCondition::new(none.clone(), None)]).await.unwrap();
+
+    // Several conditions: all must hold; the error names the one that failed.
+    let conds = vec![AppendCondition::new(none.clone(), None), AppendCondition::new(z.clone(), Some(Position::new(5)))];
+    match store.append(&t, vec![ev("D", &[])], conds).await {
+        Err(StoreError::ConditionFailed { condition: 1, position }) => assert_eq!(position, Position::new(6)),
+        other => panic!("expected condition 1 to fail, got {other:?}"),
+    }
+    let conds = vec![AppendCondition::new(none.clone(), None), AppendCondition::new(z, Some(Position::new(6)))];
+    store.append(&t, vec![ev("D", &[])], conds).await.unwrap();
+
+    // A condition matched only by the append's own events does not fail it.
+    let own = Query::item(item(&["Own"], &[]));
+    store.append(&t, vec![ev("Own", &[]), ev("Own", &["x"])], vec![AppendCondition::new(own.clone(), None)]).await.unwrap();
+    // ...but the next one with the same condition does.
+    assert!(store.append(&t, vec![ev("Own", &[])], vec![AppendCondition::new(own, None)]).await.unwrap_err().is_condition_failed());
+}
+
+pub async fn failed_append_writes_nothing(store: SharedStore) {
+    let t = tenant("t");
+    seed(&store, &t).await;
+    let head = store.head(&t).await.unwrap();
+    let x = Query::item(item(&[], &["x"]));
+    let err = store
+        .append(&t, vec![ev("E", &["fresh"]), ev("E", &["fresh"])], vec![AppendCondition::new(x, None)])
+        .await
+        .unwrap_err();
+    assert!(err.is_condition_failed());
+    assert_eq!(store.head(&t).await.unwrap(), head);
+    assert!(positions(&store, &t, Query::item(item(&[], &["fresh"])), ReadOptions::default()).await.is_empty());
+    // The next successful append takes the next position: nothing was half-written.
+    assert_eq!(append(&store, &t, vec![ev("E", &[])]).await, vec![Position::new(head.get() + 1)]);
+}
+
+pub async fn positions_strictly_increase_and_match_reads(store: SharedStore) {
+    let t = tenant("t");
+    let mut returned = Vec::new();
+    for i in 0..20 {
+        let events = (0..(i % 4) + 1).map(|k| ev("P", &[&format!("i:{i}"), &format!("k:{k}")])).collect();
+        returned.extend(append(&store, &t, events).await);
+    }
+    assert!(returned.windows(2).all(|w| w[0] < w[1]), "{returned:?}");
+    let (events, head) = read(&store, &t, Query::all(), ReadOptions::default()).await;
+    assert_eq!(events.iter().map(|e| e.position).collect::<Vec<_>>(), returned);
+    assert_eq!(head, *returned.last().unwrap());
+    assert_eq!(store.head(&t).await.unwrap(), head);
+}
+
+pub async fn tenants_are_isolated(store: SharedStore) {
+    let (a, b) = (tenant("alpha"), tenant("beta"));
+    append(&store, &a, vec![ev("A", &["x"]), ev("A", &["x"])]).await;
+    assert_eq!(append(&store, &b, vec![ev("A", &["x"])]).await, vec![Position::new(1)], "positions are per tenant");
+    assert_eq!(positions(&store, &b, Query::all(), ReadOptions::default()).await, vec![1]);
+    assert_eq!(store.head(&a).await.unwrap(), Position::new(2));
+    // A condition in one tenant never sees another tenant's events.
+    let x = Query::item(item(&[], &["x"]));
+    store.append(&tenant("gamma"), vec![ev("A", &[])], vec![AppendCondition::new(x, None)]).await.unwrap();
+}
+
+pub async fn every_limit_is_enforced_and_writes_nothing(store: SharedStore) {
+    let t = tenant("t");
+    append(&store, &t, vec![ev("Seed", &[])]).await;
+    let limits = store.limits().clone();
+    let long = |n: usize| "a".repeat(n);
+    let too_many_tags: Vec<String> = (0..=limits.max_tags_per_event).map(|i| format!("t{i}")).collect();
+    let cases: Vec<(&str, Vec<Event>, bool)> = vec![
+        ("type too long", vec![Event::new(long(limits.max_type_len + 1))], false),
+        ("tag too long", vec![Event::new("T").tag(long(limits.max_tag_len + 1))], false),
+        ("too many tags", vec![Event { tags: too_many_tags, ..Event::new("T") }], false),
+        ("event too big", vec![Event::new("T").data(vec![0u8; limits.max_event_bytes + 1])], false),
+        ("too many events", (0..=limits.max_events_per_append).map(|_| Event::new("T")).collect(), false),
+        (
+            "append too big",
+            (0..(limits.max_append_bytes / limits.max_event_bytes) + 1)
+                .map(|_| Event::new("T").data(vec![0u8; limits.max_event_bytes]))
+                .collect(),
+            false,
+        ),
+        ("empty type", vec![Event::new("")], true),
+        ("empty tag", vec![Event::new("T").tag("")], true),
+        ("no events", vec![], true),
+    ];
+    for (name, events, is_invalid_input) in cases {
+        let err = store.append(&t, events, vec![]).await.expect_err(name);
+        match (&err, is_invalid_input) {
+            (StoreError::InvalidInput(_), true) | (StoreError::LimitExceeded { .. }, false) => {}
+            _ => panic!("{name}: unexpected error {err:?}"),
+        }
+        assert!(!err.to_string().is_empty());
+    }
+    // The largest allowed event is fine.
+    append(&store, &t, vec![Event::new(long(limits.max_type_len)).data(vec![7u8; limits.max_event_bytes])]).await;
+    assert_eq!(store.head(&t).await.unwrap(), Position::new(2), "nothing refused was written");
+
+    let err = store.read(&t, Query::all(), ReadOptions::default().limit(0)).await.err().expect("limit 0");
+    assert!(matches!(err, StoreError::InvalidInput(_)), "{err:?}");
+    let err = store.read(&t, Query::item(item(&[""], &[])), ReadOptions::default()).await.err().expect("empty type");
+    assert!(matches!(err, StoreError::InvalidInput(_)), "{err:?}");
+    let bad_condition = vec![AppendCondition::new(Query::item(item(&[], &[""])), None)];
+    let err = store.append(&t, vec![ev("T", &[])], bad_condition).await.unwrap_err();
+    assert!(matches!(err, StoreError::InvalidInput(_)), "{err:?}");
+    assert!(Tenant::new("").is_err() && Tenant::new("UPPER").is_err() && Tenant::new("a/b").is_err());
+}
+
+pub async fn reads_stream_in_batches_from_a_snapshot(store: SharedStore) {
+    let t = tenant("t");
+    let total = READ_BATCH * 3 + 7;
+    for chunk in 0..4 {
+        let events = (0..total / 4 + 1).map(|i| ev("S", &[&format!("n:{}", chunk * 1000 + i)])).collect();
+        append(&store, &t, events).await;
+    }
+    let head = store.head(&t).await.unwrap();
+    let mut stream = store.read(&t, Query::all(), ReadOptions::default()).await.unwrap();
+    let first = stream.next_batch().await.unwrap().unwrap();
+    assert!(!first.is_empty() && first.len() <= READ_BATCH);
+    // Appended while the read is under way: not part of the read's snapshot.
+    append(&store, &t, vec![ev("Late", &[])]).await;
+    let mut count = first.len();
+    let mut last = first.last().unwrap().position;
+    while let Some(batch) = stream.next_batch().await.unwrap() {
+        assert!(!batch.is_empty() && batch.len() <= READ_BATCH);
+        assert!(batch[0].position > last);
+        last = batch.last().unwrap().position;
+        count += batch.len();
+    }
+    assert_eq!(count as u64, head.get());
+    assert_eq!(stream.consistency_position(), head);
+}
+
+pub async fn subscriptions_have_no_gaps_while_writers_run(store: SharedStore) {
+    let t = tenant("t");
+    // Some history to catch up on, then live appends from 4 writers while subscribers follow.
+    for i in 0..300 {
+        append(&store, &t, vec![ev("Sub", &[&format!("w:{}", i % 4), "all"]), ev("Noise", &[])]).await;
+    }
+    let query = Query::item(item(&["Sub"], &[]));
+    let mut from_start = store.subscribe(&t, query.clone(), None).await.unwrap();
+    let mut from_middle = store.subscribe(&t, query.clone(), Some(Position::new(301))).await.unwrap();
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let store = store.clone();
+            let t = t.clone();
+            tokio::spawn(async move {
+                for _ in 0..100 {
+                    store.append(&t, vec![ev("Noise", &[]), ev("Sub", &[&format!("w:{w}")])], vec![]).await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    let expected_total = 300 + 400;
+    let mut seen = Vec::new();
+    while seen.len() < expected_total {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(30), from_start.next()).await.expect("no stall").unwrap();
+        seen.push(event.position.get());
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let (all, _) = read(&store, &t, query, ReadOptions::default()).await;
+    let expected: Vec<u64> = all.iter().map(|e| e.position.get()).collect();
+    assert_eq!(seen, expected, "every matching event once, in order");
+    let mut middle = Vec::new();
+    while middle.len() < expected.iter().filter(|&&p| p > 301).count() {
+        middle.push(from_middle.next().await.unwrap().position.get());
+    }
+    assert_eq!(middle, expected.into_iter().filter(|&p| p > 301).collect::<Vec<_>>());
+}
+
+#[macro_export]
+macro_rules! conformance {
+    ($backend:ident, $fixture:expr) => {
+        mod $backend {
+            $crate::conformance!(@cases $fixture;
+                types_or_within_an_item, tags_and_within_an_item, items_are_ored_and_matches_come_once,
+                empty_query_reads_every_event_with_its_content, metadata_and_tags_round_trip,
+                after_is_exclusive_and_limit_cuts, backwards_alone_with_limit_with_after,
+                consistency_position_of_each_read_kind, recorded_positions_guard_appends_correctly,
+                conditions, failed_append_writes_nothing, positions_strictly_increase_and_match_reads,
+                tenants_are_isolated, every_limit_is_enforced_and_writes_nothing,
+                reads_stream_in_batches_from_a_snapshot, subscriptions_have_no_gaps_while_writers_run);
+        }
+    };
+    (@cases $fixture:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let fixture = $fixture;
+                super::$case(fixture.store.clone()).await;
+            }
+        )*
+    };
+}
+
+conformance!(memory, crate::store::memory());
+conformance!(embedded, crate::store::embedded());

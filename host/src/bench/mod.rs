@@ -1,0 +1,74 @@
+//! Benchmarks: `counterpoint bench NAME` (or `just bench NAME`) prints a table and writes
+//! `target/bench/NAME.json`. Durable throughput is stated next to `fsync_per_s`, the raw flush
+//! rate of the same disk measured in the same run, because flush times swing widely.
+
+mod store;
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+pub use store::store;
+
+/// A benchmark's results: named numbers, in the order they were measured.
+pub struct Report {
+    name: String,
+    rows: Vec<(String, f64, String)>,
+}
+
+impl Report {
+    pub fn new(name: &str) -> Self {
+        Report { name: name.into(), rows: Vec::new() }
+    }
+
+    pub fn add(&mut self, key: &str, value: f64, note: impl Into<String>) {
+        let note = note.into();
+        println!("  {key:<28} {value:>14.1}  {note}");
+        self.rows.push((key.into(), value, note));
+    }
+
+    pub fn get(&self, key: &str) -> f64 {
+        self.rows.iter().find(|r| r.0 == key).map_or(f64::NAN, |r| r.1)
+    }
+
+    /// Prints the table and writes `<out_dir>/<name>.json`.
+    pub fn finish(&self, out_dir: &Path) -> anyhow::Result<PathBuf> {
+        println!("\n{:<28} {:>14}  note", format!("bench {}", self.name), "value");
+        println!("{}", "-".repeat(78));
+        for (key, value, note) in &self.rows {
+            println!("{key:<28} {value:>14.1}  {note}");
+        }
+        std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+        let path = out_dir.join(format!("{}.json", self.name));
+        let json: serde_json::Map<String, serde_json::Value> =
+            self.rows.iter().map(|(k, v, _)| (k.clone(), serde_json::json!(v))).collect();
+        std::fs::write(&path, serde_json::to_string_pretty(&json)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("\nwrote {}", path.display());
+        Ok(path)
+    }
+}
+
+/// The disk's raw durable-append rate: 4 KiB appended and `fdatasync`ed, repeatedly, in `dir`.
+pub fn fsync_per_s(dir: &Path, duration: Duration) -> anyhow::Result<f64> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("fsync-probe");
+    let file = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path)?;
+    let block = vec![0x5au8; 4096];
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < duration || n < 20 {
+        file.write_all_at(&block, n * 4096)?;
+        file.sync_data()?;
+        n += 1;
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    drop(file);
+    std::fs::remove_file(&path)?;
+    let _ = std::io::stdout().flush();
+    Ok(rate)
+}

@@ -1,0 +1,100 @@
+//! The Rust SDK for Counterpoint feature slices.
+//!
+//! A slice is a set of [`Event`]s, [`Command`]s, [`Projection`]s and (optionally)
+//! [`Automation`]s, exported as a WebAssembly component with one [`slice!`] invocation.
+//! Commands read the tenant's log with a [`Query`] and append events; the host guards
+//! the append with every read the command made (DCB), and retries the command on conflict.
+//!
+//! ```
+//! use counterpoint_sdk::prelude::*;
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct OrderPlaced { order_id: String }
+//!
+//! impl Event for OrderPlaced {
+//!     const TYPE: &'static str = "OrderPlaced";
+//!     fn tags(&self) -> Vec<String> { vec![tag("order_id", &self.order_id)] }
+//! }
+//!
+//! #[derive(Deserialize)]
+//! struct PlaceOrder { order_id: String }
+//!
+//! impl Command for PlaceOrder {
+//!     const NAME: &'static str = "place-order";
+//!     type Output = ();
+//!     fn run(self, ctx: &mut Context) -> Result<(), Error> {
+//!         let order = ctx.read(Query::of::<OrderPlaced>().tag(tag("order_id", &self.order_id)))?;
+//!         if !order.is_empty() {
+//!             return Err(Error::rejected("order already placed"));
+//!         }
+//!         ctx.append(OrderPlaced { order_id: self.order_id });
+//!         Ok(())
+//!     }
+//! }
+//!
+//! counterpoint_sdk::slice! {
+//!     name: "orders", version: "0.1.0",
+//!     events: [OrderPlaced],
+//!     commands: [PlaceOrder],
+//! }
+//! ```
+
+// The generated `export!` macro names this crate by its public name, so that name must
+// also resolve inside the crate.
+extern crate self as counterpoint_sdk;
+
+/// The bindings of the WIT contract (`counterpoint:slice@0.1.0`, world `slice-world`),
+/// generated once here so that slices depend on this crate only.
+#[allow(missing_docs)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "slice-world",
+        pub_export_macro: true,
+        default_bindings_module: "counterpoint_sdk::bindings",
+        additional_derives: [PartialEq, Eq],
+    });
+}
+
+mod automation;
+mod command;
+mod error;
+mod event;
+mod input;
+mod projection;
+mod query;
+mod slice;
+pub mod testing;
+
+pub use automation::{Automation, CommandCall};
+pub use command::{Command, Context};
+pub use event::{Envelope, Event, Events, RawEvent, tag};
+pub use input::fields_of;
+pub use projection::Projection;
+pub use query::{Item, Position, Query, ReadOptions, ReadResult};
+pub use slice::{Slice, Store};
+
+/// The error every fallible SDK call returns: the WIT `error` variant.
+pub use bindings::counterpoint::slice::types::Error;
+/// A named input of a command or projection, as listed by `describe`.
+pub use bindings::exports::counterpoint::slice::slice::Field;
+
+/// Everything a slice usually needs, plus serde's derives.
+pub mod prelude {
+    pub use crate::{
+        Automation, Command, CommandCall, Context, Envelope, Error, Event, Events, Item,
+        Projection, Query, ReadOptions, tag,
+    };
+    pub use serde::{Deserialize, Serialize};
+}
+
+/// Used by the code [`slice!`] expands to; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::automation::info as automation_info;
+    pub use crate::bindings::exports::counterpoint::slice::slice::Description;
+    pub use crate::command::{execute, info as command_info};
+    pub use crate::event::tags_of;
+    pub use crate::projection::{Running, info as projection_info, open};
+    pub use crate::slice::unknown;
+}

@@ -1,0 +1,101 @@
+//! An in-memory store for testing a slice's logic natively (`cargo test`), without a host.
+
+use serde::Serialize;
+
+use crate::command::run;
+use crate::input::decode_input;
+use crate::projection::fold;
+use crate::query::{Position, ReadResult};
+use crate::{
+    Command, Envelope, Error, Event, Projection, Query, RawEvent, ReadOptions, Slice, Store,
+};
+
+/// One tenant's log in memory, with the host's read semantics (not its concurrency control:
+/// tests run one command at a time).
+#[derive(Debug, Default)]
+pub struct TestStore {
+    events: Vec<Envelope>,
+}
+
+impl TestStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends an event directly, e.g. another slice's, as a test's "given".
+    pub fn given<E: Event>(&mut self, event: E) -> &mut Self {
+        let raw = RawEvent::encode(&event).expect("encodable event");
+        self.append(&[raw]).expect("in-memory append");
+        self
+    }
+
+    /// Runs a command, typed, as the host would: reads, then one append if it succeeds.
+    pub fn run<C: Command>(&mut self, command: C) -> Result<C::Output, Error> {
+        run(self, command)
+    }
+
+    /// Runs a command of slice `S` by name with a payload, through its MessagePack path.
+    pub fn execute<S: Slice>(
+        &mut self,
+        command: &str,
+        payload: &impl Serialize,
+    ) -> Result<Vec<u8>, Error> {
+        let payload = rmp_serde::to_vec_named(payload).expect("encodable payload");
+        S::execute(self, command, &payload)
+    }
+
+    /// Computes a projection as the host would: decode the params, read the source, fold.
+    pub fn project<P: Projection>(&mut self, params: &impl Serialize) -> Result<P::Output, Error> {
+        let params = rmp_serde::to_vec_named(params).expect("encodable params");
+        let params = decode_input::<P::Params>(&params)?;
+        let events = self.read(&P::source(&params), P::options(&params))?.events;
+        fold::<P>(&params, &events)?.output()
+    }
+
+    /// Everything appended so far, oldest first.
+    pub fn events(&self) -> &[Envelope] {
+        &self.events
+    }
+
+    fn head(&self) -> Position {
+        self.events.last().map_or(0, |e| e.position)
+    }
+}
+
+impl Store for TestStore {
+    fn read(&mut self, query: &Query, options: ReadOptions) -> Result<ReadResult, Error> {
+        let matching = self
+            .events
+            .iter()
+            .filter(|e| options.after.is_none_or(|after| e.position > after))
+            .filter(|e| query.matches(&e.event.event_type, &e.event.tags));
+        let mut events: Vec<Envelope> = if options.backwards {
+            matching.rev().cloned().collect()
+        } else {
+            matching.cloned().collect()
+        };
+        let cut = options
+            .limit
+            .is_some_and(|limit| (events.len() as u64) > limit);
+        if let Some(limit) = options.limit {
+            events.truncate(limit as usize);
+        }
+        // The ReadAppender's rule: a forward read cut by `limit` has seen up to its last event.
+        let position = match events.last() {
+            Some(last) if cut && !options.backwards => last.position,
+            _ => self.head(),
+        };
+        Ok(ReadResult { events, position })
+    }
+
+    fn append(&mut self, events: &[RawEvent]) -> Result<Vec<Position>, Error> {
+        let first = self.head() + 1;
+        let positions: Vec<Position> = (first..first + events.len() as u64).collect();
+        self.events
+            .extend(positions.iter().zip(events).map(|(&position, e)| Envelope {
+                position,
+                event: e.clone(),
+            }));
+        Ok(positions)
+    }
+}

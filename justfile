@@ -2,18 +2,33 @@
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
+wasm := "target/wasm32-wasip2/release"
+
 # List the recipes.
 default:
     @just --list
 
-# The whole test suite: unit tests, the store conformance suite, racing, crash and end-to-end tests.
-test:
-    cargo test --release
+# The main job: the host with the example slices on the embedded store (data in .counterpoint/).
+demo: slices
+    cargo run --release -p counterpoint -- --slices {{wasm}}/orders.wasm:{{wasm}}/inventory.wasm demo
 
-# Run a benchmark: prints a table and writes target/bench/NAME.json (store).
-bench NAME *ARGS:
+# Build every slice component (examples and test fixtures) for wasm32-wasip2.
+slices:
+    cargo build --release --target wasm32-wasip2 -p orders -p inventory -p hostile -p future-version
+
+# The whole test suite: the store conformance, racing and crash tests, the guest SDK and the
+# example slices natively, and the end-to-end tests with the compiled slices in a real host.
+test: slices
+    cargo test --release --workspace
+
+# Run a benchmark: prints a table and writes target/bench/NAME.json (store, runtime).
+bench NAME *ARGS: slices
     cargo run --release -p counterpoint -- bench {{NAME}} {{ARGS}}
 
 # The crash test with many more kill -9 cycles.
 soak CYCLES="300":
     CRASH_CYCLES={{CYCLES}} cargo test --release --test all -- store::crash --nocapture
+
+# Run the counterpoint CLI, e.g. `just cli events --type OrderPlaced`.
+cli *ARGS: slices
+    cargo run --release -p counterpoint -- --slices {{wasm}}/orders.wasm:{{wasm}}/inventory.wasm {{ARGS}}

@@ -1,7 +1,19 @@
 //! Counterpoint: a host for event-sourced backends made of WebAssembly feature slices.
 //!
 //! - [`store`]: the DCB event store (embedded durable default, in-memory);
+//! - [`runtime`]: loads slices (WebAssembly components) and runs them, one fresh instance per call;
+//! - [`runner`]: the CommandRunner: a command's reads guard its append; conflicts re-run it;
+//! - [`projections`]: on-demand projections folded in the guest from a streamed read;
+//! - [`testing`]: given/when/then scenarios for compiled slices (`counterpoint test`);
+//! - [`scaffold`]: `counterpoint new`, a slice crate that builds and passes its tests;
+//! - [`codec`]: JSON at the edges, MessagePack inside;
 //! - [`bench`]: the benchmarks behind `counterpoint bench`.
 
 pub mod bench;
+pub mod codec;
+pub mod projections;
+pub mod runner;
+pub mod runtime;
+pub mod scaffold;
 pub mod store;
+pub mod testing;

@@ -29,3 +29,53 @@ pub mod crash {
         Some((tag.to_string(), j.parse().ok()?, count.parse().ok()?))
     }
 }
+
+pub mod slices {
+    //! Real compiled slices for the end-to-end tests, loaded once per test binary.
+
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+    use std::sync::{Arc, Mutex, OnceLock};
+
+    use counterpoint::runtime::{Runtime, RuntimeConfig, Slice};
+
+    /// The workspace's target directory (where `just slices` puts the components).
+    pub fn target_dir() -> PathBuf {
+        std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+    }
+
+    /// The compiled component of slice crate `name`.
+    pub fn wasm_path(name: &str) -> PathBuf {
+        let path = target_dir().join("wasm32-wasip2/release").join(format!("{}.wasm", name.replace('-', "_")));
+        assert!(path.exists(), "{} is missing: build the slices first (`just slices`)", path.display());
+        path
+    }
+
+    pub fn wasm(name: &str) -> Vec<u8> {
+        std::fs::read(wasm_path(name)).expect("read component")
+    }
+
+    /// One runtime for the whole test binary, with compiled code cached under target/.
+    pub fn runtime() -> Runtime {
+        static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+        RUNTIME
+            .get_or_init(|| {
+                let config = RuntimeConfig { cache_dir: Some(target_dir().join("test-compile-cache")), ..Default::default() };
+                Runtime::new(config).expect("runtime")
+            })
+            .clone()
+    }
+
+    /// Slice crate `name`, loaded once.
+    pub async fn slice(name: &str) -> Arc<Slice> {
+        static LOADED: OnceLock<Mutex<HashMap<String, Arc<Slice>>>> = OnceLock::new();
+        let loaded = LOADED.get_or_init(Default::default);
+        if let Some(slice) = loaded.lock().unwrap().get(name) {
+            return slice.clone();
+        }
+        let slice = Arc::new(runtime().load(wasm(name)).await.unwrap_or_else(|e| panic!("loading {name}: {e}")));
+        loaded.lock().unwrap().entry(name.to_string()).or_insert(slice).clone()
+    }
+}

@@ -2,6 +2,7 @@
 //! `target/bench/NAME.json`. Durable throughput is stated next to `fsync_per_s`, the raw flush
 //! rate of the same disk measured in the same run, because flush times swing widely.
 
+mod runtime;
 mod store;
 
 use std::fs::OpenOptions;
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+pub use runtime::runtime;
 pub use store::store;
 
 /// A benchmark's results: named numbers, in the order they were measured.

@@ -1,10 +1,19 @@
 //! The `counterpoint` command line: arguments, then one function per subcommand.
 
+mod context;
+mod demo;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+
+use counterpoint::codec::{event_to_json, json_to_msgpack, msgpack_to_json};
+use counterpoint::store::{Position, Query, QueryItem, ReadOptions};
+
+use self::context::Host;
 
 #[derive(Parser)]
 #[command(name = "counterpoint", version, about = "Host event-sourced backends made of WebAssembly feature slices")]
@@ -12,15 +21,75 @@ struct Cli {
     /// The embedded store's data directory.
     #[arg(long, global = true, env = "COUNTERPOINT_DATA", default_value = ".counterpoint")]
     data_dir: PathBuf,
+    /// The tenant whose log and slices to use.
+    #[arg(long, global = true, env = "COUNTERPOINT_TENANT", default_value = "default")]
+    tenant: String,
+    /// Slice components to load besides the deployed ones: .wasm files or directories of them.
+    #[arg(long = "slices", global = true, env = "COUNTERPOINT_SLICES", value_delimiter = ':')]
+    slices: Vec<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a command of a slice: JSON in, the result as JSON out.
+    Run {
+        slice: String,
+        command: String,
+        /// The command's input.
+        #[arg(long, default_value = "{}")]
+        json: String,
+    },
+    /// Query a projection of a slice.
+    Query {
+        slice: String,
+        projection: String,
+        /// The projection's parameters.
+        #[arg(long, default_value = "{}")]
+        json: String,
+    },
+    /// Print events of the log, one JSON object per line.
+    Events {
+        /// Only events of these types (repeat for several).
+        #[arg(long = "type")]
+        types: Vec<String>,
+        /// Only events carrying all of these tags.
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        #[arg(long)]
+        after: Option<u64>,
+        #[arg(long)]
+        limit: Option<u64>,
+        #[arg(long)]
+        backwards: bool,
+        /// Keep printing new events as they are appended.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// List the slices: name, version, hash, commands, projections.
+    Slices,
+    /// Validate a slice component and deploy it into the data directory for the tenant.
+    Deploy { component: PathBuf },
+    /// Run given/when/then scenarios (JSON spec files) against a compiled slice.
+    Test {
+        component: PathBuf,
+        #[arg(required = true)]
+        specs: Vec<PathBuf>,
+    },
+    /// Create a new slice crate that builds and passes its own test.
+    New {
+        /// The slice's name (a-z, 0-9, '-').
+        name: String,
+        /// Where to create it (default: ./NAME).
+        #[arg(long)]
+        path: Option<PathBuf>,
+    },
+    /// The scripted demo: orders and inventory, a retried conflict, projections.
+    Demo,
     /// Run a benchmark: prints a table and writes target/bench/NAME.json.
     Bench {
-        /// Which benchmark: store.
+        /// Which benchmark: store, runtime.
         name: String,
         /// Seconds per timed case.
         #[arg(long, default_value_t = 3.0)]
@@ -37,7 +106,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -48,7 +117,7 @@ pub fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
@@ -56,17 +125,115 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+fn parse_json(what: &str, text: &str) -> anyhow::Result<Value> {
+    serde_json::from_str(text).with_context(|| format!("{what} is not valid JSON"))
+}
+
+fn print_json(value: &Value) {
+    println!("{}", serde_json::to_string_pretty(value).expect("JSON"));
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Bench { name, seconds, log_events, out } => {
+        Command::Run { ref slice, ref command, ref json } => {
+            let input = parse_json("--json", json)?;
+            let host = Host::open(&cli.data_dir, &cli.tenant, &cli.slices).await?;
+            let out = host.run_command(slice, command, &json_to_msgpack(&input)).await?;
+            print_json(&json!({
+                "result": msgpack_to_json(&out.output),
+                "positions": out.positions,
+                "attempts": out.attempts,
+            }));
+        }
+        Command::Query { ref slice, ref projection, ref json } => {
+            let params = parse_json("--json", json)?;
+            let host = Host::open(&cli.data_dir, &cli.tenant, &cli.slices).await?;
+            let out = host.query(slice, projection, &json_to_msgpack(&params)).await?;
+            print_json(&msgpack_to_json(&out).unwrap_or(Value::Null));
+        }
+        Command::Events { ref types, ref tags, after, limit, backwards, follow } => {
+            let store = Host::open_store(&cli.data_dir)?;
+            let tenant = Host::tenant(&cli.tenant)?;
+            let query = if types.is_empty() && tags.is_empty() {
+                Query::all()
+            } else {
+                Query::item(QueryItem { types: types.clone(), tags: tags.clone() })
+            };
+            let options = ReadOptions { after: after.map(Position::new), limit, backwards };
+            let mut stream = store.read(&tenant, query.clone(), options).await?;
+            let mut last = after.map(Position::new);
+            while let Some(batch) = stream.next_batch().await? {
+                for event in batch {
+                    println!("{}", event_to_json(&event));
+                    last = Some(last.map_or(event.position, |l: Position| l.max(event.position)));
+                }
+            }
+            if follow {
+                let mut live = store.subscribe(&tenant, query, Some(last.unwrap_or(stream.consistency_position()))).await?;
+                loop {
+                    tokio::select! {
+                        event = live.next() => println!("{}", event_to_json(&event?)),
+                        _ = tokio::signal::ctrl_c() => break,
+                    }
+                }
+            }
+        }
+        Command::Slices => {
+            let host = Host::open(&cli.data_dir, &cli.tenant, &cli.slices).await?;
+            let slices: Vec<Value> = host
+                .slices()
+                .iter()
+                .map(|s| json!({"hash": s.hash(), "size": s.size(), "description": s.description()}))
+                .collect();
+            print_json(&Value::Array(slices));
+        }
+        Command::Deploy { ref component } => {
+            let (slice, path) = Host::deploy(&cli.data_dir, &cli.tenant, component).await?;
+            eprintln!("deployed {} {} ({}) to {}", slice.name(), slice.description().version, &slice.hash()[..12], path.display());
+        }
+        Command::Test { ref component, ref specs } => return test(&cli.data_dir, component, specs).await,
+        Command::New { ref name, ref path } => {
+            let dir = path.clone().unwrap_or_else(|| PathBuf::from(name));
+            counterpoint::scaffold::new_slice(name, &dir)?;
+            eprintln!("created slice {name} in {}\n  build: cargo build --target wasm32-wasip2 --release\n  test:  cargo test", dir.display());
+        }
+        Command::Demo => demo::run(&cli.data_dir, &cli.slices).await?,
+        Command::Bench { ref name, seconds, log_events, ref out } => {
             let scratch = cli.data_dir.join("bench-scratch");
+            let slices = cli.slices.first().cloned().unwrap_or_else(|| PathBuf::from("target/wasm32-wasip2/release"));
             let report = match name.as_str() {
                 "store" => counterpoint::bench::store(&scratch, seconds, log_events).await,
-                other => anyhow::bail!("unknown benchmark {other:?}; try: store"),
+                "runtime" => counterpoint::bench::runtime(&scratch, &slices, seconds).await,
+                other => anyhow::bail!("unknown benchmark {other:?}; try: store, runtime"),
             }
             .with_context(|| format!("benchmark {name}"))?;
-            report.finish(&out)?;
-            Ok(())
+            report.finish(out)?;
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `counterpoint test`: runs spec files against a compiled slice, prints one line per scenario.
+async fn test(data_dir: &std::path::Path, component: &std::path::Path, specs: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let runtime = Host::runtime(data_dir)?;
+    let slice = std::sync::Arc::new(runtime.load_file(component).await.with_context(|| format!("loading {}", component.display()))?);
+    let (mut passed, mut failed) = (0, 0);
+    for spec_path in specs {
+        let text = std::fs::read_to_string(spec_path).with_context(|| format!("reading {}", spec_path.display()))?;
+        let spec = counterpoint::testing::Spec::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", spec_path.display()))?;
+        for outcome in counterpoint::testing::run(&slice, &spec).await {
+            match outcome.result {
+                Ok(()) => {
+                    passed += 1;
+                    println!("ok      {} :: {}", slice.name(), outcome.name);
+                }
+                Err(why) => {
+                    failed += 1;
+                    println!("FAILED  {} :: {}\n        {why}", slice.name(), outcome.name);
+                }
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

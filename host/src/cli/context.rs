@@ -1,0 +1,130 @@
+//! What the CLI's subcommands work with: the data directory's store, the runtime, the slices.
+//!
+//! ```text
+//! <data dir>/events/              the embedded event store
+//! <data dir>/slices/<tenant>/     deployed slice components (`counterpoint deploy`)
+//! <data dir>/cache/               compiled code, so a restart does not recompile
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _};
+
+use counterpoint::runner::{CommandOutput, CommandRunner};
+use counterpoint::runtime::{Runtime, RuntimeConfig, Slice};
+use counterpoint::store::{EmbeddedStore, SharedStore, Tenant};
+
+pub struct Host {
+    pub store: SharedStore,
+    pub tenant: Tenant,
+    pub runner: CommandRunner,
+    slices: BTreeMap<String, Arc<Slice>>,
+}
+
+impl Host {
+    pub fn open_store(data_dir: &Path) -> anyhow::Result<SharedStore> {
+        let store = EmbeddedStore::open(data_dir.join("events"))?;
+        Ok(Arc::new(store))
+    }
+
+    pub fn tenant(name: &str) -> anyhow::Result<Tenant> {
+        Ok(Tenant::new(name)?)
+    }
+
+    pub fn runtime(data_dir: &Path) -> anyhow::Result<Runtime> {
+        Runtime::new(RuntimeConfig { cache_dir: Some(data_dir.join("cache")), ..Default::default() })
+    }
+
+    /// Opens the store and loads the tenant's deployed slices, then `extra` ones (files or
+    /// directories of `.wasm`); a later slice of the same name replaces an earlier one.
+    pub async fn open(data_dir: &Path, tenant: &str, extra: &[PathBuf]) -> anyhow::Result<Host> {
+        let tenant = Self::tenant(tenant)?;
+        let store = Self::open_store(data_dir)?;
+        let runtime = Self::runtime(data_dir)?;
+        let mut slices = BTreeMap::new();
+        let deployed = deployed_dir(data_dir, &tenant);
+        let mut sources = Vec::new();
+        if deployed.is_dir() {
+            sources.push(deployed);
+        }
+        sources.extend(extra.iter().cloned());
+        for path in components(&sources)? {
+            let slice = runtime.load_file(&path).await.with_context(|| format!("loading {}", path.display()))?;
+            slices.insert(slice.name().to_string(), Arc::new(slice));
+        }
+        Ok(Host { store, tenant, runner: CommandRunner::default(), slices })
+    }
+
+    pub fn slices(&self) -> Vec<Arc<Slice>> {
+        self.slices.values().cloned().collect()
+    }
+
+    pub fn slice(&self, name: &str) -> anyhow::Result<&Arc<Slice>> {
+        self.slices.get(name).with_context(|| {
+            let known: Vec<&str> = self.slices.keys().map(String::as_str).collect();
+            format!(
+                "no slice named {name:?} (loaded: {}); deploy one with `counterpoint deploy` or pass --slices",
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            )
+        })
+    }
+
+    pub async fn run_command(&self, slice: &str, command: &str, payload: &[u8]) -> anyhow::Result<CommandOutput> {
+        let slice = self.slice(slice)?;
+        Ok(self.runner.run(slice, &self.store, &self.tenant, command, payload).await?)
+    }
+
+    /// Runs a command and says how many times it ran, whether it succeeded or not.
+    pub async fn run_counted(&self, slice: &str, command: &str, payload: &[u8]) -> anyhow::Result<(anyhow::Result<CommandOutput>, u32)> {
+        let slice = self.slice(slice)?;
+        let (result, attempts) = self.runner.run_counted(slice, &self.store, &self.tenant, command, payload).await;
+        Ok((result.map_err(Into::into), attempts))
+    }
+
+    pub async fn query(&self, slice: &str, projection: &str, params: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let slice = self.slice(slice)?;
+        Ok(counterpoint::projections::run(slice, &self.store, &self.tenant, projection, params).await?)
+    }
+
+    /// Validates `component` by loading it, then copies it among the tenant's deployed slices.
+    pub async fn deploy(data_dir: &Path, tenant: &str, component: &Path) -> anyhow::Result<(Slice, PathBuf)> {
+        let tenant = Self::tenant(tenant)?;
+        let runtime = Self::runtime(data_dir)?;
+        let slice = runtime.load_file(component).await.with_context(|| format!("{} cannot be deployed", component.display()))?;
+        let dir = deployed_dir(data_dir, &tenant);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let target = dir.join(format!("{}.wasm", slice.name()));
+        let tmp = dir.join(format!(".{}.wasm.tmp", slice.name()));
+        std::fs::copy(component, &tmp)
+            .and_then(|_| std::fs::rename(&tmp, &target))
+            .with_context(|| format!("writing {}", target.display()))?;
+        Ok((slice, target))
+    }
+}
+
+fn deployed_dir(data_dir: &Path, tenant: &Tenant) -> PathBuf {
+    data_dir.join("slices").join(tenant.as_str())
+}
+
+/// The `.wasm` files named by `sources` (files, or directories read one level deep), sorted.
+fn components(sources: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for source in sources {
+        if source.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(source)
+                .with_context(|| format!("reading {}", source.display()))?
+                .filter_map(|entry| entry.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
+                .collect();
+            found.sort();
+            out.extend(found);
+        } else if source.is_file() {
+            out.push(source.clone());
+        } else {
+            bail!("{} is neither a .wasm file nor a directory", source.display());
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,188 @@
+//! One invocation's state inside its wasmtime `Store`, and the `store` import the host gives
+//! the slice: the seed's ReadAppender.
+//!
+//! Every `read` records `(query, consistency position)`. The invocation's single `append` is
+//! guarded by all recorded pairs at once, so it succeeds only if nothing the command read has
+//! changed since. Whether the append hit a failed condition is recorded here, whatever the
+//! slice then returns, so the command runner knows to re-run the command.
+
+use std::time::Instant;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::{counterpoint::slice::store, types};
+use super::limits::Limiter;
+use super::output::Capture;
+use crate::store::{AppendCondition, Event, Position, Query, QueryItem, ReadOptions, SharedStore, StoreError, Tenant};
+
+/// What an invocation may do with the tenant's log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// A command: reads, then at most one append.
+    ReadAppend,
+    /// A projection, tags, describe: reads only.
+    ReadOnly,
+}
+
+/// What the host did for one invocation: the reads it recorded and the append it made.
+pub struct ReadAppender {
+    store: SharedStore,
+    tenant: Tenant,
+    access: Access,
+    read_bytes_limit: usize,
+    /// Every read: its query and consistency position, the append's conditions.
+    pub reads: Vec<AppendCondition>,
+    pub append: Option<AppendOutcome>,
+}
+
+#[derive(Debug)]
+pub enum AppendOutcome {
+    Appended(Vec<Position>),
+    /// Something the command read changed before its append: the command must run again.
+    ConditionFailed,
+    /// The store refused or failed; the precise error.
+    Failed(StoreError),
+}
+
+impl ReadAppender {
+    pub fn new(store: SharedStore, tenant: Tenant, access: Access) -> Self {
+        ReadAppender { store, tenant, access, read_bytes_limit: usize::MAX, reads: Vec::new(), append: None }
+    }
+
+    pub fn tenant(&self) -> &Tenant {
+        &self.tenant
+    }
+
+    pub fn store(&self) -> &SharedStore {
+        &self.store
+    }
+
+    pub(super) fn set_read_limit(&mut self, bytes: usize) {
+        self.read_bytes_limit = bytes;
+    }
+
+    /// Reads on behalf of the slice and records the read.
+    async fn read(&mut self, query: Query, options: ReadOptions) -> Result<types::ReadResult, types::Error> {
+        let mut stream = self.store.read(&self.tenant, query.clone(), options).await.map_err(|e| to_wit_error(&e))?;
+        let mut events = Vec::new();
+        let mut bytes = 0usize;
+        while let Some(batch) = stream.next_batch().await.map_err(|e| to_wit_error(&e))? {
+            for event in batch {
+                bytes += event.event.payload_len() + event.event.event_type.len();
+                if bytes > self.read_bytes_limit {
+                    return Err(types::Error::Store(format!(
+                        "the read returns more than {} bytes; read less (a narrower query, or `limit`)",
+                        self.read_bytes_limit
+                    )));
+                }
+                events.push(types::SequencedEvent { position: event.position.get(), event: to_wit_event(event.event) });
+            }
+        }
+        let position = stream.consistency_position();
+        self.reads.push(AppendCondition { query, after: Some(position) });
+        Ok(types::ReadResult { events, position: position.get() })
+    }
+
+    /// Appends guarded by every recorded read.
+    async fn append(&mut self, events: Vec<Event>) -> Result<Vec<u64>, types::Error> {
+        if self.access == Access::ReadOnly {
+            return Err(types::Error::InvalidInput("only commands can append; this call is read-only".into()));
+        }
+        if self.append.is_some() {
+            return Err(types::Error::InvalidInput("a command appends at most once: put all its events in one append".into()));
+        }
+        match self.store.append(&self.tenant, events, self.reads.clone()).await {
+            Ok(positions) => {
+                self.append = Some(AppendOutcome::Appended(positions.clone()));
+                Ok(positions.into_iter().map(Position::get).collect())
+            }
+            Err(err) => {
+                let wit = to_wit_error(&err);
+                self.append = Some(if err.is_condition_failed() {
+                    AppendOutcome::ConditionFailed
+                } else {
+                    AppendOutcome::Failed(err)
+                });
+                Err(wit)
+            }
+        }
+    }
+}
+
+pub(super) fn to_wit_error(err: &StoreError) -> types::Error {
+    match err {
+        StoreError::InvalidInput(_) | StoreError::LimitExceeded { .. } => types::Error::InvalidInput(err.to_string()),
+        StoreError::ConditionFailed { .. } => types::Error::Conflict(err.to_string()),
+        _ => types::Error::Store(err.to_string()),
+    }
+}
+
+pub(super) fn to_wit_event(event: Event) -> types::Event {
+    types::Event { event_type: event.event_type, tags: event.tags, data: event.data, metadata: event.metadata }
+}
+
+fn from_wit_event(event: types::Event) -> Event {
+    Event { event_type: event.event_type, tags: event.tags, data: event.data, metadata: event.metadata }
+}
+
+pub(super) fn from_wit_query(query: types::Query) -> Query {
+    Query { items: query.items.into_iter().map(|i| QueryItem { types: i.types, tags: i.tags }).collect() }
+}
+
+
+pub(super) fn from_wit_options(options: types::ReadOptions) -> ReadOptions {
+    ReadOptions { after: options.after.map(Position::new), limit: options.limit, backwards: options.backwards }
+}
+
+/// The data of a wasmtime `Store` for one invocation.
+pub(crate) struct InvocationState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(super) limiter: Limiter,
+    /// When the current call into the guest must end; re-armed for every call.
+    pub(super) deadline: Instant,
+    pub(super) io: ReadAppender,
+    pub(super) stdout: Capture,
+    pub(super) stderr: Capture,
+}
+
+impl InvocationState {
+    pub(super) fn new(io: ReadAppender, limiter: Limiter) -> Self {
+        let (stdout, stderr) = (Capture::default(), Capture::default());
+        // No filesystem, network, environment or arguments: a slice gets only what the
+        // contract gives it.
+        let wasi = WasiCtx::builder().stdout(stdout.clone()).stderr(stderr.clone()).build();
+        InvocationState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter,
+            deadline: Instant::now(),
+            io,
+            stdout,
+            stderr,
+        }
+    }
+}
+
+impl WasiView for InvocationState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl types::Host for InvocationState {}
+
+impl store::Host for InvocationState {
+    async fn read(
+        &mut self,
+        query: types::Query,
+        options: types::ReadOptions,
+    ) -> wasmtime::Result<Result<types::ReadResult, types::Error>> {
+        Ok(self.io.read(from_wit_query(query), from_wit_options(options)).await)
+    }
+
+    async fn append(&mut self, events: Vec<types::Event>) -> wasmtime::Result<Result<Vec<u64>, types::Error>> {
+        Ok(self.io.append(events.into_iter().map(from_wit_event).collect()).await)
+    }
+}

@@ -1,0 +1,171 @@
+//! The WebAssembly runtime: loads slices and runs them, one fresh instance per invocation.
+//!
+//! Stages, each with its own error:
+//! 1. **engine** (once per process): one wasmtime [`Engine`] with the component model, the
+//!    pooling allocator (instance slots reused, memory cap built in) and epoch interruption
+//!    (a ticker thread advances the epoch; each call into a guest has a wall-time deadline);
+//!    the host's imports are linked once into one [`Linker`].
+//! 2. **load** (once per slice version): compile, or take the compiled code from the on-disk
+//!    cache; check the contract version *before* anything is instantiated; prepare an
+//!    `InstancePre`; ask the slice to describe itself and validate the answer.
+//! 3. **invoke** (per call): a fresh `Store` and instance, limits armed, the `store` import
+//!    bound to this invocation's tenant and [`ReadAppender`]. A trap, a timeout or running out
+//!    of memory fails that invocation and nothing else.
+
+mod bindings;
+mod cache;
+mod contract;
+mod error;
+mod invocation;
+mod limits;
+mod output;
+mod slice;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+pub use contract::{CONTRACT_PACKAGE, CONTRACT_VERSION};
+pub use error::{InvokeError, LoadError};
+pub use invocation::{Access, AppendOutcome, ReadAppender};
+pub use limits::InvocationLimits;
+pub use slice::{AutomationInfo, CommandCall, CommandInfo, Field, ProjectionInfo, Slice, SliceDescription};
+
+use self::bindings::SliceWorldPre;
+use self::cache::CompileCache;
+use self::invocation::InvocationState;
+
+/// How often the epoch advances: the granularity of deadlines and of yielding to tokio.
+const EPOCH_TICK: Duration = Duration::from_millis(2);
+
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    pub limits: InvocationLimits,
+    /// Where compiled code is cached; `None` compiles every time.
+    pub cache_dir: Option<PathBuf>,
+    /// Instances alive at once, across all slices (the pooling allocator's slots).
+    pub max_instances: u32,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig { limits: InvocationLimits::default(), cache_dir: None, max_instances: 512 }
+    }
+}
+
+/// Loads slices. Cloning gives another handle to the same engine.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<RuntimeInner>,
+}
+
+pub(crate) struct RuntimeInner {
+    engine: Engine,
+    linker: Linker<InvocationState>,
+    limits: InvocationLimits,
+    max_instances: u32,
+    cache: Option<CompileCache>,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for RuntimeInner {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    pub fn new(config: RuntimeConfig) -> anyhow::Result<Self> {
+        let limits = config.limits.clone();
+        let n = config.max_instances;
+        let mut pool = PoolingAllocationConfig::default();
+        // A Rust component has a handful of core instances and tables, and one memory.
+        pool.total_component_instances(n)
+            .total_core_instances(n * 8)
+            .total_memories(n * 2)
+            .total_tables(n * 8)
+            .total_stacks(n)
+            .max_memory_size(limits.memory_bytes)
+            .table_elements(limits.table_elements)
+            .max_unused_warm_slots(64)
+            // Reset a used slot by rewriting only its dirty pages (PAGEMAP_SCAN, Linux 6.7+) and
+            // keep them mapped: no page faults on reuse, no TLB-shootdown storm from madvise.
+            .pagemap_scan(Enabled::Auto)
+            .linear_memory_keep_resident(4 << 20)
+            .table_keep_resident(64 << 10)
+            .decommit_batch_size(32);
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(1 << 20)
+            .async_stack_size(2 << 20)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wasm).map_err(|e| anyhow::anyhow!("configuring the wasm engine: {e}"))?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
+        bindings::SliceWorld::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |state| state)
+            .map_err(|e| anyhow::anyhow!("linking the store import: {e}"))?;
+
+        let cache = match &config.cache_dir {
+            Some(dir) => Some(CompileCache::new(dir, &engine).map_err(|e| anyhow::anyhow!("compile cache {}: {e}", dir.display()))?),
+            None => None,
+        };
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let (ticking, stop) = (engine.clone(), stop_ticker.clone());
+        std::thread::Builder::new().name("counterpoint-epoch".into()).spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                ticking.increment_epoch();
+            }
+        })?;
+        Ok(Runtime {
+            inner: Arc::new(RuntimeInner { engine, linker, limits, max_instances: n, cache, stop_ticker }),
+        })
+    }
+
+    /// Compiles (or takes from the cache), checks and prepares a component, and asks it to
+    /// describe itself. Compilation runs off the async threads.
+    pub async fn load(&self, wasm: Vec<u8>) -> Result<Slice, LoadError> {
+        let hash = hex(&Sha256::digest(&wasm));
+        let size = wasm.len();
+        let inner = self.inner.clone();
+        let key = hash.clone();
+        let component = tokio::task::spawn_blocking(move || -> Result<Component, LoadError> {
+            if let Some(component) = inner.cache.as_ref().and_then(|c| c.get(&inner.engine, &key)) {
+                return Ok(component);
+            }
+            let component = Component::new(&inner.engine, &wasm).map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?;
+            if let Some(cache) = &inner.cache {
+                cache.put(&key, &component);
+            }
+            Ok(component)
+        })
+        .await
+        .map_err(|e| LoadError::Io(format!("the compile task failed: {e}")))??;
+
+        contract::check(&self.inner.engine, &component)?;
+        let pre = self.inner.linker.instantiate_pre(&component).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let pre = SliceWorldPre::new(pre).map_err(|e| LoadError::NotASlice(format!("{e:#}")))?;
+        Slice::new(self.inner.clone(), pre, hash, size).await
+    }
+
+    /// Reads and loads a component file.
+    pub async fn load_file(&self, path: &std::path::Path) -> Result<Slice, LoadError> {
+        let wasm = tokio::fs::read(path).await.map_err(|e| LoadError::Io(format!("reading {}: {e}", path.display())))?;
+        self.load(wasm).await
+    }
+
+    pub fn limits(&self) -> &InvocationLimits {
+        &self.inner.limits
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,351 @@
+//! A loaded slice: its compiled component, prepared for instantiation once, and what it
+//! says about itself. Every invocation gets a fresh instance.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use super::bindings::{guest, types, SliceWorld, SliceWorldPre};
+use super::invocation::{from_wit_options, from_wit_query, to_wit_event, Access, InvocationState, ReadAppender};
+use super::limits::Limiter;
+use super::output::{flush, LogBudget};
+use super::{InvokeError, LoadError, RuntimeInner};
+use crate::store::{MemoryStore, Query, ReadOptions, SequencedEvent, Tenant};
+
+/// A named input of a command or projection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Field {
+    pub name: String,
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandInfo {
+    pub name: String,
+    pub description: String,
+    pub fields: Vec<Field>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectionInfo {
+    pub name: String,
+    pub description: String,
+    pub params: Vec<Field>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutomationInfo {
+    pub name: String,
+    pub description: String,
+    pub query: Query,
+}
+
+/// What a slice says about itself when it is loaded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SliceDescription {
+    pub name: String,
+    pub version: String,
+    pub commands: Vec<CommandInfo>,
+    pub projections: Vec<ProjectionInfo>,
+    pub emits: Vec<String>,
+    pub automations: Vec<AutomationInfo>,
+}
+
+/// A command an automation asks for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandCall {
+    pub slice: String,
+    pub command: String,
+    pub payload: Vec<u8>,
+}
+
+fn fields(fields: Vec<guest::Field>) -> Vec<Field> {
+    fields.into_iter().map(|f| Field { name: f.name, kind: f.kind }).collect()
+}
+
+impl SliceDescription {
+    fn from_wit(d: guest::Description) -> Self {
+        SliceDescription {
+            name: d.name,
+            version: d.version,
+            commands: d
+                .commands
+                .into_iter()
+                .map(|c| CommandInfo { name: c.name, description: c.description, fields: fields(c.fields) })
+                .collect(),
+            projections: d
+                .projections
+                .into_iter()
+                .map(|p| ProjectionInfo { name: p.name, description: p.description, params: fields(p.params) })
+                .collect(),
+            emits: d.emits,
+            automations: d
+                .automations
+                .into_iter()
+                .map(|a| AutomationInfo { name: a.name, description: a.description, query: from_wit_query(a.query) })
+                .collect(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), LoadError> {
+        let invalid = |m: String| Err(LoadError::InvalidDescription(m));
+        let name_ok = |n: &str| {
+            !n.is_empty() && n.len() <= 64 && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        };
+        if !name_ok(&self.name) {
+            return invalid(format!("slice name {:?} must be 1 to 64 characters of a-z, 0-9, '-' and '_'", self.name));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (kind, name) in self
+            .commands
+            .iter()
+            .map(|c| ("command", &c.name))
+            .chain(self.projections.iter().map(|p| ("projection", &p.name)))
+            .chain(self.automations.iter().map(|a| ("automation", &a.name)))
+        {
+            if name.is_empty() {
+                return invalid(format!("a {kind} has an empty name"));
+            }
+            if !seen.insert((kind, name.clone())) {
+                return invalid(format!("{kind} {name:?} is declared twice"));
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn from_wit_error(err: types::Error) -> InvokeError {
+    match err {
+        types::Error::Rejected(m) => InvokeError::Rejected(m),
+        types::Error::InvalidInput(m) => InvokeError::InvalidInput(m),
+        types::Error::Conflict(m) => InvokeError::Conflict(m),
+        types::Error::NotFound(m) => InvokeError::NotFound(m),
+        types::Error::Store(m) => InvokeError::Store(m),
+    }
+}
+
+/// A slice ready to be invoked.
+pub struct Slice {
+    runtime: Arc<RuntimeInner>,
+    pre: SliceWorldPre<InvocationState>,
+    description: SliceDescription,
+    hash: String,
+    size: usize,
+    log_budget: LogBudget,
+}
+
+impl Slice {
+    pub(super) async fn new(
+        runtime: Arc<RuntimeInner>,
+        pre: SliceWorldPre<InvocationState>,
+        hash: String,
+        size: usize,
+    ) -> Result<Self, LoadError> {
+        let placeholder = SliceDescription {
+            name: "(loading)".into(),
+            version: String::new(),
+            commands: vec![],
+            projections: vec![],
+            emits: vec![],
+            automations: vec![],
+        };
+        let mut slice = Slice { runtime, pre, description: placeholder, hash, size, log_budget: LogBudget::new() };
+        let io = ReadAppender::new(Arc::new(MemoryStore::new()), Tenant::new("describe").expect("valid"), Access::ReadOnly);
+        let mut instance = slice.instantiate(io).await.map_err(|e| LoadError::Describe(e.to_string()))?;
+        instance.arm();
+        let described = instance.bindings.counterpoint_slice_slice().call_describe(&mut instance.store).await;
+        let description = described.map_err(|e| LoadError::Describe(instance.failure("describe", e).to_string()))?;
+        instance.finish();
+        let description = SliceDescription::from_wit(description);
+        description.validate()?;
+        slice.description = description;
+        Ok(slice)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.description.name
+    }
+
+    pub fn description(&self) -> &SliceDescription {
+        &self.description
+    }
+
+    /// The SHA-256 of the component's bytes, hex.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// The component's size in bytes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// A fresh instance whose `store` import is bound to `io`.
+    pub(crate) async fn instantiate(&self, mut io: ReadAppender) -> Result<Instance<'_>, InvokeError> {
+        let limits = self.runtime.limits.clone();
+        io.set_read_limit(limits.read_bytes);
+        let state = InvocationState::new(io, Limiter { limits, memory_refused: false });
+        let mut store = Store::new(&self.runtime.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        // Every epoch tick past the deadline check yields to tokio, so a busy guest never holds a
+        // worker thread for long; past the wall-time deadline it is interrupted.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            Ok(if Instant::now() >= ctx.data().deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+        });
+        store.data_mut().deadline = Instant::now() + self.runtime.limits.deadline;
+        match self.pre.instantiate_async(&mut store).await {
+            Ok(bindings) => Ok(Instance { slice: self, store, bindings }),
+            Err(err) => {
+                if let Some(full) = err.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
+                    tracing::warn!(slice = self.name(), "{full}");
+                    return Err(InvokeError::Busy { slice: self.name().into(), capacity: self.runtime.max_instances });
+                }
+                let mut instance_less = Failure { slice: self, store: &store };
+                Err(instance_less.classify("instantiate", err))
+            }
+        }
+    }
+
+    /// Runs a command once in a fresh instance. Returns the result and what the host did for it.
+    pub async fn execute(&self, io: ReadAppender, command: &str, payload: &[u8]) -> (Result<Vec<u8>, InvokeError>, Option<ReadAppender>) {
+        let mut instance = match self.instantiate(io).await {
+            Ok(instance) => instance,
+            Err(err) => return (Err(err), None),
+        };
+        instance.arm();
+        let result = instance.bindings.counterpoint_slice_slice().call_execute(&mut instance.store, command, payload).await;
+        let result = match result {
+            Ok(Ok(output)) => Ok(output),
+            Ok(Err(err)) => Err(from_wit_error(err)),
+            Err(trap) => Err(instance.failure("execute", trap)),
+        };
+        (result, Some(instance.finish()))
+    }
+
+    /// The tags of an event of one of this slice's types.
+    pub async fn tags(&self, io: ReadAppender, event_type: &str, data: &[u8]) -> Result<Vec<String>, InvokeError> {
+        let mut instance = self.instantiate(io).await?;
+        instance.arm();
+        let result = instance.bindings.counterpoint_slice_slice().call_tags(&mut instance.store, event_type, data).await;
+        let result = match result {
+            Ok(result) => result.map_err(from_wit_error),
+            Err(trap) => Err(instance.failure("tags", trap)),
+        };
+        instance.finish();
+        result
+    }
+
+    /// What an automation does about one event.
+    pub async fn react(&self, io: ReadAppender, automation: &str, event: SequencedEvent) -> Result<Vec<CommandCall>, InvokeError> {
+        let mut instance = self.instantiate(io).await?;
+        instance.arm();
+        let event = types::SequencedEvent { position: event.position.get(), event: to_wit_event(event.event) };
+        let result = instance.bindings.counterpoint_slice_slice().call_react(&mut instance.store, automation, &event).await;
+        let result = match result {
+            Ok(Ok(calls)) => Ok(calls
+                .into_iter()
+                .map(|c| CommandCall { slice: c.slice, command: c.command, payload: c.payload })
+                .collect()),
+            Ok(Err(err)) => Err(from_wit_error(err)),
+            Err(trap) => Err(instance.failure("react", trap)),
+        };
+        instance.finish();
+        result
+    }
+}
+
+/// One live instance of a slice, for the duration of one invocation.
+pub(crate) struct Instance<'a> {
+    slice: &'a Slice,
+    store: Store<InvocationState>,
+    bindings: SliceWorld,
+}
+
+/// A handle to projection state inside the guest.
+pub(crate) struct ProjectionHandle(wasmtime::component::ResourceAny);
+
+impl Instance<'_> {
+    /// Starts the wall-time deadline of the next call into the guest.
+    fn arm(&mut self) {
+        self.store.data_mut().deadline = Instant::now() + self.slice.runtime.limits.deadline;
+    }
+
+    fn failure(&mut self, stage: &'static str, err: wasmtime::Error) -> InvokeError {
+        Failure { slice: self.slice, store: &self.store }.classify(stage, err)
+    }
+
+    pub async fn open_projection(&mut self, name: &str, params: &[u8]) -> Result<ProjectionHandle, InvokeError> {
+        self.arm();
+        let projection = self.bindings.counterpoint_slice_slice().projection();
+        match projection.call_open(&mut self.store, name, params).await {
+            Ok(Ok(handle)) => Ok(ProjectionHandle(handle)),
+            Ok(Err(err)) => Err(from_wit_error(err)),
+            Err(trap) => Err(self.failure("projection open", trap)),
+        }
+    }
+
+    pub async fn projection_source(&mut self, handle: &ProjectionHandle) -> Result<(Query, ReadOptions), InvokeError> {
+        self.arm();
+        let projection = self.bindings.counterpoint_slice_slice().projection();
+        match projection.call_source(&mut self.store, handle.0).await {
+            Ok((query, options)) => Ok((from_wit_query(query), from_wit_options(options))),
+            Err(trap) => Err(self.failure("projection source", trap)),
+        }
+    }
+
+    pub async fn projection_fold(&mut self, handle: &ProjectionHandle, events: Vec<SequencedEvent>) -> Result<(), InvokeError> {
+        self.arm();
+        let events: Vec<types::SequencedEvent> = events
+            .into_iter()
+            .map(|e| types::SequencedEvent { position: e.position.get(), event: to_wit_event(e.event) })
+            .collect();
+        let projection = self.bindings.counterpoint_slice_slice().projection();
+        match projection.call_fold(&mut self.store, handle.0, &events).await {
+            Ok(result) => result.map_err(from_wit_error),
+            Err(trap) => Err(self.failure("projection fold", trap)),
+        }
+    }
+
+    pub async fn projection_finish(&mut self, handle: &ProjectionHandle) -> Result<Vec<u8>, InvokeError> {
+        self.arm();
+        let projection = self.bindings.counterpoint_slice_slice().projection();
+        match projection.call_finish(&mut self.store, handle.0).await {
+            Ok(result) => result.map_err(from_wit_error),
+            Err(trap) => Err(self.failure("projection finish", trap)),
+        }
+    }
+
+    /// Ends the invocation: logs what the guest printed, returns what the host did for it.
+    pub fn finish(self) -> ReadAppender {
+        let Instance { slice, store, .. } = self;
+        let state = store.into_data();
+        flush(slice.name(), "stdout", &state.stdout, &slice.log_budget);
+        flush(slice.name(), "stderr", &state.stderr, &slice.log_budget);
+        state.io
+    }
+}
+
+/// Turns a wasmtime error into the host's verdict on the slice.
+struct Failure<'a> {
+    slice: &'a Slice,
+    store: &'a Store<InvocationState>,
+}
+
+impl Failure<'_> {
+    fn classify(&mut self, stage: &'static str, err: wasmtime::Error) -> InvokeError {
+        let slice = self.slice.name().to_string();
+        let state = self.store.data();
+        if state.limiter.memory_refused {
+            return InvokeError::OutOfMemory { slice, stage, limit_bytes: state.limiter.limits.memory_bytes };
+        }
+        match err.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => InvokeError::Timeout { slice, stage, ms: self.slice.runtime.limits.deadline.as_millis() },
+            Some(Trap::StackOverflow) => InvokeError::Trapped { slice, stage, detail: "stack overflow".into() },
+            Some(trap) => InvokeError::Trapped { slice, stage, detail: trap.to_string() },
+            None => InvokeError::Trapped { slice, stage, detail: format!("{err:#}") },
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! Hostile slices: each misbehaviour fails its own invocation, and a well-behaved slice keeps
+//! answering throughout.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use counterpoint::runtime::InvokeError;
+use serde_json::json;
+
+use super::Host;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_hostile_command_fails_alone_while_others_keep_answering() {
+    let host = Arc::new(Host::new());
+    let done = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicU64::new(0));
+    let bystander = {
+        let (host, done, served) = (host.clone(), done.clone(), served.clone());
+        tokio::spawn(async move {
+            while !done.load(Ordering::SeqCst) {
+                let (count, _) = host.run("hostile", "ok", json!({"stream": "bystander"})).await.expect("the well-behaved command");
+                assert_eq!(count["count"], served.fetch_add(1, Ordering::SeqCst) + 1);
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+
+    let hostile = |command: &'static str, payload: serde_json::Value| {
+        let host = host.clone();
+        tokio::spawn(async move { host.run("hostile", command, payload).await.unwrap_err() })
+    };
+    let spin = hostile("spin", json!({}));
+    let hog = hostile("hog", json!({}));
+    let recurse = hostile("recurse", json!({}));
+    let trap = hostile("trap", json!({}));
+    let flood = hostile("flood", json!({}));
+
+    let err = spin.await.unwrap();
+    assert!(matches!(&err, InvokeError::Timeout { stage: "execute", .. }), "spin: {err:?}");
+    let err = hog.await.unwrap();
+    assert!(matches!(&err, InvokeError::OutOfMemory { .. }), "hog: {err:?}");
+    let err = recurse.await.unwrap();
+    // Rust keeps big frames on a shadow stack in linear memory: running off it is an
+    // out-of-bounds access; running off the wasm stack is a stack overflow. Either fails alone.
+    assert!(
+        matches!(&err, InvokeError::Trapped { detail, .. } if detail.contains("stack overflow") || detail.contains("out of bounds")),
+        "recurse: {err:?}"
+    );
+    let err = trap.await.unwrap();
+    assert!(matches!(&err, InvokeError::Trapped { .. }), "trap: {err:?}");
+    let err = flood.await.unwrap();
+    assert!(
+        matches!(&err, InvokeError::OutOfMemory { .. } | InvokeError::StoreFailed(_) | InvokeError::InvalidInput(_)),
+        "flood: {err:?}"
+    );
+    // A flood that fits in memory but not in the store's limits is refused by the store.
+    let err = host.run("hostile", "flood", json!({"events": 40, "size": 1 << 20})).await.unwrap_err();
+    assert!(matches!(&err, InvokeError::StoreFailed(counterpoint::store::StoreError::LimitExceeded { .. })), "flood 40 MiB: {err:?}");
+
+    let before = served.load(Ordering::SeqCst);
+    assert!(before > 0, "the bystander was served while the hostile commands ran");
+    // ...and still is afterwards.
+    while served.load(Ordering::SeqCst) < before + 5 {
+        tokio::task::yield_now().await;
+    }
+    done.store(true, Ordering::SeqCst);
+    bystander.await.unwrap();
+    let types = host.event_types().await;
+    assert!(types.iter().all(|t| t == "Pinged"), "no hostile command appended anything: {types:?}");
+}

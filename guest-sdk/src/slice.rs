@@ -10,14 +10,15 @@ use crate::bindings::exports::counterpoint::slice::slice::{
     Description, Guest, GuestProjection, Projection as ProjectionResource,
 };
 use crate::projection::Running;
-use crate::query::{Position, ReadResult};
+use crate::query::ReadResult;
 use crate::{Envelope, Error, Query, RawEvent, ReadOptions};
 
 /// Where a command's reads and appends go: the host during an invocation, or
 /// [`TestStore`](crate::testing::TestStore) in native tests.
 pub trait Store {
     fn read(&mut self, query: &Query, options: ReadOptions) -> Result<ReadResult, Error>;
-    fn append(&mut self, events: &[RawEvent]) -> Result<Vec<Position>, Error>;
+    /// Stages the command's events; the host appends them when the command succeeds.
+    fn append(&mut self, events: &[RawEvent]) -> Result<(), Error>;
 }
 
 /// The host's store, bound to the current invocation's ReadAppender and tenant.
@@ -28,7 +29,7 @@ impl Store for Host {
         host::read(query, options)
     }
 
-    fn append(&mut self, events: &[RawEvent]) -> Result<Vec<Position>, Error> {
+    fn append(&mut self, events: &[RawEvent]) -> Result<(), Error> {
         host::append(events)
     }
 }

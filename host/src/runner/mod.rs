@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
-use crate::runtime::{Access, AppendOutcome, InvokeError, ReadAppender, Slice};
-use crate::store::{Position, SharedStore, Tenant};
+use crate::runtime::{Access, InvokeError, ReadAppender, Slice};
+use crate::store::{Position, SharedStore, StoreError, Tenant};
 
 #[derive(Clone, Debug)]
 pub struct CommandRunner {
@@ -80,27 +80,22 @@ impl CommandRunner {
         let max = self.max_attempts.max(1);
         for attempt in 1..=max {
             let io = ReadAppender::new(store.clone(), tenant.clone(), Access::ReadAppend);
-            let (result, io) = slice.execute(io, command, payload).await;
-            match io.and_then(|io| io.append) {
-                Some(AppendOutcome::ConditionFailed) if attempt < max => {
+            let (output, io) = match slice.execute(io, command, payload).await {
+                Ok(done) => done,
+                Err(err) => return (Err(err), attempt),
+            };
+            match io.commit().await {
+                Ok(positions) => return (Ok(CommandOutput { output, positions, attempts: attempt }), attempt),
+                Err(StoreError::ConditionFailed { .. }) if attempt < max => {
                     let delay = self.backoff_for(attempt);
                     tracing::debug!(attempt, delay_ms = delay.as_millis() as u64, "append condition failed; running the command again");
                     tokio::time::sleep(delay).await;
                 }
-                Some(AppendOutcome::ConditionFailed) => {
+                Err(StoreError::ConditionFailed { .. }) => {
                     let message = format!("{command}: the events it read kept changing; gave up after {max} attempts");
                     return (Err(InvokeError::Conflict(message)), attempt);
                 }
-                Some(AppendOutcome::Failed(err)) => return (Err(InvokeError::StoreFailed(err)), attempt),
-                Some(AppendOutcome::Appended(positions)) => {
-                    if let Err(err) = &result {
-                        tracing::warn!(appended = positions.len(), "the command failed after its append was written: {err}");
-                    }
-                    return (result.map(|output| CommandOutput { output, positions, attempts: attempt }), attempt);
-                }
-                None => {
-                    return (result.map(|output| CommandOutput { output, positions: Vec::new(), attempts: attempt }), attempt);
-                }
+                Err(err) => return (Err(InvokeError::StoreFailed(err)), attempt),
             }
         }
         unreachable!("the loop returns on its last attempt")

@@ -1,10 +1,10 @@
 //! One invocation's state inside its wasmtime `Store`, and the `store` import the host gives
 //! the slice: the seed's ReadAppender.
 //!
-//! Every `read` records `(query, consistency position)`. The invocation's single `append` is
-//! guarded by all recorded pairs at once, so it succeeds only if nothing the command read has
-//! changed since. Whether the append hit a failed condition is recorded here, whatever the
-//! slice then returns, so the command runner knows to re-run the command.
+//! Every `read` records `(query, consistency position)`. The command's single `append` stages
+//! its events; when the command has returned successfully, [`ReadAppender::commit`] appends
+//! them guarded by all recorded pairs at once, so they land only if nothing the command read
+//! has changed since. A command that fails, traps or times out appends nothing.
 
 use std::time::Instant;
 
@@ -25,7 +25,7 @@ pub enum Access {
     ReadOnly,
 }
 
-/// What the host did for one invocation: the reads it recorded and the append it made.
+/// What the host does for one invocation: the reads it recorded and the events staged.
 pub struct ReadAppender {
     store: SharedStore,
     tenant: Tenant,
@@ -33,21 +33,35 @@ pub struct ReadAppender {
     read_bytes_limit: usize,
     /// Every read: its query and consistency position, the append's conditions.
     pub reads: Vec<AppendCondition>,
-    pub append: Option<AppendOutcome>,
-}
-
-#[derive(Debug)]
-pub enum AppendOutcome {
-    Appended(Vec<Position>),
-    /// Something the command read changed before its append: the command must run again.
-    ConditionFailed,
-    /// The store refused or failed; the precise error.
-    Failed(StoreError),
+    /// The events of the command's one append, written by [`commit`](Self::commit).
+    pub staged: Option<Vec<Event>>,
 }
 
 impl ReadAppender {
     pub fn new(store: SharedStore, tenant: Tenant, access: Access) -> Self {
-        ReadAppender { store, tenant, access, read_bytes_limit: usize::MAX, reads: Vec::new(), append: None }
+        ReadAppender { store, tenant, access, read_bytes_limit: usize::MAX, reads: Vec::new(), staged: None }
+    }
+
+    /// Appends the staged events (if any), guarded by every recorded read. A failed condition
+    /// is `StoreError::ConditionFailed`: the command must run again.
+    pub async fn commit(self) -> Result<Vec<Position>, StoreError> {
+        self.commit_with(Vec::new(), Vec::new()).await
+    }
+
+    /// Like [`commit`](Self::commit), adding `extra` events (appended after the command's)
+    /// and `extra_conditions`, even when the command staged nothing.
+    pub async fn commit_with(self, extra: Vec<Event>, extra_conditions: Vec<AppendCondition>) -> Result<Vec<Position>, StoreError> {
+        let mut events = self.staged.unwrap_or_default();
+        let staged = events.len();
+        events.extend(extra);
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conditions = self.reads;
+        conditions.extend(extra_conditions);
+        let mut positions = self.store.append(&self.tenant, events, conditions).await?;
+        positions.truncate(staged);
+        Ok(positions)
     }
 
     pub fn tenant(&self) -> &Tenant {
@@ -84,29 +98,17 @@ impl ReadAppender {
         Ok(types::ReadResult { events, position: position.get() })
     }
 
-    /// Appends guarded by every recorded read.
-    async fn append(&mut self, events: Vec<Event>) -> Result<Vec<u64>, types::Error> {
+    /// Stages the command's events, checked against the store's limits now.
+    fn append(&mut self, mut events: Vec<Event>) -> Result<(), types::Error> {
         if self.access == Access::ReadOnly {
             return Err(types::Error::InvalidInput("only commands can append; this call is read-only".into()));
         }
-        if self.append.is_some() {
+        if self.staged.is_some() {
             return Err(types::Error::InvalidInput("a command appends at most once: put all its events in one append".into()));
         }
-        match self.store.append(&self.tenant, events, self.reads.clone()).await {
-            Ok(positions) => {
-                self.append = Some(AppendOutcome::Appended(positions.clone()));
-                Ok(positions.into_iter().map(Position::get).collect())
-            }
-            Err(err) => {
-                let wit = to_wit_error(&err);
-                self.append = Some(if err.is_condition_failed() {
-                    AppendOutcome::ConditionFailed
-                } else {
-                    AppendOutcome::Failed(err)
-                });
-                Err(wit)
-            }
-        }
+        self.store.limits().check_append(&mut events, &[]).map_err(|e| to_wit_error(&e))?;
+        self.staged = Some(events);
+        Ok(())
     }
 }
 
@@ -182,7 +184,7 @@ impl store::Host for InvocationState {
         Ok(self.io.read(from_wit_query(query), from_wit_options(options)).await)
     }
 
-    async fn append(&mut self, events: Vec<types::Event>) -> wasmtime::Result<Result<Vec<u64>, types::Error>> {
-        Ok(self.io.append(events.into_iter().map(from_wit_event).collect()).await)
+    async fn append(&mut self, events: Vec<types::Event>) -> wasmtime::Result<Result<(), types::Error>> {
+        Ok(self.io.append(events.into_iter().map(from_wit_event).collect()))
     }
 }

@@ -32,7 +32,7 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 
 pub use contract::{CONTRACT_PACKAGE, CONTRACT_VERSION};
 pub use error::{InvokeError, LoadError};
-pub use invocation::{Access, AppendOutcome, ReadAppender};
+pub use invocation::{Access, ReadAppender};
 pub use limits::InvocationLimits;
 pub use slice::{AutomationInfo, CommandCall, CommandInfo, Field, ProjectionInfo, Slice, SliceDescription};
 

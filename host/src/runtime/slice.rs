@@ -209,12 +209,10 @@ impl Slice {
         }
     }
 
-    /// Runs a command once in a fresh instance. Returns the result and what the host did for it.
-    pub async fn execute(&self, io: ReadAppender, command: &str, payload: &[u8]) -> (Result<Vec<u8>, InvokeError>, Option<ReadAppender>) {
-        let mut instance = match self.instantiate(io).await {
-            Ok(instance) => instance,
-            Err(err) => return (Err(err), None),
-        };
+    /// Runs a command once in a fresh instance. On success, returns its output and what the
+    /// host recorded for it (reads, staged events), for the caller to commit.
+    pub async fn execute(&self, io: ReadAppender, command: &str, payload: &[u8]) -> Result<(Vec<u8>, ReadAppender), InvokeError> {
+        let mut instance = self.instantiate(io).await?;
         instance.arm();
         let result = instance.bindings.counterpoint_slice_slice().call_execute(&mut instance.store, command, payload).await;
         let result = match result {
@@ -222,7 +220,8 @@ impl Slice {
             Ok(Err(err)) => Err(from_wit_error(err)),
             Err(trap) => Err(instance.failure("execute", trap)),
         };
-        (result, Some(instance.finish()))
+        let io = instance.finish();
+        result.map(|output| (output, io))
     }
 
     /// The tags of an event of one of this slice's types.

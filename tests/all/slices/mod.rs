@@ -3,6 +3,7 @@
 mod commands;
 mod isolation;
 mod loading;
+mod positions;
 mod projections;
 mod scenarios;
 

@@ -92,7 +92,8 @@ impl Command for Flood {
             metadata: Vec::new(),
         };
         let events = vec![event; count as usize];
-        Ok(store::append(&events)?.len() as u64)
+        store::append(&events)?;
+        Ok(events.len() as u64)
     }
 }
 
@@ -138,8 +139,87 @@ impl Command for Ping {
     }
 }
 
+/// What `probe` appends.
+#[derive(Serialize, Deserialize)]
+pub struct Probed {
+    pub tag: String,
+}
+
+impl Event for Probed {
+    const TYPE: &'static str = "Probed";
+    fn tags(&self) -> Vec<String> {
+        vec![self.tag.clone()]
+    }
+}
+
+/// `probe`: one read of events tagged `tag` with the given options, then one append of a
+/// `Probed` with that tag; returns the read's consistency position and how many it saw.
+/// For testing the position the host records for each kind of read.
+#[derive(Deserialize)]
+pub struct Probe {
+    pub tag: String,
+    pub limit: Option<u64>,
+    #[serde(default)]
+    pub backwards: bool,
+}
+
+#[derive(Serialize)]
+pub struct ProbeResult {
+    pub position: u64,
+    pub seen: u64,
+}
+
+impl Command for Probe {
+    const NAME: &'static str = "probe";
+    type Output = ProbeResult;
+    fn run(self, ctx: &mut Context) -> Result<ProbeResult, Error> {
+        let mut options = ReadOptions::new();
+        if let Some(limit) = self.limit {
+            options = options.limit(limit);
+        }
+        if self.backwards {
+            options = options.backwards();
+        }
+        let events = ctx.read_with(Query::tagged(self.tag.clone()), options)?;
+        ctx.append(Probed { tag: self.tag });
+        Ok(ProbeResult { position: events.position(), seen: events.len() as u64 })
+    }
+}
+
+/// `escape`: tries to reach what a slice must not: environment variables, files, the network,
+/// and reports what it got. The host grants none of it.
+#[derive(Deserialize)]
+pub struct Escape {
+    /// An address the test listens on, tried besides the usual ones.
+    pub connect: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct Escaped {
+    pub env: Vec<String>,
+    pub files: Vec<String>,
+    pub network: Vec<String>,
+}
+
+impl Command for Escape {
+    const NAME: &'static str = "escape";
+    type Output = Escaped;
+    fn run(self, _: &mut Context) -> Result<Escaped, Error> {
+        let env = std::env::vars().map(|(k, _)| k).collect();
+        let mut addresses = vec!["127.0.0.1:22".to_string(), "127.0.0.1:80".to_string(), "[::1]:80".to_string()];
+        addresses.extend(self.connect);
+        let files = ["/etc/passwd", "/", ".", "/proc/self/environ"]
+            .into_iter()
+            .filter(|path| std::fs::read(path).is_ok() || std::fs::read_dir(path).is_ok())
+            .map(String::from)
+            .collect();
+        let network = addresses.into_iter().filter(|addr| std::net::TcpStream::connect(addr).is_ok()).collect();
+        Ok(Escaped { env, files, network })
+    }
+}
+
 counterpoint_sdk::slice! {
     name: "hostile", version: env!("CARGO_PKG_VERSION"),
-    events: [Pinged],
-    commands: [Spin, Hog, Recurse, Trap, Flood, Ping],
+    events: [Pinged, Probed],
+    commands: [Spin, Hog, Recurse, Trap, Flood, Ping, Probe, Escape],
 }

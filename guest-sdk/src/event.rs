@@ -81,7 +81,7 @@ impl Envelope {
         if !self.is::<E>() {
             return Err(Error::store(format!(
                 "event at position {} has type {}, expected {}",
-                self.position,
+                crate::query::position_number(self.position),
                 self.event.event_type,
                 E::TYPE
             )));
@@ -91,7 +91,7 @@ impl Envelope {
             Error::store(format!(
                 "cannot decode {} at position {}: {e}",
                 E::TYPE,
-                self.position
+                crate::query::position_number(self.position)
             ))
         })
     }
@@ -231,7 +231,7 @@ mod tests {
                 qty: 2,
             })
             .unwrap(),
-            7,
+            (0, 7),
         );
         assert!(e.is::<ItemAdded>());
         assert_eq!(
@@ -248,11 +248,11 @@ mod tests {
         ));
         let events = Events {
             events: vec![e.clone(), e],
-            position: 9,
+            position: (0, 9),
         };
         assert!(events.has::<ItemAdded>());
         assert_eq!(events.of_type::<ItemAddedView>().unwrap().len(), 2);
-        assert_eq!(events.position(), 9);
+        assert_eq!(events.position(), (0, 9));
     }
 
     #[test]
@@ -265,7 +265,7 @@ mod tests {
                 Vec::new()
             }
         }
-        let e = stored(RawEvent::encode(&Other {}).unwrap(), 1);
+        let e = stored(RawEvent::encode(&Other {}).unwrap(), (0, 1));
         assert!(!e.is::<ItemAdded>());
         let err = e.decode::<ItemAdded>().unwrap_err();
         assert!(

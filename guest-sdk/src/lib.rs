@@ -71,7 +71,7 @@ pub use command::{Command, Context};
 pub use event::{Envelope, Event, Events, RawEvent, tag};
 pub use input::fields_of;
 pub use projection::Projection;
-pub use query::{Item, Position, Query, ReadOptions, ReadResult};
+pub use query::{Item, Position, Query, ReadOptions, ReadResult, position_number, position_of};
 pub use slice::{Slice, Store};
 
 /// The error every fallible SDK call returns: the WIT `error` variant.

@@ -6,6 +6,16 @@ pub use crate::bindings::counterpoint::slice::types::{
     Position, Query, QueryItem as Item, ReadOptions, ReadResult,
 };
 
+/// A position as one 128-bit number (the contract carries it as `(high, low)` halves).
+pub fn position_number(position: Position) -> u128 {
+    (u128::from(position.0) << 64) | u128::from(position.1)
+}
+
+/// The position of a 128-bit number.
+pub fn position_of(number: u128) -> Position {
+    ((number >> 64) as u64, number as u64)
+}
+
 impl Item {
     /// Matches every event; narrow it with [`Item::tag`].
     pub fn any() -> Self {
@@ -254,6 +264,6 @@ mod tests {
                 backwards: true
             }
         );
-        assert_eq!(ReadOptions::new().after(7).limit(2).after, Some(7));
+        assert_eq!(ReadOptions::new().after((0, 7)).limit(2).after, Some((0, 7)));
     }
 }

@@ -5,7 +5,7 @@ use serde::Serialize;
 use crate::command::run;
 use crate::input::decode_input;
 use crate::projection::fold;
-use crate::query::{Position, ReadResult};
+use crate::query::{Position, ReadResult, position_number, position_of};
 use crate::{
     Command, Envelope, Error, Event, Projection, Query, RawEvent, ReadOptions, Slice, Store,
 };
@@ -58,7 +58,7 @@ impl TestStore {
     }
 
     fn head(&self) -> Position {
-        self.events.last().map_or(0, |e| e.position)
+        self.events.last().map_or((0, 0), |e| e.position)
     }
 }
 
@@ -89,9 +89,9 @@ impl Store for TestStore {
     }
 
     fn append(&mut self, events: &[RawEvent]) -> Result<(), Error> {
-        let first = self.head() + 1;
+        let first = position_number(self.head()) + 1;
         self.events.extend((first..).zip(events).map(|(position, e)| Envelope {
-            position,
+            position: position_of(position),
             event: e.clone(),
         }));
         Ok(())

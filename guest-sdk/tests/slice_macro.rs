@@ -196,7 +196,7 @@ fn automations_react_with_command_calls() {
     let calls = CounterpointSlice::react(
         "echo",
         &Envelope {
-            position: 1,
+            position: (0, 1),
             event: raw.clone(),
         },
     )
@@ -213,7 +213,7 @@ fn automations_react_with_command_calls() {
         CounterpointSlice::react(
             "nope",
             &Envelope {
-                position: 1,
+                position: (0, 1),
                 event: raw
             }
         ),

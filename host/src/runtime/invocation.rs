@@ -90,12 +90,12 @@ impl ReadAppender {
                         self.read_bytes_limit
                     )));
                 }
-                events.push(types::SequencedEvent { position: event.position.get(), event: to_wit_event(event.event) });
+                events.push(types::SequencedEvent { position: to_wit_position(event.position), event: to_wit_event(event.event) });
             }
         }
         let position = stream.consistency_position();
         self.reads.push(AppendCondition { query, after: Some(position) });
-        Ok(types::ReadResult { events, position: position.get() })
+        Ok(types::ReadResult { events, position: to_wit_position(position) })
     }
 
     /// Stages the command's events, checked against the store's limits now.
@@ -120,6 +120,15 @@ pub(super) fn to_wit_error(err: &StoreError) -> types::Error {
     }
 }
 
+pub(super) fn to_wit_position(position: Position) -> types::Position {
+    let n = position.get();
+    ((n >> 64) as u64, n as u64)
+}
+
+pub(super) fn from_wit_position((high, low): types::Position) -> Position {
+    Position::from_u128((u128::from(high) << 64) | u128::from(low))
+}
+
 pub(super) fn to_wit_event(event: Event) -> types::Event {
     types::Event { event_type: event.event_type, tags: event.tags, data: event.data, metadata: event.metadata }
 }
@@ -134,7 +143,7 @@ pub(super) fn from_wit_query(query: types::Query) -> Query {
 
 
 pub(super) fn from_wit_options(options: types::ReadOptions) -> ReadOptions {
-    ReadOptions { after: options.after.map(Position::new), limit: options.limit, backwards: options.backwards }
+    ReadOptions { after: options.after.map(from_wit_position), limit: options.limit, backwards: options.backwards }
 }
 
 /// The data of a wasmtime `Store` for one invocation.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::bindings::{guest, types, SliceWorld, SliceWorldPre};
-use super::invocation::{from_wit_options, from_wit_query, to_wit_event, Access, InvocationState, ReadAppender};
+use super::invocation::{from_wit_options, from_wit_query, to_wit_event, to_wit_position, Access, InvocationState, ReadAppender};
 use super::limits::Limiter;
 use super::output::{flush, LogBudget};
 use super::{InvokeError, LoadError, RuntimeInner};
@@ -241,7 +241,7 @@ impl Slice {
     pub async fn react(&self, io: ReadAppender, automation: &str, event: SequencedEvent) -> Result<Vec<CommandCall>, InvokeError> {
         let mut instance = self.instantiate(io).await?;
         instance.arm();
-        let event = types::SequencedEvent { position: event.position.get(), event: to_wit_event(event.event) };
+        let event = types::SequencedEvent { position: to_wit_position(event.position), event: to_wit_event(event.event) };
         let result = instance.bindings.counterpoint_slice_slice().call_react(&mut instance.store, automation, &event).await;
         let result = match result {
             Ok(Ok(calls)) => Ok(calls
@@ -299,7 +299,7 @@ impl Instance<'_> {
         self.arm();
         let events: Vec<types::SequencedEvent> = events
             .into_iter()
-            .map(|e| types::SequencedEvent { position: e.position.get(), event: to_wit_event(e.event) })
+            .map(|e| types::SequencedEvent { position: to_wit_position(e.position), event: to_wit_event(e.event) })
             .collect();
         let projection = self.bindings.counterpoint_slice_slice().projection();
         match projection.call_fold(&mut self.store, handle.0, &events).await {

@@ -74,13 +74,16 @@ impl TenantIndex {
 
     /// The first position after `after` holding an event that matches `query`.
     pub fn first_match_after(&self, query: &Query, after: u64) -> Option<u64> {
+        if after >= self.head {
+            return None;
+        }
         self.resolve(query).next(after + 1, self.head)
     }
 
     /// Fails with the first condition that a stored event breaks.
     pub fn check(&self, conditions: &[AppendCondition]) -> Result<(), StoreError> {
         for (i, condition) in conditions.iter().enumerate() {
-            let after = condition.after.map_or(0, Position::get);
+            let after = condition.after.map_or(0, Position::dense);
             if let Some(position) = self.first_match_after(&condition.query, after) {
                 return Err(StoreError::ConditionFailed { condition: i, position: Position::new(position) });
             }
@@ -241,7 +244,7 @@ pub(crate) struct ReadCursor {
 impl ReadCursor {
     pub fn new(index: &TenantIndex, query: Query, after: u64, limit: Option<u64>, backwards: bool) -> Self {
         let snapshot = index.published();
-        let next = if backwards { snapshot } else { after + 1 };
+        let next = if backwards { snapshot } else { after.saturating_add(1) };
         ReadCursor {
             query,
             backwards,
@@ -265,7 +268,7 @@ impl ReadCursor {
         let mut out = Vec::new();
         while out.len() < max && !self.done {
             let found = if self.backwards {
-                if self.next <= self.after { None } else { resolved.prev(self.next, self.after + 1) }
+                if self.next <= self.after { None } else { resolved.prev(self.next, self.after.saturating_add(1)) }
             } else {
                 resolved.next(self.next, self.snapshot)
             };

@@ -67,7 +67,7 @@ impl EventStore for MemoryStore {
     async fn read(&self, tenant: &Tenant, query: Query, options: ReadOptions) -> Result<ReadStream, StoreError> {
         self.inner.limits.check_read(&query, &options)?;
         let log = self.tenant(tenant);
-        let after = options.after.map_or(0, Position::get);
+        let after = options.after.map_or(0, Position::dense);
         let cursor = match &log {
             Some(log) => ReadCursor::new(&log.log.read().expect("log lock").index, query, after, options.limit, options.backwards),
             None => ReadCursor::new(&TenantIndex::default(), query, after, options.limit, options.backwards),

@@ -6,22 +6,34 @@ use serde::{Deserialize, Serialize};
 
 use super::StoreError;
 
-/// A position in one tenant's log: unique and strictly increasing, gaps allowed.
+/// A position in one tenant's log: unique and strictly increasing, gaps allowed; opaque to
+/// slices, which only compare positions.
 ///
+/// 128 bits, so that every backend's positions fit: the embedded and in-memory stores count
+/// 1, 2, 3, ...; the FoundationDB backend uses 12-byte versionstamps.
 /// `Position::ZERO` is "before the first event": the head of an empty log.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Position(u64);
+pub struct Position(u128);
 
 impl Position {
     pub const ZERO: Position = Position(0);
 
     pub const fn new(value: u64) -> Self {
+        Position(value as u128)
+    }
+
+    pub const fn from_u128(value: u128) -> Self {
         Position(value)
     }
 
-    pub const fn get(self) -> u64 {
+    pub const fn get(self) -> u128 {
         self.0
+    }
+
+    /// For backends that count positions 1, 2, 3, ...: the count, saturating.
+    pub fn dense(self) -> u64 {
+        u64::try_from(self.0).unwrap_or(u64::MAX)
     }
 }
 

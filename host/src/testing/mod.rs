@@ -149,9 +149,10 @@ async fn run_scenario(slice: &Arc<Slice>, scenario: &Scenario) -> Result<(), Str
         given.push(Event { event_type: event.event_type.clone(), tags, data, metadata: Vec::new() });
     }
     let head = if given.is_empty() {
-        0
+        crate::store::Position::ZERO
     } else {
-        store.append(&tenant, given, vec![]).await.map_err(|e| format!("given: {e}"))?.last().map_or(0, |p| p.get())
+        let positions = store.append(&tenant, given, vec![]).await.map_err(|e| format!("given: {e}"))?;
+        *positions.last().expect("an append returns its positions")
     };
 
     let outcome = match &scenario.when {
@@ -187,7 +188,7 @@ async fn run_scenario(slice: &Arc<Slice>, scenario: &Scenario) -> Result<(), Str
         }
     }
 
-    let options = ReadOptions { after: Some(crate::store::Position::new(head)), ..Default::default() };
+    let options = ReadOptions { after: Some(head), ..Default::default() };
     let read_error = |e: crate::store::StoreError| format!("reading what was appended: {e}");
     let (appended, _) = store.read(&tenant, Query::all(), options).await.map_err(read_error)?.collect().await.map_err(read_error)?;
     if let Some(expected) = &then.events {

@@ -1,3 +1,4 @@
+use counterpoint_sdk::Position;
 use counterpoint_sdk::prelude::*;
 
 use crate::events::{ItemAdded, OrderCancelled, OrderConfirmed, OrderPlaced};
@@ -119,7 +120,7 @@ pub struct CustomerOrdersView {
 #[derive(Debug)]
 pub struct CustomerOrders {
     customer_id: String,
-    placed: Vec<(u64, String)>,
+    placed: Vec<(Position, String)>,
 }
 
 impl Projection for CustomerOrders {

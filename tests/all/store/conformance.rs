@@ -32,7 +32,7 @@ async fn read(store: &SharedStore, t: &Tenant, query: Query, options: ReadOption
 }
 
 async fn positions(store: &SharedStore, t: &Tenant, query: Query, options: ReadOptions) -> Vec<u64> {
-    read(store, t, query, options).await.0.iter().map(|e| e.position.get()).collect()
+    read(store, t, query, options).await.0.iter().map(|e| e.position.dense()).collect()
 }
 
 /// Seeds the log used by the query cases:
@@ -75,7 +75,7 @@ pub async fn empty_query_reads_every_event_with_its_content(store: SharedStore) 
     let t = tenant("t");
     seed(&store, &t).await;
     let (events, position) = read(&store, &t, Query::all(), ReadOptions::default()).await;
-    assert_eq!(events.iter().map(|e| e.position.get()).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(events.iter().map(|e| e.position.dense()).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5, 6]);
     assert_eq!(position, Position::new(6));
     assert_eq!(events[1].event.event_type, "B");
     assert_eq!(events[1].event.tags, vec!["x".to_string(), "y".to_string()]);
@@ -104,7 +104,12 @@ pub async fn after_is_exclusive_and_limit_cuts(store: SharedStore) {
     assert_eq!(positions(&store, &t, all.clone(), ReadOptions::default().after(Position::new(4))).await, vec![5, 6]);
     assert_eq!(positions(&store, &t, all.clone(), ReadOptions::default().limit(2)).await, vec![1, 2]);
     assert_eq!(positions(&store, &t, all.clone(), ReadOptions::default().after(Position::new(1)).limit(2)).await, vec![2, 3]);
-    assert!(positions(&store, &t, all, ReadOptions::default().after(Position::new(6))).await.is_empty());
+    assert!(positions(&store, &t, all.clone(), ReadOptions::default().after(Position::new(6))).await.is_empty());
+    // Positions are opaque 128-bit values: one past anything this log holds selects nothing.
+    let beyond = Position::from_u128(u128::MAX);
+    assert!(positions(&store, &t, all.clone(), ReadOptions::default().after(beyond)).await.is_empty());
+    assert!(positions(&store, &t, all.clone(), ReadOptions::default().after(beyond).backwards()).await.is_empty());
+    store.append(&t, vec![ev("Z", &[])], vec![AppendCondition::new(all, Some(beyond))]).await.expect("nothing after beyond");
 }
 
 pub async fn backwards_alone_with_limit_with_after(store: SharedStore) {
@@ -203,7 +208,7 @@ pub async fn failed_append_writes_nothing(store: SharedStore) {
     assert_eq!(store.head(&t).await.unwrap(), head);
     assert!(positions(&store, &t, Query::item(item(&[], &["fresh"])), ReadOptions::default()).await.is_empty());
     // The next successful append takes the next position: nothing was half-written.
-    assert_eq!(append(&store, &t, vec![ev("E", &[])]).await, vec![Position::new(head.get() + 1)]);
+    assert_eq!(append(&store, &t, vec![ev("E", &[])]).await, vec![Position::new(head.dense() + 1)]);
 }
 
 pub async fn positions_strictly_increase_and_match_reads(store: SharedStore) {
@@ -297,7 +302,7 @@ pub async fn reads_stream_in_batches_from_a_snapshot(store: SharedStore) {
         last = batch.last().unwrap().position;
         count += batch.len();
     }
-    assert_eq!(count as u64, head.get());
+    assert_eq!(count as u64, head.dense());
     assert_eq!(stream.consistency_position(), head);
 }
 
@@ -326,17 +331,17 @@ pub async fn subscriptions_have_no_gaps_while_writers_run(store: SharedStore) {
     let mut seen = Vec::new();
     while seen.len() < expected_total {
         let event = tokio::time::timeout(std::time::Duration::from_secs(30), from_start.next()).await.expect("no stall").unwrap();
-        seen.push(event.position.get());
+        seen.push(event.position.dense());
     }
     for writer in writers {
         writer.await.unwrap();
     }
     let (all, _) = read(&store, &t, query, ReadOptions::default()).await;
-    let expected: Vec<u64> = all.iter().map(|e| e.position.get()).collect();
+    let expected: Vec<u64> = all.iter().map(|e| e.position.dense()).collect();
     assert_eq!(seen, expected, "every matching event once, in order");
     let mut middle = Vec::new();
     while middle.len() < expected.iter().filter(|&&p| p > 301).count() {
-        middle.push(from_middle.next().await.unwrap().position.get());
+        middle.push(from_middle.next().await.unwrap().position.dense());
     }
     assert_eq!(middle, expected.into_iter().filter(|&p| p > 301).collect::<Vec<_>>());
 }

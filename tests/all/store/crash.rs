@@ -71,13 +71,13 @@ fn acknowledged_appends_survive_kill_9() {
             // Positions are dense and increasing; every event is intact and belongs to a whole append.
             let mut appends: HashMap<String, Vec<(u64, usize, usize)>> = HashMap::new();
             for (i, event) in events.iter().enumerate() {
-                assert_eq!(event.position.get(), i as u64 + 1, "positions increase without holes");
+                assert_eq!(event.position.dense(), i as u64 + 1, "positions increase without holes");
                 if event.event.event_type == "AfterCrash" {
                     continue; // appended by this test after the previous cycle's recovery
                 }
                 let (tag, j, count) = parse_data(&event.event.data).unwrap_or_else(|| panic!("torn event at {}", event.position));
                 assert_eq!(event.event.tags, vec![tag.clone()]);
-                appends.entry(tag).or_default().push((event.position.get(), j, count));
+                appends.entry(tag).or_default().push((event.position.dense(), j, count));
             }
             for (tag, parts) in &appends {
                 let count = parts[0].2;
@@ -90,10 +90,10 @@ fn acknowledged_appends_survive_kill_9() {
                 let data = &events[ack.first as usize - 1].event.data;
                 assert_eq!(data, &event_data(&ack.tag, 0, ack.count, ack.seq));
             }
-            assert_eq!(head.get(), events.len() as u64);
+            assert_eq!(head.dense(), events.len() as u64);
             // Appending goes on after recovery.
             let next = store.append(&tenant, vec![Event::new("AfterCrash")], vec![]).await.unwrap();
-            assert_eq!(next[0].get(), head.get() + 1);
+            assert_eq!(next[0].dense(), head.dense() + 1);
         });
     }
     assert!(total_acked > 0, "the child acknowledged nothing: the test proved nothing");

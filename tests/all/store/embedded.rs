@@ -14,7 +14,7 @@ fn tenant() -> Tenant {
 
 async fn all(store: &EmbeddedStore) -> Vec<(u64, String, Vec<u8>)> {
     let (events, _) = store.read(&tenant(), Query::all(), ReadOptions::default()).await.unwrap().collect().await.unwrap();
-    events.into_iter().map(|e| (e.position.get(), e.event.event_type, e.event.data)).collect()
+    events.into_iter().map(|e| (e.position.dense(), e.event.event_type, e.event.data)).collect()
 }
 
 fn log_file(dir: &std::path::Path) -> std::path::PathBuf {
@@ -35,7 +35,7 @@ async fn appends_survive_reopen_and_indexes_are_rebuilt() {
     assert_eq!(all(&store).await[0], (1, "A".into(), b"one".to_vec()));
     let by_tag = Query::item(QueryItem::tags(["k:2"]).with_type("A"));
     let (events, _) = store.read(&tenant(), by_tag.clone(), ReadOptions::default()).await.unwrap().collect().await.unwrap();
-    assert_eq!(events.iter().map(|e| e.position.get()).collect::<Vec<_>>(), vec![3]);
+    assert_eq!(events.iter().map(|e| e.position.dense()).collect::<Vec<_>>(), vec![3]);
     // Conditions see recovered events.
     let err = store.append(&tenant(), vec![Event::new("C")], vec![AppendCondition::new(by_tag, None)]).await.unwrap_err();
     assert!(err.is_condition_failed());

@@ -347,7 +347,7 @@ impl EventStore for EmbeddedStore {
         let shared = &self.inner.shared;
         shared.limits.check_read(&query, &options)?;
         let state = shared.tenant(tenant);
-        let after = options.after.map_or(0, Position::get);
+        let after = options.after.map_or(0, Position::dense);
         let cursor = match &state {
             Some(state) => {
                 let log = state.log.read().expect("tenant log lock");

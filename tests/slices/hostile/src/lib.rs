@@ -182,7 +182,7 @@ impl Command for Probe {
         }
         let events = ctx.read_with(Query::tagged(self.tag.clone()), options)?;
         ctx.append(Probed { tag: self.tag });
-        Ok(ProbeResult { position: events.position(), seen: events.len() as u64 })
+        Ok(ProbeResult { position: counterpoint_sdk::position_number(events.position()) as u64, seen: events.len() as u64 })
     }
 }
 

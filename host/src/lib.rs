@@ -4,16 +4,22 @@
 //! - [`runtime`]: loads slices (WebAssembly components) and runs them, one fresh instance per call;
 //! - [`runner`]: the CommandRunner: a command's reads guard its append; conflicts re-run it;
 //! - [`projections`]: on-demand projections folded in the guest from a streamed read;
+//! - [`tenants`]: the server's configuration: tenants, hashed tokens, limits;
+//! - [`deploy`]: deployed slices per tenant, hot deploy by upload or drop zone;
 //! - [`testing`]: given/when/then scenarios for compiled slices (`counterpoint test`);
 //! - [`scaffold`]: `counterpoint new`, a slice crate that builds and passes its tests;
 //! - [`codec`]: JSON at the edges, MessagePack inside;
+//! - [`api`]: `counterpoint serve`, the HTTP/JSON API;
 //! - [`bench`]: the benchmarks behind `counterpoint bench`.
 
+pub mod api;
 pub mod bench;
 pub mod codec;
+pub mod deploy;
 pub mod projections;
 pub mod runner;
 pub mod runtime;
 pub mod scaffold;
 pub mod store;
+pub mod tenants;
 pub mod testing;

@@ -2,6 +2,7 @@
 //! `target/bench/NAME.json`. Durable throughput is stated next to `fsync_per_s`, the raw flush
 //! rate of the same disk measured in the same run, because flush times swing widely.
 
+mod polyglot;
 mod runtime;
 mod store;
 
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+pub use polyglot::polyglot;
 pub use runtime::runtime;
 pub use store::store;
 

@@ -87,6 +87,17 @@ enum Command {
     },
     /// The scripted demo: orders and inventory, a retried conflict, projections.
     Demo,
+    /// Serve the HTTP API (see the README): tenants, tokens and limits from a TOML file.
+    Serve {
+        /// The configuration file (`COUNTERPOINT_CONFIG`); without one, no tenant exists.
+        #[arg(long, env = "COUNTERPOINT_CONFIG")]
+        config: Option<PathBuf>,
+        /// Listen here instead of the file's `listen`.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Print the SHA-256 of a token, as the configuration file stores it.
+    HashToken { token: String },
     /// Run a benchmark: prints a table and writes target/bench/NAME.json.
     Bench {
         /// Which benchmark: store, runtime.
@@ -198,6 +209,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("created slice {name} in {}\n  build: cargo build --target wasm32-wasip2 --release\n  test:  cargo test", dir.display());
         }
         Command::Demo => demo::run(&cli.data_dir, &cli.slices).await?,
+        Command::Serve { ref config, ref listen } => {
+            let mut config = counterpoint::tenants::Config::load(config.as_deref())?;
+            if let Some(listen) = listen {
+                config.listen = listen.clone();
+            }
+            counterpoint::api::serve(config).await?;
+        }
+        Command::HashToken { ref token } => println!("{}", counterpoint::tenants::hash_token(token)),
         Command::Bench { ref name, seconds, log_events, ref out } => {
             let scratch = cli.data_dir.join("bench-scratch");
             let slices = cli.slices.first().cloned().unwrap_or_else(|| PathBuf::from("target/wasm32-wasip2/release"));

@@ -8,8 +8,37 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
+use serde::{Deserialize, Serialize};
+
 use crate::runtime::{Access, InvokeError, ReadAppender, Slice};
-use crate::store::{Position, SharedStore, StoreError, Tenant};
+use crate::store::{AppendCondition, Event, Position, Query, QueryItem, ReadOptions, SharedStore, StoreError, Tenant};
+
+/// The type of the event that records a command's result under an idempotency key, appended
+/// atomically with (just before) the command's own events.
+pub const IDEMPOTENCY_EVENT: &str = "counterpoint.idempotency";
+
+/// How a command run under an idempotency key is asked for.
+#[derive(Clone, Debug)]
+pub struct IdempotencyKey {
+    pub key: String,
+    /// An earlier result older than this is forgotten: the command runs again.
+    pub retention: Duration,
+}
+
+#[derive(Serialize, Deserialize)]
+struct IdempotencyRecord {
+    slice: String,
+    command: String,
+    output: Vec<u8>,
+    /// How many events the command appended (they follow this record).
+    events: u64,
+    /// Seconds since the Unix epoch.
+    at: u64,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
 
 #[derive(Clone, Debug)]
 pub struct CommandRunner {
@@ -45,6 +74,66 @@ impl CommandRunner {
         payload: &[u8],
     ) -> Result<CommandOutput, InvokeError> {
         self.run_counted(slice, store, tenant, command, payload).await.0
+    }
+
+    /// Runs a command at most once per `key` within its retention: a repeated request gets the
+    /// first result (`attempts` 0) without the command running again. The record of the result
+    /// is appended atomically with the command's events, guarded like them, so two racing
+    /// requests with one key cannot both run.
+    pub async fn run_once(
+        &self,
+        slice: &Slice,
+        store: &SharedStore,
+        tenant: &Tenant,
+        command: &str,
+        payload: &[u8],
+        key: &IdempotencyKey,
+    ) -> Result<CommandOutput, InvokeError> {
+        if key.key.is_empty() || key.key.len() > 200 || key.key.chars().any(char::is_control) {
+            return Err(InvokeError::InvalidInput("an Idempotency-Key is 1 to 200 printable characters".into()));
+        }
+        let record_query = Query::item(QueryItem::types([IDEMPOTENCY_EVENT]).with_tag(format!("idempotency:{}", key.key)));
+        let max = self.max_attempts.max(1);
+        for attempt in 1..=max {
+            // An earlier result under this key?
+            let (records, seen) = store.read(tenant, record_query.clone(), ReadOptions::default().backwards().limit(1)).await?.collect().await?;
+            if let Some(found) = records.first() {
+                let record: IdempotencyRecord = rmp_serde::from_slice(&found.event.data)
+                    .map_err(|e| InvokeError::Store(format!("an idempotency record does not decode: {e}")))?;
+                if unix_now().saturating_sub(record.at) <= key.retention.as_secs() {
+                    if record.slice != slice.name() || record.command != command {
+                        return Err(InvokeError::InvalidInput(format!(
+                            "Idempotency-Key {:?} was used for {} {}", key.key, record.slice, record.command
+                        )));
+                    }
+                    let options = ReadOptions::default().after(found.position).limit(record.events.max(1));
+                    let (events, _) = store.read(tenant, Query::all(), options).await?.collect().await?;
+                    let positions = events.iter().take(record.events as usize).map(|e| e.position).collect();
+                    return Ok(CommandOutput { output: record.output, positions, attempts: 0 });
+                }
+            }
+            let io = ReadAppender::new(store.clone(), tenant.clone(), Access::ReadAppend);
+            let (output, io) = slice.execute(io, command, payload).await?;
+            let record = IdempotencyRecord {
+                slice: slice.name().into(),
+                command: command.into(),
+                output: output.clone(),
+                events: io.staged.as_ref().map_or(0, |e| e.len() as u64),
+                at: unix_now(),
+            };
+            let mut event = Event::new(IDEMPOTENCY_EVENT).tag(format!("idempotency:{}", key.key));
+            event.data = rmp_serde::to_vec_named(&record).expect("the record encodes");
+            let guard = AppendCondition::new(record_query.clone(), Some(seen));
+            match io.commit_with(vec![event], vec![guard]).await {
+                Ok(positions) => return Ok(CommandOutput { output, positions, attempts: attempt }),
+                Err(StoreError::ConditionFailed { .. }) if attempt < max => tokio::time::sleep(self.backoff_for(attempt)).await,
+                Err(StoreError::ConditionFailed { .. }) => {
+                    return Err(InvokeError::Conflict(format!("{command}: gave up after {max} attempts")));
+                }
+                Err(err) => return Err(InvokeError::StoreFailed(err)),
+            }
+        }
+        unreachable!("the loop returns on its last attempt")
     }
 
     /// Like [`run`](Self::run), and says how many times the command ran, failed or not.

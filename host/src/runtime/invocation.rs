@@ -48,20 +48,20 @@ impl ReadAppender {
         self.commit_with(Vec::new(), Vec::new()).await
     }
 
-    /// Like [`commit`](Self::commit), adding `extra` events (appended after the command's)
-    /// and `extra_conditions`, even when the command staged nothing.
-    pub async fn commit_with(self, extra: Vec<Event>, extra_conditions: Vec<AppendCondition>) -> Result<Vec<Position>, StoreError> {
-        let mut events = self.staged.unwrap_or_default();
-        let staged = events.len();
-        events.extend(extra);
+    /// Like [`commit`](Self::commit), with the host's own `first` events appended just before
+    /// the command's (in the same atomic append) and `extra_conditions` added, even when the
+    /// command staged nothing. Returns the positions of the command's events only.
+    pub async fn commit_with(self, first: Vec<Event>, extra_conditions: Vec<AppendCondition>) -> Result<Vec<Position>, StoreError> {
+        let skip = first.len();
+        let mut events = first;
+        events.extend(self.staged.unwrap_or_default());
         if events.is_empty() {
             return Ok(Vec::new());
         }
         let mut conditions = self.reads;
         conditions.extend(extra_conditions);
-        let mut positions = self.store.append(&self.tenant, events, conditions).await?;
-        positions.truncate(staged);
-        Ok(positions)
+        let positions = self.store.append(&self.tenant, events, conditions).await?;
+        Ok(positions[skip..].to_vec())
     }
 
     pub fn tenant(&self) -> &Tenant {

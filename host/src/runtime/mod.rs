@@ -70,6 +70,10 @@ pub(crate) struct RuntimeInner {
     limits: InvocationLimits,
     max_instances: u32,
     cache: Option<CompileCache>,
+    /// Instances alive now.
+    live: Arc<std::sync::atomic::AtomicI64>,
+    /// Compiled components by hash; a contract-checked component is never compiled twice.
+    components: std::sync::Mutex<std::collections::HashMap<String, Component>>,
     stop_ticker: Arc<AtomicBool>,
 }
 
@@ -125,34 +129,51 @@ impl Runtime {
             }
         })?;
         Ok(Runtime {
-            inner: Arc::new(RuntimeInner { engine, linker, limits, max_instances: n, cache, stop_ticker }),
+            inner: Arc::new(RuntimeInner { engine, linker, limits, max_instances: n, cache, live: Default::default(), components: Default::default(), stop_ticker }),
         })
     }
 
     /// Compiles (or takes from the cache), checks and prepares a component, and asks it to
     /// describe itself. Compilation runs off the async threads.
     pub async fn load(&self, wasm: Vec<u8>) -> Result<Slice, LoadError> {
-        let hash = hex(&Sha256::digest(&wasm));
+        self.load_with_limits(wasm, self.inner.limits.clone()).await
+    }
+
+    /// [`load`](Self::load) with the limits for this slice's invocations (a tenant's, say;
+    /// memory can only be lowered below the runtime's).
+    pub async fn load_with_limits(&self, wasm: Vec<u8>, mut limits: InvocationLimits) -> Result<Slice, LoadError> {
+        limits.memory_bytes = limits.memory_bytes.min(self.inner.limits.memory_bytes);
+        let hash = hash_of(&wasm);
         let size = wasm.len();
-        let inner = self.inner.clone();
-        let key = hash.clone();
-        let component = tokio::task::spawn_blocking(move || -> Result<Component, LoadError> {
-            if let Some(component) = inner.cache.as_ref().and_then(|c| c.get(&inner.engine, &key)) {
-                return Ok(component);
+        // The same component deployed for many tenants shares one compilation.
+        let known = self.inner.components.lock().expect("components lock").get(&hash).cloned();
+        let component = match known {
+            Some(component) => component,
+            None => {
+                let inner = self.inner.clone();
+                let key = hash.clone();
+                let component = tokio::task::spawn_blocking(move || -> Result<Component, LoadError> {
+                    if let Some(component) = inner.cache.as_ref().and_then(|c| c.get(&inner.engine, &key)) {
+                        return Ok(component);
+                    }
+                    let component =
+                        Component::new(&inner.engine, &wasm).map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?;
+                    if let Some(cache) = &inner.cache {
+                        cache.put(&key, &component);
+                    }
+                    Ok(component)
+                })
+                .await
+                .map_err(|e| LoadError::Io(format!("the compile task failed: {e}")))??;
+                self.inner.components.lock().expect("components lock").insert(hash.clone(), component.clone());
+                component
             }
-            let component = Component::new(&inner.engine, &wasm).map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?;
-            if let Some(cache) = &inner.cache {
-                cache.put(&key, &component);
-            }
-            Ok(component)
-        })
-        .await
-        .map_err(|e| LoadError::Io(format!("the compile task failed: {e}")))??;
+        };
 
         contract::check(&self.inner.engine, &component)?;
         let pre = self.inner.linker.instantiate_pre(&component).map_err(|e| LoadError::Link(format!("{e:#}")))?;
         let pre = SliceWorldPre::new(pre).map_err(|e| LoadError::NotASlice(format!("{e:#}")))?;
-        Slice::new(self.inner.clone(), pre, hash, size).await
+        Slice::new(self.inner.clone(), limits, pre, hash, size).await
     }
 
     /// Reads and loads a component file.
@@ -164,6 +185,16 @@ impl Runtime {
     pub fn limits(&self) -> &InvocationLimits {
         &self.inner.limits
     }
+
+    /// Slice instances alive now, across all slices.
+    pub fn live_instances(&self) -> i64 {
+        self.inner.live.load(Ordering::Relaxed)
+    }
+}
+
+/// The hash a slice is known by: SHA-256 of the component's bytes, hex.
+pub fn hash_of(wasm: &[u8]) -> String {
+    hex(&Sha256::digest(wasm))
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -2,6 +2,7 @@
 //! says about itself. Every invocation gets a fresh instance.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -11,7 +12,7 @@ use super::bindings::{guest, types, SliceWorld, SliceWorldPre};
 use super::invocation::{from_wit_options, from_wit_query, to_wit_event, to_wit_position, Access, InvocationState, ReadAppender};
 use super::limits::Limiter;
 use super::output::{flush, LogBudget};
-use super::{InvokeError, LoadError, RuntimeInner};
+use super::{InvocationLimits, InvokeError, LoadError, RuntimeInner};
 use crate::store::{MemoryStore, Query, ReadOptions, SequencedEvent, Tenant};
 
 /// A named input of a command or projection.
@@ -129,6 +130,7 @@ pub(super) fn from_wit_error(err: types::Error) -> InvokeError {
 /// A slice ready to be invoked.
 pub struct Slice {
     runtime: Arc<RuntimeInner>,
+    limits: InvocationLimits,
     pre: SliceWorldPre<InvocationState>,
     description: SliceDescription,
     hash: String,
@@ -139,6 +141,7 @@ pub struct Slice {
 impl Slice {
     pub(super) async fn new(
         runtime: Arc<RuntimeInner>,
+        limits: InvocationLimits,
         pre: SliceWorldPre<InvocationState>,
         hash: String,
         size: usize,
@@ -151,7 +154,7 @@ impl Slice {
             emits: vec![],
             automations: vec![],
         };
-        let mut slice = Slice { runtime, pre, description: placeholder, hash, size, log_budget: LogBudget::new() };
+        let mut slice = Slice { runtime, limits, pre, description: placeholder, hash, size, log_budget: LogBudget::new() };
         let io = ReadAppender::new(Arc::new(MemoryStore::new()), Tenant::new("describe").expect("valid"), Access::ReadOnly);
         let mut instance = slice.instantiate(io).await.map_err(|e| LoadError::Describe(e.to_string()))?;
         instance.arm();
@@ -184,7 +187,7 @@ impl Slice {
 
     /// A fresh instance whose `store` import is bound to `io`.
     pub(crate) async fn instantiate(&self, mut io: ReadAppender) -> Result<Instance<'_>, InvokeError> {
-        let limits = self.runtime.limits.clone();
+        let limits = self.limits.clone();
         io.set_read_limit(limits.read_bytes);
         let state = InvocationState::new(io, Limiter { limits, memory_refused: false });
         let mut store = Store::new(&self.runtime.engine, state);
@@ -195,9 +198,9 @@ impl Slice {
         store.epoch_deadline_callback(|ctx| {
             Ok(if Instant::now() >= ctx.data().deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
         });
-        store.data_mut().deadline = Instant::now() + self.runtime.limits.deadline;
+        store.data_mut().deadline = Instant::now() + self.limits.deadline;
         match self.pre.instantiate_async(&mut store).await {
-            Ok(bindings) => Ok(Instance { slice: self, store, bindings }),
+            Ok(bindings) => Ok(Instance { slice: self, store, bindings, _live: LiveGuard::new(&self.runtime.live) }),
             Err(err) => {
                 if let Some(full) = err.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
                     tracing::warn!(slice = self.name(), "{full}");
@@ -261,6 +264,23 @@ pub(crate) struct Instance<'a> {
     slice: &'a Slice,
     store: Store<InvocationState>,
     bindings: SliceWorld,
+    _live: LiveGuard,
+}
+
+/// Counts an instance as alive for as long as it exists.
+struct LiveGuard(Arc<AtomicI64>);
+
+impl LiveGuard {
+    fn new(live: &Arc<AtomicI64>) -> Self {
+        live.fetch_add(1, Ordering::Relaxed);
+        LiveGuard(live.clone())
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A handle to projection state inside the guest.
@@ -269,7 +289,7 @@ pub(crate) struct ProjectionHandle(wasmtime::component::ResourceAny);
 impl Instance<'_> {
     /// Starts the wall-time deadline of the next call into the guest.
     fn arm(&mut self) {
-        self.store.data_mut().deadline = Instant::now() + self.slice.runtime.limits.deadline;
+        self.store.data_mut().deadline = Instant::now() + self.slice.limits.deadline;
     }
 
     fn failure(&mut self, stage: &'static str, err: wasmtime::Error) -> InvokeError {
@@ -341,7 +361,7 @@ impl Failure<'_> {
             return InvokeError::OutOfMemory { slice, stage, limit_bytes: state.limiter.limits.memory_bytes };
         }
         match err.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => InvokeError::Timeout { slice, stage, ms: self.slice.runtime.limits.deadline.as_millis() },
+            Some(Trap::Interrupt) => InvokeError::Timeout { slice, stage, ms: self.slice.limits.deadline.as_millis() },
             Some(Trap::StackOverflow) => InvokeError::Trapped { slice, stage, detail: "stack overflow".into() },
             Some(trap) => InvokeError::Trapped { slice, stage, detail: trap.to_string() },
             None => InvokeError::Trapped { slice, stage, detail: format!("{err:#}") },

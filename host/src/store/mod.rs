@@ -9,12 +9,15 @@
 //!
 //! Backends:
 //! - [`EmbeddedStore`]: the durable default, one data directory, group commit;
-//! - [`MemoryStore`]: the same semantics in memory, for tests and demos.
+//! - [`MemoryStore`]: the same semantics in memory, for tests and demos;
+//! - `FdbStore` (cargo feature `fdb`): a FoundationDB cluster shared by several hosts.
 //!
 //! The conformance suite in `tests/all/store/` runs against every backend.
 
 mod embedded;
 mod error;
+#[cfg(feature = "fdb")]
+mod fdb;
 mod index;
 mod limits;
 mod memory;
@@ -27,6 +30,8 @@ use async_trait::async_trait;
 
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use error::StoreError;
+#[cfg(feature = "fdb")]
+pub use fdb::{default_limits as fdb_default_limits, FdbOptions, FdbStore};
 pub use limits::Limits;
 pub use memory::MemoryStore;
 pub use subscription::Subscription;

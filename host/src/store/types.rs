@@ -163,7 +163,7 @@ impl QueryItem {
     }
 
     pub fn matches(&self, event: &Event) -> bool {
-        (self.types.is_empty() || self.types.iter().any(|t| *t == event.event_type))
+        (self.types.is_empty() || self.types.contains(&event.event_type))
             && self.tags.iter().all(|t| event.tags.iter().any(|e| e == t))
     }
 }

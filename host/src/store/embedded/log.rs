@@ -47,7 +47,7 @@ pub(super) fn list_segments(dir: &Path) -> io::Result<Vec<u32>> {
 }
 
 /// The encoded size of one event.
-pub(super) fn event_len(event: &Event) -> usize {
+pub(crate) fn event_len(event: &Event) -> usize {
     2 + event.event_type.len()
         + 2
         + event.tags.iter().map(|t| 2 + t.len()).sum::<usize>()
@@ -73,19 +73,7 @@ pub(super) fn encode_frame(buf: &mut Vec<u8>, tenant: &str, first: u64, events: 
     let mut spans = Vec::with_capacity(events.len());
     for event in events {
         let at = buf.len();
-        put_str16(buf, &event.event_type);
-        buf.extend_from_slice(&(event.tags.len() as u16).to_le_bytes());
-        for tag in &event.tags {
-            put_str16(buf, tag);
-        }
-        buf.extend_from_slice(&(event.metadata.len() as u16).to_le_bytes());
-        for (key, value) in &event.metadata {
-            put_str16(buf, key);
-            buf.extend_from_slice(&(value.len() as u32).to_le_bytes());
-            buf.extend_from_slice(value.as_bytes());
-        }
-        buf.extend_from_slice(&(event.data.len() as u32).to_le_bytes());
-        buf.extend_from_slice(&event.data);
+        encode_event(buf, event);
         spans.push((at, buf.len() - at));
     }
     let payload_len = buf.len() - start - FRAME_HEADER;
@@ -93,6 +81,24 @@ pub(super) fn encode_frame(buf: &mut Vec<u8>, tenant: &str, first: u64, events: 
     buf[start..start + 4].copy_from_slice(&(payload_len as u32).to_le_bytes());
     buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
     spans
+}
+
+/// Appends one event record (the `event` rule above) to `buf`; the FoundationDB backend
+/// stores events in the same encoding.
+pub(crate) fn encode_event(buf: &mut Vec<u8>, event: &Event) {
+    put_str16(buf, &event.event_type);
+    buf.extend_from_slice(&(event.tags.len() as u16).to_le_bytes());
+    for tag in &event.tags {
+        put_str16(buf, tag);
+    }
+    buf.extend_from_slice(&(event.metadata.len() as u16).to_le_bytes());
+    for (key, value) in &event.metadata {
+        put_str16(buf, key);
+        buf.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        buf.extend_from_slice(value.as_bytes());
+    }
+    buf.extend_from_slice(&(event.data.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&event.data);
 }
 
 fn put_str16(buf: &mut Vec<u8>, s: &str) {
@@ -128,7 +134,7 @@ impl<'a> Cursor<'a> {
 }
 
 /// Decodes one event record.
-pub(super) fn decode_event(bytes: &[u8]) -> Result<Event, String> {
+pub(crate) fn decode_event(bytes: &[u8]) -> Result<Event, String> {
     let mut c = Cursor { bytes, at: 0 };
     let event = read_event(&mut c, true)?;
     if c.at != bytes.len() {

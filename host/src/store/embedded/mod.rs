@@ -15,7 +15,8 @@
 //! Durability: an append is acknowledged only after its frame is synced. When the store opens,
 //! a torn frame at the end of the last segment (a crash during a write) is cut off.
 
-mod log;
+// The FoundationDB backend reuses the event record encoding.
+pub(super) mod log;
 mod writer;
 
 use std::collections::HashMap;

@@ -66,11 +66,12 @@ impl Writer {
         if let Some(reason) = self.shared.poisoned() {
             return reply_all(batch, || Err(StoreError::Unavailable(reason.clone())));
         }
-        if self.len > 0 && self.len + bytes > self.segment_bytes {
-            if let Err(err) = self.roll_segment() {
-                let reason = self.shared.poison(format!("cannot start a new log segment: {err}"));
-                return reply_all(batch, || Err(StoreError::Unavailable(reason.clone())));
-            }
+        if self.len > 0
+            && self.len + bytes > self.segment_bytes
+            && let Err(err) = self.roll_segment()
+        {
+            let reason = self.shared.poison(format!("cannot start a new log segment: {err}"));
+            return reply_all(batch, || Err(StoreError::Unavailable(reason.clone())));
         }
 
         self.buf.clear();

@@ -1,0 +1,168 @@
+//! The raw DCB API, for clients and tools that are not slices: read, append with conditions,
+//! and a live stream (Server-Sent Events) resumable with `Last-Event-ID`.
+
+use std::convert::Infallible;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::Json;
+use futures_util::Stream;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::commands::json_body;
+use super::{ApiError, SharedState};
+use crate::codec::{data_from_json, event_to_json};
+use crate::store::{AppendCondition, Event, Position, Query, QueryItem, ReadOptions};
+
+/// The most events one read response holds; page on with `after`.
+pub const MAX_READ: u64 = 10_000;
+
+fn parse<T: serde::de::DeserializeOwned>(value: Value, what: &str) -> Result<T, ApiError> {
+    serde_json::from_value(value).map_err(|e| ApiError::invalid_input(format!("{what}: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadRequest {
+    #[serde(default)]
+    query: Query,
+    after: Option<Position>,
+    limit: Option<u64>,
+    #[serde(default)]
+    backwards: bool,
+}
+
+/// `POST /v1/t/{tenant}/events/read`: `{query: {items: [{types, tags}]}, after, limit, backwards}`
+/// → `{events, position}`, at most 10,000 events per response.
+pub async fn read(
+    State(state): State<SharedState>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let caller = state.authorize(&headers, &tenant)?;
+    let request: ReadRequest = parse(json_body(body)?, "read request")?;
+    if request.limit == Some(0) {
+        return Err(ApiError::invalid_input("limit must be at least 1 (omit it to read everything)"));
+    }
+    let limit = request.limit.unwrap_or(MAX_READ).min(MAX_READ);
+    let options = ReadOptions { after: request.after, limit: Some(limit), backwards: request.backwards };
+    let (events, position) = state.store.read(&caller.tenant, request.query, options).await?.collect().await?;
+    let events: Vec<Value> = events.iter().map(event_to_json).collect();
+    Ok(Json(json!({ "events": events, "position": position })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewEvent {
+    #[serde(rename = "type")]
+    event_type: String,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    data: Value,
+    #[serde(default)]
+    metadata: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppendRequest {
+    events: Vec<NewEvent>,
+    #[serde(default)]
+    conditions: Vec<AppendCondition>,
+}
+
+/// `POST /v1/t/{tenant}/events/append`: `{events: [{type, tags, data: {json}|{base64},
+/// metadata}], conditions: [{query, after}]}` → `{positions}`; a failed condition is
+/// `409 condition_failed`.
+pub async fn append(
+    State(state): State<SharedState>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let caller = state.authorize(&headers, &tenant)?;
+    let request: AppendRequest = parse(json_body(body)?, "append request")?;
+    let mut events = Vec::with_capacity(request.events.len());
+    for (i, e) in request.events.into_iter().enumerate() {
+        let data = data_from_json(&e.data).map_err(|m| ApiError::invalid_input(format!("events[{i}]: {m}")))?;
+        events.push(Event { event_type: e.event_type, tags: e.tags, data, metadata: e.metadata.into_iter().collect() });
+    }
+    caller.check_log_size(&state.store).await?;
+    let started = Instant::now();
+    let positions = state.store.append(&caller.tenant, events, request.conditions).await?;
+    state.metrics.store_append_seconds.observe(started.elapsed().as_secs_f64());
+    let tenant_labels = super::metrics::TenantLabels { tenant: caller.tenant.to_string() };
+    state.metrics.appended_events.get_or_create(&tenant_labels).inc_by(positions.len() as u64);
+    Ok(Json(json!({ "positions": positions })))
+}
+
+/// `GET /v1/t/{tenant}/events/stream?type=T&tag=x&after=N` (or `query=<JSON query>`): every
+/// matching event after `N` (or after `Last-Event-ID`), then each new one as it is appended.
+/// Each SSE event has `id` = its position and `data` = the event as JSON.
+pub async fn stream(
+    State(state): State<SharedState>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let caller = state.authorize(&headers, &tenant)?;
+    let mut item = QueryItem::default();
+    let mut query: Option<Query> = None;
+    let mut after: Option<Position> = None;
+    for (key, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        match key.as_ref() {
+            "type" => item.types.push(value.into_owned()),
+            "tag" => item.tags.push(value.into_owned()),
+            "query" => {
+                let parsed: Value = serde_json::from_str(&value).map_err(|e| ApiError::invalid_input(format!("query: {e}")))?;
+                query = Some(parse(parsed, "query")?);
+            }
+            "after" => after = Some(parse_position(&value)?),
+            other => return Err(ApiError::invalid_input(format!("unknown parameter {other:?}; use type, tag, query, after"))),
+        }
+    }
+    if let Some(last) = headers.get("last-event-id") {
+        let last = last.to_str().map_err(|_| ApiError::invalid_input("Last-Event-ID is not ASCII"))?;
+        after = Some(parse_position(last)?);
+    }
+    let query = match (query, item.types.is_empty() && item.tags.is_empty()) {
+        (Some(_), false) => return Err(ApiError::invalid_input("give either query or type/tag, not both")),
+        (Some(query), true) => query,
+        (None, true) => Query::all(),
+        (None, false) => Query::item(item),
+    };
+    let subscription = state.store.subscribe(&caller.tenant, query, after).await?;
+    let shutdown = state.shutdown.subscribe();
+    let events = futures_util::stream::unfold((subscription, shutdown), |(mut subscription, mut shutdown)| async move {
+        let next = tokio::select! {
+            next = subscription.next() => Some(next),
+            _ = shutdown.wait_for(|stopping| *stopping) => None,
+        };
+        match next? {
+            Ok(event) => {
+                let id = event.position.get().to_string();
+                let sse = SseEvent::default().id(id).event("event").data(event_to_json(&event).to_string());
+                Some((Ok(sse), (subscription, shutdown)))
+            }
+            Err(err) => {
+                tracing::warn!("live stream ended: {err}");
+                None
+            }
+        }
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+fn parse_position(text: &str) -> Result<Position, ApiError> {
+    text.trim()
+        .parse::<u128>()
+        .map(Position::from_u128)
+        .map_err(|_| ApiError::invalid_input(format!("{text:?} is not a position")))
+}

@@ -1,0 +1,101 @@
+//! Prometheus metrics: commands by slice and outcome, attempts, latencies, appends, store
+//! latency, live instances, deploys.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommandLabels {
+    pub tenant: String,
+    pub slice: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SliceLabels {
+    pub tenant: String,
+    pub slice: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabels {
+    pub tenant: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub code: String,
+}
+
+fn latency() -> Histogram {
+    // 50 µs to ~26 s.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub commands: Family<CommandLabels, Counter>,
+    pub command_attempts: Family<SliceLabels, Counter>,
+    pub command_seconds: Family<SliceLabels, Histogram, fn() -> Histogram>,
+    pub projection_seconds: Family<SliceLabels, Histogram, fn() -> Histogram>,
+    pub appended_events: Family<TenantLabels, Counter>,
+    pub store_append_seconds: Histogram,
+    pub errors: Family<RequestLabels, Counter>,
+    pub live_instances: Gauge,
+    pub deployed_slices: Gauge,
+    pub deploys: Counter,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("counterpoint");
+        let commands = Family::<CommandLabels, Counter>::default();
+        registry.register("commands", "Commands run, by tenant, slice and outcome", commands.clone());
+        let command_attempts = Family::<SliceLabels, Counter>::default();
+        registry.register("command_attempts", "Times commands ran, retries after conflicts included", command_attempts.clone());
+        let command_seconds = Family::<SliceLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency);
+        registry.register("command_seconds", "Command latency, attempts and append included", command_seconds.clone());
+        let projection_seconds = Family::<SliceLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency);
+        registry.register("projection_seconds", "Projection latency", projection_seconds.clone());
+        let appended_events = Family::<TenantLabels, Counter>::default();
+        registry.register("appended_events", "Events appended", appended_events.clone());
+        let store_append_seconds = latency();
+        registry.register("store_append_seconds", "Latency of appends through the raw API", store_append_seconds.clone());
+        let errors = Family::<RequestLabels, Counter>::default();
+        registry.register("http_errors", "Error responses by code", errors.clone());
+        let live_instances = Gauge::default();
+        registry.register("live_instances", "Slice instances alive now", live_instances.clone());
+        let deployed_slices = Gauge::default();
+        registry.register("deployed_slices", "Slices deployed across tenants", deployed_slices.clone());
+        let deploys = Counter::default();
+        registry.register("deploys", "Slices deployed since start", deploys.clone());
+        Metrics {
+            registry,
+            commands,
+            command_attempts,
+            command_seconds,
+            projection_seconds,
+            appended_events,
+            store_append_seconds,
+            errors,
+            live_instances,
+            deployed_slices,
+            deploys,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+}
+
+pub fn slice_labels(tenant: &str, slice: &str) -> SliceLabels {
+    SliceLabels { tenant: tenant.into(), slice: slice.into() }
+}

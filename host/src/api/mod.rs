@@ -1,0 +1,216 @@
+//! `counterpoint serve`: the HTTP/JSON API (axum).
+//!
+//! Every tenant route is `/v1/t/{tenant}/...` and needs `Authorization: Bearer <token>` of that
+//! tenant (or the admin's). Requests pass the tenant's rate limit; commands and projections
+//! also take one of its invocation slots. Errors are `{"error": {"code", "message"}}`.
+
+mod commands;
+mod error;
+mod events;
+pub mod metrics;
+mod openapi;
+mod slices;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::sync::OwnedSemaphorePermit;
+
+pub use self::error::ApiError;
+use self::metrics::Metrics;
+use crate::deploy::Registry;
+use crate::runner::CommandRunner;
+use crate::runtime::{Runtime, RuntimeConfig};
+use crate::store::{EmbeddedStore, SharedStore, Tenant};
+use crate::tenants::{Config, Principal, TenantState, Tenants};
+
+/// Bodies of commands, queries and appends; component uploads may be larger.
+const BODY_LIMIT: usize = 24 << 20;
+const COMPONENT_LIMIT: usize = 64 << 20;
+/// How long a request waits for one of its tenant's invocation slots.
+const SLOT_WAIT: Duration = Duration::from_secs(2);
+
+pub struct AppState {
+    pub store: SharedStore,
+    pub runtime: Runtime,
+    pub registry: Arc<Registry>,
+    pub tenants: Arc<Tenants>,
+    pub runner: CommandRunner,
+    pub metrics: Metrics,
+    pub idempotency_retention: Duration,
+    pub ready: std::sync::atomic::AtomicBool,
+    /// Flips to true when the server starts shutting down: live streams end.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+pub type SharedState = Arc<AppState>;
+
+/// The tenant a request acts for, once authorized.
+pub struct Caller {
+    pub tenant: Tenant,
+    pub state: Arc<TenantState>,
+}
+
+impl AppState {
+    /// Checks the bearer token against `tenant` and takes one request from its rate limit.
+    pub fn authorize(&self, headers: &HeaderMap, tenant: &str) -> Result<Caller, ApiError> {
+        let token = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| ApiError::unauthorized("send `Authorization: Bearer <token>`"))?;
+        let principal = self.tenants.authenticate(token.trim()).ok_or_else(|| ApiError::unauthorized("unknown token"))?;
+        let tenant = Tenant::new(tenant).map_err(|e| ApiError::not_found(e.to_string()))?;
+        match principal {
+            Principal::Admin => {}
+            Principal::Tenant(own) if *own == tenant => {}
+            Principal::Tenant(_) => return Err(ApiError::forbidden(format!("this token is not tenant {tenant}'s"))),
+        }
+        let state = self.tenants.get(&tenant).ok_or_else(|| ApiError::not_found(format!("no tenant named {tenant}")))?.clone();
+        if !state.admit() {
+            return Err(ApiError::rate_limited(format!(
+                "tenant {tenant} is over its {} requests per second",
+                state.limits.requests_per_second
+            )));
+        }
+        Ok(Caller { tenant, state })
+    }
+}
+
+impl Caller {
+    /// One of the tenant's invocation slots, waiting a little for one to free up.
+    pub async fn slot(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        let acquire = self.state.invocations.clone().acquire_owned();
+        match tokio::time::timeout(SLOT_WAIT, acquire).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(ApiError::rate_limited(format!(
+                "tenant {} has all its {} invocations running",
+                self.tenant, self.state.limits.concurrent_invocations
+            ))),
+        }
+    }
+
+    /// Refuses writes once the tenant's log holds its maximum number of events.
+    pub async fn check_log_size(&self, store: &SharedStore) -> Result<(), ApiError> {
+        let head = store.head(&self.tenant).await?;
+        if head.get() >= u128::from(self.state.limits.max_log_events) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "quota_exceeded",
+                format!("tenant {}'s log holds its maximum of {} events", self.tenant, self.state.limits.max_log_events),
+            ));
+        }
+        Ok(())
+    }
+}
+
+pub fn router(state: SharedState) -> Router {
+    let tenant_routes = Router::new()
+        .route("/slices", get(slices::list))
+        .route(
+            "/slices/{slice}",
+            get(slices::describe)
+                .put(slices::deploy)
+                .delete(slices::remove)
+                .layer(DefaultBodyLimit::max(COMPONENT_LIMIT)),
+        )
+        .route("/slices/{slice}/commands/{command}", post(commands::run))
+        .route("/slices/{slice}/projections/{projection}", post(commands::query))
+        .route("/events/read", post(events::read))
+        .route("/events/append", post(events::append))
+        .route("/events/stream", get(events::stream));
+    Router::new()
+        .nest("/v1/t/{tenant}", tenant_routes)
+        .route("/v1/openapi.json", get(openapi::document))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::not_found("no such route; see /v1/openapi.json") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route takes another method")
+        })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::map_response_with_state(state.clone(), count_errors))
+        .with_state(state)
+}
+
+async fn count_errors(State(state): State<SharedState>, response: axum::response::Response) -> axum::response::Response {
+    if !response.status().is_success() {
+        let code = response.status().as_u16().to_string();
+        state.metrics.errors.get_or_create(&metrics::RequestLabels { code }).inc();
+    }
+    response
+}
+
+async fn ready(State(state): State<SharedState>) -> impl IntoResponse {
+    if state.ready.load(std::sync::atomic::Ordering::Relaxed) {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+    }
+}
+
+async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
+    state.metrics.live_instances.set(state.runtime.live_instances());
+    state.metrics.deployed_slices.set(state.registry.total() as i64);
+    ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render())
+}
+
+/// Opens the store, restores the deployed slices, starts the drop-zone watcher.
+pub async fn build_state(config: &Config) -> anyhow::Result<SharedState> {
+    let store: SharedStore = Arc::new(EmbeddedStore::open(config.data_dir.join("events"))?);
+    let runtime = Runtime::new(RuntimeConfig { cache_dir: Some(config.data_dir.join("cache")), ..Default::default() })?;
+    let tenants = Arc::new(Tenants::from_config(config));
+    let registry = Arc::new(Registry::open(runtime.clone(), &config.data_dir, tenants.clone()).await?);
+    registry.scan_drop_zones().await;
+    registry.watch()?;
+    Ok(Arc::new(AppState {
+        store,
+        runtime,
+        registry,
+        tenants,
+        runner: CommandRunner::default(),
+        metrics: Metrics::new(),
+        idempotency_retention: Duration::from_secs(config.idempotency_retention_s),
+        ready: std::sync::atomic::AtomicBool::new(true),
+        shutdown: tokio::sync::watch::Sender::new(false),
+    }))
+}
+
+/// Serves until SIGTERM or SIGINT, then stops accepting, finishes what is in flight, lets the
+/// store flush, and returns.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let state = build_state(&config).await?;
+    let listener = tokio::net::TcpListener::bind(&config.listen).await.with_context(|| format!("listening on {}", config.listen))?;
+    let address: SocketAddr = listener.local_addr()?;
+    tracing::info!(%address, data_dir = %config.data_dir.display(), tenants = state.tenants.names().count(), "serving");
+    eprintln!("counterpoint serving on http://{address}");
+    let shutdown_state = state.clone();
+    axum::serve(listener, router(state.clone()))
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            shutdown_state.ready.store(false, std::sync::atomic::Ordering::Relaxed);
+            shutdown_state.shutdown.send_replace(true);
+            tracing::info!("shutting down: finishing requests in flight");
+        })
+        .await?;
+    drop(state); // the last handle to the store: its writer drains its queue and stops
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

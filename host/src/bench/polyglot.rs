@@ -1,0 +1,86 @@
+//! `bench polyglot`: the orders slice written in Rust, Python (componentize-py) and JavaScript
+//! (componentize-js), side by side: component size, build time, a fresh instance, one command.
+//!
+//! Keys are flat, `<lang>_<metric>` with lang `rust`, `python`, `js` and metric `size_kb`,
+//! `build_s`, `instantiate_us`, `command_us` (e.g. `python_command_us`). `build_s` is the wall
+//! time the build scripts recorded in `build-times.json` next to the components (the last
+//! build: cold or warm, whichever it was); NaN when a build did not record one.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::json;
+
+use crate::codec::json_to_msgpack;
+use crate::runner::CommandRunner;
+use crate::runtime::{Access, ReadAppender, Runtime, RuntimeConfig};
+use crate::store::{MemoryStore, SharedStore, Tenant};
+
+use super::Report;
+
+/// (key prefix, component file) of each language's orders slice.
+const LANGUAGES: [(&str, &str); 3] = [("rust", "orders.wasm"), ("python", "orders_py.wasm"), ("js", "orders_js.wasm")];
+
+pub async fn polyglot(scratch: &Path, slices: &Path, seconds: f64) -> anyhow::Result<Report> {
+    let _ = std::fs::remove_dir_all(scratch);
+    // Each language gets a share of the time, at least 0.5 s and 200 samples per measure.
+    let duration = Duration::from_secs_f64((seconds / 6.0).clamp(0.5, 2.0));
+    let mut report = Report::new("polyglot");
+    let runtime = Runtime::new(RuntimeConfig { cache_dir: Some(scratch.join("cache")), ..Default::default() })?;
+    let build_times: serde_json::Value = std::fs::read_to_string(slices.join("build-times.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default();
+    let tenant = Tenant::new("bench")?;
+
+    for (lang, file) in LANGUAGES {
+        let wasm = slices.join(file);
+        let size = std::fs::metadata(&wasm).with_context(|| format!("{} (build the polyglot slices first)", wasm.display()))?.len();
+        report.add(&format!("{lang}_size_kb"), size as f64 / 1024.0, file.to_string());
+        let build = build_times.get(lang).and_then(serde_json::Value::as_f64).unwrap_or(f64::NAN);
+        report.add(&format!("{lang}_build_s"), build, "wall time of its last build (build-times.json)");
+
+        let orders = Arc::new(runtime.load_file(&wasm).await.with_context(|| format!("loading {}", wasm.display()))?);
+        let memory: SharedStore = Arc::new(MemoryStore::new());
+
+        let mut samples = Vec::new();
+        let start = Instant::now();
+        while start.elapsed() < duration || samples.len() < 200 {
+            let io = ReadAppender::new(memory.clone(), tenant.clone(), Access::ReadOnly);
+            let t = Instant::now();
+            let instance = orders.instantiate(io).await?;
+            samples.push(t.elapsed());
+            instance.finish();
+        }
+        let instantiate = median_us(&mut samples);
+        report.add(&format!("{lang}_instantiate_us"), instantiate, format!("median of {} fresh instances", samples.len()));
+
+        let runner = CommandRunner::default();
+        let mut samples = Vec::new();
+        let start = Instant::now();
+        let mut i = 0u64;
+        while start.elapsed() < duration || samples.len() < 200 {
+            let payload = json_to_msgpack(&json!({"order_id": format!("o-{i}"), "customer_id": "c"}));
+            i += 1;
+            let t = Instant::now();
+            runner.run(&orders, &memory, &tenant, "place-order", &payload).await?;
+            samples.push(t.elapsed());
+        }
+        let command = median_us(&mut samples);
+        let target = if lang == "rust" { "" } else { " (target <= 1000)" };
+        report.add(
+            &format!("{lang}_command_us"),
+            command,
+            format!("median place-order: fresh instance, 1 read, 1 append, in memory{target}"),
+        );
+    }
+    let _ = std::fs::remove_dir_all(scratch);
+    Ok(report)
+}
+
+fn median_us(samples: &mut [Duration]) -> f64 {
+    samples.sort_unstable();
+    samples[samples.len() / 2].as_secs_f64() * 1e6
+}

@@ -1,0 +1,302 @@
+//! Deployed slices per tenant, and hot deploy.
+//!
+//! A new version arrives by upload (`PUT /v1/t/{tenant}/slices/{slice}`) or by dropping a
+//! `.wasm` file into `<data dir>/deploy/<tenant>/` (watched). It is compiled off the request
+//! path (or taken from the compile cache), validated (a component, the contract version, it
+//! describes itself, its names are unique), kept, then swapped in atomically: invocations that
+//! started on the old version finish on it. A bad component is refused with the reason and the
+//! old version keeps serving.
+//!
+//! ```text
+//! <data dir>/components/<sha256>.wasm      every deployed component, by content
+//! <data dir>/tenants/<tenant>/slices.json  what each tenant runs: name → hash
+//! <data dir>/deploy/<tenant>/*.wasm        the drop zone (a failure leaves <file>.error)
+//! ```
+//!
+//! At start every tenant's slices come back from `slices.json` (compiled code from the cache).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::{InvocationLimits, LoadError, Runtime, Slice};
+use crate::store::Tenant;
+use crate::tenants::Tenants;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("the component describes slice {found:?}, not {expected:?}")]
+    WrongName { expected: String, found: String },
+    #[error("tenant {tenant} may deploy at most {limit} slices")]
+    TooManySlices { tenant: Tenant, limit: usize },
+    #[error("no tenant named {0}")]
+    UnknownTenant(Tenant),
+    #[error("tenant {tenant} has no slice named {name}")]
+    UnknownSlice { tenant: Tenant, name: String },
+    #[error("keeping the deployed slice failed: {0}")]
+    Io(String),
+}
+
+/// One deployed version of a slice.
+pub struct Deployed {
+    pub slice: Arc<Slice>,
+    /// Seconds since the Unix epoch.
+    pub deployed_at: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ManifestEntry {
+    name: String,
+    hash: String,
+    deployed_at: u64,
+}
+
+type TenantSlices = BTreeMap<String, Arc<Deployed>>;
+
+pub struct Registry {
+    runtime: Runtime,
+    data_dir: PathBuf,
+    tenants: Arc<Tenants>,
+    deployed: RwLock<HashMap<Tenant, TenantSlices>>,
+    /// One deploy or removal at a time, so manifests are written in order.
+    writing: tokio::sync::Mutex<()>,
+    deploys: AtomicU64,
+}
+
+fn io(context: &str, err: impl std::fmt::Display) -> DeployError {
+    DeployError::Io(format!("{context}: {err}"))
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Registry {
+    /// Brings back every tenant's deployed slices.
+    pub async fn open(runtime: Runtime, data_dir: &Path, tenants: Arc<Tenants>) -> Result<Self, DeployError> {
+        let registry = Registry {
+            runtime,
+            data_dir: data_dir.to_path_buf(),
+            tenants,
+            deployed: RwLock::default(),
+            writing: tokio::sync::Mutex::new(()),
+            deploys: AtomicU64::new(0),
+        };
+        let names: Vec<Tenant> = registry.tenants.names().cloned().collect();
+        for tenant in names {
+            let mut slices = TenantSlices::new();
+            for entry in registry.read_manifest(&tenant)? {
+                let path = registry.component_path(&entry.hash);
+                let wasm = std::fs::read(&path).map_err(|e| io(&format!("reading {}", path.display()), e))?;
+                let slice = registry.runtime.load_with_limits(wasm, registry.limits_for(&tenant)?).await?;
+                tracing::info!(tenant = %tenant, slice = slice.name(), hash = &slice.hash()[..12], "slice restored");
+                slices.insert(entry.name, Arc::new(Deployed { slice: Arc::new(slice), deployed_at: entry.deployed_at }));
+            }
+            registry.deployed.write().expect("registry lock").insert(tenant, slices);
+        }
+        Ok(registry)
+    }
+
+    fn limits_for(&self, tenant: &Tenant) -> Result<InvocationLimits, DeployError> {
+        let state = self.tenants.get(tenant).ok_or_else(|| DeployError::UnknownTenant(tenant.clone()))?;
+        Ok(InvocationLimits { memory_bytes: state.limits.memory_bytes, ..self.runtime.limits().clone() })
+    }
+
+    fn component_path(&self, hash: &str) -> PathBuf {
+        self.data_dir.join("components").join(format!("{hash}.wasm"))
+    }
+
+    fn manifest_path(&self, tenant: &Tenant) -> PathBuf {
+        self.data_dir.join("tenants").join(tenant.as_str()).join("slices.json")
+    }
+
+    fn read_manifest(&self, tenant: &Tenant) -> Result<Vec<ManifestEntry>, DeployError> {
+        let path = self.manifest_path(tenant);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| io(&format!("{} is damaged", path.display()), e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(io(&format!("reading {}", path.display()), e)),
+        }
+    }
+
+    fn write_manifest(&self, tenant: &Tenant, slices: &TenantSlices) -> Result<(), DeployError> {
+        let entries: Vec<ManifestEntry> = slices
+            .iter()
+            .map(|(name, d)| ManifestEntry { name: name.clone(), hash: d.slice.hash().to_string(), deployed_at: d.deployed_at })
+            .collect();
+        let bytes = serde_json::to_vec_pretty(&entries).expect("manifest encodes");
+        write_durably(&self.manifest_path(tenant), &bytes)
+    }
+
+    /// Validates `wasm` and makes it the tenant's version of the slice it describes (which must
+    /// be `expected_name` when given).
+    pub async fn deploy(&self, tenant: &Tenant, wasm: Vec<u8>, expected_name: Option<&str>) -> Result<Arc<Deployed>, DeployError> {
+        let limits = self.limits_for(tenant)?;
+        let max_slices = self.tenants.get(tenant).map_or(0, |t| t.limits.max_slices);
+        let slice = self.runtime.load_with_limits(wasm.clone(), limits).await?;
+        let name = slice.name().to_string();
+        if let Some(expected) = expected_name
+            && expected != name
+        {
+            return Err(DeployError::WrongName { expected: expected.into(), found: name });
+        }
+        let _writing = self.writing.lock().await;
+        let mut next = self.deployed.read().expect("registry lock").get(tenant).cloned().unwrap_or_default();
+        if !next.contains_key(&name) && next.len() >= max_slices {
+            return Err(DeployError::TooManySlices { tenant: tenant.clone(), limit: max_slices });
+        }
+        let component = self.component_path(slice.hash());
+        if !component.exists() {
+            write_durably(&component, &wasm)?;
+        }
+        let deployed = Arc::new(Deployed { slice: Arc::new(slice), deployed_at: now() });
+        next.insert(name.clone(), deployed.clone());
+        self.write_manifest(tenant, &next)?;
+        self.deployed.write().expect("registry lock").insert(tenant.clone(), next);
+        self.deploys.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(tenant = %tenant, slice = %name, hash = &deployed.slice.hash()[..12], "slice deployed");
+        Ok(deployed)
+    }
+
+    pub async fn remove(&self, tenant: &Tenant, name: &str) -> Result<(), DeployError> {
+        let _writing = self.writing.lock().await;
+        let mut next = self.deployed.read().expect("registry lock").get(tenant).cloned().unwrap_or_default();
+        if next.remove(name).is_none() {
+            return Err(DeployError::UnknownSlice { tenant: tenant.clone(), name: name.into() });
+        }
+        self.write_manifest(tenant, &next)?;
+        self.deployed.write().expect("registry lock").insert(tenant.clone(), next);
+        tracing::info!(tenant = %tenant, slice = name, "slice removed");
+        Ok(())
+    }
+
+    /// The version of the slice that serves new invocations.
+    pub fn get(&self, tenant: &Tenant, name: &str) -> Option<Arc<Slice>> {
+        self.deployed.read().expect("registry lock").get(tenant)?.get(name).map(|d| d.slice.clone())
+    }
+
+    pub fn list(&self, tenant: &Tenant) -> Vec<Arc<Deployed>> {
+        self.deployed.read().expect("registry lock").get(tenant).map(|s| s.values().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Deploys and removals since start.
+    pub fn deploys(&self) -> u64 {
+        self.deploys.load(Ordering::Relaxed)
+    }
+
+    /// Slices deployed across all tenants.
+    pub fn total(&self) -> usize {
+        self.deployed.read().expect("registry lock").values().map(BTreeMap::len).sum()
+    }
+
+    /// The drop zone of a tenant.
+    pub fn drop_zone(&self, tenant: &Tenant) -> PathBuf {
+        self.data_dir.join("deploy").join(tenant.as_str())
+    }
+
+    /// Watches every tenant's drop zone and deploys what lands there, debounced. Runs until the
+    /// registry is dropped.
+    pub fn watch(self: &Arc<Self>) -> Result<(), DeployError> {
+        use notify::{RecursiveMode, Watcher};
+        let root = self.data_dir.join("deploy");
+        for tenant in self.tenants.names() {
+            std::fs::create_dir_all(root.join(tenant.as_str())).map_err(|e| io("creating the drop zone", e))?;
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if let Ok(event) = event {
+                for path in event.paths {
+                    let _ = tx.send(path);
+                }
+            }
+        })
+        .map_err(|e| io("watching the drop zone", e))?;
+        watcher.watch(&root, RecursiveMode::Recursive).map_err(|e| io("watching the drop zone", e))?;
+        let registry = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let _watcher = watcher; // lives as long as this task
+            while let Some(first) = rx.recv().await {
+                // Writers take a moment to finish a file: wait for the burst of events to settle.
+                let mut paths = vec![first];
+                while let Ok(Some(path)) = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {
+                    paths.push(path);
+                }
+                paths.sort();
+                paths.dedup();
+                let Some(registry) = registry.upgrade() else { break };
+                for path in paths {
+                    registry.deploy_dropped(&root, &path).await;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Deploys (or re-deploys) every component already waiting in the drop zones.
+    pub async fn scan_drop_zones(&self) {
+        let root = self.data_dir.join("deploy");
+        let tenants: Vec<Tenant> = self.tenants.names().cloned().collect();
+        for tenant in tenants {
+            let Ok(entries) = std::fs::read_dir(root.join(tenant.as_str())) else { continue };
+            let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            paths.sort();
+            for path in paths {
+                self.deploy_dropped(&root, &path).await;
+            }
+        }
+    }
+
+    async fn deploy_dropped(&self, root: &Path, path: &Path) {
+        if path.extension().is_none_or(|e| e != "wasm") || !path.is_file() {
+            return;
+        }
+        let Some(tenant) = path
+            .parent()
+            .filter(|p| p.parent() == Some(root))
+            .and_then(|p| p.file_name())
+            .and_then(|n| Tenant::new(n.to_string_lossy().to_string()).ok())
+        else {
+            return;
+        };
+        let error_file = path.with_extension("wasm.error");
+        let result = match std::fs::read(path) {
+            Ok(wasm) => {
+                let hash = crate::runtime::hash_of(&wasm);
+                let current = self.list(&tenant).into_iter().any(|d| d.slice.hash() == hash);
+                if current { Ok(()) } else { self.deploy(&tenant, wasm, None).await.map(|_| ()) }
+            }
+            Err(e) => Err(io(&format!("reading {}", path.display()), e)),
+        };
+        match result {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&error_file);
+            }
+            Err(err) => {
+                tracing::warn!(tenant = %tenant, file = %path.display(), "refused: {err}");
+                let _ = std::fs::write(&error_file, format!("{err}\n"));
+            }
+        }
+    }
+}
+
+/// Writes a file so that it is either complete or absent after a crash.
+fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), DeployError> {
+    use std::io::Write;
+    let dir = path.parent().expect("a file in a directory");
+    std::fs::create_dir_all(dir).map_err(|e| io(&format!("creating {}", dir.display()), e))?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .and_then(|()| std::fs::File::open(dir)?.sync_all());
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io(&format!("writing {}", path.display()), e)
+    })
+}

@@ -1,0 +1,288 @@
+//! Tenants: who may call the server, and how much each may use.
+//!
+//! The server's configuration is a TOML file (plus environment overrides). Tokens are stored
+//! hashed (SHA-256, hex): the file never holds a usable secret. `counterpoint hash-token`
+//! prints the hash of a token.
+//!
+//! ```toml
+//! listen = "127.0.0.1:7070"
+//! data_dir = ".counterpoint"
+//! admin_token_sha256 = "…"          # may manage every tenant's slices
+//!
+//! [defaults]                        # every tenant's limits unless it says otherwise
+//! requests_per_second = 1000
+//!
+//! [tenants.acme]
+//! tokens_sha256 = ["…"]
+//! [tenants.acme.limits]
+//! concurrent_invocations = 32
+//! ```
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use crate::store::Tenant;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// The server's configuration file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// SHA-256 (hex) of the admin token. `COUNTERPOINT_ADMIN_TOKEN` adds a plain one.
+    #[serde(default)]
+    pub admin_token_sha256: Option<String>,
+    /// How long an `Idempotency-Key` keeps returning the first result, in seconds.
+    #[serde(default = "default_idempotency_retention")]
+    pub idempotency_retention_s: u64,
+    #[serde(default)]
+    pub defaults: LimitOverrides,
+    #[serde(default)]
+    pub tenants: HashMap<String, TenantConfig>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:7070".into()
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(".counterpoint")
+}
+fn default_idempotency_retention() -> u64 {
+    24 * 3600
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    #[serde(default)]
+    pub tokens_sha256: Vec<String>,
+    #[serde(default)]
+    pub limits: LimitOverrides,
+}
+
+/// Limits as written in the file: any may be left out.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitOverrides {
+    pub requests_per_second: Option<u32>,
+    pub burst: Option<u32>,
+    pub concurrent_invocations: Option<u32>,
+    pub memory_bytes: Option<usize>,
+    pub max_log_events: Option<u64>,
+    pub max_slices: Option<usize>,
+}
+
+/// What one tenant may use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantLimits {
+    /// Requests per second, sustained, and the burst above it.
+    pub requests_per_second: u32,
+    pub burst: u32,
+    /// Commands and projections running at once; more wait, then get `rate_limited`.
+    pub concurrent_invocations: u32,
+    /// Linear memory per slice instance.
+    pub memory_bytes: usize,
+    /// Events the tenant's log may hold; appends past it are refused.
+    pub max_log_events: u64,
+    pub max_slices: usize,
+}
+
+impl Default for TenantLimits {
+    fn default() -> Self {
+        TenantLimits {
+            requests_per_second: 10_000,
+            burst: 20_000,
+            concurrent_invocations: 256,
+            memory_bytes: 64 << 20,
+            max_log_events: 1 << 40,
+            max_slices: 100,
+        }
+    }
+}
+
+impl TenantLimits {
+    fn with(&self, o: &LimitOverrides) -> Self {
+        TenantLimits {
+            requests_per_second: o.requests_per_second.unwrap_or(self.requests_per_second),
+            burst: o.burst.unwrap_or(self.burst),
+            concurrent_invocations: o.concurrent_invocations.unwrap_or(self.concurrent_invocations),
+            memory_bytes: o.memory_bytes.unwrap_or(self.memory_bytes),
+            max_log_events: o.max_log_events.unwrap_or(self.max_log_events),
+            max_slices: o.max_slices.unwrap_or(self.max_slices),
+        }
+    }
+}
+
+/// The SHA-256 of a token, hex: what configuration files hold.
+pub fn hash_token(token: &str) -> String {
+    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Config {
+    /// Reads the file (if any), then applies `COUNTERPOINT_LISTEN`, `COUNTERPOINT_DATA` and
+    /// `COUNTERPOINT_ADMIN_TOKEN`.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+                Self::parse(&text).map_err(|message| ConfigError::Invalid { path: path.into(), message })?
+            }
+            None => Self::parse("").expect("the empty configuration is valid"),
+        };
+        if let Ok(listen) = std::env::var("COUNTERPOINT_LISTEN") {
+            config.listen = listen;
+        }
+        if let Ok(dir) = std::env::var("COUNTERPOINT_DATA") {
+            config.data_dir = dir.into();
+        }
+        if let Ok(token) = std::env::var("COUNTERPOINT_ADMIN_TOKEN") {
+            config.admin_token_sha256 = Some(hash_token(&token));
+        }
+        Ok(config)
+    }
+
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        for (name, tenant) in &config.tenants {
+            Tenant::new(name.clone()).map_err(|e| format!("tenants.{name}: {e}"))?;
+            for hash in &tenant.tokens_sha256 {
+                check_hash(hash).map_err(|e| format!("tenants.{name}.tokens_sha256: {e}"))?;
+            }
+        }
+        if let Some(hash) = &config.admin_token_sha256 {
+            check_hash(hash).map_err(|e| format!("admin_token_sha256: {e}"))?;
+        }
+        Ok(config)
+    }
+}
+
+fn check_hash(hash: &str) -> Result<(), String> {
+    if hash.len() == 64 && hash.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(format!("{hash:?} is not a SHA-256 in hex (use `counterpoint hash-token TOKEN`)"))
+    }
+}
+
+/// Who a token belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Principal {
+    Admin,
+    Tenant(Tenant),
+}
+
+/// The tenants at run time: token lookup, limits, rate limiters, invocation slots.
+pub struct Tenants {
+    by_token: HashMap<String, Principal>,
+    tenants: HashMap<Tenant, Arc<TenantState>>,
+}
+
+pub struct TenantState {
+    pub limits: TenantLimits,
+    bucket: Mutex<(f64, Instant)>,
+    pub invocations: Arc<Semaphore>,
+}
+
+impl TenantState {
+    fn new(limits: TenantLimits) -> Self {
+        TenantState {
+            bucket: Mutex::new((limits.burst as f64, Instant::now())),
+            invocations: Arc::new(Semaphore::new(limits.concurrent_invocations as usize)),
+            limits,
+        }
+    }
+
+    /// Takes one request from the tenant's token bucket; `false` when it is empty.
+    pub fn admit(&self) -> bool {
+        let mut bucket = self.bucket.lock().expect("bucket lock");
+        let (tokens, last) = &mut *bucket;
+        let now = Instant::now();
+        let rate = self.limits.requests_per_second as f64;
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(self.limits.burst.max(1) as f64);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl Tenants {
+    pub fn from_config(config: &Config) -> Tenants {
+        let defaults = TenantLimits::default().with(&config.defaults);
+        let mut by_token = HashMap::new();
+        let mut tenants = HashMap::new();
+        if let Some(hash) = &config.admin_token_sha256 {
+            by_token.insert(hash.to_ascii_lowercase(), Principal::Admin);
+        }
+        for (name, tenant_config) in &config.tenants {
+            let tenant = Tenant::new(name.clone()).expect("validated when parsed");
+            for hash in &tenant_config.tokens_sha256 {
+                by_token.insert(hash.to_ascii_lowercase(), Principal::Tenant(tenant.clone()));
+            }
+            tenants.insert(tenant, Arc::new(TenantState::new(defaults.with(&tenant_config.limits))));
+        }
+        Tenants { by_token, tenants }
+    }
+
+    /// Who holds `token`, if anyone.
+    pub fn authenticate(&self, token: &str) -> Option<&Principal> {
+        self.by_token.get(&hash_token(token))
+    }
+
+    pub fn get(&self, tenant: &Tenant) -> Option<&Arc<TenantState>> {
+        self.tenants.get(tenant)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &Tenant> {
+        self.tenants.keys()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_hashed_and_limits_merged() {
+        let token_hash = hash_token("s3cret");
+        let text = format!(
+            "[defaults]\nrequests_per_second = 5\n[tenants.acme]\ntokens_sha256 = [\"{token_hash}\"]\n[tenants.acme.limits]\nburst = 7\n"
+        );
+        let config = Config::parse(&text).unwrap();
+        let tenants = Tenants::from_config(&config);
+        let acme = Tenant::new("acme").unwrap();
+        assert_eq!(tenants.authenticate("s3cret"), Some(&Principal::Tenant(acme.clone())));
+        assert_eq!(tenants.authenticate("wrong"), None);
+        let limits = &tenants.get(&acme).unwrap().limits;
+        assert_eq!((limits.requests_per_second, limits.burst), (5, 7));
+        assert!(Config::parse("[tenants.acme]\ntokens_sha256 = [\"plain-token\"]").unwrap_err().contains("hash-token"));
+        assert!(Config::parse("[tenants.\"Bad Name\"]").is_err());
+        assert!(Config::parse("unknown_key = 1").is_err());
+    }
+
+    #[test]
+    fn the_bucket_refuses_past_the_burst() {
+        let state = TenantState::new(TenantLimits { requests_per_second: 1, burst: 3, ..Default::default() });
+        assert!((0..3).all(|_| state.admit()));
+        assert!(!state.admit());
+    }
+}

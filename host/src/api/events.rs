@@ -37,6 +37,8 @@ struct ReadRequest {
     backwards: bool,
 }
 
+#[utoipa::path(post, path = "/v1/t/{tenant}/events/read", params(("tenant" = String, Path)),
+    request_body = super::openapi::ReadRequestDoc, responses((status = 200, body = super::openapi::ReadResponse), (status = 400, body = super::openapi::ErrorBody), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody), (status = 429, body = super::openapi::ErrorBody)))]
 /// `POST /v1/t/{tenant}/events/read`: `{query: {items: [{types, tags}]}, after, limit, backwards}`
 /// → `{events, position}`, at most 10,000 events per response.
 pub async fn read(
@@ -78,6 +80,10 @@ struct AppendRequest {
     conditions: Vec<AppendCondition>,
 }
 
+#[utoipa::path(post, path = "/v1/t/{tenant}/events/append", params(("tenant" = String, Path)),
+    request_body = super::openapi::AppendRequestDoc,
+    responses((status = 200, body = super::openapi::AppendResponse), (status = 409, description = "condition_failed", body = super::openapi::ErrorBody),
+        (status = 413, body = super::openapi::ErrorBody), (status = 400, body = super::openapi::ErrorBody), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody), (status = 429, body = super::openapi::ErrorBody)))]
 /// `POST /v1/t/{tenant}/events/append`: `{events: [{type, tags, data: {json}|{base64},
 /// metadata}], conditions: [{query, after}]}` → `{positions}`; a failed condition is
 /// `409 condition_failed`.
@@ -103,6 +109,11 @@ pub async fn append(
     Ok(Json(json!({ "positions": positions })))
 }
 
+#[utoipa::path(get, path = "/v1/t/{tenant}/events/stream",
+    params(("tenant" = String, Path), ("type" = Option<Vec<String>>, Query), ("tag" = Option<Vec<String>>, Query),
+        ("query" = Option<String>, Query, description = "A JSON query instead of type/tag"), ("after" = Option<u64>, Query),
+        ("Last-Event-ID" = Option<String>, Header)),
+    responses((status = 200, description = "text/event-stream: id = position, data = the event", content_type = "text/event-stream"), (status = 400, body = super::openapi::ErrorBody), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody), (status = 429, body = super::openapi::ErrorBody)))]
 /// `GET /v1/t/{tenant}/events/stream?type=T&tag=x&after=N` (or `query=<JSON query>`): every
 /// matching event after `N` (or after `Last-Event-ID`), then each new one as it is appended.
 /// Each SSE event has `id` = its position and `data` = the event as JSON.

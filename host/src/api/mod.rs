@@ -192,18 +192,56 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let address: SocketAddr = listener.local_addr()?;
     tracing::info!(%address, data_dir = %config.data_dir.display(), tenants = state.tenants.names().count(), "serving");
     eprintln!("counterpoint serving on http://{address}");
+    serve_until(listener, state, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Serves on `listener` until `stop` completes, then shuts down gracefully: not ready, live
+/// streams end, requests in flight finish. Returns once the last handle to the store is gone.
+async fn serve_until(
+    listener: tokio::net::TcpListener,
+    state: SharedState,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let shutdown_state = state.clone();
-    axum::serve(listener, router(state.clone()))
+    axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {
-            shutdown_signal().await;
+            stop.await;
             shutdown_state.ready.store(false, std::sync::atomic::Ordering::Relaxed);
             shutdown_state.shutdown.send_replace(true);
             tracing::info!("shutting down: finishing requests in flight");
         })
-        .await?;
-    drop(state); // the last handle to the store: its writer drains its queue and stops
-    tracing::info!("stopped");
-    Ok(())
+        .await
+    // The router and `shutdown_state` are dropped here: the store's writer drains its queue and stops.
+}
+
+/// A server running in this process (for tests and benchmarks): `serve` on `config.listen`
+/// (port 0 picks one) until [`Running::shutdown`].
+pub struct Running {
+    pub address: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+pub async fn spawn_server(config: &Config) -> anyhow::Result<Running> {
+    let state = build_state(config).await?;
+    let listener = tokio::net::TcpListener::bind(&config.listen).await.with_context(|| format!("listening on {}", config.listen))?;
+    let address = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve_until(listener, state, async move {
+        let _ = stopped.await;
+    }));
+    Ok(Running { address, stop, task })
+}
+
+impl Running {
+    /// Shuts down as on SIGTERM and waits until the server has stopped and closed its store.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.task.await.context("the server task")??;
+        Ok(())
+    }
 }
 
 async fn shutdown_signal() {

@@ -24,6 +24,7 @@ fn describe_deployed(deployed: &Deployed) -> Value {
     })
 }
 
+#[utoipa::path(get, path = "/v1/t/{tenant}/slices", params(("tenant" = String, Path)), responses((status = 200, body = super::openapi::SliceList), (status = 400, body = super::openapi::ErrorBody), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody), (status = 429, body = super::openapi::ErrorBody)))]
 /// `GET /v1/t/{tenant}/slices`
 pub async fn list(State(state): State<SharedState>, Path(tenant): Path<String>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     let caller = state.authorize(&headers, &tenant)?;
@@ -31,6 +32,8 @@ pub async fn list(State(state): State<SharedState>, Path(tenant): Path<String>, 
     Ok(Json(json!({ "slices": slices })))
 }
 
+#[utoipa::path(get, path = "/v1/t/{tenant}/slices/{slice}", params(("tenant" = String, Path), ("slice" = String, Path)),
+    responses((status = 200, body = super::openapi::SliceDoc), (status = 400, body = super::openapi::ErrorBody), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody), (status = 429, body = super::openapi::ErrorBody)))]
 /// `GET /v1/t/{tenant}/slices/{slice}`
 pub async fn describe(
     State(state): State<SharedState>,
@@ -43,6 +46,9 @@ pub async fn describe(
     Ok(Json(describe_deployed(&deployed)))
 }
 
+#[utoipa::path(put, path = "/v1/t/{tenant}/slices/{slice}", params(("tenant" = String, Path), ("slice" = String, Path)),
+    request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component"),
+    responses((status = 200, body = super::openapi::SliceDoc), (status = 422, description = "invalid_component or incompatible_contract", body = super::openapi::ErrorBody), (status = 400, body = super::openapi::ErrorBody), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody), (status = 429, body = super::openapi::ErrorBody)))]
 /// `PUT /v1/t/{tenant}/slices/{slice}`: the component's bytes. Compiled and validated off the
 /// request path, then swapped in; the slice it describes must be `{slice}`.
 pub async fn deploy(
@@ -61,6 +67,8 @@ pub async fn deploy(
     Ok((StatusCode::OK, Json(describe_deployed(&deployed))))
 }
 
+#[utoipa::path(delete, path = "/v1/t/{tenant}/slices/{slice}", params(("tenant" = String, Path), ("slice" = String, Path)),
+    responses((status = 204, description = "Removed"), (status = 400, body = super::openapi::ErrorBody), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody), (status = 429, body = super::openapi::ErrorBody)))]
 /// `DELETE /v1/t/{tenant}/slices/{slice}`
 pub async fn remove(
     State(state): State<SharedState>,

@@ -139,6 +139,9 @@ async fn probe_range(
         None => prefix.to_vec(),
     };
     let end = strinc(prefix);
+    if begin >= end {
+        return Ok(None);
+    }
     // Limit 1 first: usually the first candidate decides (none, or a match). Pages grow when
     // candidates must be filtered.
     let mut limit = 1usize;
@@ -175,6 +178,9 @@ async fn probe_range(
         }
         // Event records span several keys (chunks): continue after the whole event.
         begin = strinc(&[prefix, last.as_slice()].concat());
+        if begin >= end {
+            return Ok(None);
+        }
         limit = (limit * 4).min(256);
     }
 }

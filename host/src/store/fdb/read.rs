@@ -225,6 +225,8 @@ impl PageRequest<'_> {
             (Some(c), true) => (lower, join(c)),
             (None, _) => (lower, upper),
         };
+        // A cursor at the snapshot's edge leaves nothing: keep the range empty, not inverted.
+        let begin = begin.min(end.clone());
         RangeOption {
             begin: KeySelector::first_greater_or_equal(begin),
             end: KeySelector::first_greater_or_equal(end),

@@ -21,6 +21,10 @@ slices:
 test: slices
     cargo test --release --workspace
 
+# Serve the HTTP API with a configuration file (see the README), e.g. `just serve counterpoint.toml`.
+serve CONFIG *ARGS: slices
+    cargo run --release -p counterpoint -- serve --config {{CONFIG}} {{ARGS}}
+
 # Run a benchmark: prints a table and writes target/bench/NAME.json (store, runtime).
 bench NAME *ARGS: slices
     cargo run --release -p counterpoint -- bench {{NAME}} {{ARGS}}

@@ -1,9 +1,9 @@
 //! What the CLI's subcommands work with: the data directory's store, the runtime, the slices.
 //!
 //! ```text
-//! <data dir>/events/              the embedded event store
-//! <data dir>/slices/<tenant>/     deployed slice components (`counterpoint deploy`)
-//! <data dir>/cache/               compiled code, so a restart does not recompile
+//! <data dir>/events/                       the embedded event store
+//! <data dir>/components/, tenants/         deployed slices (`counterpoint deploy`, or the server)
+//! <data dir>/cache/                        compiled code, so a restart does not recompile
 //! ```
 
 use std::collections::BTreeMap;
@@ -14,7 +14,9 @@ use anyhow::{bail, Context as _};
 
 use counterpoint::runner::{CommandOutput, CommandRunner};
 use counterpoint::runtime::{Runtime, RuntimeConfig, Slice};
+use counterpoint::deploy::Registry;
 use counterpoint::store::{EmbeddedStore, SharedStore, Tenant};
+use counterpoint::tenants::Tenants;
 
 pub struct Host {
     pub store: SharedStore,
@@ -37,20 +39,22 @@ impl Host {
         Runtime::new(RuntimeConfig { cache_dir: Some(data_dir.join("cache")), ..Default::default() })
     }
 
+    /// The tenant's deployed slices, as the server keeps them.
+    async fn registry(data_dir: &Path, tenant: &Tenant) -> anyhow::Result<Registry> {
+        let runtime = Self::runtime(data_dir)?;
+        Ok(Registry::open(runtime, data_dir, Arc::new(Tenants::single(tenant))).await?)
+    }
+
     /// Opens the store and loads the tenant's deployed slices, then `extra` ones (files or
     /// directories of `.wasm`); a later slice of the same name replaces an earlier one.
     pub async fn open(data_dir: &Path, tenant: &str, extra: &[PathBuf]) -> anyhow::Result<Host> {
         let tenant = Self::tenant(tenant)?;
         let store = Self::open_store(data_dir)?;
+        let registry = Self::registry(data_dir, &tenant).await?;
+        let mut slices: BTreeMap<String, Arc<Slice>> =
+            registry.list(&tenant).into_iter().map(|d| (d.slice.name().to_string(), d.slice.clone())).collect();
         let runtime = Self::runtime(data_dir)?;
-        let mut slices = BTreeMap::new();
-        let deployed = deployed_dir(data_dir, &tenant);
-        let mut sources = Vec::new();
-        if deployed.is_dir() {
-            sources.push(deployed);
-        }
-        sources.extend(extra.iter().cloned());
-        for path in components(&sources)? {
+        for path in components(extra)? {
             let slice = runtime.load_file(&path).await.with_context(|| format!("loading {}", path.display()))?;
             slices.insert(slice.name().to_string(), Arc::new(slice));
         }
@@ -88,24 +92,15 @@ impl Host {
         Ok(counterpoint::projections::run(slice, &self.store, &self.tenant, projection, params).await?)
     }
 
-    /// Validates `component` by loading it, then copies it among the tenant's deployed slices.
-    pub async fn deploy(data_dir: &Path, tenant: &str, component: &Path) -> anyhow::Result<(Slice, PathBuf)> {
+    /// Validates `component` and deploys it for the tenant, where the server finds it too.
+    pub async fn deploy(data_dir: &Path, tenant: &str, component: &Path) -> anyhow::Result<Arc<Slice>> {
         let tenant = Self::tenant(tenant)?;
-        let runtime = Self::runtime(data_dir)?;
-        let slice = runtime.load_file(component).await.with_context(|| format!("{} cannot be deployed", component.display()))?;
-        let dir = deployed_dir(data_dir, &tenant);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let target = dir.join(format!("{}.wasm", slice.name()));
-        let tmp = dir.join(format!(".{}.wasm.tmp", slice.name()));
-        std::fs::copy(component, &tmp)
-            .and_then(|_| std::fs::rename(&tmp, &target))
-            .with_context(|| format!("writing {}", target.display()))?;
-        Ok((slice, target))
+        let registry = Self::registry(data_dir, &tenant).await?;
+        let wasm = std::fs::read(component).with_context(|| format!("reading {}", component.display()))?;
+        let deployed =
+            registry.deploy(&tenant, wasm, None).await.with_context(|| format!("{} cannot be deployed", component.display()))?;
+        Ok(deployed.slice.clone())
     }
-}
-
-fn deployed_dir(data_dir: &Path, tenant: &Tenant) -> PathBuf {
-    data_dir.join("slices").join(tenant.as_str())
 }
 
 /// The `.wasm` files named by `sources` (files, or directories read one level deep), sorted.

@@ -18,12 +18,12 @@ pub async fn run(data_dir: &Path, slices: &[PathBuf]) -> anyhow::Result<()> {
     for needed in ["orders", "inventory"] {
         host.slice(needed).context("the demo needs the example slices (`just demo` builds them)")?;
     }
-    println!("Counterpoint demo — data directory {}, tenant \"demo\"\n", data_dir.display());
+    out!("Counterpoint demo — data directory {}, tenant \"demo\"\n", data_dir.display());
     for slice in host.slices() {
         let d = slice.description();
         let commands: Vec<&str> = d.commands.iter().map(|c| c.name.as_str()).collect();
         let projections: Vec<&str> = d.projections.iter().map(|p| p.name.as_str()).collect();
-        println!("slice {} {} ({} KiB): commands {commands:?}, projections {projections:?}", d.name, d.version, slice.size() / 1024);
+        out!("slice {} {} ({} KiB): commands {commands:?}, projections {projections:?}", d.name, d.version, slice.size() / 1024);
     }
     // Ids unique to this run, so the demo can run again on the same log.
     let run = host.store.head(&host.tenant).await?.get();
@@ -52,9 +52,9 @@ pub async fn run(data_dir: &Path, slices: &[PathBuf]) -> anyhow::Result<()> {
     let (ra, rb) = tokio::join!(reserve(&a), reserve(&b));
     for (id, outcome) in [(&a, ra?), (&b, rb?)] {
         match outcome {
-            (Ok(_), attempts) => println!("  {id}: reserved (ran {attempts} time(s))"),
-            (Err(err), 1) => println!("  {id}: {err:#} (ran once: the other reservation had already landed)"),
-            (Err(err), attempts) => println!(
+            (Ok(_), attempts) => out!("  {id}: reserved (ran {attempts} time(s))"),
+            (Err(err), 1) => out!("  {id}: {err:#} (ran once: the other reservation had already landed)"),
+            (Err(err), attempts) => out!(
                 "  {id}: {err:#} (ran {attempts} times: its first append failed its condition, the re-run saw the other reservation)"
             ),
         }
@@ -75,7 +75,7 @@ pub async fn run(data_dir: &Path, slices: &[PathBuf]) -> anyhow::Result<()> {
             attempts.push(out.attempts);
         }
     }
-    println!(
+    out!(
         "  {} of 8 succeeded; attempts per command {attempts:?} ({} re-runs after conflicts)",
         attempts.len(),
         attempts.iter().map(|a| a - 1).sum::<u32>()
@@ -90,25 +90,25 @@ pub async fn run(data_dir: &Path, slices: &[PathBuf]) -> anyhow::Result<()> {
     step("The last 3 events of the log");
     let (events, head) = host.store.read(&host.tenant, Query::all(), ReadOptions::default().backwards().limit(3)).await?.collect().await?;
     for event in events.iter().rev() {
-        println!("  {}", event_to_json(event));
+        out!("  {}", event_to_json(event));
     }
-    println!("\nThe log holds {} events in {}. Run the demo again: it adds to them.", head, data_dir.join("events").display());
+    out!("\nThe log holds {} events in {}. Run the demo again: it adds to them.", head, data_dir.join("events").display());
     Ok(())
 }
 
 fn step(title: &str) {
-    println!("\n== {title}");
+    out!("\n== {title}");
 }
 
 async fn command(host: &Host, slice: &str, command: &str, input: Value) -> anyhow::Result<CommandOutput> {
     let out = host.run_command(slice, command, &json_to_msgpack(&input)).await.with_context(|| format!("{slice} {command}"))?;
     let result = msgpack_to_json(&out.output).unwrap_or(Value::Null);
-    println!("  {slice} {command} {input} -> {result} at {:?}", out.positions.iter().map(|p| p.get()).collect::<Vec<_>>());
+    out!("  {slice} {command} {input} -> {result} at {:?}", out.positions.iter().map(|p| p.get()).collect::<Vec<_>>());
     Ok(out)
 }
 
 async fn projection(host: &Host, slice: &str, name: &str, params: Value) -> anyhow::Result<()> {
     let out = host.query(slice, name, &json_to_msgpack(&params)).await.with_context(|| format!("{slice} {name}"))?;
-    println!("  {slice} {name} {params} -> {}", msgpack_to_json(&out).unwrap_or(Value::Null));
+    out!("  {slice} {name} {params} -> {}", msgpack_to_json(&out).unwrap_or(Value::Null));
     Ok(())
 }

@@ -1,5 +1,16 @@
 //! The `counterpoint` command line: arguments, then one function per subcommand.
 
+/// `println!` for the command line's output: a closed pipe (`| head`) ends the program quietly
+/// instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout().lock(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 mod context;
 mod demo;
 
@@ -69,7 +80,7 @@ enum Command {
     },
     /// List the slices: name, version, hash, commands, projections.
     Slices,
-    /// Validate a slice component and deploy it into the data directory for the tenant.
+    /// Validate a slice component and deploy it for the tenant (the server serves it too).
     Deploy { component: PathBuf },
     /// Run given/when/then scenarios (JSON spec files) against a compiled slice.
     Test {
@@ -141,7 +152,7 @@ fn parse_json(what: &str, text: &str) -> anyhow::Result<Value> {
 }
 
 fn print_json(value: &Value) {
-    println!("{}", serde_json::to_string_pretty(value).expect("JSON"));
+    out!("{}", serde_json::to_string_pretty(value).expect("JSON"));
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -175,7 +186,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut last = after.map(Position::new);
             while let Some(batch) = stream.next_batch().await? {
                 for event in batch {
-                    println!("{}", event_to_json(&event));
+                    out!("{}", event_to_json(&event));
                     last = Some(last.map_or(event.position, |l: Position| l.max(event.position)));
                 }
             }
@@ -183,7 +194,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let mut live = store.subscribe(&tenant, query, Some(last.unwrap_or(stream.consistency_position()))).await?;
                 loop {
                     tokio::select! {
-                        event = live.next() => println!("{}", event_to_json(&event?)),
+                        event = live.next() => out!("{}", event_to_json(&event?)),
                         _ = tokio::signal::ctrl_c() => break,
                     }
                 }
@@ -199,8 +210,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print_json(&Value::Array(slices));
         }
         Command::Deploy { ref component } => {
-            let (slice, path) = Host::deploy(&cli.data_dir, &cli.tenant, component).await?;
-            eprintln!("deployed {} {} ({}) to {}", slice.name(), slice.description().version, &slice.hash()[..12], path.display());
+            let slice = Host::deploy(&cli.data_dir, &cli.tenant, component).await?;
+            eprintln!("deployed {} {} ({}) for tenant {}", slice.name(), slice.description().version, &slice.hash()[..12], cli.tenant);
         }
         Command::Test { ref component, ref specs } => return test(&cli.data_dir, component, specs).await,
         Command::New { ref name, ref path } => {
@@ -216,7 +227,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             counterpoint::api::serve(config).await?;
         }
-        Command::HashToken { ref token } => println!("{}", counterpoint::tenants::hash_token(token)),
+        Command::HashToken { ref token } => out!("{}", counterpoint::tenants::hash_token(token)),
         Command::Bench { ref name, seconds, log_events, ref out } => {
             let scratch = cli.data_dir.join("bench-scratch");
             let slices = cli.slices.first().cloned().unwrap_or_else(|| PathBuf::from("target/wasm32-wasip2/release"));
@@ -244,15 +255,15 @@ async fn test(data_dir: &std::path::Path, component: &std::path::Path, specs: &[
             match outcome.result {
                 Ok(()) => {
                     passed += 1;
-                    println!("ok      {} :: {}", slice.name(), outcome.name);
+                    out!("ok      {} :: {}", slice.name(), outcome.name);
                 }
                 Err(why) => {
                     failed += 1;
-                    println!("FAILED  {} :: {}\n        {why}", slice.name(), outcome.name);
+                    out!("FAILED  {} :: {}\n        {why}", slice.name(), outcome.name);
                 }
             }
         }
     }
-    println!("{passed} passed, {failed} failed");
+    out!("{passed} passed, {failed} failed");
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -243,6 +243,13 @@ impl Tenants {
         Tenants { by_token, tenants }
     }
 
+    /// Just `tenant`, with default limits and no tokens: the command line's view.
+    pub fn single(tenant: &Tenant) -> Tenants {
+        let mut config = Config::parse("").expect("the empty configuration is valid");
+        config.tenants.insert(tenant.to_string(), TenantConfig::default());
+        Tenants::from_config(&config)
+    }
+
     /// Who holds `token`, if anyone.
     pub fn authenticate(&self, token: &str) -> Option<&Principal> {
         self.by_token.get(&hash_token(token))

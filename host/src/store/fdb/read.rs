@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use foundationdb::options::StreamingMode;
+use foundationdb::future::FdbValues;
 use foundationdb::{FdbBindingError, FdbError, KeySelector, RangeOption, Transaction};
 
 use super::index::{access, corrupt, Access};
@@ -17,6 +18,12 @@ use super::keys::{position, strinc, versionstamp, vs_at, TenantKeys, Vs};
 use super::{abort, binding, Inner};
 use crate::store::embedded::log::decode_event;
 use crate::store::{EventBatches, Position, Query, ReadOptions, SequencedEvent, StoreError, READ_BATCH};
+
+/// Bytes of event records after which a batch stops early (the rest comes in the next
+/// transaction), so that a batch of large events stays well inside FDB's 5 s limit.
+const PAGE_BYTES: usize = 4 << 20;
+/// Event fetches issued at once.
+const FETCH_AHEAD: usize = 64;
 
 /// The head key's value as a position (no value: an empty log).
 pub(super) fn head_position(value: Option<&[u8]>) -> Result<Position, StoreError> {
@@ -241,7 +248,8 @@ impl PageRequest<'_> {
     async fn every_page(&self, trx: &Transaction, frame: &Frame) -> Result<Page, FdbBindingError> {
         let prefix = self.keys.events();
         let at = prefix.len();
-        let page = trx.get_range(&self.range(&prefix, frame, self.want), 1, true).await?;
+        let range = RangeOption { target_bytes: PAGE_BYTES, ..self.range(&prefix, frame, self.want) };
+        let page = trx.get_range(&range, 1, true).await?;
         // Group the chunks of each event (consecutive keys with one versionstamp).
         let mut groups: Vec<(Vs, Chunks)> = Vec::new();
         for kv in page.iter() {
@@ -301,33 +309,62 @@ impl PageRequest<'_> {
         if self.backwards {
             chosen.reverse();
         }
-        let pending: Vec<_> = chosen.iter().map(|vs| event_range(trx, self.keys, vs)).collect();
         let mut events = Vec::with_capacity(chosen.len());
-        for (vs, chunks) in chosen.iter().zip(pending) {
-            let chunks = chunks.await?.iter().map(|kv| (kv.key().to_vec(), kv.value().to_vec())).collect();
-            let event = decode(vs, chunks)?;
-            if self.query.matches(&event.event) {
-                events.push(event);
+        let mut cursor = bound;
+        let mut bytes = 0usize;
+        for (i, group) in chosen.chunks(FETCH_AHEAD).enumerate() {
+            // Issue a group of fetches at once (FDB runs them in parallel), then wait.
+            let pending: Vec<_> = group
+                .iter()
+                .map(|vs| {
+                    let range = event_range(self.keys, vs);
+                    let first = trx.get_range(&range, 1, true);
+                    (vs, range, first)
+                })
+                .collect();
+            for (vs, range, first) in pending {
+                let chunks = rest_of_range(trx, range, first.await?).await?;
+                bytes += chunks.iter().map(|(_, v)| v.len()).sum::<usize>();
+                let event = decode(vs, chunks)?;
+                if self.query.matches(&event.event) {
+                    events.push(event);
+                }
+            }
+            // Large events: stop early and continue in the next transaction, well inside 5 s.
+            if bytes >= PAGE_BYTES && (i + 1) * FETCH_AHEAD < chosen.len() {
+                cursor = group.last().copied();
+                break;
             }
         }
-        Ok(Page { frame: frame.clone(), events, cursor: bound })
+        Ok(Page { frame: frame.clone(), events, cursor })
     }
 }
 
-/// The range read of every chunk of the event at `vs` (snapshot: committed events never change).
-fn event_range(
-    trx: &Transaction,
-    keys: &TenantKeys,
-    vs: &Vs,
-) -> impl std::future::Future<Output = Result<foundationdb::future::FdbValues, FdbError>> + Send + use<> {
+/// The range of every chunk of the event at `vs`.
+fn event_range(keys: &TenantKeys, vs: &Vs) -> RangeOption<'static> {
     let prefix = keys.event(vs);
-    let range = RangeOption { mode: StreamingMode::WantAll, ..RangeOption::from((prefix.clone(), strinc(&prefix))) };
-    trx.get_range(&range, 1, true)
+    RangeOption { mode: StreamingMode::WantAll, ..RangeOption::from((prefix.clone(), strinc(&prefix))) }
 }
 
+/// Every chunk of the event at `vs` (snapshot: committed events never change).
 async fn event_chunks(trx: &Transaction, keys: &TenantKeys, vs: &Vs) -> Result<Chunks, FdbError> {
-    let page = event_range(trx, keys, vs).await?;
-    Ok(page.iter().map(|kv| (kv.key().to_vec(), kv.value().to_vec())).collect())
+    let range = event_range(keys, vs);
+    let first = trx.get_range(&range, 1, true).await?;
+    rest_of_range(trx, range, first).await
+}
+
+/// `first`, the first reply for `range`, and the rest of the range: FDB may split a range
+/// read into several replies (large values).
+async fn rest_of_range(trx: &Transaction, range: RangeOption<'static>, first: FdbValues) -> Result<Chunks, FdbError> {
+    let mut chunks: Chunks = first.iter().map(|kv| (kv.key().to_vec(), kv.value().to_vec())).collect();
+    let mut next = range.next_range(&first);
+    drop(first);
+    while let Some(range) = next {
+        let page = trx.get_range(&range, 1, true).await?;
+        chunks.extend(page.iter().map(|kv| (kv.key().to_vec(), kv.value().to_vec())));
+        next = range.next_range(&page);
+    }
+    Ok(chunks)
 }
 
 /// Joins an event's chunks (in key order) and decodes the record.

@@ -33,7 +33,47 @@ impl Event for StockReserved {
     }
 }
 
+/// Stock could not be reserved for a confirmed order: a fact the orders slice reacts to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StockReservationFailed {
+    pub order_id: String,
+    pub reason: String,
+}
+
+impl Event for StockReservationFailed {
+    const TYPE: &'static str = "StockReservationFailed";
+    fn tags(&self) -> Vec<String> {
+        vec![tag("order_id", &self.order_id)]
+    }
+}
+
 // --- The orders slice's events, as far as inventory cares (other fields are ignored) ---
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ItemAdded {
+    pub order_id: String,
+    pub sku: String,
+    pub qty: u32,
+}
+
+impl Event for ItemAdded {
+    const TYPE: &'static str = "ItemAdded";
+    fn tags(&self) -> Vec<String> {
+        vec![tag("order_id", &self.order_id), tag("sku", &self.sku)]
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct OrderConfirmed {
+    pub order_id: String,
+}
+
+impl Event for OrderConfirmed {
+    const TYPE: &'static str = "OrderConfirmed";
+    fn tags(&self) -> Vec<String> {
+        vec![tag("order_id", &self.order_id)]
+    }
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct OrderPlaced {
@@ -157,6 +197,90 @@ impl Command for ReserveStock {
     }
 }
 
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReserveOrder {
+    pub order_id: String,
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+pub struct OrderReservation {
+    pub order_id: String,
+    pub reserved: bool,
+    pub reason: Option<String>,
+}
+
+impl Command for ReserveOrder {
+    const NAME: &'static str = "reserve-order";
+    const DESCRIPTION: &'static str =
+        "Reserves every item of a confirmed order, all or nothing; records a failure otherwise";
+    type Output = OrderReservation;
+
+    // One boundary over the order's events and the stock of every product it holds.
+    fn run(self, ctx: &mut Context) -> Result<OrderReservation, Error> {
+        let id = self.order_id.clone();
+        let order = ctx.read(
+            Query::of::<OrderPlaced>()
+                .or_of::<OrderCancelled>()
+                .or_of::<ItemAdded>()
+                .or_of::<StockReserved>()
+                .or_of::<StockReservationFailed>()
+                .tag(tag("order_id", &id)),
+        )?;
+        if !order.has::<OrderPlaced>() {
+            return Err(Error::rejected(format!("order {id} is not placed")));
+        }
+        // Automations run at least once: a decided order is answered, not decided again.
+        if order.has::<StockReserved>() {
+            return Ok(OrderReservation { order_id: id, reserved: true, reason: None });
+        }
+        if let Some(failed) = order.of_type::<StockReservationFailed>()?.pop() {
+            return Ok(OrderReservation { order_id: id, reserved: false, reason: Some(failed.reason) });
+        }
+        if order.has::<OrderCancelled>() {
+            return Err(Error::rejected(format!("order {id} is cancelled")));
+        }
+        let mut wanted: Vec<(String, u64)> = Vec::new();
+        for item in order.of_type::<ItemAdded>()? {
+            match wanted.iter_mut().find(|(sku, _)| *sku == item.sku) {
+                Some((_, qty)) => *qty += u64::from(item.qty),
+                None => wanted.push((item.sku, u64::from(item.qty))),
+            }
+        }
+        for (sku, qty) in &wanted {
+            let stock = ctx.fold::<StockLevel>(SkuRef { sku: sku.clone() })?;
+            if stock.available < *qty {
+                let reason = format!("only {} of {sku} available, {qty} needed", stock.available);
+                ctx.append(StockReservationFailed { order_id: id.clone(), reason: reason.clone() });
+                return Ok(OrderReservation { order_id: id, reserved: false, reason: Some(reason) });
+            }
+        }
+        for (sku, qty) in wanted {
+            let qty = u32::try_from(qty).map_err(|_| Error::invalid_input("quantity too large"))?;
+            ctx.append(StockReserved { sku, order_id: id.clone(), qty });
+        }
+        Ok(OrderReservation { order_id: id, reserved: true, reason: None })
+    }
+}
+
+// --- Automations ---
+
+/// When an order is confirmed, reserve its stock.
+pub struct ReserveOnConfirm;
+
+impl Automation for ReserveOnConfirm {
+    const NAME: &'static str = "reserve-on-confirm";
+    const DESCRIPTION: &'static str = "Reserves a confirmed order's stock";
+
+    fn query() -> Query {
+        Query::of::<OrderConfirmed>()
+    }
+
+    fn react(event: &Envelope) -> Result<Vec<CommandCall>, Error> {
+        let confirmed: OrderConfirmed = event.decode()?;
+        Ok(vec![CommandCall::new("inventory", ReserveOrder::NAME, &ReserveOrder { order_id: confirmed.order_id })?])
+    }
+}
+
 // --- Projections ---
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -220,9 +344,10 @@ impl Projection for StockLevel {
 
 counterpoint_sdk::slice! {
     name: "inventory", version: env!("CARGO_PKG_VERSION"),
-    events: [StockReceived, StockReserved],
-    commands: [ReceiveStock, ReserveStock],
+    events: [StockReceived, StockReserved, StockReservationFailed],
+    commands: [ReceiveStock, ReserveStock, ReserveOrder],
     projections: [StockLevel],
+    automations: [ReserveOnConfirm],
 }
 
 #[cfg(test)]

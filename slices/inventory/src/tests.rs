@@ -151,7 +151,8 @@ fn reservations_are_rejected() {
 fn describes_itself() {
     let d = CounterpointSlice::describe();
     assert_eq!(d.name, "inventory");
-    assert_eq!(d.emits, ["StockReceived", "StockReserved"]);
+    assert_eq!(d.emits, ["StockReceived", "StockReserved", "StockReservationFailed"]);
+    assert_eq!(d.automations[0].name, "reserve-on-confirm");
     let params: Vec<&str> = d.projections[0]
         .params
         .iter()

@@ -1,6 +1,6 @@
 use counterpoint_sdk::prelude::*;
 
-use crate::events::{ItemAdded, OrderCancelled, OrderConfirmed, OrderPlaced};
+use crate::events::{ItemAdded, OrderCancelled, OrderConfirmed, OrderPlaced, StockReservationFailed};
 use crate::projections::{Order, OrderRef, Status};
 
 /// What every orders command returns: the order's state after it.
@@ -129,12 +129,17 @@ pub struct CancelOrder {
 
 impl Command for CancelOrder {
     const NAME: &'static str = "cancel-order";
-    const DESCRIPTION: &'static str = "Cancels an order that is not confirmed yet";
+    const DESCRIPTION: &'static str = "Cancels a placed or confirmed order";
     type Output = Receipt;
 
     fn run(self, ctx: &mut Context) -> Result<Receipt, Error> {
         let order = ctx.fold::<Order>(OrderRef::new(&self.order_id))?;
-        must_be_open(&order)?;
+        let id = &self.order_id;
+        match order.status {
+            Status::Placed | Status::Confirmed => {}
+            Status::New => return Err(Error::rejected(format!("order {id} is not placed"))),
+            Status::Cancelled => return Err(Error::rejected(format!("order {id} is cancelled"))),
+        }
         ctx.append(OrderCancelled {
             order_id: self.order_id.clone(),
             reason: self.reason,
@@ -155,5 +160,23 @@ fn must_be_open(order: &Order) -> Result<(), Error> {
         Status::New => Err(Error::rejected(format!("order {id} is not placed"))),
         Status::Confirmed => Err(Error::rejected(format!("order {id} is already confirmed"))),
         Status::Cancelled => Err(Error::rejected(format!("order {id} is cancelled"))),
+    }
+}
+
+/// When stock cannot be reserved for an order, cancel it.
+pub struct CancelWhenOutOfStock;
+
+impl Automation for CancelWhenOutOfStock {
+    const NAME: &'static str = "cancel-when-out-of-stock";
+    const DESCRIPTION: &'static str = "Cancels an order whose stock could not be reserved";
+
+    fn query() -> Query {
+        Query::of::<StockReservationFailed>()
+    }
+
+    fn react(event: &Envelope) -> Result<Vec<CommandCall>, Error> {
+        let failed: StockReservationFailed = event.decode()?;
+        let cancel = CancelOrder { order_id: failed.order_id, reason: failed.reason };
+        Ok(vec![CommandCall::new("orders", CancelOrder::NAME, &cancel)?])
     }
 }

@@ -56,3 +56,17 @@ impl Event for OrderCancelled {
         vec![tag("order_id", &self.order_id)]
     }
 }
+
+/// The inventory slice's word that a confirmed order's stock could not be reserved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StockReservationFailed {
+    pub order_id: String,
+    pub reason: String,
+}
+
+impl Event for StockReservationFailed {
+    const TYPE: &'static str = "StockReservationFailed";
+    fn tags(&self) -> Vec<String> {
+        vec![tag("order_id", &self.order_id)]
+    }
+}

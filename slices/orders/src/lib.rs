@@ -5,8 +5,8 @@ mod commands;
 mod events;
 mod projections;
 
-pub use commands::{AddItem, CancelOrder, ConfirmOrder, PlaceOrder, Receipt};
-pub use events::{ItemAdded, OrderCancelled, OrderConfirmed, OrderPlaced};
+pub use commands::{AddItem, CancelOrder, CancelWhenOutOfStock, ConfirmOrder, PlaceOrder, Receipt};
+pub use events::{ItemAdded, OrderCancelled, OrderConfirmed, OrderPlaced, StockReservationFailed};
 pub use projections::{CustomerOrders, Line, Order, Status};
 
 counterpoint_sdk::slice! {
@@ -14,6 +14,7 @@ counterpoint_sdk::slice! {
     events: [OrderPlaced, ItemAdded, OrderConfirmed, OrderCancelled],
     commands: [PlaceOrder, AddItem, ConfirmOrder, CancelOrder],
     projections: [Order, CustomerOrders],
+    automations: [CancelWhenOutOfStock],
 }
 
 #[cfg(test)]

@@ -10,9 +10,11 @@
 //! - [`scaffold`]: `counterpoint new`, a slice crate that builds and passes its tests;
 //! - [`codec`]: JSON at the edges, MessagePack inside;
 //! - [`api`]: `counterpoint serve`, the HTTP/JSON API;
+//! - [`automations`]: workers that follow the log and react, with checkpoints and dead letters;
 //! - [`bench`]: the benchmarks behind `counterpoint bench`.
 
 pub mod api;
+pub mod automations;
 pub mod bench;
 pub mod codec;
 pub mod deploy;

@@ -4,6 +4,7 @@
 //! tenant (or the admin's). Requests pass the tenant's rate limit; commands and projections
 //! also take one of its invocation slots. Errors are `{"error": {"code", "message"}}`.
 
+mod automations;
 mod commands;
 mod error;
 mod events;
@@ -25,6 +26,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 pub use self::error::ApiError;
 use self::metrics::Metrics;
+use crate::automations::{Automations, RetryPolicy};
 use crate::deploy::Registry;
 use crate::runner::CommandRunner;
 use crate::runtime::{Runtime, RuntimeConfig};
@@ -41,6 +43,7 @@ pub struct AppState {
     pub store: SharedStore,
     pub runtime: Runtime,
     pub registry: Arc<Registry>,
+    pub automations: Arc<Automations>,
     pub tenants: Arc<Tenants>,
     pub runner: CommandRunner,
     pub metrics: Metrics,
@@ -125,7 +128,10 @@ pub fn router(state: SharedState) -> Router {
         .route("/slices/{slice}/projections/{projection}", post(commands::query))
         .route("/events/read", post(events::read))
         .route("/events/append", post(events::append))
-        .route("/events/stream", get(events::stream));
+        .route("/events/stream", get(events::stream))
+        .route("/automations", get(automations::list))
+        .route("/automations/{slice}/{automation}/dead-letters", get(automations::dead_letters))
+        .route("/automations/{slice}/{automation}/dead-letters/{id}/{action}", post(automations::resolve));
     Router::new()
         .nest("/v1/t/{tenant}", tenant_routes)
         .route("/v1/openapi.json", get(openapi::document))
@@ -171,10 +177,13 @@ pub async fn build_state(config: &Config) -> anyhow::Result<SharedState> {
     let registry = Arc::new(Registry::open(runtime.clone(), &config.data_dir, tenants.clone()).await?);
     registry.scan_drop_zones().await;
     registry.watch()?;
+    let automations = Automations::new(store.clone(), registry.clone(), CommandRunner::default(), RetryPolicy::default());
+    automations.start();
     Ok(Arc::new(AppState {
         store,
         runtime,
         registry,
+        automations,
         tenants,
         runner: CommandRunner::default(),
         metrics: Metrics::new(),

@@ -18,6 +18,9 @@ use utoipa::{OpenApi, ToSchema};
         super::slices::describe,
         super::slices::deploy,
         super::slices::remove,
+        super::automations::list,
+        super::automations::dead_letters,
+        super::automations::resolve,
     ),
     components(schemas(
         ErrorBody, ErrorDetail, CommandResponse, ProjectionResponse, QueryDoc, QueryItemDoc, ReadRequestDoc,

@@ -67,6 +67,8 @@ pub struct Registry {
     /// One deploy or removal at a time, so manifests are written in order.
     writing: tokio::sync::Mutex<()>,
     deploys: AtomicU64,
+    /// Bumped on every deploy and removal, for those who follow what is deployed.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 fn io(context: &str, err: impl std::fmt::Display) -> DeployError {
@@ -87,6 +89,7 @@ impl Registry {
             deployed: RwLock::default(),
             writing: tokio::sync::Mutex::new(()),
             deploys: AtomicU64::new(0),
+            changes: tokio::sync::watch::Sender::new(0),
         };
         let names: Vec<Tenant> = registry.tenants.names().cloned().collect();
         for tenant in names {
@@ -160,6 +163,7 @@ impl Registry {
         self.write_manifest(tenant, &next)?;
         self.deployed.write().expect("registry lock").insert(tenant.clone(), next);
         self.deploys.fetch_add(1, Ordering::Relaxed);
+        self.changes.send_modify(|n| *n += 1);
         tracing::info!(tenant = %tenant, slice = %name, hash = &deployed.slice.hash()[..12], "slice deployed");
         Ok(deployed)
     }
@@ -172,6 +176,7 @@ impl Registry {
         }
         self.write_manifest(tenant, &next)?;
         self.deployed.write().expect("registry lock").insert(tenant.clone(), next);
+        self.changes.send_modify(|n| *n += 1);
         tracing::info!(tenant = %tenant, slice = name, "slice removed");
         Ok(())
     }
@@ -183,6 +188,16 @@ impl Registry {
 
     pub fn list(&self, tenant: &Tenant) -> Vec<Arc<Deployed>> {
         self.deployed.read().expect("registry lock").get(tenant).map(|s| s.values().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Notified on every deploy and removal.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// The tenants whose slices this registry keeps.
+    pub fn tenants(&self) -> Vec<Tenant> {
+        self.tenants.names().cloned().collect()
     }
 
     /// Deploys and removals since start.

@@ -96,24 +96,22 @@ impl CommandRunner {
         let max = self.max_attempts.max(1);
         for attempt in 1..=max {
             // An earlier result under this key?
-            let (records, seen) = store.read(tenant, record_query.clone(), ReadOptions::default().backwards().limit(1)).await?.collect().await?;
-            if let Some(found) = records.first() {
-                let record: IdempotencyRecord = rmp_serde::from_slice(&found.event.data)
-                    .map_err(|e| InvokeError::Store(format!("an idempotency record does not decode: {e}")))?;
-                if unix_now().saturating_sub(record.at) <= key.retention.as_secs() {
-                    if record.slice != slice.name() || record.command != command {
-                        return Err(InvokeError::InvalidInput(format!(
-                            "Idempotency-Key {:?} was used for {} {}", key.key, record.slice, record.command
-                        )));
-                    }
-                    let options = ReadOptions::default().after(found.position).limit(record.events.max(1));
-                    let (events, _) = store.read(tenant, Query::all(), options).await?.collect().await?;
-                    let positions = events.iter().take(record.events as usize).map(|e| e.position).collect();
-                    return Ok(CommandOutput { output: record.output, positions, attempts: 0 });
-                }
+            let (earlier, seen) = recorded(store, tenant, &record_query, slice, command, key).await?;
+            if let Some(out) = earlier {
+                return Ok(out);
             }
             let io = ReadAppender::new(store.clone(), tenant.clone(), Access::ReadAppend);
-            let (output, io) = slice.execute(io, command, payload).await?;
+            let (output, io) = match slice.execute(io, command, payload).await {
+                Ok(done) => done,
+                Err(err) => {
+                    // A racing request with this key may have run the command meanwhile (this
+                    // run then saw its events: "already placed"): its result is the answer.
+                    if let (Some(out), _) = recorded(store, tenant, &record_query, slice, command, key).await? {
+                        return Ok(out);
+                    }
+                    return Err(err);
+                }
+            };
             let record = IdempotencyRecord {
                 slice: slice.name().into(),
                 command: command.into(),
@@ -128,6 +126,10 @@ impl CommandRunner {
                 Ok(positions) => return Ok(CommandOutput { output, positions, attempts: attempt }),
                 Err(StoreError::ConditionFailed { .. }) if attempt < max => tokio::time::sleep(self.backoff_for(attempt)).await,
                 Err(StoreError::ConditionFailed { .. }) => {
+                    // The last attempt lost the race to a request with this key: its result.
+                    if let (Some(out), _) = recorded(store, tenant, &record_query, slice, command, key).await? {
+                        return Ok(out);
+                    }
                     return Err(InvokeError::Conflict(format!("{command}: gave up after {max} attempts")));
                 }
                 Err(err) => return Err(InvokeError::StoreFailed(err)),
@@ -194,4 +196,30 @@ impl CommandRunner {
         let base = self.backoff.mul_f64(2f64.powi(attempt as i32 - 1));
         base.mul_f64(0.5 + fastrand::f64())
     }
+}
+
+/// The result recorded under an idempotency key within its retention, if any, and the
+/// position the lookup is consistent at.
+async fn recorded(
+    store: &SharedStore,
+    tenant: &Tenant,
+    record_query: &Query,
+    slice: &Slice,
+    command: &str,
+    key: &IdempotencyKey,
+) -> Result<(Option<CommandOutput>, Position), InvokeError> {
+    let (records, seen) = store.read(tenant, record_query.clone(), ReadOptions::default().backwards().limit(1)).await?.collect().await?;
+    let Some(found) = records.first() else { return Ok((None, seen)) };
+    let record: IdempotencyRecord = rmp_serde::from_slice(&found.event.data)
+        .map_err(|e| InvokeError::Store(format!("an idempotency record does not decode: {e}")))?;
+    if unix_now().saturating_sub(record.at) > key.retention.as_secs() {
+        return Ok((None, seen));
+    }
+    if record.slice != slice.name() || record.command != command {
+        return Err(InvokeError::InvalidInput(format!("Idempotency-Key {:?} was used for {} {}", key.key, record.slice, record.command)));
+    }
+    let options = ReadOptions::default().after(found.position).limit(record.events.max(1));
+    let (events, _) = store.read(tenant, Query::all(), options).await?.collect().await?;
+    let positions = events.iter().take(record.events as usize).map(|e| e.position).collect();
+    Ok((Some(CommandOutput { output: record.output, positions, attempts: 0 }), seen))
 }

@@ -30,6 +30,11 @@ impl Subscription {
         Subscription { store, tenant, query, last: after.unwrap_or(Position::ZERO), heads, buffer: VecDeque::new() }
     }
 
+    /// Events already read and waiting to be delivered: `next` returns them without waiting.
+    pub fn buffered(&self) -> usize {
+        self.buffer.len()
+    }
+
     /// The position of the last event delivered (or the starting point).
     pub fn position(&self) -> Position {
         self.last

@@ -8,6 +8,7 @@
 //! a condition is ever taken from them.
 
 use foundationdb::options::StreamingMode;
+use foundationdb::future::FdbSlice;
 use foundationdb::{FdbBindingError, FdbError, RangeOption, Transaction};
 
 use super::keys::{position, strinc, versionstamp, vs_at, TenantKeys, Vs};
@@ -67,22 +68,22 @@ fn decode_count(value: &[u8]) -> i64 {
     i64::from_le_bytes(bytes)
 }
 
-/// Whether the event at `vs` carries every one of `tags` (snapshot reads: index entries of a
-/// committed event never change).
-pub(super) async fn has_tags(trx: &Transaction, keys: &TenantKeys, vs: &Vs, tags: &[String]) -> Result<bool, FdbError> {
-    let pending: Vec<_> = tags
-        .iter()
+/// Point reads of the tag index entries of the event at `vs` for each of `tags`; the event
+/// carries them all when every read finds its key. Snapshot reads: the index entries of a
+/// committed event never change.
+fn tag_lookups(
+    trx: &Transaction,
+    keys: &TenantKeys,
+    vs: &Vs,
+    tags: &[String],
+) -> Vec<impl std::future::Future<Output = Result<Option<FdbSlice>, FdbError>> + Send + use<>> {
+    tags.iter()
         .map(|t| {
             let mut key = keys.by_tag(t);
             key.extend_from_slice(vs);
             trx.get(&key, true)
         })
-        .collect();
-    let mut all = true;
-    for found in pending {
-        all &= found.await?.is_some();
-    }
-    Ok(all)
+        .collect()
 }
 
 /// The first event matching `query` after `after`, checked so that the append transaction
@@ -159,9 +160,16 @@ async fn probe_range(
             .collect::<Result<Vec<Vs>, _>>()?;
         let more = page.more();
         drop(page);
-        for vs in &found {
+        // The other tags of every candidate of the page are looked up at once (FDB starts each
+        // get when it is called), then checked in order.
+        let lookups: Vec<Vec<_>> = found.iter().map(|vs| tag_lookups(trx, keys, vs, verify_tags)).collect();
+        for (vs, lookup) in found.iter().zip(lookups) {
             *examined += 1;
-            if verify_tags.is_empty() || has_tags(trx, keys, vs, verify_tags).await? {
+            let mut all = true;
+            for present in lookup {
+                all &= present.await?.is_some();
+            }
+            if all {
                 return Ok(Some(position(vs)));
             }
         }

@@ -50,6 +50,12 @@ pub struct Metrics {
     pub deploys: Counter,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("counterpoint");

@@ -214,15 +214,28 @@ async fn serve_until(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let shutdown_state = state.clone();
-    axum::serve(listener, router(state))
+    axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(async move {
             stop.await;
             shutdown_state.ready.store(false, std::sync::atomic::Ordering::Relaxed);
             shutdown_state.shutdown.send_replace(true);
             tracing::info!("shutting down: finishing requests in flight");
         })
-        .await
-    // The router and `shutdown_state` are dropped here: the store's writer drains its queue and stops.
+        .await?;
+    // Connection tasks (and the live streams they carry) let go of the state a moment after
+    // `serve` returns. Wait for them, then drop the last handle here: the store's writer drains
+    // its queue and stops, and the data directory is unlocked, before this returns.
+    for _ in 0..3000 {
+        if Arc::strong_count(&state) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if Arc::strong_count(&state) > 1 {
+        tracing::warn!("the server state is still in use 30 s after shutdown; stopping anyway");
+    }
+    drop(state);
+    Ok(())
 }
 
 /// A server running in this process (for tests and benchmarks): `serve` on `config.listen`

@@ -155,6 +155,8 @@ pub struct Automations {
     runner: CommandRunner,
     policy: RetryPolicy,
     workers: Mutex<HashMap<AutomationId, Worker>>,
+    /// Set by `stop`: no worker starts until `start` again.
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for Automations {
@@ -167,16 +169,20 @@ impl Drop for Automations {
 
 impl Automations {
     pub fn new(store: SharedStore, registry: Arc<Registry>, runner: CommandRunner, policy: RetryPolicy) -> Arc<Self> {
-        Arc::new(Automations { store, registry, runner, policy, workers: Mutex::default() })
+        Arc::new(Automations { store, registry, runner, policy, workers: Mutex::default(), stopped: Default::default() })
     }
 
     /// Starts a worker for every deployed automation, and keeps the set in step with deploys.
     pub fn start(self: &Arc<Self>) {
+        self.stopped.store(false, std::sync::atomic::Ordering::SeqCst);
         let mut changes = self.registry.changes();
         let this = Arc::downgrade(self);
         tokio::spawn(async move {
             loop {
                 let Some(automations) = this.upgrade() else { break };
+                if automations.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
                 automations.reconcile();
                 drop(automations);
                 if changes.changed().await.is_err() {
@@ -186,10 +192,13 @@ impl Automations {
         });
     }
 
-    /// Stops every worker (their checkpoints stay where they are).
-    pub fn stop(&self) {
-        for (_, worker) in self.workers.lock().expect("workers lock").drain() {
+    /// Stops every worker and waits until they are gone (their checkpoints stay where they are).
+    pub async fn stop(&self) {
+        self.stopped.store(true, std::sync::atomic::Ordering::SeqCst);
+        let workers: Vec<Worker> = self.workers.lock().expect("workers lock").drain().map(|(_, w)| w).collect();
+        for worker in workers {
             worker.handle.abort();
+            let _ = worker.handle.await;
         }
     }
 
@@ -204,6 +213,9 @@ impl Automations {
             }
         }
         let mut workers = self.workers.lock().expect("workers lock");
+        if self.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         workers.retain(|id, worker| {
             let keep = wanted.get(id) == Some(&worker.query) && !worker.handle.is_finished();
             if !keep {

@@ -14,6 +14,7 @@ use anyhow::{bail, Context as _};
 
 use counterpoint::runner::{CommandOutput, CommandRunner};
 use counterpoint::runtime::{Runtime, RuntimeConfig, Slice};
+use counterpoint::automations::{Automations, RetryPolicy};
 use counterpoint::deploy::Registry;
 use counterpoint::store::{EmbeddedStore, SharedStore, Tenant};
 use counterpoint::tenants::Tenants;
@@ -90,6 +91,16 @@ impl Host {
     pub async fn query(&self, slice: &str, projection: &str, params: &[u8]) -> anyhow::Result<Vec<u8>> {
         let slice = self.slice(slice)?;
         Ok(counterpoint::projections::run(slice, &self.store, &self.tenant, projection, params).await?)
+    }
+
+    /// The tenant's automations, for inspecting and resolving dead letters (their workers run
+    /// in `counterpoint serve`, not here).
+    pub async fn automations(data_dir: &Path, tenant: &str) -> anyhow::Result<(Tenant, Arc<Automations>)> {
+        let tenant = Self::tenant(tenant)?;
+        let store = Self::open_store(data_dir)?;
+        let registry = Arc::new(Self::registry(data_dir, &tenant).await?);
+        let automations = Automations::new(store, registry, CommandRunner::default(), RetryPolicy::default());
+        Ok((tenant, automations))
     }
 
     /// Validates `component` and deploys it for the tenant, where the server finds it too.

@@ -107,6 +107,17 @@ enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// The tenant's automations: checkpoint, lag, open dead letters (they run in `serve`).
+    Automations,
+    /// An automation's dead letters: `list`, `retry ID`, `skip ID`.
+    Dlq {
+        /// `list`, `retry` or `skip`.
+        action: String,
+        /// The automation, as SLICE/NAME.
+        automation: String,
+        /// The dead letter's id (for retry and skip).
+        id: Option<u128>,
+    },
     /// Print the SHA-256 of a token, as the configuration file stores it.
     HashToken { token: String },
     /// Run a benchmark: prints a table and writes target/bench/NAME.json.
@@ -226,6 +237,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 config.listen = listen.clone();
             }
             counterpoint::api::serve(config).await?;
+        }
+        Command::Automations => {
+            let (tenant, automations) = Host::automations(&cli.data_dir, &cli.tenant).await?;
+            print_json(&serde_json::to_value(automations.status(&tenant).await?)?);
+        }
+        Command::Dlq { ref action, ref automation, id } => {
+            let (tenant, automations) = Host::automations(&cli.data_dir, &cli.tenant).await?;
+            let (slice, name) = automation.split_once('/').context("name the automation as SLICE/NAME")?;
+            let automation = counterpoint::automations::AutomationId { tenant, slice: slice.into(), name: name.into() };
+            let id = || id.map(Position::from_u128).context("give the dead letter's id");
+            match action.as_str() {
+                "list" => print_json(&serde_json::to_value(automations.dead_letters(&automation).await?)?),
+                "retry" => automations.retry(&automation, id()?).await?,
+                "skip" => automations.skip(&automation, id()?).await?,
+                other => anyhow::bail!("unknown action {other:?}; use list, retry or skip"),
+            }
         }
         Command::HashToken { ref token } => out!("{}", counterpoint::tenants::hash_token(token)),
         Command::Bench { ref name, seconds, log_events, ref out } => {

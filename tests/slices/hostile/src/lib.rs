@@ -218,8 +218,43 @@ impl Command for Escape {
     }
 }
 
+/// Appended by tests to wake the `poke` automation.
+#[derive(Serialize, Deserialize)]
+pub struct Poked {
+    pub sku: String,
+}
+
+impl Event for Poked {
+    const TYPE: &'static str = "Poked";
+    fn tags(&self) -> Vec<String> {
+        vec![tag("sku", &self.sku)]
+    }
+}
+
+/// `poke`: for every `Poked`, receives one unit of its sku in the inventory slice — which fails
+/// while inventory is not deployed, for testing retries and dead letters.
+pub struct Poke;
+
+#[derive(Serialize)]
+struct ReceiveStock {
+    sku: String,
+    qty: u32,
+}
+
+impl Automation for Poke {
+    const NAME: &'static str = "poke";
+    fn query() -> Query {
+        Query::of::<Poked>()
+    }
+    fn react(event: &Envelope) -> Result<Vec<CommandCall>, Error> {
+        let poked: Poked = event.decode()?;
+        Ok(vec![CommandCall::new("inventory", "receive-stock", &ReceiveStock { sku: poked.sku, qty: 1 })?])
+    }
+}
+
 counterpoint_sdk::slice! {
     name: "hostile", version: env!("CARGO_PKG_VERSION"),
-    events: [Pinged, Probed],
+    events: [Pinged, Probed, Poked],
     commands: [Spin, Hog, Recurse, Trap, Flood, Ping, Probe, Escape],
+    automations: [Poke],
 }

@@ -326,6 +326,11 @@ impl Automations {
         Ok(())
     }
 
+    /// The durable checkpoint of a running worker, as it last wrote it (no store access).
+    pub fn progress(&self, id: &AutomationId) -> Option<Progress> {
+        self.workers.lock().expect("workers lock").get(id).map(|w| w.progress.lock().expect("progress lock").clone())
+    }
+
     /// Every automation the tenant's slices declare: checkpoint, lag, and (when its worker runs
     /// in this process) failures.
     pub async fn status(&self, tenant: &Tenant) -> Result<Vec<Status>, StoreError> {

@@ -3,6 +3,7 @@
 //! rate of the same disk measured in the same run, because flush times swing widely.
 
 mod polyglot;
+mod automations;
 mod runtime;
 mod store;
 
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 pub use polyglot::polyglot;
+pub use automations::automations;
 pub use runtime::runtime;
 pub use store::store;
 

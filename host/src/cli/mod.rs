@@ -261,7 +261,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let report = match name.as_str() {
                 "store" => counterpoint::bench::store(&scratch, seconds, log_events).await,
                 "runtime" => counterpoint::bench::runtime(&scratch, &slices, seconds).await,
-                other => anyhow::bail!("unknown benchmark {other:?}; try: store, runtime"),
+                "automations" => counterpoint::bench::automations(&scratch, &slices, seconds).await,
+                other => anyhow::bail!("unknown benchmark {other:?}; try: store, runtime, automations"),
             }
             .with_context(|| format!("benchmark {name}"))?;
             report.finish(out)?;

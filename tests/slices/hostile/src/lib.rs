@@ -252,9 +252,22 @@ impl Automation for Poke {
     }
 }
 
+/// `tick`: reacts to every `Ticked` with nothing — the trivial automation the benchmark measures.
+pub struct Tick;
+
+impl Automation for Tick {
+    const NAME: &'static str = "tick";
+    fn query() -> Query {
+        Query::types(["Ticked"])
+    }
+    fn react(_: &Envelope) -> Result<Vec<CommandCall>, Error> {
+        Ok(Vec::new())
+    }
+}
+
 counterpoint_sdk::slice! {
     name: "hostile", version: env!("CARGO_PKG_VERSION"),
     events: [Pinged, Probed, Poked],
     commands: [Spin, Hog, Recurse, Trap, Flood, Ping, Probe, Escape],
-    automations: [Poke],
+    automations: [Poke, Tick],
 }

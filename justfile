@@ -14,7 +14,7 @@ demo: slices
 
 # Build every slice component (examples and test fixtures) for wasm32-wasip2.
 slices:
-    cargo build --release --target wasm32-wasip2 -p orders -p inventory -p hostile -p future-version
+    cargo build --release --target wasm32-wasip2 -p orders -p inventory -p hostile -p future-version -p effectful
 
 # The whole test suite: the store conformance, racing and crash tests, the guest SDK and the
 # example slices natively, and the end-to-end tests with the compiled slices in a real host.

@@ -98,3 +98,37 @@ pub mod __private {
     pub use crate::projection::{Running, info as projection_info, open};
     pub use crate::slice::unknown;
 }
+
+/// Capabilities beyond the log, for slices the tenant grants them (`[tenants.<t>.effects.<slice>]`):
+/// outbound HTTP to allow-listed hosts, configuration values and secrets, a clock and randomness
+/// that tests can fix. A slice that uses any of these is refused at deploy unless granted.
+pub mod effects {
+    pub use crate::bindings::counterpoint::slice::effects::{HttpRequest, HttpResponse};
+    use crate::bindings::counterpoint::slice::effects as host;
+    use crate::Error;
+
+    /// Sends an HTTP request (`http://` only) to a host on the slice's allow-list.
+    pub fn http(request: &HttpRequest) -> Result<HttpResponse, Error> {
+        host::http(request)
+    }
+
+    /// A GET with no headers.
+    pub fn get(url: &str) -> Result<HttpResponse, Error> {
+        http(&HttpRequest { method: "GET".into(), url: url.into(), headers: Vec::new(), body: Vec::new() })
+    }
+
+    /// A configuration value or secret granted to this slice.
+    pub fn config(key: &str) -> Option<String> {
+        host::config(key)
+    }
+
+    /// Milliseconds since the Unix epoch (fixed in tests that say so).
+    pub fn now_ms() -> u64 {
+        host::now_ms()
+    }
+
+    /// `len` random bytes (repeatable in tests that seed them).
+    pub fn random_bytes(len: u32) -> Vec<u8> {
+        host::random_bytes(len)
+    }
+}

@@ -1,5 +1,6 @@
 //! Counterpoint's integration tests: one binary, a module per feature.
 
 mod automations;
+mod effects;
 mod slices;
 mod store;

@@ -100,6 +100,7 @@ impl From<DeployError> for ApiError {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_component", message)
             }
             DeployError::TooManySlices { .. } => Self::new(StatusCode::FORBIDDEN, "quota_exceeded", message),
+            DeployError::NotGranted { .. } => Self::forbidden(message),
             DeployError::UnknownTenant(_) | DeployError::UnknownSlice { .. } => Self::not_found(message),
         }
     }

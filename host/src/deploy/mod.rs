@@ -37,6 +37,8 @@ pub enum DeployError {
     TooManySlices { tenant: Tenant, limit: usize },
     #[error("no tenant named {0}")]
     UnknownTenant(Tenant),
+    #[error("slice {name} imports effects, but tenant {tenant} grants it none (configure [tenants.{tenant}.effects.{name}])")]
+    NotGranted { tenant: Tenant, name: String },
     #[error("tenant {tenant} has no slice named {name}")]
     UnknownSlice { tenant: Tenant, name: String },
     #[error("keeping the deployed slice failed: {0}")]
@@ -97,7 +99,7 @@ impl Registry {
             for entry in registry.read_manifest(&tenant)? {
                 let path = registry.component_path(&entry.hash);
                 let wasm = std::fs::read(&path).map_err(|e| io(&format!("reading {}", path.display()), e))?;
-                let slice = registry.runtime.load_with_limits(wasm, registry.limits_for(&tenant)?).await?;
+                let slice = registry.grant(&tenant, registry.runtime.load_with_limits(wasm, registry.limits_for(&tenant)?).await?)?;
                 tracing::info!(tenant = %tenant, slice = slice.name(), hash = &slice.hash()[..12], "slice restored");
                 slices.insert(entry.name, Arc::new(Deployed { slice: Arc::new(slice), deployed_at: entry.deployed_at }));
             }
@@ -109,6 +111,20 @@ impl Registry {
     fn limits_for(&self, tenant: &Tenant) -> Result<InvocationLimits, DeployError> {
         let state = self.tenants.get(tenant).ok_or_else(|| DeployError::UnknownTenant(tenant.clone()))?;
         Ok(InvocationLimits { memory_bytes: state.limits.memory_bytes, ..self.runtime.limits().clone() })
+    }
+
+    /// Gives the slice the effects its tenant grants it; refuses one that imports effects
+    /// without a grant.
+    fn grant(&self, tenant: &Tenant, mut slice: Slice) -> Result<Slice, DeployError> {
+        let state = self.tenants.get(tenant).ok_or_else(|| DeployError::UnknownTenant(tenant.clone()))?;
+        match state.effects.get(slice.name()) {
+            Some(grants) => slice.grant(grants.clone()),
+            None if slice.imports_effects() => {
+                return Err(DeployError::NotGranted { tenant: tenant.clone(), name: slice.name().into() });
+            }
+            None => {}
+        }
+        Ok(slice)
     }
 
     fn component_path(&self, hash: &str) -> PathBuf {
@@ -142,7 +158,7 @@ impl Registry {
     pub async fn deploy(&self, tenant: &Tenant, wasm: Vec<u8>, expected_name: Option<&str>) -> Result<Arc<Deployed>, DeployError> {
         let limits = self.limits_for(tenant)?;
         let max_slices = self.tenants.get(tenant).map_or(0, |t| t.limits.max_slices);
-        let slice = self.runtime.load_with_limits(wasm.clone(), limits).await?;
+        let slice = self.grant(tenant, self.runtime.load_with_limits(wasm.clone(), limits).await?)?;
         let name = slice.name().to_string();
         if let Some(expected) = expected_name
             && expected != name

@@ -156,10 +156,23 @@ pub(crate) struct InvocationState {
     pub(super) io: ReadAppender,
     pub(super) stdout: Capture,
     pub(super) stderr: Capture,
+    /// The slice's effects, if it is granted any.
+    pub(super) grants: Option<std::sync::Arc<super::effects::Grants>>,
+    pub(super) http: super::effects::HttpClient,
+    pub(super) rng: fastrand::Rng,
 }
 
 impl InvocationState {
-    pub(super) fn new(io: ReadAppender, limiter: Limiter) -> Self {
+    pub(super) fn new(
+        io: ReadAppender,
+        limiter: Limiter,
+        grants: Option<std::sync::Arc<super::effects::Grants>>,
+        http: super::effects::HttpClient,
+    ) -> Self {
+        let rng = match grants.as_ref().and_then(|g| g.random_seed) {
+            Some(seed) => fastrand::Rng::with_seed(seed),
+            None => fastrand::Rng::new(),
+        };
         let (stdout, stderr) = (Capture::default(), Capture::default());
         // No filesystem, network, environment or arguments: a slice gets only what the
         // contract gives it.
@@ -172,6 +185,9 @@ impl InvocationState {
             io,
             stdout,
             stderr,
+            grants,
+            http,
+            rng,
         }
     }
 }

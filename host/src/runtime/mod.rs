@@ -15,6 +15,7 @@
 mod bindings;
 mod cache;
 mod contract;
+mod effects;
 mod error;
 mod invocation;
 mod limits;
@@ -31,6 +32,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use contract::{CONTRACT_PACKAGE, CONTRACT_VERSION};
+pub use effects::Grants;
 pub use error::{InvokeError, LoadError};
 pub use invocation::{Access, ReadAppender};
 pub use limits::InvocationLimits;
@@ -70,6 +72,8 @@ pub(crate) struct RuntimeInner {
     limits: InvocationLimits,
     max_instances: u32,
     cache: Option<CompileCache>,
+    /// The client outbound HTTP effects share.
+    http: effects::HttpClient,
     /// Instances alive now.
     live: Arc<std::sync::atomic::AtomicI64>,
     /// Compiled components by hash; a contract-checked component is never compiled twice.
@@ -129,7 +133,7 @@ impl Runtime {
             }
         })?;
         Ok(Runtime {
-            inner: Arc::new(RuntimeInner { engine, linker, limits, max_instances: n, cache, live: Default::default(), components: Default::default(), stop_ticker }),
+            inner: Arc::new(RuntimeInner { engine, linker, limits, max_instances: n, cache, http: effects::http_client(), live: Default::default(), components: Default::default(), stop_ticker }),
         })
     }
 
@@ -171,9 +175,13 @@ impl Runtime {
         };
 
         contract::check(&self.inner.engine, &component)?;
+        let imports_effects = component
+            .component_type()
+            .imports(&self.inner.engine)
+            .any(|(name, _)| name.starts_with(&format!("{CONTRACT_PACKAGE}/effects@")));
         let pre = self.inner.linker.instantiate_pre(&component).map_err(|e| LoadError::Link(format!("{e:#}")))?;
         let pre = SliceWorldPre::new(pre).map_err(|e| LoadError::NotASlice(format!("{e:#}")))?;
-        Slice::new(self.inner.clone(), limits, pre, hash, size).await
+        Slice::new(self.inner.clone(), limits, imports_effects, pre, hash, size).await
     }
 
     /// Reads and loads a component file.

@@ -131,6 +131,9 @@ pub(super) fn from_wit_error(err: types::Error) -> InvokeError {
 pub struct Slice {
     runtime: Arc<RuntimeInner>,
     limits: InvocationLimits,
+    /// Whether the component imports `effects`, and what it is granted.
+    imports_effects: bool,
+    grants: Option<Arc<super::effects::Grants>>,
     pre: SliceWorldPre<InvocationState>,
     description: SliceDescription,
     hash: String,
@@ -142,6 +145,7 @@ impl Slice {
     pub(super) async fn new(
         runtime: Arc<RuntimeInner>,
         limits: InvocationLimits,
+        imports_effects: bool,
         pre: SliceWorldPre<InvocationState>,
         hash: String,
         size: usize,
@@ -154,7 +158,7 @@ impl Slice {
             emits: vec![],
             automations: vec![],
         };
-        let mut slice = Slice { runtime, limits, pre, description: placeholder, hash, size, log_budget: LogBudget::new() };
+        let mut slice = Slice { runtime, limits, imports_effects, grants: None, pre, description: placeholder, hash, size, log_budget: LogBudget::new() };
         let io = ReadAppender::new(Arc::new(MemoryStore::new()), Tenant::new("describe").expect("valid"), Access::ReadOnly);
         let mut instance = slice.instantiate(io).await.map_err(|e| LoadError::Describe(e.to_string()))?;
         instance.arm();
@@ -169,6 +173,16 @@ impl Slice {
 
     pub fn name(&self) -> &str {
         &self.description.name
+    }
+
+    /// Whether the component imports the `effects` interface.
+    pub fn imports_effects(&self) -> bool {
+        self.imports_effects
+    }
+
+    /// Grants the slice its effects (before it is shared).
+    pub fn grant(&mut self, grants: super::effects::Grants) {
+        self.grants = Some(Arc::new(grants));
     }
 
     pub fn description(&self) -> &SliceDescription {
@@ -189,7 +203,7 @@ impl Slice {
     pub(crate) async fn instantiate(&self, mut io: ReadAppender) -> Result<Instance<'_>, InvokeError> {
         let limits = self.limits.clone();
         io.set_read_limit(limits.read_bytes);
-        let state = InvocationState::new(io, Limiter { limits, memory_refused: false });
+        let state = InvocationState::new(io, Limiter { limits, memory_refused: false }, self.grants.clone(), self.runtime.http.clone());
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|state| &mut state.limiter);
         // Every epoch tick past the deadline check yields to tokio, so a busy guest never holds a

@@ -27,6 +27,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
+use crate::runtime::Grants;
 use crate::store::Tenant;
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +75,9 @@ pub struct TenantConfig {
     pub tokens_sha256: Vec<String>,
     #[serde(default)]
     pub limits: LimitOverrides,
+    /// Effects granted per slice name: `[tenants.acme.effects.orders]`.
+    #[serde(default)]
+    pub effects: HashMap<String, Grants>,
 }
 
 /// Limits as written in the file: any may be left out.
@@ -195,13 +199,16 @@ pub struct Tenants {
 
 pub struct TenantState {
     pub limits: TenantLimits,
+    /// Effects granted per slice name.
+    pub effects: HashMap<String, Grants>,
     bucket: Mutex<(f64, Instant)>,
     pub invocations: Arc<Semaphore>,
 }
 
 impl TenantState {
-    fn new(limits: TenantLimits) -> Self {
+    fn new(limits: TenantLimits, effects: HashMap<String, Grants>) -> Self {
         TenantState {
+            effects,
             bucket: Mutex::new((limits.burst as f64, Instant::now())),
             invocations: Arc::new(Semaphore::new(limits.concurrent_invocations as usize)),
             limits,
@@ -238,7 +245,7 @@ impl Tenants {
             for hash in &tenant_config.tokens_sha256 {
                 by_token.insert(hash.to_ascii_lowercase(), Principal::Tenant(tenant.clone()));
             }
-            tenants.insert(tenant, Arc::new(TenantState::new(defaults.with(&tenant_config.limits))));
+            tenants.insert(tenant, Arc::new(TenantState::new(defaults.with(&tenant_config.limits), tenant_config.effects.clone())));
         }
         Tenants { by_token, tenants }
     }
@@ -288,7 +295,7 @@ mod tests {
 
     #[test]
     fn the_bucket_refuses_past_the_burst() {
-        let state = TenantState::new(TenantLimits { requests_per_second: 1, burst: 3, ..Default::default() });
+        let state = TenantState::new(TenantLimits { requests_per_second: 1, burst: 3, ..Default::default() }, HashMap::new());
         assert!((0..3).all(|_| state.admit()));
         assert!(!state.admit());
     }

@@ -1,0 +1,117 @@
+//! The `effects` import: capabilities beyond the log, granted per slice by the tenant's
+//! configuration — outbound HTTP to an allow-list of hosts (with a timeout and a size cap),
+//! configuration values and secrets, a clock and randomness that tests can fix.
+//!
+//! A slice that imports `effects` without a grant is refused when it is deployed; every call
+//! checks the grant again.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+
+use super::bindings::counterpoint::slice::effects;
+use super::bindings::types;
+use super::invocation::InvocationState;
+
+/// What one slice may use. Deserialized from `[tenants.<t>.effects.<slice>]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Grants {
+    /// `host` or `host:port` a slice may call over HTTP.
+    pub http_hosts: Vec<String>,
+    /// Milliseconds an outbound request may take.
+    pub http_timeout_ms: Option<u64>,
+    /// Bytes a response body may have.
+    pub http_max_bytes: Option<usize>,
+    /// Configuration values and secrets, by key.
+    pub config: BTreeMap<String, String>,
+    /// A fixed clock (milliseconds since the epoch), for tests.
+    pub clock_ms: Option<u64>,
+    /// A seed that makes `random-bytes` repeatable, for tests.
+    pub random_seed: Option<u64>,
+}
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_MAX_BYTES: usize = 1 << 20;
+
+pub(super) type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+pub(super) fn http_client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+fn denied(what: &str) -> types::Error {
+    types::Error::Rejected(format!("this slice is not granted {what}"))
+}
+
+impl effects::Host for InvocationState {
+    async fn http(&mut self, request: effects::HttpRequest) -> wasmtime::Result<Result<effects::HttpResponse, types::Error>> {
+        let Some(grants) = self.grants.clone() else { return Ok(Err(denied("effects"))) };
+        let uri: axum::http::Uri = match request.url.parse() {
+            Ok(uri) => uri,
+            Err(e) => return Ok(Err(types::Error::InvalidInput(format!("bad url {:?}: {e}", request.url)))),
+        };
+        if uri.scheme_str() != Some("http") {
+            return Ok(Err(types::Error::InvalidInput("only http:// URLs are supported".into())));
+        }
+        let authority = uri.authority().map(|a| a.as_str().to_string()).unwrap_or_default();
+        let host = uri.host().unwrap_or_default();
+        if !grants.http_hosts.iter().any(|allowed| *allowed == authority || *allowed == host) {
+            return Ok(Err(types::Error::Rejected(format!("{authority} is not on this slice's allow-list"))));
+        }
+        let mut builder = axum::http::Request::builder().method(request.method.as_str()).uri(uri);
+        for (name, value) in &request.headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        let outbound = match builder.body(Full::new(Bytes::from(request.body))) {
+            Ok(outbound) => outbound,
+            Err(e) => return Ok(Err(types::Error::InvalidInput(format!("bad request: {e}")))),
+        };
+        let timeout = grants.http_timeout_ms.map_or(DEFAULT_TIMEOUT, Duration::from_millis);
+        let max = grants.http_max_bytes.unwrap_or(DEFAULT_MAX_BYTES);
+        let client = self.http.clone();
+        let exchange = async move {
+            let response = client.request(outbound).await.map_err(|e| format!("request failed: {e}"))?;
+            let status = response.status().as_u16();
+            let headers = response
+                .headers()
+                .iter()
+                .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
+                .collect();
+            let body = Limited::new(response.into_body(), max)
+                .collect()
+                .await
+                .map_err(|e| format!("reading the response (at most {max} bytes): {e}"))?
+                .to_bytes()
+                .to_vec();
+            Ok::<_, String>(effects::HttpResponse { status, headers, body })
+        };
+        Ok(match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(message)) => Err(types::Error::Store(message)),
+            Err(_) => Err(types::Error::Store(format!("no response within {} ms", timeout.as_millis()))),
+        })
+    }
+
+    async fn config(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.grants.as_ref().and_then(|g| g.config.get(&key).cloned()))
+    }
+
+    async fn now_ms(&mut self) -> wasmtime::Result<u64> {
+        let fixed = self.grants.as_ref().and_then(|g| g.clock_ms);
+        Ok(fixed.unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+        }))
+    }
+
+    async fn random_bytes(&mut self, len: u32) -> wasmtime::Result<Vec<u8>> {
+        let len = len.min(1 << 16) as usize;
+        Ok((0..len).map(|_| self.rng.u8(..)).collect())
+    }
+}

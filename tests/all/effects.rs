@@ -1,0 +1,88 @@
+//! Commands with effects: capabilities granted per slice in the tenant's configuration —
+//! outbound HTTP to an allow-list (tested against a local server on 127.0.0.1), timeouts and
+//! size caps, configuration values, a fixed clock and seeded randomness — and a slice that uses
+//! effects without a grant is refused.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use counterpoint::codec::{json_to_msgpack, msgpack_to_json};
+use counterpoint::deploy::{DeployError, Registry};
+use counterpoint::runner::CommandRunner;
+use counterpoint::runtime::InvokeError;
+use counterpoint::store::{MemoryStore, SharedStore, Tenant};
+use counterpoint::tenants::{Config, Tenants};
+use counterpoint_tests::slices::{runtime, wasm};
+use serde_json::{json, Value};
+
+/// A local HTTP server: `/hello`, `/big` (2 MB), `/slow` (answers after 2 s).
+async fn outside() -> std::net::SocketAddr {
+    let app = axum::Router::new()
+        .route("/hello", get(|| async { "hello from outside" }))
+        .route("/big", get(|| async { "x".repeat(2 << 20) }))
+        .route("/slow", get(|| async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            "late"
+        }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    address
+}
+
+async fn registry(dir: &std::path::Path, grants: &str) -> Registry {
+    let config = Config::parse(&format!("[tenants.acme]\n{grants}")).unwrap();
+    Registry::open(runtime(), dir, Arc::new(Tenants::from_config(&config))).await.unwrap()
+}
+
+async fn run(registry: &Registry, command: &str, input: Value) -> Result<Value, InvokeError> {
+    let tenant = Tenant::new("acme").unwrap();
+    let store: SharedStore = Arc::new(MemoryStore::new());
+    let slice = registry.get(&tenant, "effectful").unwrap();
+    let out = CommandRunner::default().run(&slice, &store, &tenant, command, &json_to_msgpack(&input)).await?;
+    Ok(msgpack_to_json(&out.output).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn granted_effects_work_within_their_limits() {
+    let server = outside().await;
+    let dir = tempfile::tempdir().unwrap();
+    let grants = format!(
+        "[tenants.acme.effects.effectful]\nhttp_hosts = [\"{server}\"]\nhttp_timeout_ms = 300\nhttp_max_bytes = 1000\n\
+         clock_ms = 1234\nrandom_seed = 7\nconfig = {{ greeting = \"hi\" }}\n"
+    );
+    let registry = registry(dir.path(), &grants).await;
+    registry.deploy(&Tenant::new("acme").unwrap(), wasm("effectful"), Some("effectful")).await.unwrap();
+
+    let fetched = run(&registry, "fetch", json!({"url": format!("http://{server}/hello")})).await.unwrap();
+    assert_eq!(fetched, json!({"status": 200, "body": "hello from outside"}));
+
+    // Another port on the same machine is not on the allow-list.
+    let err = run(&registry, "fetch", json!({"url": "http://127.0.0.1:9/hello"})).await.unwrap_err();
+    assert!(matches!(&err, InvokeError::Rejected(m) if m.contains("allow-list")), "{err:?}");
+    let err = run(&registry, "fetch", json!({"url": format!("https://{server}/hello")})).await.unwrap_err();
+    assert!(matches!(err, InvokeError::InvalidInput(_)), "{err:?}");
+
+    let err = run(&registry, "fetch", json!({"url": format!("http://{server}/big")})).await.unwrap_err();
+    assert!(matches!(&err, InvokeError::Store(m) if m.contains("at most 1000 bytes")), "{err:?}");
+    let err = run(&registry, "fetch", json!({"url": format!("http://{server}/slow")})).await.unwrap_err();
+    assert!(matches!(&err, InvokeError::Store(m) if m.contains("no response within 300 ms")), "{err:?}");
+
+    let first = run(&registry, "settings", json!({"key": "greeting"})).await.unwrap();
+    assert_eq!((first["value"].clone(), first["now_ms"].clone()), (json!("hi"), json!(1234)));
+    let second = run(&registry, "settings", json!({"key": "missing"})).await.unwrap();
+    assert_eq!(second["value"], Value::Null);
+    assert_eq!(first["random"], second["random"], "a seeded invocation draws the same bytes");
+}
+
+#[tokio::test]
+async fn a_slice_using_effects_without_a_grant_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = registry(dir.path(), "").await;
+    let err = registry.deploy(&Tenant::new("acme").unwrap(), wasm("effectful"), Some("effectful")).await.err().expect("refused");
+    assert!(matches!(err, DeployError::NotGranted { .. }), "{err:?}");
+    assert!(err.to_string().contains("[tenants.acme.effects.effectful]"), "{err}");
+    // Slices that use no effects need no grant.
+    registry.deploy(&Tenant::new("acme").unwrap(), wasm("orders"), Some("orders")).await.unwrap();
+}

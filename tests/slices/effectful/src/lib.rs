@@ -1,0 +1,53 @@
+//! A slice that uses effects, for the host's grant tests: `fetch` calls a URL, `settings`
+//! reports its configuration, clock and random bytes.
+
+use counterpoint_sdk::effects;
+use counterpoint_sdk::prelude::*;
+
+/// `fetch`: GETs `url`; returns the status and the body as text.
+#[derive(Deserialize)]
+pub struct Fetch {
+    pub url: String,
+}
+
+#[derive(Serialize)]
+pub struct Fetched {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Command for Fetch {
+    const NAME: &'static str = "fetch";
+    type Output = Fetched;
+    fn run(self, _: &mut Context) -> Result<Fetched, Error> {
+        let response = effects::get(&self.url)?;
+        Ok(Fetched { status: response.status, body: String::from_utf8_lossy(&response.body).into_owned() })
+    }
+}
+
+/// `settings`: a configuration value, the clock, four random bytes.
+#[derive(Deserialize)]
+pub struct Settings {
+    pub key: String,
+}
+
+#[derive(Serialize)]
+pub struct Reported {
+    pub value: Option<String>,
+    pub now_ms: u64,
+    pub random: Vec<u8>,
+}
+
+impl Command for Settings {
+    const NAME: &'static str = "settings";
+    type Output = Reported;
+    fn run(self, _: &mut Context) -> Result<Reported, Error> {
+        Ok(Reported { value: effects::config(&self.key), now_ms: effects::now_ms(), random: effects::random_bytes(4) })
+    }
+}
+
+counterpoint_sdk::slice! {
+    name: "effectful", version: env!("CARGO_PKG_VERSION"),
+    events: [],
+    commands: [Fetch, Settings],
+}

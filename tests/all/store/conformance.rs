@@ -1,7 +1,11 @@
 //! The conformance suite: the DCB semantics every backend must have, written once.
 //!
-//! `conformance!(backend, fixture)` instantiates every case for one backend. A new backend
-//! plugs in with one line at the bottom of this file.
+//! `conformance!(backend, fixture)` instantiates every case for one backend (attributes after
+//! the fixture go on every case). A new backend plugs in with one line at the bottom of this file.
+//!
+//! Positions are opaque: the embedded and in-memory stores count 1, 2, 3, ..., the FoundationDB
+//! store uses versionstamps. The cases name events by their ordinal in the tenant's log
+//! ([`at`], [`ordinals`]) and assume nothing else about positions.
 
 use counterpoint::store::{
     AppendCondition, Event, Position, Query, QueryItem, ReadOptions, SequencedEvent, SharedStore, StoreError,
@@ -31,8 +35,34 @@ async fn read(store: &SharedStore, t: &Tenant, query: Query, options: ReadOption
     store.read(t, query, options).await.expect("read").collect().await.expect("read stream")
 }
 
-async fn positions(store: &SharedStore, t: &Tenant, query: Query, options: ReadOptions) -> Vec<u64> {
-    read(store, t, query, options).await.0.iter().map(|e| e.position.dense()).collect()
+/// Every position of the tenant's log, in order.
+async fn log(store: &SharedStore, t: &Tenant) -> Vec<Position> {
+    read(store, t, Query::all(), ReadOptions::default()).await.0.iter().map(|e| e.position).collect()
+}
+
+/// The position of the `n`-th event of the tenant's log (1-based; 0: `Position::ZERO`).
+async fn at(store: &SharedStore, t: &Tenant, n: usize) -> Position {
+    if n == 0 {
+        return Position::ZERO;
+    }
+    log(store, t).await[n - 1]
+}
+
+/// A position after `p` and before any later event: no event can sit there.
+fn just_after(p: Position) -> Position {
+    Position::from_u128(p.get() + 1)
+}
+
+/// The ordinals (1-based) of `positions` in the tenant's log.
+async fn ordinals(store: &SharedStore, t: &Tenant, positions: &[Position]) -> Vec<usize> {
+    let log = log(store, t).await;
+    positions.iter().map(|p| log.binary_search(p).expect("a position of the log") + 1).collect()
+}
+
+/// The read's events, named by their ordinals in the log.
+async fn positions(store: &SharedStore, t: &Tenant, query: Query, options: ReadOptions) -> Vec<usize> {
+    let events: Vec<Position> = read(store, t, query, options).await.0.iter().map(|e| e.position).collect();
+    ordinals(store, t, &events).await
 }
 
 /// Seeds the log used by the query cases:
@@ -75,8 +105,9 @@ pub async fn empty_query_reads_every_event_with_its_content(store: SharedStore) 
     let t = tenant("t");
     seed(&store, &t).await;
     let (events, position) = read(&store, &t, Query::all(), ReadOptions::default()).await;
-    assert_eq!(events.iter().map(|e| e.position.dense()).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5, 6]);
-    assert_eq!(position, Position::new(6));
+    let all: Vec<Position> = events.iter().map(|e| e.position).collect();
+    assert_eq!(ordinals(&store, &t, &all).await, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(position, at(&store, &t, 6).await);
     assert_eq!(events[1].event.event_type, "B");
     assert_eq!(events[1].event.tags, vec!["x".to_string(), "y".to_string()]);
     assert_eq!(events[1].event.data, b"B/x,y".to_vec());
@@ -101,10 +132,11 @@ pub async fn after_is_exclusive_and_limit_cuts(store: SharedStore) {
     let t = tenant("t");
     seed(&store, &t).await;
     let all = Query::all();
-    assert_eq!(positions(&store, &t, all.clone(), ReadOptions::default().after(Position::new(4))).await, vec![5, 6]);
+    let (p1, p4, p6) = (at(&store, &t, 1).await, at(&store, &t, 4).await, at(&store, &t, 6).await);
+    assert_eq!(positions(&store, &t, all.clone(), ReadOptions::default().after(p4)).await, vec![5, 6]);
     assert_eq!(positions(&store, &t, all.clone(), ReadOptions::default().limit(2)).await, vec![1, 2]);
-    assert_eq!(positions(&store, &t, all.clone(), ReadOptions::default().after(Position::new(1)).limit(2)).await, vec![2, 3]);
-    assert!(positions(&store, &t, all.clone(), ReadOptions::default().after(Position::new(6))).await.is_empty());
+    assert_eq!(positions(&store, &t, all.clone(), ReadOptions::default().after(p1).limit(2)).await, vec![2, 3]);
+    assert!(positions(&store, &t, all.clone(), ReadOptions::default().after(p6)).await.is_empty());
     // Positions are opaque 128-bit values: one past anything this log holds selects nothing.
     let beyond = Position::from_u128(u128::MAX);
     assert!(positions(&store, &t, all.clone(), ReadOptions::default().after(beyond)).await.is_empty());
@@ -118,11 +150,9 @@ pub async fn backwards_alone_with_limit_with_after(store: SharedStore) {
     let a = Query::item(item(&["A"], &[]));
     assert_eq!(positions(&store, &t, a.clone(), ReadOptions::default().backwards()).await, vec![6, 4, 1]);
     assert_eq!(positions(&store, &t, a.clone(), ReadOptions::default().backwards().limit(2)).await, vec![6, 4]);
-    assert_eq!(positions(&store, &t, a.clone(), ReadOptions::default().backwards().after(Position::new(1))).await, vec![6, 4]);
-    assert_eq!(
-        positions(&store, &t, a, ReadOptions::default().backwards().after(Position::new(3)).limit(1)).await,
-        vec![6]
-    );
+    let (p1, p3) = (at(&store, &t, 1).await, at(&store, &t, 3).await);
+    assert_eq!(positions(&store, &t, a.clone(), ReadOptions::default().backwards().after(p1)).await, vec![6, 4]);
+    assert_eq!(positions(&store, &t, a, ReadOptions::default().backwards().after(p3).limit(1)).await, vec![6]);
 }
 
 pub async fn consistency_position_of_each_read_kind(store: SharedStore) {
@@ -131,18 +161,19 @@ pub async fn consistency_position_of_each_read_kind(store: SharedStore) {
     let a = Query::item(item(&["A"], &[]));
     // A complete forward read: the head at the snapshot, though the last match is 6 and head is 6.
     append(&store, &t, vec![ev("Other", &[])]).await; // head 7, matches nothing of `a`
+    let (p4, p7) = (at(&store, &t, 4).await, at(&store, &t, 7).await);
     let (_, p) = read(&store, &t, a.clone(), ReadOptions::default()).await;
-    assert_eq!(p, Position::new(7), "complete forward read: head");
+    assert_eq!(p, p7, "complete forward read: head");
     let (_, p) = read(&store, &t, a.clone(), ReadOptions::default().backwards()).await;
-    assert_eq!(p, Position::new(7), "complete backwards read: head");
+    assert_eq!(p, p7, "complete backwards read: head");
     let (_, p) = read(&store, &t, a.clone(), ReadOptions::default().limit(2)).await;
-    assert_eq!(p, Position::new(4), "forward read cut by limit: the last delivered event");
+    assert_eq!(p, p4, "forward read cut by limit: the last delivered event");
     let (_, p) = read(&store, &t, a.clone(), ReadOptions::default().limit(3)).await;
-    assert_eq!(p, Position::new(7), "forward read whose limit was not reached: complete, so the head");
+    assert_eq!(p, p7, "forward read whose limit was not reached: complete, so the head");
     let (_, p) = read(&store, &t, a.clone(), ReadOptions::default().backwards().limit(1)).await;
-    assert_eq!(p, Position::new(7), "backwards read cut by limit: head (it saw everything newer)");
-    let (_, p) = read(&store, &t, a, ReadOptions::default().after(Position::new(100))).await;
-    assert_eq!(p, Position::new(7), "a read after the head: the head");
+    assert_eq!(p, p7, "backwards read cut by limit: head (it saw everything newer)");
+    let (_, p) = read(&store, &t, a, ReadOptions::default().after(just_after(p7))).await;
+    assert_eq!(p, p7, "a read after the head: the head");
     let (_, p) = read(&store, &tenant("empty"), Query::all(), ReadOptions::default()).await;
     assert_eq!(p, Position::ZERO, "an empty log");
 }
@@ -167,12 +198,14 @@ pub async fn conditions(store: SharedStore) {
     let z = Query::item(item(&[], &["z"]));
     let none = Query::item(item(&["Never"], &[]));
 
+    let p = |n| at(&store, &t, n);
+    let (p3, p4, p5, p6) = (p(3).await, p(4).await, p(5).await, p(6).await);
     // `after` is exclusive: the last x is 4.
-    let ok = store.append(&t, vec![ev("D", &[])], vec![AppendCondition::new(x.clone(), Some(Position::new(4)))]).await;
-    assert_eq!(ok.unwrap(), vec![Position::new(7)]);
-    let err = store.append(&t, vec![ev("D", &[])], vec![AppendCondition::new(x.clone(), Some(Position::new(3)))]).await;
+    let ok = store.append(&t, vec![ev("D", &[])], vec![AppendCondition::new(x.clone(), Some(p4))]).await;
+    assert_eq!(ordinals(&store, &t, &ok.unwrap()).await, vec![7]);
+    let err = store.append(&t, vec![ev("D", &[])], vec![AppendCondition::new(x.clone(), Some(p3))]).await;
     match err {
-        Err(StoreError::ConditionFailed { condition: 0, position }) => assert_eq!(position, Position::new(4)),
+        Err(StoreError::ConditionFailed { condition: 0, position }) => assert_eq!(position, p4),
         other => panic!("expected condition 0 to fail at 4, got {other:?}"),
     }
     // Without `after`, any match ever fails; a query that never matched passes.
@@ -180,12 +213,12 @@ pub async fn conditions(store: SharedStore) {
     store.append(&t, vec![ev("D", &[])], vec![AppendCondition::new(none.clone(), None)]).await.unwrap();
 
     // Several conditions: all must hold; the error names the one that failed.
-    let conds = vec![AppendCondition::new(none.clone(), None), AppendCondition::new(z.clone(), Some(Position::new(5)))];
+    let conds = vec![AppendCondition::new(none.clone(), None), AppendCondition::new(z.clone(), Some(p5))];
     match store.append(&t, vec![ev("D", &[])], conds).await {
-        Err(StoreError::ConditionFailed { condition: 1, position }) => assert_eq!(position, Position::new(6)),
+        Err(StoreError::ConditionFailed { condition: 1, position }) => assert_eq!(position, p6),
         other => panic!("expected condition 1 to fail, got {other:?}"),
     }
-    let conds = vec![AppendCondition::new(none.clone(), None), AppendCondition::new(z, Some(Position::new(6)))];
+    let conds = vec![AppendCondition::new(none.clone(), None), AppendCondition::new(z, Some(p6))];
     store.append(&t, vec![ev("D", &[])], conds).await.unwrap();
 
     // A condition matched only by the append's own events does not fail it.
@@ -207,8 +240,10 @@ pub async fn failed_append_writes_nothing(store: SharedStore) {
     assert!(err.is_condition_failed());
     assert_eq!(store.head(&t).await.unwrap(), head);
     assert!(positions(&store, &t, Query::item(item(&[], &["fresh"])), ReadOptions::default()).await.is_empty());
-    // The next successful append takes the next position: nothing was half-written.
-    assert_eq!(append(&store, &t, vec![ev("E", &[])]).await, vec![Position::new(head.dense() + 1)]);
+    // The next successful append is the log's 7th event: nothing was half-written.
+    let next = append(&store, &t, vec![ev("E", &[])]).await;
+    assert!(next[0] > head);
+    assert_eq!(ordinals(&store, &t, &next).await, vec![7]);
 }
 
 pub async fn positions_strictly_increase_and_match_reads(store: SharedStore) {
@@ -228,9 +263,10 @@ pub async fn positions_strictly_increase_and_match_reads(store: SharedStore) {
 pub async fn tenants_are_isolated(store: SharedStore) {
     let (a, b) = (tenant("alpha"), tenant("beta"));
     append(&store, &a, vec![ev("A", &["x"]), ev("A", &["x"])]).await;
-    assert_eq!(append(&store, &b, vec![ev("A", &["x"])]).await, vec![Position::new(1)], "positions are per tenant");
+    let first_of_b = append(&store, &b, vec![ev("A", &["x"])]).await;
+    assert_eq!(ordinals(&store, &b, &first_of_b).await, vec![1], "logs are per tenant");
     assert_eq!(positions(&store, &b, Query::all(), ReadOptions::default()).await, vec![1]);
-    assert_eq!(store.head(&a).await.unwrap(), Position::new(2));
+    assert_eq!(store.head(&a).await.unwrap(), at(&store, &a, 2).await);
     // A condition in one tenant never sees another tenant's events.
     let x = Query::item(item(&[], &["x"]));
     store.append(&tenant("gamma"), vec![ev("A", &[])], vec![AppendCondition::new(x, None)]).await.unwrap();
@@ -269,7 +305,8 @@ pub async fn every_limit_is_enforced_and_writes_nothing(store: SharedStore) {
     }
     // The largest allowed event is fine.
     append(&store, &t, vec![Event::new(long(limits.max_type_len)).data(vec![7u8; limits.max_event_bytes])]).await;
-    assert_eq!(store.head(&t).await.unwrap(), Position::new(2), "nothing refused was written");
+    assert_eq!(log(&store, &t).await.len(), 2, "nothing refused was written");
+    assert_eq!(store.head(&t).await.unwrap(), at(&store, &t, 2).await);
 
     let err = store.read(&t, Query::all(), ReadOptions::default().limit(0)).await.err().expect("limit 0");
     assert!(matches!(err, StoreError::InvalidInput(_)), "{err:?}");
@@ -302,7 +339,7 @@ pub async fn reads_stream_in_batches_from_a_snapshot(store: SharedStore) {
         last = batch.last().unwrap().position;
         count += batch.len();
     }
-    assert_eq!(count as u64, head.dense());
+    assert_eq!(count, 4 * (total / 4 + 1));
     assert_eq!(stream.consistency_position(), head);
 }
 
@@ -313,8 +350,9 @@ pub async fn subscriptions_have_no_gaps_while_writers_run(store: SharedStore) {
         append(&store, &t, vec![ev("Sub", &[&format!("w:{}", i % 4), "all"]), ev("Noise", &[])]).await;
     }
     let query = Query::item(item(&["Sub"], &[]));
+    let middle_at = at(&store, &t, 301).await;
     let mut from_start = store.subscribe(&t, query.clone(), None).await.unwrap();
-    let mut from_middle = store.subscribe(&t, query.clone(), Some(Position::new(301))).await.unwrap();
+    let mut from_middle = store.subscribe(&t, query.clone(), Some(middle_at)).await.unwrap();
     let writers: Vec<_> = (0..4)
         .map(|w| {
             let store = store.clone();
@@ -331,26 +369,26 @@ pub async fn subscriptions_have_no_gaps_while_writers_run(store: SharedStore) {
     let mut seen = Vec::new();
     while seen.len() < expected_total {
         let event = tokio::time::timeout(std::time::Duration::from_secs(30), from_start.next()).await.expect("no stall").unwrap();
-        seen.push(event.position.dense());
+        seen.push(event.position);
     }
     for writer in writers {
         writer.await.unwrap();
     }
     let (all, _) = read(&store, &t, query, ReadOptions::default()).await;
-    let expected: Vec<u64> = all.iter().map(|e| e.position.dense()).collect();
+    let expected: Vec<Position> = all.iter().map(|e| e.position).collect();
     assert_eq!(seen, expected, "every matching event once, in order");
     let mut middle = Vec::new();
-    while middle.len() < expected.iter().filter(|&&p| p > 301).count() {
-        middle.push(from_middle.next().await.unwrap().position.dense());
+    while middle.len() < expected.iter().filter(|&&p| p > middle_at).count() {
+        middle.push(from_middle.next().await.unwrap().position);
     }
-    assert_eq!(middle, expected.into_iter().filter(|&p| p > 301).collect::<Vec<_>>());
+    assert_eq!(middle, expected.into_iter().filter(|&p| p > middle_at).collect::<Vec<_>>());
 }
 
 #[macro_export]
 macro_rules! conformance {
-    ($backend:ident, $fixture:expr) => {
+    ($backend:ident, $fixture:expr $(, #[$attr:meta])* $(,)?) => {
         mod $backend {
-            $crate::conformance!(@cases $fixture;
+            $crate::conformance!(@cases $fixture; [$(#[$attr])*];
                 types_or_within_an_item, tags_and_within_an_item, items_are_ored_and_matches_come_once,
                 empty_query_reads_every_event_with_its_content, metadata_and_tags_round_trip,
                 after_is_exclusive_and_limit_cuts, backwards_alone_with_limit_with_after,
@@ -360,16 +398,21 @@ macro_rules! conformance {
                 reads_stream_in_batches_from_a_snapshot, subscriptions_have_no_gaps_while_writers_run);
         }
     };
-    (@cases $fixture:expr; $($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let fixture = $fixture;
-                super::$case(fixture.store.clone()).await;
-            }
-        )*
+    (@cases $fixture:expr; $attrs:tt; $($case:ident),* $(,)?) => {
+        $( $crate::conformance!(@case $fixture; $attrs; $case); )*
+    };
+    (@case $fixture:expr; [$(#[$attr:meta])*]; $case:ident) => {
+        $(#[$attr])*
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $case() {
+            let fixture = $fixture;
+            super::$case(fixture.store.clone()).await;
+        }
     };
 }
 
 conformance!(memory, crate::store::memory());
 conformance!(embedded, crate::store::embedded());
+// Built with `--features fdb`; run when FDB_CLUSTER_FILE named a cluster at build time (docs/fdb.md).
+#[cfg(feature = "fdb")]
+conformance!(fdb, crate::store::fdb(), #[cfg_attr(not(fdb_cluster), ignore = "needs FDB_CLUSTER_FILE naming a FoundationDB cluster")]);

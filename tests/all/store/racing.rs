@@ -83,3 +83,18 @@ async fn embedded_one_shared_boundary() {
 async fn embedded_disjoint_boundaries() {
     disjoint_boundaries(super::embedded()).await;
 }
+
+// Built with `--features fdb`; run when FDB_CLUSTER_FILE named a cluster at build time (docs/fdb.md).
+#[cfg(feature = "fdb")]
+#[cfg_attr(not(fdb_cluster), ignore = "needs FDB_CLUSTER_FILE naming a FoundationDB cluster")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fdb_one_shared_boundary() {
+    one_shared_boundary(super::fdb()).await;
+}
+
+#[cfg(feature = "fdb")]
+#[cfg_attr(not(fdb_cluster), ignore = "needs FDB_CLUSTER_FILE naming a FoundationDB cluster")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fdb_disjoint_boundaries() {
+    disjoint_boundaries(super::fdb()).await;
+}

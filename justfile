@@ -16,17 +16,28 @@ demo: slices
 slices:
     cargo build --release --target wasm32-wasip2 -p orders -p inventory -p hostile -p future-version -p effectful
 
-# The whole test suite: the store conformance, racing and crash tests, the guest SDK and the
+# The orders slice in Python and JavaScript (componentize-py from PyPI, componentize-qjs from npm,
+# pinned) next to the Rust one; build times go to target/wasm32-wasip2/release/build-times.json.
+polyglot:
+    slices/polyglot.sh
+
+# The Python and JavaScript SDKs' and slices' own tests, natively (CPython, Node.js).
+test-polyglot: polyglot
+    guest-sdk/python/test.sh slices/orders-py
+    cd guest-sdk/js && node --test test/
+    cd slices/orders-js && node --import ../../guest-sdk/js/register.js --test
+
+# The whole test suite: the store conformance, racing and crash tests, the guest SDKs and the
 # example slices natively, and the end-to-end tests with the compiled slices in a real host.
-test: slices
+test: slices test-polyglot
     cargo test --release --workspace
 
 # Serve the HTTP API with a configuration file (see the README), e.g. `just serve counterpoint.toml`.
 serve CONFIG *ARGS: slices
     cargo run --release -p counterpoint -- serve --config {{CONFIG}} {{ARGS}}
 
-# Run a benchmark: prints a table and writes target/bench/NAME.json (store, runtime).
-bench NAME *ARGS: slices
+# Run a benchmark: prints a table and writes target/bench/NAME.json (store, runtime, automations, polyglot, http).
+bench NAME *ARGS: slices polyglot
     cargo run --release -p counterpoint -- bench {{NAME}} {{ARGS}}
 
 # The crash test with many more kill -9 cycles.

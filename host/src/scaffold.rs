@@ -1,14 +1,69 @@
-//! `counterpoint new`: a slice crate that builds and passes its own tests, natively
-//! (`cargo test`, with the SDK's in-memory store) and compiled (`counterpoint test`).
+//! `counterpoint new`: a slice that builds and passes its own tests, natively (`cargo test`,
+//! pytest-style `python3 -m unittest`, `node --test`, with each SDK's in-memory store) and
+//! compiled (`counterpoint test`). Rust by default; `--lang python` or `--lang js`.
 
 use std::path::Path;
 
 use anyhow::{bail, Context as _};
 
-/// The SDK this binary was built with; new slices depend on it by path.
+/// The SDKs this binary was built with; new slices use them by path.
 const SDK_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../guest-sdk");
 
-pub fn new_slice(name: &str, dir: &Path) -> anyhow::Result<()> {
+/// The language of a new slice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    Rust,
+    Python,
+    Js,
+}
+
+/// The Python and JavaScript templates: (file name in the new slice, text, executable).
+const PYTHON: &[(&str, &str, bool)] = &[
+    ("definition.py", include_str!("scaffold/python/definition.py"), false),
+    ("app.py", include_str!("scaffold/python/app.py"), false),
+    ("test_definition.py", include_str!("scaffold/python/test_definition.py"), false),
+    ("scenarios.json", include_str!("scaffold/python/scenarios.json"), false),
+    ("build.sh", include_str!("scaffold/python/build.sh"), true),
+    (".gitignore", include_str!("scaffold/python/gitignore"), false),
+    ("README.md", include_str!("scaffold/python/README.md"), false),
+];
+
+const JS: &[(&str, &str, bool)] = &[
+    ("slice.js", include_str!("scaffold/js/slice.js"), false),
+    ("slice.test.js", include_str!("scaffold/js/slice.test.js"), false),
+    ("scenarios.json", include_str!("scaffold/js/scenarios.json"), false),
+    ("build.sh", include_str!("scaffold/js/build.sh"), true),
+    (".gitignore", include_str!("scaffold/js/gitignore"), false),
+    ("README.md", include_str!("scaffold/js/README.md"), false),
+];
+
+/// Creates a slice named `name` in `dir`, in `lang`.
+pub fn new_slice_in(name: &str, dir: &Path, lang: Lang) -> anyhow::Result<()> {
+    let (templates, sdk) = match lang {
+        Lang::Rust => return new_slice(name, dir),
+        Lang::Python => (PYTHON, "python"),
+        Lang::Js => (JS, "js"),
+    };
+    check_name(name, dir)?;
+    let sdk = std::fs::canonicalize(Path::new(SDK_DIR).join(sdk))
+        .with_context(|| format!("the {sdk} SDK is not under {SDK_DIR}; build counterpoint from its repository"))?;
+    for (file, text, executable) in templates {
+        let path = dir.join(file);
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let text = text
+            .replace("{name}", name)
+            .replace("{crate}", &name.replace('-', "_"))
+            .replace("{sdk}", &sdk.display().to_string());
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        if *executable {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+        }
+    }
+    Ok(())
+}
+
+fn check_name(name: &str, dir: &Path) -> anyhow::Result<()> {
     let valid = !name.is_empty()
         && name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_lowercase())
@@ -19,6 +74,12 @@ pub fn new_slice(name: &str, dir: &Path) -> anyhow::Result<()> {
     if dir.exists() {
         bail!("{} already exists", dir.display());
     }
+    Ok(())
+}
+
+/// Creates a Rust slice crate named `name` in `dir`.
+pub fn new_slice(name: &str, dir: &Path) -> anyhow::Result<()> {
+    check_name(name, dir)?;
     let sdk = std::fs::canonicalize(SDK_DIR)
         .with_context(|| format!("the guest SDK is not at {SDK_DIR}; build counterpoint from its repository"))?;
     let crate_name = name.replace('-', "_");

@@ -2,5 +2,6 @@
 
 mod automations;
 mod effects;
+mod polyglot;
 mod slices;
 mod store;

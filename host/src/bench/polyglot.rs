@@ -1,10 +1,12 @@
 //! `bench polyglot`: the orders slice written in Rust, Python (componentize-py) and JavaScript
-//! (componentize-js), side by side: component size, build time, a fresh instance, one command.
+//! (componentize-qjs), side by side: component size, build time, a fresh instance, one command.
 //!
 //! Keys are flat, `<lang>_<metric>` with lang `rust`, `python`, `js` and metric `size_kb`,
-//! `build_s`, `instantiate_us`, `command_us` (e.g. `python_command_us`). `build_s` is the wall
-//! time the build scripts recorded in `build-times.json` next to the components (the last
-//! build: cold or warm, whichever it was); NaN when a build did not record one.
+//! `build_s`, `instantiate_us`, `command_us` (e.g. `python_command_us`), plus
+//! `faults_per_command` (minor page faults per command: what dominates the interpreters' time).
+//! `build_s` is the wall time `slices/polyglot.sh` and the build scripts recorded in
+//! `build-times.json` next to the components (the last build: cold or warm, whichever it was);
+//! NaN when none was recorded.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -95,6 +95,9 @@ enum Command {
         /// Where to create it (default: ./NAME).
         #[arg(long)]
         path: Option<PathBuf>,
+        /// The slice's language.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: counterpoint::scaffold::Lang,
     },
     /// The scripted demo: orders and inventory, a retried conflict, projections.
     Demo,
@@ -225,10 +228,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("deployed {} {} ({}) for tenant {}", slice.name(), slice.description().version, &slice.hash()[..12], cli.tenant);
         }
         Command::Test { ref component, ref specs } => return test(&cli.data_dir, component, specs).await,
-        Command::New { ref name, ref path } => {
+        Command::New { ref name, ref path, lang } => {
             let dir = path.clone().unwrap_or_else(|| PathBuf::from(name));
-            counterpoint::scaffold::new_slice(name, &dir)?;
-            eprintln!("created slice {name} in {}\n  build: cargo build --target wasm32-wasip2 --release\n  test:  cargo test", dir.display());
+            counterpoint::scaffold::new_slice_in(name, &dir, lang)?;
+            eprintln!("created slice {name} in {}; its README.md says how to build and test it", dir.display());
         }
         Command::Demo => demo::run(&cli.data_dir, &cli.slices).await?,
         Command::Serve { ref config, ref listen } => {
@@ -262,7 +265,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "store" => counterpoint::bench::store(&scratch, seconds, log_events).await,
                 "runtime" => counterpoint::bench::runtime(&scratch, &slices, seconds).await,
                 "automations" => counterpoint::bench::automations(&scratch, &slices, seconds).await,
-                other => anyhow::bail!("unknown benchmark {other:?}; try: store, runtime, automations"),
+                "polyglot" => counterpoint::bench::polyglot(&scratch, &slices, seconds).await,
+                other => anyhow::bail!("unknown benchmark {other:?}; try: store, runtime, automations, polyglot"),
             }
             .with_context(|| format!("benchmark {name}"))?;
             report.finish(out)?;

@@ -1,0 +1,15 @@
+// The component glue for componentize-qjs (QuickJS, the default engine): u64 is a number (exact
+// up to 2^53), an absent option is `null`, and a thrown value is the WIT error variant itself.
+// componentize.sh bundles it after the slice's module.
+
+import store from "counterpoint:slice/store@0.1.0";
+
+import { sliceExport } from "./src/glue.js";
+
+export const slice = sliceExport({
+  read: (query, options) => store.read(query, options),
+  append: (events) => store.append(events),
+  u64: (n) => Number(n),
+  none: null,
+  error: (variant) => variant,
+});

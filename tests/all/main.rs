@@ -1,5 +1,6 @@
 //! Counterpoint's integration tests: one binary, a module per feature.
 
+mod api;
 mod automations;
 mod effects;
 mod polyglot;

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use super::commands::json_body;
 use super::{ApiError, SharedState};
 use crate::codec::{data_from_json, event_to_json};
-use crate::store::{AppendCondition, Event, Position, Query, QueryItem, ReadOptions};
+use crate::store::{AppendCondition, Event, Position, Query, QueryItem, ReadOptions, Subscription};
 
 /// The most events one read response holds; page on with `after`.
 pub const MAX_READ: u64 = 10_000;
@@ -151,16 +151,17 @@ pub async fn stream(
     };
     let subscription = state.store.subscribe(&caller.tenant, query, after).await?;
     let shutdown = state.shutdown.subscribe();
-    let events = futures_util::stream::unfold((subscription, shutdown), |(mut subscription, mut shutdown)| async move {
+    let live = Live { subscription, shutdown, _state: state.clone() };
+    let events = futures_util::stream::unfold(live, |mut live| async move {
         let next = tokio::select! {
-            next = subscription.next() => Some(next),
-            _ = shutdown.wait_for(|stopping| *stopping) => None,
+            next = live.subscription.next() => Some(next),
+            _ = live.shutdown.wait_for(|stopping| *stopping) => None,
         };
         match next? {
             Ok(event) => {
                 let id = event.position.get().to_string();
                 let sse = SseEvent::default().id(id).event("event").data(event_to_json(&event).to_string());
-                Some((Ok(sse), (subscription, shutdown)))
+                Some((Ok(sse), live))
             }
             Err(err) => {
                 tracing::warn!("live stream ended: {err}");
@@ -169,6 +170,14 @@ pub async fn stream(
         }
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+/// A live stream's subscription and the server state it keeps alive, dropped in this order: once
+/// the server sees its state released at shutdown, no stream holds the store either.
+struct Live {
+    subscription: Subscription,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    _state: SharedState,
 }
 
 fn parse_position(text: &str) -> Result<Position, ApiError> {

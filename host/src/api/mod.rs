@@ -222,6 +222,8 @@ async fn serve_until(
             tracing::info!("shutting down: finishing requests in flight");
         })
         .await?;
+    // The automation workers hold the store: stop them (their checkpoints stay).
+    state.automations.stop().await;
     // Connection tasks (and the live streams they carry) let go of the state a moment after
     // `serve` returns. Wait for them, then drop the last handle here: the store's writer drains
     // its queue and stops, and the data directory is unlocked, before this returns.

@@ -2,6 +2,7 @@
 //! `target/bench/NAME.json`. Durable throughput is stated next to `fsync_per_s`, the raw flush
 //! rate of the same disk measured in the same run, because flush times swing widely.
 
+mod http;
 mod polyglot;
 mod automations;
 mod runtime;
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+pub use http::http;
 pub use polyglot::polyglot;
 pub use automations::automations;
 pub use runtime::runtime;

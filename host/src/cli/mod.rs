@@ -266,7 +266,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "runtime" => counterpoint::bench::runtime(&scratch, &slices, seconds).await,
                 "automations" => counterpoint::bench::automations(&scratch, &slices, seconds).await,
                 "polyglot" => counterpoint::bench::polyglot(&scratch, &slices, seconds).await,
-                other => anyhow::bail!("unknown benchmark {other:?}; try: store, runtime, automations, polyglot"),
+                "http" => counterpoint::bench::http(&scratch, &slices, seconds).await,
+                other => anyhow::bail!("unknown benchmark {other:?}; try: store, runtime, automations, polyglot, http"),
             }
             .with_context(|| format!("benchmark {name}"))?;
             report.finish(out)?;

@@ -23,6 +23,7 @@ pub struct Host {
     pub store: SharedStore,
     pub tenant: Tenant,
     pub runner: CommandRunner,
+    pub registry: Arc<Registry>,
     slices: BTreeMap<String, Arc<Slice>>,
 }
 
@@ -41,25 +42,41 @@ impl Host {
     }
 
     /// The tenant's deployed slices, as the server keeps them.
-    async fn registry(data_dir: &Path, tenant: &Tenant) -> anyhow::Result<Registry> {
-        let runtime = Self::runtime(data_dir)?;
+    async fn registry(runtime: Runtime, data_dir: &Path, tenant: &Tenant) -> anyhow::Result<Registry> {
         Ok(Registry::open(runtime, data_dir, Arc::new(Tenants::single(tenant))).await?)
     }
 
     /// Opens the store and loads the tenant's deployed slices, then `extra` ones (files or
     /// directories of `.wasm`); a later slice of the same name replaces an earlier one.
     pub async fn open(data_dir: &Path, tenant: &str, extra: &[PathBuf]) -> anyhow::Result<Host> {
+        Self::open_with(data_dir, tenant, extra, false).await
+    }
+
+    /// Like [`open`](Self::open), deploying the `extra` slices for the tenant (so that its
+    /// automations can find them).
+    pub async fn open_deployed(data_dir: &Path, tenant: &str, extra: &[PathBuf]) -> anyhow::Result<Host> {
+        Self::open_with(data_dir, tenant, extra, true).await
+    }
+
+    async fn open_with(data_dir: &Path, tenant: &str, extra: &[PathBuf], deploy: bool) -> anyhow::Result<Host> {
         let tenant = Self::tenant(tenant)?;
         let store = Self::open_store(data_dir)?;
-        let registry = Self::registry(data_dir, &tenant).await?;
+        let runtime = Self::runtime(data_dir)?;
+        let registry = Arc::new(Self::registry(runtime.clone(), data_dir, &tenant).await?);
+        let mut loaded = Vec::new();
+        for path in components(extra)? {
+            if deploy {
+                let wasm = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                registry.deploy(&tenant, wasm, None).await.with_context(|| format!("deploying {}", path.display()))?;
+            } else {
+                let slice = runtime.load_file(&path).await.with_context(|| format!("loading {}", path.display()))?;
+                loaded.push(Arc::new(slice));
+            }
+        }
         let mut slices: BTreeMap<String, Arc<Slice>> =
             registry.list(&tenant).into_iter().map(|d| (d.slice.name().to_string(), d.slice.clone())).collect();
-        let runtime = Self::runtime(data_dir)?;
-        for path in components(extra)? {
-            let slice = runtime.load_file(&path).await.with_context(|| format!("loading {}", path.display()))?;
-            slices.insert(slice.name().to_string(), Arc::new(slice));
-        }
-        Ok(Host { store, tenant, runner: CommandRunner::default(), slices })
+        slices.extend(loaded.into_iter().map(|s| (s.name().to_string(), s)));
+        Ok(Host { store, tenant, runner: CommandRunner::default(), registry, slices })
     }
 
     pub fn slices(&self) -> Vec<Arc<Slice>> {
@@ -98,7 +115,7 @@ impl Host {
     pub async fn automations(data_dir: &Path, tenant: &str) -> anyhow::Result<(Tenant, Arc<Automations>)> {
         let tenant = Self::tenant(tenant)?;
         let store = Self::open_store(data_dir)?;
-        let registry = Arc::new(Self::registry(data_dir, &tenant).await?);
+        let registry = Arc::new(Self::registry(Self::runtime(data_dir)?, data_dir, &tenant).await?);
         let automations = Automations::new(store, registry, CommandRunner::default(), RetryPolicy::default());
         Ok((tenant, automations))
     }
@@ -106,7 +123,7 @@ impl Host {
     /// Validates `component` and deploys it for the tenant, where the server finds it too.
     pub async fn deploy(data_dir: &Path, tenant: &str, component: &Path) -> anyhow::Result<Arc<Slice>> {
         let tenant = Self::tenant(tenant)?;
-        let registry = Self::registry(data_dir, &tenant).await?;
+        let registry = Self::registry(Self::runtime(data_dir)?, data_dir, &tenant).await?;
         let wasm = std::fs::read(component).with_context(|| format!("reading {}", component.display()))?;
         let deployed =
             registry.deploy(&tenant, wasm, None).await.with_context(|| format!("{} cannot be deployed", component.display()))?;

@@ -1,5 +1,5 @@
 //! `counterpoint demo`: the example slices at work on the embedded store — commands, a boundary
-//! across two slices, conflicts resolved by re-running commands, and projections.
+//! across two slices, conflicts resolved by re-running commands, automations, and projections.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,16 +8,19 @@ use anyhow::Context as _;
 use serde_json::{json, Value};
 
 use counterpoint::codec::{event_to_json, json_to_msgpack, msgpack_to_json};
-use counterpoint::runner::CommandOutput;
-use counterpoint::store::{Query, ReadOptions};
+use counterpoint::automations::{Automations, RetryPolicy};
+use counterpoint::runner::{CommandOutput, CommandRunner};
+use counterpoint::store::{Query, QueryItem, ReadOptions};
 
 use super::context::Host;
 
 pub async fn run(data_dir: &Path, slices: &[PathBuf]) -> anyhow::Result<()> {
-    let host = Arc::new(Host::open(data_dir, "demo", slices).await?);
+    let host = Arc::new(Host::open_deployed(data_dir, "demo", slices).await?);
     for needed in ["orders", "inventory"] {
         host.slice(needed).context("the demo needs the example slices (`just demo` builds them)")?;
     }
+    let automations = Automations::new(host.store.clone(), host.registry.clone(), CommandRunner::default(), RetryPolicy::default());
+    automations.start();
     out!("Counterpoint demo — data directory {}, tenant \"demo\"\n", data_dir.display());
     for slice in host.slices() {
         let d = slice.description();
@@ -32,11 +35,9 @@ pub async fn run(data_dir: &Path, slices: &[PathBuf]) -> anyhow::Result<()> {
 
     step("Receive 10 apples (inventory)");
     command(&host, "inventory", "receive-stock", json!({"sku": sku, "qty": 10})).await?;
-    step("Place an order, add 3 apples, confirm it (orders)");
+    step("Place an order, add 3 apples, reserve them: one decision over both slices' events");
     command(&host, "orders", "place-order", json!({"order_id": order, "customer_id": "ada"})).await?;
     command(&host, "orders", "add-item", json!({"order_id": order, "sku": sku, "qty": 3, "price": 120})).await?;
-    command(&host, "orders", "confirm-order", json!({"order_id": order})).await?;
-    step("Reserve the apples: one decision over both slices' events (the product's and the order's)");
     command(&host, "inventory", "reserve-stock", json!({"order_id": order, "sku": sku, "qty": 3})).await?;
 
     step("Two orders race for the last 7 apples, 4 each: both read, one appends first");
@@ -81,6 +82,21 @@ pub async fn run(data_dir: &Path, slices: &[PathBuf]) -> anyhow::Result<()> {
         attempts.iter().map(|a| a - 1).sum::<u32>()
     );
 
+    step("Automations: confirming an order reserves its stock, or cancels it when there is not enough");
+    let (c, d) = (format!("{order}-c"), format!("{order}-d"));
+    for (id, qty) in [(&c, 2), (&d, 5)] {
+        command(&host, "orders", "place-order", json!({"order_id": id, "customer_id": "dee"})).await?;
+        command(&host, "orders", "add-item", json!({"order_id": id, "sku": sku, "qty": qty, "price": 120})).await?;
+        command(&host, "orders", "confirm-order", json!({"order_id": id})).await?;
+    }
+    for (id, outcome) in [(&c, "StockReserved"), (&d, "OrderCancelled")] {
+        let events = wait_for(&host, id, outcome).await?;
+        out!("  {id}: {}", events.join(" -> "));
+    }
+    out!("  (inventory's reserve-on-confirm reacted to OrderConfirmed; for {d} it recorded StockReservationFailed,");
+    out!("   and orders' cancel-when-out-of-stock reacted to that by cancelling the order)");
+    automations.stop().await;
+
     step("Projections");
     projection(&host, "orders", "order-summary", json!({"order_id": order})).await?;
     projection(&host, "orders", "order-summary", json!({"order_id": busy})).await?;
@@ -94,6 +110,21 @@ pub async fn run(data_dir: &Path, slices: &[PathBuf]) -> anyhow::Result<()> {
     }
     out!("\nThe log holds {} events in {}. Run the demo again: it adds to them.", head, data_dir.join("events").display());
     Ok(())
+}
+
+/// The types of an order's events, once one of them is `event_type` (automations run in the
+/// background); gives up after 10 s.
+async fn wait_for(host: &Host, order_id: &str, event_type: &str) -> anyhow::Result<Vec<String>> {
+    let query = Query::item(QueryItem::tags([format!("order_id:{order_id}")]));
+    for _ in 0..200 {
+        let (events, _) = host.store.read(&host.tenant, query.clone(), ReadOptions::default()).await?.collect().await?;
+        let types: Vec<String> = events.into_iter().map(|e| e.event.event_type).collect();
+        if types.iter().any(|t| t == event_type) {
+            return Ok(types);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("no {event_type} for {order_id} after 10 s")
 }
 
 fn step(title: &str) {

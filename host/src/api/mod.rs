@@ -4,6 +4,7 @@
 //! tenant (or the admin's). Requests pass the tenant's rate limit; commands and projections
 //! also take one of its invocation slots. Errors are `{"error": {"code", "message"}}`.
 
+mod admin;
 mod automations;
 mod commands;
 mod error;
@@ -73,10 +74,10 @@ impl AppState {
         let tenant = Tenant::new(tenant).map_err(|e| ApiError::not_found(e.to_string()))?;
         match principal {
             Principal::Admin => {}
-            Principal::Tenant(own) if *own == tenant => {}
+            Principal::Tenant(own) if own == tenant => {}
             Principal::Tenant(_) => return Err(ApiError::forbidden(format!("this token is not tenant {tenant}'s"))),
         }
-        let state = self.tenants.get(&tenant).ok_or_else(|| ApiError::not_found(format!("no tenant named {tenant}")))?.clone();
+        let state = self.tenants.get(&tenant).ok_or_else(|| ApiError::not_found(format!("no tenant named {tenant}")))?;
         if !state.admit() {
             return Err(ApiError::rate_limited(format!(
                 "tenant {tenant} is over its {} requests per second",
@@ -134,6 +135,8 @@ pub fn router(state: SharedState) -> Router {
         .route("/automations/{slice}/{automation}/dead-letters/{id}/{action}", post(automations::resolve));
     Router::new()
         .nest("/v1/t/{tenant}", tenant_routes)
+        .route("/v1/admin/tenants", get(admin::list).post(admin::create))
+        .route("/v1/admin/tenants/{tenant}", axum::routing::delete(admin::remove))
         .route("/v1/openapi.json", get(openapi::document))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
@@ -173,7 +176,7 @@ async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
 pub async fn build_state(config: &Config) -> anyhow::Result<SharedState> {
     let store: SharedStore = Arc::new(EmbeddedStore::open(config.data_dir.join("events"))?);
     let runtime = Runtime::new(RuntimeConfig { cache_dir: Some(config.data_dir.join("cache")), ..Default::default() })?;
-    let tenants = Arc::new(Tenants::from_config(config));
+    let tenants = Arc::new(Tenants::from_config(config).with_created(&config.data_dir)?);
     let registry = Arc::new(Registry::open(runtime.clone(), &config.data_dir, tenants.clone()).await?);
     registry.scan_drop_zones().await;
     registry.watch()?;
@@ -199,7 +202,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let state = build_state(&config).await?;
     let listener = tokio::net::TcpListener::bind(&config.listen).await.with_context(|| format!("listening on {}", config.listen))?;
     let address: SocketAddr = listener.local_addr()?;
-    tracing::info!(%address, data_dir = %config.data_dir.display(), tenants = state.tenants.names().count(), "serving");
+    tracing::info!(%address, data_dir = %config.data_dir.display(), tenants = state.tenants.names().len(), "serving");
     eprintln!("counterpoint serving on http://{address}");
     serve_until(listener, state, shutdown_signal()).await?;
     tracing::info!("stopped");

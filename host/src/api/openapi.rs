@@ -21,6 +21,9 @@ use utoipa::{OpenApi, ToSchema};
         super::automations::list,
         super::automations::dead_letters,
         super::automations::resolve,
+        super::admin::create,
+        super::admin::list,
+        super::admin::remove,
     ),
     components(schemas(
         ErrorBody, ErrorDetail, CommandResponse, ProjectionResponse, QueryDoc, QueryItemDoc, ReadRequestDoc,

@@ -93,7 +93,7 @@ impl Registry {
             deploys: AtomicU64::new(0),
             changes: tokio::sync::watch::Sender::new(0),
         };
-        let names: Vec<Tenant> = registry.tenants.names().cloned().collect();
+        let names: Vec<Tenant> = registry.tenants.names();
         for tenant in names {
             let mut slices = TenantSlices::new();
             for entry in registry.read_manifest(&tenant)? {
@@ -213,7 +213,7 @@ impl Registry {
 
     /// The tenants whose slices this registry keeps.
     pub fn tenants(&self) -> Vec<Tenant> {
-        self.tenants.names().cloned().collect()
+        self.tenants.names()
     }
 
     /// Deploys and removals since start.
@@ -224,6 +224,11 @@ impl Registry {
     /// Slices deployed across all tenants.
     pub fn total(&self) -> usize {
         self.deployed.read().expect("registry lock").values().map(BTreeMap::len).sum()
+    }
+
+    /// Makes a (new) tenant's drop zone.
+    pub fn prepare(&self, tenant: &Tenant) -> Result<(), DeployError> {
+        std::fs::create_dir_all(self.drop_zone(tenant)).map_err(|e| io("creating the drop zone", e))
     }
 
     /// The drop zone of a tenant.
@@ -237,7 +242,7 @@ impl Registry {
         use notify::{RecursiveMode, Watcher};
         let root = self.data_dir.join("deploy");
         for tenant in self.tenants.names() {
-            std::fs::create_dir_all(root.join(tenant.as_str())).map_err(|e| io("creating the drop zone", e))?;
+            self.prepare(&tenant)?;
         }
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -272,7 +277,7 @@ impl Registry {
     /// Deploys (or re-deploys) every component already waiting in the drop zones.
     pub async fn scan_drop_zones(&self) {
         let root = self.data_dir.join("deploy");
-        let tenants: Vec<Tenant> = self.tenants.names().cloned().collect();
+        let tenants: Vec<Tenant> = self.tenants.names();
         for tenant in tenants {
             let Ok(entries) = std::fs::read_dir(root.join(tenant.as_str())) else { continue };
             let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();

@@ -20,7 +20,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use serde::Deserialize;
@@ -81,7 +82,7 @@ pub struct TenantConfig {
 }
 
 /// Limits as written in the file: any may be left out.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitOverrides {
     pub requests_per_second: Option<u32>,
@@ -191,10 +192,35 @@ pub enum Principal {
     Tenant(Tenant),
 }
 
-/// The tenants at run time: token lookup, limits, rate limiters, invocation slots.
+/// The tenants at run time: token lookup, limits, rate limiters, invocation slots. Tenants come
+/// from the configuration file, and from the admin API (kept in `<data dir>/tenants/created.toml`,
+/// in the configuration file's format, tokens hashed).
 pub struct Tenants {
+    inner: RwLock<TenantTable>,
+    defaults: TenantLimits,
+    /// Where tenants created at run time are kept; `None`: they are not kept.
+    created_file: Option<PathBuf>,
+}
+
+#[derive(Default)]
+struct TenantTable {
     by_token: HashMap<String, Principal>,
     tenants: HashMap<Tenant, Arc<TenantState>>,
+    /// Tenants created through the admin API, as they are written back to `created_file`.
+    created: BTreeMap<String, TenantConfig>,
+}
+
+/// Why the admin API could not create or remove a tenant.
+#[derive(Debug, thiserror::Error)]
+pub enum TenantError {
+    #[error("tenant {0} exists already")]
+    Exists(Tenant),
+    #[error("no tenant named {0}")]
+    Unknown(Tenant),
+    #[error("tenant {0} is defined in the configuration file; remove it there")]
+    Configured(Tenant),
+    #[error("keeping the tenants failed: {0}")]
+    Io(String),
 }
 
 pub struct TenantState {
@@ -232,22 +258,45 @@ impl TenantState {
     }
 }
 
+impl TenantTable {
+    fn add(&mut self, tenant: Tenant, config: &TenantConfig, defaults: &TenantLimits) {
+        for hash in &config.tokens_sha256 {
+            self.by_token.insert(hash.to_ascii_lowercase(), Principal::Tenant(tenant.clone()));
+        }
+        self.tenants.insert(tenant, Arc::new(TenantState::new(defaults.with(&config.limits), config.effects.clone())));
+    }
+}
+
 impl Tenants {
     pub fn from_config(config: &Config) -> Tenants {
         let defaults = TenantLimits::default().with(&config.defaults);
-        let mut by_token = HashMap::new();
-        let mut tenants = HashMap::new();
+        let mut table = TenantTable::default();
         if let Some(hash) = &config.admin_token_sha256 {
-            by_token.insert(hash.to_ascii_lowercase(), Principal::Admin);
+            table.by_token.insert(hash.to_ascii_lowercase(), Principal::Admin);
         }
         for (name, tenant_config) in &config.tenants {
-            let tenant = Tenant::new(name.clone()).expect("validated when parsed");
-            for hash in &tenant_config.tokens_sha256 {
-                by_token.insert(hash.to_ascii_lowercase(), Principal::Tenant(tenant.clone()));
-            }
-            tenants.insert(tenant, Arc::new(TenantState::new(defaults.with(&tenant_config.limits), tenant_config.effects.clone())));
+            table.add(Tenant::new(name.clone()).expect("validated when parsed"), tenant_config, &defaults);
         }
-        Tenants { by_token, tenants }
+        Tenants { inner: RwLock::new(table), defaults, created_file: None }
+    }
+
+    /// Adds the tenants created through the admin API, kept under `data_dir`, and keeps the
+    /// ones created from now on there too.
+    pub fn with_created(mut self, data_dir: &Path) -> Result<Tenants, ConfigError> {
+        let path = data_dir.join("tenants").join("created.toml");
+        if path.exists() {
+            let created = Config::load(Some(&path))?;
+            let table = self.inner.get_mut().expect("tenants lock");
+            for (name, config) in created.tenants {
+                let tenant = Tenant::new(name.clone()).expect("validated when parsed");
+                if !table.tenants.contains_key(&tenant) {
+                    table.add(tenant, &config, &self.defaults);
+                    table.created.insert(name, config);
+                }
+            }
+        }
+        self.created_file = Some(path);
+        Ok(self)
     }
 
     /// Just `tenant`, with default limits and no tokens: the command line's view.
@@ -258,16 +307,74 @@ impl Tenants {
     }
 
     /// Who holds `token`, if anyone.
-    pub fn authenticate(&self, token: &str) -> Option<&Principal> {
-        self.by_token.get(&hash_token(token))
+    pub fn authenticate(&self, token: &str) -> Option<Principal> {
+        self.inner.read().expect("tenants lock").by_token.get(&hash_token(token)).cloned()
     }
 
-    pub fn get(&self, tenant: &Tenant) -> Option<&Arc<TenantState>> {
-        self.tenants.get(tenant)
+    pub fn get(&self, tenant: &Tenant) -> Option<Arc<TenantState>> {
+        self.inner.read().expect("tenants lock").tenants.get(tenant).cloned()
     }
 
-    pub fn names(&self) -> impl Iterator<Item = &Tenant> {
-        self.tenants.keys()
+    pub fn names(&self) -> Vec<Tenant> {
+        let mut names: Vec<Tenant> = self.inner.read().expect("tenants lock").tenants.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Creates a tenant with `limits` and returns its first token (only its hash is kept).
+    pub fn create(&self, tenant: &Tenant, limits: LimitOverrides) -> Result<String, TenantError> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|e| TenantError::Io(format!("no randomness for a token: {e}")))?;
+        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let config = TenantConfig { tokens_sha256: vec![hash_token(&token)], limits, effects: HashMap::new() };
+        let mut table = self.inner.write().expect("tenants lock");
+        if table.tenants.contains_key(tenant) {
+            return Err(TenantError::Exists(tenant.clone()));
+        }
+        let mut created = table.created.clone();
+        created.insert(tenant.to_string(), config.clone());
+        self.keep(&created)?;
+        table.add(tenant.clone(), &config, &self.defaults);
+        table.created = created;
+        Ok(token)
+    }
+
+    /// Removes a tenant created through the admin API: its tokens stop working at once. Its log
+    /// and slices stay in the data directory.
+    pub fn remove(&self, tenant: &Tenant) -> Result<(), TenantError> {
+        let mut table = self.inner.write().expect("tenants lock");
+        if !table.tenants.contains_key(tenant) {
+            return Err(TenantError::Unknown(tenant.clone()));
+        }
+        let mut created = table.created.clone();
+        if created.remove(tenant.as_str()).is_none() {
+            return Err(TenantError::Configured(tenant.clone()));
+        }
+        self.keep(&created)?;
+        table.tenants.remove(tenant);
+        table.by_token.retain(|_, principal| *principal != Principal::Tenant(tenant.clone()));
+        table.created = created;
+        Ok(())
+    }
+
+    fn keep(&self, created: &BTreeMap<String, TenantConfig>) -> Result<(), TenantError> {
+        let Some(path) = &self.created_file else { return Ok(()) };
+        let mut text = String::from("# Tenants created through the admin API; tokens are SHA-256 hashes.\n");
+        for (name, config) in created {
+            let hashes: Vec<String> = config.tokens_sha256.iter().map(|h| format!("\"{h}\"")).collect();
+            text.push_str(&format!("\n[tenants.{name}]\ntokens_sha256 = [{}]\n", hashes.join(", ")));
+            let limits = toml::to_string(&config.limits).map_err(|e| TenantError::Io(e.to_string()))?;
+            if !limits.trim().is_empty() {
+                text.push_str(&format!("[tenants.{name}.limits]\n{limits}"));
+            }
+        }
+        let dir = path.parent().expect("a file in a directory");
+        let tmp = path.with_extension("toml.tmp");
+        std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&tmp, text))
+            .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|e| TenantError::Io(format!("writing {}: {e}", path.display())))
     }
 }
 
@@ -284,7 +391,7 @@ mod tests {
         let config = Config::parse(&text).unwrap();
         let tenants = Tenants::from_config(&config);
         let acme = Tenant::new("acme").unwrap();
-        assert_eq!(tenants.authenticate("s3cret"), Some(&Principal::Tenant(acme.clone())));
+        assert_eq!(tenants.authenticate("s3cret"), Some(Principal::Tenant(acme.clone())));
         assert_eq!(tenants.authenticate("wrong"), None);
         let limits = &tenants.get(&acme).unwrap().limits;
         assert_eq!((limits.requests_per_second, limits.burst), (5, 7));

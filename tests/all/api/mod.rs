@@ -8,6 +8,7 @@ mod idempotency;
 mod isolation;
 mod props;
 mod stream;
+mod tenants;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -185,6 +186,11 @@ impl Http {
     /// `PUT /v1/t/{tenant}/slices/{name}` with the admin token.
     pub async fn deploy(&self, tenant: &str, name: &str, wasm: Vec<u8>) -> Reply {
         self.send(Method::PUT, &t(tenant, &format!("/slices/{name}")), Some(ADMIN), &[], wasm).await
+    }
+
+    /// Deploys with a given token.
+    pub async fn deploy_as(&self, token: &str, tenant: &str, name: &str, wasm: Vec<u8>) -> Reply {
+        self.send(Method::PUT, &t(tenant, &format!("/slices/{name}")), Some(token), &[], wasm).await
     }
 
     /// Runs a command with the tenant's own token.

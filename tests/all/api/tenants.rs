@@ -1,0 +1,53 @@
+//! Managing tenants with the admin token: a created tenant gets a token that works at once, only
+//! for itself; it survives a restart; removing it stops its token; tenants of the configuration
+//! file cannot be removed through the API; nobody but the admin manages tenants.
+
+use axum::http::Method;
+use serde_json::json;
+
+use super::{t, token, wasm, Server, ADMIN};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_creates_lists_and_removes_tenants() {
+    let mut server = Server::start().await;
+    let http = &server.http;
+    // Only the admin manages tenants.
+    http.post("/v1/admin/tenants", Some(&token("acme")), &json!({"name": "initech"})).await.error(403, "forbidden");
+    http.post("/v1/admin/tenants", None, &json!({"name": "initech"})).await.error(401, "unauthorized");
+    http.post("/v1/admin/tenants", Some(ADMIN), &json!({"name": "Bad Name"})).await.error(400, "invalid_input");
+    http.post("/v1/admin/tenants", Some(ADMIN), &json!({"name": "acme"})).await.error(409, "conflict");
+
+    let created = http.post("/v1/admin/tenants", Some(ADMIN), &json!({"name": "initech", "limits": {"max_slices": 1}})).await.ok();
+    let initech = created["token"].as_str().expect("a token").to_string();
+    assert_eq!(initech.len(), 64);
+    http.deploy_as(&initech, "initech", "orders", wasm("orders")).await.ok();
+    http.deploy_as(&initech, "initech", "inventory", wasm("inventory")).await.error(403, "quota_exceeded");
+    let placed = http
+        .send(Method::POST, &t("initech", "/slices/orders/commands/place-order"), Some(&initech), &[], json!({"order_id": "o", "customer_id": "c"}).to_string())
+        .await
+        .ok();
+    assert_eq!(placed["result"]["status"], "placed");
+    // Its token is its own, and nobody else's works for it.
+    http.get(&t("acme", "/slices"), Some(&initech)).await.error(403, "forbidden");
+    http.get(&t("initech", "/slices"), Some(&token("acme"))).await.error(403, "forbidden");
+    let listed = http.get("/v1/admin/tenants", Some(ADMIN)).await.ok();
+    let names: Vec<&str> = listed["tenants"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["acme", "globex", "initech"]);
+
+    // It survives a restart, with its limits, slices and log.
+    server.restart().await;
+    let http = &server.http;
+    http.get(&t("initech", "/slices/orders"), Some(&initech)).await.ok();
+    http.deploy_as(&initech, "initech", "inventory", wasm("inventory")).await.error(403, "quota_exceeded");
+
+    // Configured tenants are managed in the file; created ones can be removed, and then their
+    // token stops working.
+    http.send(Method::DELETE, "/v1/admin/tenants/acme", Some(ADMIN), &[], "").await.error(409, "conflict");
+    let removed = http.send(Method::DELETE, "/v1/admin/tenants/initech", Some(ADMIN), &[], "").await;
+    assert_eq!(removed.status.as_u16(), 204);
+    http.get(&t("initech", "/slices"), Some(&initech)).await.error(401, "unauthorized");
+    http.send(Method::DELETE, "/v1/admin/tenants/initech", Some(ADMIN), &[], "").await.error(404, "not_found");
+    server.restart().await;
+    server.http.get(&t("initech", "/slices"), Some(&initech)).await.error(401, "unauthorized");
+    server.stop().await;
+}

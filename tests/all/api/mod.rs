@@ -175,6 +175,27 @@ impl Http {
         Reply { status, body, json }
     }
 
+    /// Sends a body over the server's limit: the answer is `413 payload_too_large`, unless the
+    /// server (rightly) closed the connection before the client finished writing the body.
+    pub async fn send_oversized(&self, path: &str, token: Option<&str>, body: impl Into<Bytes>) {
+        let request = self.request(Method::POST, path, token, &[]).body(full(body)).expect("a valid request");
+        match self.client.request(request).await {
+            Ok(response) => {
+                let status = response.status();
+                let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                assert_eq!((status.as_u16(), json["error"]["code"].as_str()), (413, Some("payload_too_large")), "POST {path}");
+            }
+            Err(err) => {
+                let closed_while_sending = format!("{err:?}");
+                assert!(
+                    closed_while_sending.contains("BodyWrite") || closed_while_sending.contains("ConnectionReset"),
+                    "POST {path}: {closed_while_sending}"
+                );
+            }
+        }
+    }
+
     pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
         self.send(Method::GET, path, token, &[], Bytes::new()).await
     }

@@ -138,6 +138,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/admin/tenants", get(admin::list).post(admin::create))
         .route("/v1/admin/tenants/{tenant}", axum::routing::delete(admin::remove))
         .route("/v1/openapi.json", get(openapi::document))
+        .route("/console", get(|| async { axum::response::Html(include_str!("console.html")) }))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))

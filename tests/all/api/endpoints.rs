@@ -129,3 +129,16 @@ async fn every_endpoint_does_what_it_says() {
     assert_eq!(http.events_of("acme", "StockReceived").await.len(), 1);
     assert_eq!(http.slices("acme").await.keys().collect::<Vec<_>>(), ["orders"]);
 }
+
+#[tokio::test]
+async fn the_console_is_served_from_the_binary() {
+    let server = super::Server::start().await;
+    let page = server.http.get("/console", None).await;
+    assert_eq!(page.status.as_u16(), 200);
+    let html = String::from_utf8_lossy(&page.body);
+    assert!(html.contains("<title>Counterpoint console</title>"), "{html:.200}");
+    // It drives the same API as every other client, with the tenant's token.
+    for path in ["/slices", "/events/read", "/events/stream", "/automations", "Authorization"] {
+        assert!(html.contains(path), "the console uses {path}");
+    }
+}

@@ -27,10 +27,17 @@ test-polyglot: polyglot
     cd guest-sdk/js && node --test test/
     cd slices/orders-js && node --import ../../guest-sdk/js/register.js --test
 
+# The web console in Debian's headless Chromium, driven by Selenium (screenshots in
+# target/console-screenshots/).
+test-console: slices
+    tests/console/run.sh
+
 # The whole test suite: the store conformance, racing and crash tests, the guest SDKs and the
-# example slices natively, and the end-to-end tests with the compiled slices in a real host.
+# example slices natively, the end-to-end tests with the compiled slices in a real host, and the
+# console in a browser.
 test: slices test-polyglot
     cargo test --release --workspace
+    tests/console/run.sh
 
 # Serve the HTTP API with a configuration file (see the README), e.g. `just serve counterpoint.toml`.
 serve CONFIG *ARGS: slices

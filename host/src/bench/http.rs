@@ -380,8 +380,10 @@ fn builds_last(orders: &[u8], n: usize) -> Vec<u8> {
     if n.is_multiple_of(2) { orders.to_vec() } else { with_custom_section(orders, "bench-second-build") }
 }
 
-/// `wasm` plus a custom section: the same component, other bytes.
-fn with_custom_section(wasm: &[u8], content: &str) -> Vec<u8> {
+/// `wasm` with a custom section appended: the same component, behaviour and name, but other
+/// bytes and so another hash — a second build of the slice, as a build that stamps a build id
+/// would produce. The hot-swap benchmark and tests swap between such builds.
+pub fn with_custom_section(wasm: &[u8], content: &str) -> Vec<u8> {
     fn leb(mut n: usize, out: &mut Vec<u8>) {
         loop {
             let byte = (n & 0x7f) as u8;

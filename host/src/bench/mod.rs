@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-pub use http::http;
+pub use http::{http, with_custom_section};
 pub use polyglot::polyglot;
 pub use automations::automations;
 pub use runtime::runtime;

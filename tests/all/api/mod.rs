@@ -279,31 +279,9 @@ pub fn wasm(name: &str) -> Vec<u8> {
     counterpoint_tests::slices::wasm(name)
 }
 
-/// `wasm` with a custom section appended: the same component, behaviour and name, but other
-/// bytes and so another hash: a second build of the slice, as a build that stamps a build id
-/// would produce.
+/// A second build of a slice: other bytes and hash, the same behaviour and name.
 pub fn rebuilt(wasm: &[u8], build: &str) -> Vec<u8> {
-    fn leb(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    let name = b"build-id";
-    let mut payload = Vec::new();
-    leb(name.len(), &mut payload);
-    payload.extend_from_slice(name);
-    payload.extend_from_slice(build.as_bytes());
-    let mut out = wasm.to_vec();
-    out.push(0); // a custom section
-    leb(payload.len(), &mut out);
-    out.extend_from_slice(&payload);
-    out
+    counterpoint::bench::with_custom_section(wasm, build)
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -1,7 +1,7 @@
 //! The Rust SDK for Counterpoint feature slices.
 //!
 //! A slice is a set of [`Event`]s, [`Command`]s, [`Projection`]s and (optionally)
-//! [`Automation`]s, exported as a WebAssembly component with one [`slice!`] invocation.
+//! [`Automation`]s and persistent [`ReadModel`]s, exported as a WebAssembly component with one [`slice!`] invocation.
 //! Commands read the tenant's log with a [`Query`] and append events; the host guards
 //! the append with every read the command made (DCB), and retries the command on conflict.
 //!
@@ -63,6 +63,7 @@ mod event;
 mod input;
 mod projection;
 mod query;
+mod read_model;
 mod slice;
 pub mod testing;
 
@@ -72,6 +73,7 @@ pub use event::{Envelope, Event, Events, RawEvent, tag};
 pub use input::fields_of;
 pub use projection::Projection;
 pub use query::{Item, Position, Query, ReadOptions, ReadResult, position_number, position_of};
+pub use read_model::{Kv, MemoryKv, ReadModel, State};
 pub use slice::{Slice, Store};
 
 /// The error every fallible SDK call returns: the WIT `error` variant.
@@ -83,7 +85,7 @@ pub use bindings::exports::counterpoint::slice::slice::Field;
 pub mod prelude {
     pub use crate::{
         Automation, Command, CommandCall, Context, Envelope, Error, Event, Events, Item,
-        Projection, Query, ReadOptions, tag,
+        Projection, Query, ReadModel, ReadOptions, State, tag,
     };
     pub use serde::{Deserialize, Serialize};
 }
@@ -95,7 +97,9 @@ pub mod __private {
     pub use crate::bindings::exports::counterpoint::slice::slice::Description;
     pub use crate::command::{execute, info as command_info};
     pub use crate::event::tags_of;
+    pub use crate::bindings::exports::counterpoint::slice::read_models::ReadModelInfo;
     pub use crate::projection::{Running, info as projection_info, open};
+    pub use crate::read_model::{info as read_model_info, query, update};
     pub use crate::slice::unknown;
 }
 

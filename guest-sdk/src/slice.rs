@@ -9,7 +9,11 @@ use crate::bindings::counterpoint::slice::store as host;
 use crate::bindings::exports::counterpoint::slice::slice::{
     Description, Guest, GuestProjection, Projection as ProjectionResource,
 };
+use crate::bindings::exports::counterpoint::slice::read_models::{
+    Guest as ReadModelsGuest, ReadModelInfo,
+};
 use crate::projection::Running;
+use crate::read_model::{HostKv, Kv};
 use crate::query::ReadResult;
 use crate::{Envelope, Error, Query, RawEvent, ReadOptions};
 
@@ -43,6 +47,23 @@ pub trait Slice: 'static {
     fn tags(event_type: &str, data: &[u8]) -> Result<Vec<String>, Error>;
     fn open(projection: &str, params: &[u8]) -> Result<Box<dyn Running>, Error>;
     fn react(automation: &str, event: &Envelope) -> Result<Vec<CommandCall>, Error>;
+    fn read_models() -> Vec<ReadModelInfo>;
+    fn update(read_model: &str, kv: &mut dyn Kv, events: &[Envelope]) -> Result<(), Error>;
+    fn query(read_model: &str, kv: &mut dyn Kv, params: &[u8]) -> Result<Vec<u8>, Error>;
+}
+
+impl<S: Slice> ReadModelsGuest for S {
+    fn read_models() -> Vec<ReadModelInfo> {
+        S::read_models()
+    }
+
+    fn update(name: String, events: Vec<Envelope>) -> Result<(), Error> {
+        S::update(&name, &mut HostKv, &events)
+    }
+
+    fn answer(name: String, params: Vec<u8>) -> Result<Vec<u8>, Error> {
+        S::query(&name, &mut HostKv, &params)
+    }
 }
 
 impl<S: Slice> Guest for S {
@@ -114,6 +135,7 @@ pub fn unknown(what: &str, name: &str, known: &[&str]) -> Error {
 ///     commands: [PlaceOrder, AddItem],
 ///     projections: [OrderSummary],   // optional
 ///     automations: [],               // optional
+///     read_models: [],               // optional
 /// }
 /// ```
 #[macro_export]
@@ -124,6 +146,7 @@ macro_rules! slice {
         commands: [$($command:ty),* $(,)?]
         $(, projections: [$($projection:ty),* $(,)?])?
         $(, automations: [$($automation:ty),* $(,)?])?
+        $(, read_models: [$($read_model:ty),* $(,)?])?
         $(,)?
     ) => {
         /// This crate's slice, as exported to the host.
@@ -184,6 +207,34 @@ macro_rules! slice {
                 })*)?
                 let known: &[&str] = &[$($(<$automation as $crate::Automation>::NAME),*)?];
                 ::std::result::Result::Err($crate::__private::unknown("automation", automation, known))
+            }
+
+            fn read_models() -> ::std::vec::Vec<$crate::__private::ReadModelInfo> {
+                ::std::vec![$($($crate::__private::read_model_info::<$read_model>()),*)?]
+            }
+
+            fn update(
+                read_model: &str,
+                kv: &mut dyn $crate::Kv,
+                events: &[$crate::Envelope],
+            ) -> ::std::result::Result<(), $crate::Error> {
+                $($(if read_model == <$read_model as $crate::ReadModel>::NAME {
+                    return $crate::__private::update::<$read_model>(kv, events);
+                })*)?
+                let known: &[&str] = &[$($(<$read_model as $crate::ReadModel>::NAME),*)?];
+                ::std::result::Result::Err($crate::__private::unknown("read model", read_model, known))
+            }
+
+            fn query(
+                read_model: &str,
+                kv: &mut dyn $crate::Kv,
+                params: &[u8],
+            ) -> ::std::result::Result<::std::vec::Vec<u8>, $crate::Error> {
+                $($(if read_model == <$read_model as $crate::ReadModel>::NAME {
+                    return $crate::__private::query::<$read_model>(kv, params);
+                })*)?
+                let known: &[&str] = &[$($(<$read_model as $crate::ReadModel>::NAME),*)?];
+                ::std::result::Result::Err($crate::__private::unknown("read model", read_model, known))
             }
         }
 

@@ -1,5 +1,7 @@
 //! An in-memory store for testing a slice's logic natively (`cargo test`), without a host.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::command::run;
@@ -7,7 +9,8 @@ use crate::input::decode_input;
 use crate::projection::fold;
 use crate::query::{Position, ReadResult, position_number, position_of};
 use crate::{
-    Command, Envelope, Error, Event, Projection, Query, RawEvent, ReadOptions, Slice, Store,
+    Command, Envelope, Error, Event, MemoryKv, Projection, Query, RawEvent, ReadModel,
+    ReadOptions, Slice, State, Store,
 };
 
 /// One tenant's log in memory, with the host's read semantics (not its concurrency control:
@@ -15,6 +18,8 @@ use crate::{
 #[derive(Debug, Default)]
 pub struct TestStore {
     events: Vec<Envelope>,
+    /// Each read model's state and how many events of the log it has seen.
+    read_models: BTreeMap<&'static str, (MemoryKv, usize)>,
 }
 
 impl TestStore {
@@ -50,6 +55,22 @@ impl TestStore {
         let params = decode_input::<P::Params>(&params)?;
         let events = self.read(&P::source(&params), P::options(&params))?.events;
         fold::<P>(&params, &events)?.output()
+    }
+
+    /// Queries a read model as the host would: first its state catches up with the log (each
+    /// event applied once, in order), then it answers.
+    pub fn read_model<R: ReadModel>(&mut self, params: &impl Serialize) -> Result<R::Output, Error> {
+        let (kv, seen) = self.read_models.entry(R::NAME).or_default();
+        let source = R::source();
+        let new: Vec<Envelope> = self.events[*seen..]
+            .iter()
+            .filter(|e| source.matches(&e.event.event_type, &e.event.tags))
+            .cloned()
+            .collect();
+        crate::read_model::update::<R>(kv, &new)?;
+        *seen = self.events.len();
+        let params = rmp_serde::to_vec_named(params).expect("encodable params");
+        R::query(&State::new(kv), decode_input::<R::Params>(&params)?)
     }
 
     /// Everything appended so far, oldest first.

@@ -19,6 +19,7 @@ pub mod bench;
 pub mod codec;
 pub mod deploy;
 pub mod projections;
+pub mod readmodels;
 pub mod runner;
 pub mod runtime;
 pub mod scaffold;

@@ -4,5 +4,6 @@ mod api;
 mod automations;
 mod effects;
 mod polyglot;
+mod readmodels;
 mod slices;
 mod store;

@@ -180,7 +180,7 @@ struct Live {
     _state: SharedState,
 }
 
-fn parse_position(text: &str) -> Result<Position, ApiError> {
+pub(super) fn parse_position(text: &str) -> Result<Position, ApiError> {
     text.trim()
         .parse::<u128>()
         .map(Position::from_u128)

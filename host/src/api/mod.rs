@@ -11,6 +11,7 @@ mod error;
 mod events;
 pub mod metrics;
 mod openapi;
+mod readmodels;
 mod slices;
 
 use std::net::SocketAddr;
@@ -29,6 +30,7 @@ pub use self::error::ApiError;
 use self::metrics::Metrics;
 use crate::automations::{Automations, RetryPolicy};
 use crate::deploy::Registry;
+use crate::readmodels::{EmbeddedState, ReadModels};
 use crate::runner::CommandRunner;
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::store::{EmbeddedStore, SharedStore, Tenant};
@@ -45,6 +47,7 @@ pub struct AppState {
     pub runtime: Runtime,
     pub registry: Arc<Registry>,
     pub automations: Arc<Automations>,
+    pub read_models: Arc<ReadModels>,
     pub tenants: Arc<Tenants>,
     pub runner: CommandRunner,
     pub metrics: Metrics,
@@ -132,7 +135,10 @@ pub fn router(state: SharedState) -> Router {
         .route("/events/stream", get(events::stream))
         .route("/automations", get(automations::list))
         .route("/automations/{slice}/{automation}/dead-letters", get(automations::dead_letters))
-        .route("/automations/{slice}/{automation}/dead-letters/{id}/{action}", post(automations::resolve));
+        .route("/automations/{slice}/{automation}/dead-letters/{id}/{action}", post(automations::resolve))
+        .route("/slices/{slice}/readmodels/{name}", post(readmodels::query))
+        .route("/readmodels", get(readmodels::list))
+        .route("/readmodels/{slice}/{name}/rebuild", post(readmodels::rebuild));
     Router::new()
         .nest("/v1/t/{tenant}", tenant_routes)
         .route("/v1/admin/tenants", get(admin::list).post(admin::create))
@@ -183,11 +189,15 @@ pub async fn build_state(config: &Config) -> anyhow::Result<SharedState> {
     registry.watch()?;
     let automations = Automations::new(store.clone(), registry.clone(), CommandRunner::default(), RetryPolicy::default());
     automations.start();
+    let state = Arc::new(EmbeddedState::open(config.data_dir.join("readmodels.redb"))?);
+    let read_models = ReadModels::new(store.clone(), state, registry.clone());
+    read_models.start();
     Ok(Arc::new(AppState {
         store,
         runtime,
         registry,
         automations,
+        read_models,
         tenants,
         runner: CommandRunner::default(),
         metrics: Metrics::new(),
@@ -226,8 +236,9 @@ async fn serve_until(
             tracing::info!("shutting down: finishing requests in flight");
         })
         .await?;
-    // The automation workers hold the store: stop them (their checkpoints stay).
+    // The workers hold the store: stop them (their checkpoints stay).
     state.automations.stop().await;
+    state.read_models.stop().await;
     // Connection tasks (and the live streams they carry) let go of the state a moment after
     // `serve` returns. Wait for them, then drop the last handle here: the store's writer drains
     // its queue and stops, and the data directory is unlocked, before this returns.

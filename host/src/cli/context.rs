@@ -4,6 +4,7 @@
 //! <data dir>/events/                       the embedded event store
 //! <data dir>/components/, tenants/         deployed slices (`counterpoint deploy`, or the server)
 //! <data dir>/cache/                        compiled code, so a restart does not recompile
+//! <data dir>/readmodels.redb               persistent read models' state and checkpoints
 //! ```
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use counterpoint::runner::{CommandOutput, CommandRunner};
 use counterpoint::runtime::{Runtime, RuntimeConfig, Slice};
 use counterpoint::automations::{Automations, RetryPolicy};
 use counterpoint::deploy::Registry;
+use counterpoint::readmodels::{EmbeddedState, ReadModels};
 use counterpoint::store::{EmbeddedStore, SharedStore, Tenant};
 use counterpoint::tenants::Tenants;
 
@@ -118,6 +120,16 @@ impl Host {
         let registry = Arc::new(Self::registry(Self::runtime(data_dir)?, data_dir, &tenant).await?);
         let automations = Automations::new(store, registry, CommandRunner::default(), RetryPolicy::default());
         Ok((tenant, automations))
+    }
+
+    /// The tenant's read models, over the data directory's state (their workers run in
+    /// `counterpoint serve`; here they catch up on request).
+    pub async fn read_models(data_dir: &Path, tenant: &str) -> anyhow::Result<(Tenant, Arc<ReadModels>)> {
+        let tenant = Self::tenant(tenant)?;
+        let store = Self::open_store(data_dir)?;
+        let registry = Arc::new(Self::registry(Self::runtime(data_dir)?, data_dir, &tenant).await?);
+        let state = Arc::new(EmbeddedState::open(data_dir.join("readmodels.redb"))?);
+        Ok((tenant, ReadModels::new(store, state, registry)))
     }
 
     /// Validates `component` and deploys it for the tenant, where the server finds it too.

@@ -121,6 +121,16 @@ enum Command {
         /// The dead letter's id (for retry and skip).
         id: Option<u128>,
     },
+    /// The tenant's persistent read models: `list`, `rebuild SLICE/NAME`, `query SLICE/NAME`.
+    Readmodels {
+        /// `list`, `rebuild` or `query`.
+        action: String,
+        /// The read model, as SLICE/NAME (for rebuild and query).
+        read_model: Option<String>,
+        /// The query's parameters.
+        #[arg(long, default_value = "{}")]
+        json: String,
+    },
     /// Print the SHA-256 of a token, as the configuration file stores it.
     HashToken { token: String },
     /// Run a benchmark: prints a table and writes target/bench/NAME.json.
@@ -257,6 +267,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 other => anyhow::bail!("unknown action {other:?}; use list, retry or skip"),
             }
         }
+        Command::Readmodels { ref action, ref read_model, ref json } => readmodels(&cli, action, read_model.as_deref(), json).await?,
         Command::HashToken { ref token } => out!("{}", counterpoint::tenants::hash_token(token)),
         Command::Bench { ref name, seconds, log_events, ref out } => {
             let scratch = cli.data_dir.join("bench-scratch");
@@ -274,6 +285,45 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `counterpoint readmodels`: works on the data directory (not a running server: use the API).
+async fn readmodels(cli: &Cli, action: &str, read_model: Option<&str>, json: &str) -> anyhow::Result<()> {
+    let (tenant, read_models) = Host::read_models(&cli.data_dir, &cli.tenant).await?;
+    let id = || -> anyhow::Result<counterpoint::readmodels::ReadModelId> {
+        let (slice, name) = read_model.and_then(|r| r.split_once('/')).context("name the read model as SLICE/NAME")?;
+        Ok(counterpoint::readmodels::ReadModelId { tenant: tenant.clone(), slice: slice.into(), name: name.into() })
+    };
+    match action {
+        "list" => print_json(&serde_json::to_value(read_models.status(&tenant).await?)?),
+        "rebuild" => {
+            let id = id()?;
+            let bar = indicatif::ProgressBar::new(0).with_style(
+                indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} events, {per_sec}, eta {eta}")
+                    .expect("a valid template")
+                    .progress_chars("=> "),
+            );
+            bar.set_message(format!("rebuilding {}/{}", id.slice, id.name));
+            let at = read_models.rebuild(&id, |done, total| {
+                bar.set_length(total);
+                bar.set_position(done);
+            })
+            .await?;
+            bar.finish();
+            eprintln!("rebuilt {}/{} up to position {at}", id.slice, id.name);
+        }
+        "query" => {
+            let id = id()?;
+            let params = parse_json("--json", json)?;
+            // No worker runs here: bring the state up to the log's head first.
+            let source = read_models.source(&id)?;
+            read_models.catch_up(&id, &source, |_, _| {}).await?;
+            let out = read_models.query(&id, &json_to_msgpack(&params), None, std::time::Duration::ZERO).await?;
+            print_json(&msgpack_to_json(&out).unwrap_or(Value::Null));
+        }
+        other => anyhow::bail!("unknown action {other:?}; use list, rebuild or query"),
+    }
+    Ok(())
 }
 
 /// `counterpoint test`: runs spec files against a compiled slice, prints one line per scenario.

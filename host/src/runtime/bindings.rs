@@ -8,4 +8,6 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::counterpoint::slice::types;
+pub use self::counterpoint::slice::read_model_state;
+pub use self::exports::counterpoint::slice::read_models as read_models_guest;
 pub use self::exports::counterpoint::slice::slice as guest;

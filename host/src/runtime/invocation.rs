@@ -160,6 +160,8 @@ pub(crate) struct InvocationState {
     pub(super) grants: Option<std::sync::Arc<super::effects::Grants>>,
     pub(super) http: super::effects::HttpClient,
     pub(super) rng: fastrand::Rng,
+    /// The read model's state, for a read model's `update` and `answer` only.
+    pub(super) kv: Option<super::read_model_state::KvSession>,
 }
 
 impl InvocationState {
@@ -188,6 +190,7 @@ impl InvocationState {
             grants,
             http,
             rng,
+            kv: None,
         }
     }
 }

@@ -20,6 +20,7 @@ mod error;
 mod invocation;
 mod limits;
 mod output;
+mod read_model_state;
 mod slice;
 
 use std::path::PathBuf;
@@ -35,10 +36,11 @@ pub use contract::{CONTRACT_PACKAGE, CONTRACT_VERSION};
 pub use effects::Grants;
 pub use error::{InvokeError, LoadError};
 pub use invocation::{Access, ReadAppender};
+pub use read_model_state::KvSession;
 pub use limits::InvocationLimits;
-pub use slice::{AutomationInfo, CommandCall, CommandInfo, Field, ProjectionInfo, Slice, SliceDescription};
+pub use slice::{AutomationInfo, CommandCall, CommandInfo, Field, ProjectionInfo, ReadModelInfo, Slice, SliceDescription};
 
-use self::bindings::SliceWorldPre;
+use self::bindings::{guest, read_models_guest};
 use self::cache::CompileCache;
 use self::invocation::InvocationState;
 
@@ -180,8 +182,14 @@ impl Runtime {
             .imports(&self.inner.engine)
             .any(|(name, _)| name.starts_with(&format!("{CONTRACT_PACKAGE}/effects@")));
         let pre = self.inner.linker.instantiate_pre(&component).map_err(|e| LoadError::Link(format!("{e:#}")))?;
-        let pre = SliceWorldPre::new(pre).map_err(|e| LoadError::NotASlice(format!("{e:#}")))?;
-        Slice::new(self.inner.clone(), limits, imports_effects, pre, hash, size).await
+        let exports = guest::GuestIndices::new(&pre).map_err(|e| LoadError::NotASlice(format!("{e:#}")))?;
+        // Read models are optional: components built before the interface existed have none.
+        let read_models_export = format!("{CONTRACT_PACKAGE}/read-models@{CONTRACT_VERSION}");
+        let read_models = match component.get_export_index(None, &read_models_export) {
+            Some(_) => Some(read_models_guest::GuestIndices::new(&pre).map_err(|e| LoadError::NotASlice(format!("{e:#}")))?),
+            None => None,
+        };
+        Slice::new(self.inner.clone(), limits, imports_effects, Exports { pre, slice: exports, read_models }, hash, size).await
     }
 
     /// Reads and loads a component file.
@@ -198,6 +206,13 @@ impl Runtime {
     pub fn live_instances(&self) -> i64 {
         self.inner.live.load(Ordering::Relaxed)
     }
+}
+
+/// A component prepared for instantiation, and where its exports are.
+pub(crate) struct Exports {
+    pre: wasmtime::component::InstancePre<InvocationState>,
+    slice: guest::GuestIndices,
+    read_models: Option<read_models_guest::GuestIndices>,
 }
 
 /// The hash a slice is known by: SHA-256 of the component's bytes, hex.

@@ -8,11 +8,12 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use super::bindings::{guest, types, SliceWorld, SliceWorldPre};
+use super::bindings::{guest, read_models_guest, types};
 use super::invocation::{from_wit_options, from_wit_query, to_wit_event, to_wit_position, Access, InvocationState, ReadAppender};
 use super::limits::Limiter;
 use super::output::{flush, LogBudget};
-use super::{InvocationLimits, InvokeError, LoadError, RuntimeInner};
+use super::read_model_state::KvSession;
+use super::{Exports, InvocationLimits, InvokeError, LoadError, RuntimeInner};
 use crate::store::{MemoryStore, Query, ReadOptions, SequencedEvent, Tenant};
 
 /// A named input of a command or projection.
@@ -43,6 +44,15 @@ pub struct AutomationInfo {
     pub query: Query,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadModelInfo {
+    pub name: String,
+    pub description: String,
+    /// The events that update it.
+    pub query: Query,
+    pub params: Vec<Field>,
+}
+
 /// What a slice says about itself when it is loaded.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SliceDescription {
@@ -52,6 +62,9 @@ pub struct SliceDescription {
     pub projections: Vec<ProjectionInfo>,
     pub emits: Vec<String>,
     pub automations: Vec<AutomationInfo>,
+    /// Persistent read models (empty for components built without them).
+    #[serde(default)]
+    pub read_models: Vec<ReadModelInfo>,
 }
 
 /// A command an automation asks for.
@@ -87,6 +100,7 @@ impl SliceDescription {
                 .into_iter()
                 .map(|a| AutomationInfo { name: a.name, description: a.description, query: from_wit_query(a.query) })
                 .collect(),
+            read_models: Vec::new(),
         }
     }
 
@@ -105,6 +119,7 @@ impl SliceDescription {
             .map(|c| ("command", &c.name))
             .chain(self.projections.iter().map(|p| ("projection", &p.name)))
             .chain(self.automations.iter().map(|a| ("automation", &a.name)))
+            .chain(self.read_models.iter().map(|r| ("read model", &r.name)))
         {
             if name.is_empty() {
                 return invalid(format!("a {kind} has an empty name"));
@@ -134,7 +149,7 @@ pub struct Slice {
     /// Whether the component imports `effects`, and what it is granted.
     imports_effects: bool,
     grants: Option<Arc<super::effects::Grants>>,
-    pre: SliceWorldPre<InvocationState>,
+    exports: Exports,
     description: SliceDescription,
     hash: String,
     size: usize,
@@ -146,7 +161,7 @@ impl Slice {
         runtime: Arc<RuntimeInner>,
         limits: InvocationLimits,
         imports_effects: bool,
-        pre: SliceWorldPre<InvocationState>,
+        exports: Exports,
         hash: String,
         size: usize,
     ) -> Result<Self, LoadError> {
@@ -157,15 +172,30 @@ impl Slice {
             projections: vec![],
             emits: vec![],
             automations: vec![],
+            read_models: vec![],
         };
-        let mut slice = Slice { runtime, limits, imports_effects, grants: None, pre, description: placeholder, hash, size, log_budget: LogBudget::new() };
+        let mut slice = Slice { runtime, limits, imports_effects, grants: None, exports, description: placeholder, hash, size, log_budget: LogBudget::new() };
         let io = ReadAppender::new(Arc::new(MemoryStore::new()), Tenant::new("describe").expect("valid"), Access::ReadOnly);
         let mut instance = slice.instantiate(io).await.map_err(|e| LoadError::Describe(e.to_string()))?;
         instance.arm();
-        let described = instance.bindings.counterpoint_slice_slice().call_describe(&mut instance.store).await;
+        let described = instance.bindings.call_describe(&mut instance.store).await;
         let description = described.map_err(|e| LoadError::Describe(instance.failure("describe", e).to_string()))?;
+        let mut description = SliceDescription::from_wit(description);
+        if let Some(read_models) = instance.read_models.clone() {
+            instance.arm();
+            let listed = read_models.call_read_models(&mut instance.store).await;
+            let listed = listed.map_err(|e| LoadError::Describe(instance.failure("read-models", e).to_string()))?;
+            description.read_models = listed
+                .into_iter()
+                .map(|r| ReadModelInfo {
+                    name: r.name,
+                    description: r.description,
+                    query: from_wit_query(r.query),
+                    params: r.params.into_iter().map(|p| Field { name: p.name, kind: p.kind }).collect(),
+                })
+                .collect();
+        }
         instance.finish();
-        let description = SliceDescription::from_wit(description);
         description.validate()?;
         slice.description = description;
         Ok(slice)
@@ -200,7 +230,12 @@ impl Slice {
     }
 
     /// A fresh instance whose `store` import is bound to `io`.
-    pub(crate) async fn instantiate(&self, mut io: ReadAppender) -> Result<Instance<'_>, InvokeError> {
+    pub(crate) async fn instantiate(&self, io: ReadAppender) -> Result<Instance<'_>, InvokeError> {
+        self.instantiate_with(io, None).await
+    }
+
+    /// A fresh instance, with a read model's state bound to the `read-model-state` import.
+    async fn instantiate_with(&self, mut io: ReadAppender, kv: Option<KvSession>) -> Result<Instance<'_>, InvokeError> {
         let limits = self.limits.clone();
         io.set_read_limit(limits.read_bytes);
         let state = InvocationState::new(io, Limiter { limits, memory_refused: false }, self.grants.clone(), self.runtime.http.clone());
@@ -213,8 +248,18 @@ impl Slice {
             Ok(if Instant::now() >= ctx.data().deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
         });
         store.data_mut().deadline = Instant::now() + self.limits.deadline;
-        match self.pre.instantiate_async(&mut store).await {
-            Ok(bindings) => Ok(Instance { slice: self, store, bindings, _live: LiveGuard::new(&self.runtime.live) }),
+        store.data_mut().kv = kv;
+        let instantiated = async {
+            let instance = self.exports.pre.instantiate_async(&mut store).await?;
+            let bindings = self.exports.slice.load(&mut store, &instance)?;
+            let read_models = self.exports.read_models.as_ref().map(|r| r.load(&mut store, &instance)).transpose()?;
+            wasmtime::Result::Ok((bindings, read_models))
+        };
+        let instantiated: wasmtime::Result<_> = instantiated.await;
+        match instantiated {
+            Ok((bindings, read_models)) => {
+                Ok(Instance { slice: self, store, bindings, read_models, _live: LiveGuard::new(&self.runtime.live) })
+            }
             Err(err) => {
                 if let Some(full) = err.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
                     tracing::warn!(slice = self.name(), "{full}");
@@ -231,7 +276,7 @@ impl Slice {
     pub async fn execute(&self, io: ReadAppender, command: &str, payload: &[u8]) -> Result<(Vec<u8>, ReadAppender), InvokeError> {
         let mut instance = self.instantiate(io).await?;
         instance.arm();
-        let result = instance.bindings.counterpoint_slice_slice().call_execute(&mut instance.store, command, payload).await;
+        let result = instance.bindings.call_execute(&mut instance.store, command, payload).await;
         let result = match result {
             Ok(Ok(output)) => Ok(output),
             Ok(Err(err)) => Err(from_wit_error(err)),
@@ -245,7 +290,7 @@ impl Slice {
     pub async fn tags(&self, io: ReadAppender, event_type: &str, data: &[u8]) -> Result<Vec<String>, InvokeError> {
         let mut instance = self.instantiate(io).await?;
         instance.arm();
-        let result = instance.bindings.counterpoint_slice_slice().call_tags(&mut instance.store, event_type, data).await;
+        let result = instance.bindings.call_tags(&mut instance.store, event_type, data).await;
         let result = match result {
             Ok(result) => result.map_err(from_wit_error),
             Err(trap) => Err(instance.failure("tags", trap)),
@@ -259,7 +304,7 @@ impl Slice {
         let mut instance = self.instantiate(io).await?;
         instance.arm();
         let event = types::SequencedEvent { position: to_wit_position(event.position), event: to_wit_event(event.event) };
-        let result = instance.bindings.counterpoint_slice_slice().call_react(&mut instance.store, automation, &event).await;
+        let result = instance.bindings.call_react(&mut instance.store, automation, &event).await;
         let result = match result {
             Ok(Ok(calls)) => Ok(calls
                 .into_iter()
@@ -273,11 +318,48 @@ impl Slice {
     }
 }
 
+impl Slice {
+    /// Folds a batch of events into read model `name` in a fresh instance. Returns the batch's
+    /// writes, for the caller to commit with the checkpoint.
+    pub async fn update_read_model(&self, kv: KvSession, name: &str, events: Vec<SequencedEvent>) -> Result<KvSession, InvokeError> {
+        let io = ReadAppender::new(Arc::new(MemoryStore::new()), Tenant::new("read-model").expect("valid"), Access::ReadOnly);
+        let mut instance = self.instantiate_with(io, Some(kv)).await?;
+        let read_models = instance.read_models_export()?;
+        instance.arm();
+        let events: Vec<types::SequencedEvent> = events
+            .into_iter()
+            .map(|e| types::SequencedEvent { position: to_wit_position(e.position), event: to_wit_event(e.event) })
+            .collect();
+        let result = match read_models.call_update(&mut instance.store, name, &events).await {
+            Ok(result) => result.map_err(from_wit_error),
+            Err(trap) => Err(instance.failure("read model update", trap)),
+        };
+        let kv = instance.store.data_mut().kv.take().expect("the session stays for the call");
+        instance.finish();
+        result.map(|()| kv)
+    }
+
+    /// Answers a query of read model `name` from its state; `params` and the answer are MessagePack.
+    pub async fn answer_read_model(&self, kv: KvSession, name: &str, params: &[u8]) -> Result<Vec<u8>, InvokeError> {
+        let io = ReadAppender::new(Arc::new(MemoryStore::new()), Tenant::new("read-model").expect("valid"), Access::ReadOnly);
+        let mut instance = self.instantiate_with(io, Some(kv)).await?;
+        let read_models = instance.read_models_export()?;
+        instance.arm();
+        let result = match read_models.call_answer(&mut instance.store, name, params).await {
+            Ok(result) => result.map_err(from_wit_error),
+            Err(trap) => Err(instance.failure("read model answer", trap)),
+        };
+        instance.finish();
+        result
+    }
+}
+
 /// One live instance of a slice, for the duration of one invocation.
 pub(crate) struct Instance<'a> {
     slice: &'a Slice,
     store: Store<InvocationState>,
-    bindings: SliceWorld,
+    bindings: guest::Guest,
+    read_models: Option<read_models_guest::Guest>,
     _live: LiveGuard,
 }
 
@@ -301,6 +383,10 @@ impl Drop for LiveGuard {
 pub(crate) struct ProjectionHandle(wasmtime::component::ResourceAny);
 
 impl Instance<'_> {
+    fn read_models_export(&self) -> Result<read_models_guest::Guest, InvokeError> {
+        self.read_models.clone().ok_or_else(|| InvokeError::NotFound(format!("slice {} has no read models", self.slice.name())))
+    }
+
     /// Starts the wall-time deadline of the next call into the guest.
     fn arm(&mut self) {
         self.store.data_mut().deadline = Instant::now() + self.slice.limits.deadline;
@@ -312,7 +398,7 @@ impl Instance<'_> {
 
     pub async fn open_projection(&mut self, name: &str, params: &[u8]) -> Result<ProjectionHandle, InvokeError> {
         self.arm();
-        let projection = self.bindings.counterpoint_slice_slice().projection();
+        let projection = self.bindings.projection();
         match projection.call_open(&mut self.store, name, params).await {
             Ok(Ok(handle)) => Ok(ProjectionHandle(handle)),
             Ok(Err(err)) => Err(from_wit_error(err)),
@@ -322,7 +408,7 @@ impl Instance<'_> {
 
     pub async fn projection_source(&mut self, handle: &ProjectionHandle) -> Result<(Query, ReadOptions), InvokeError> {
         self.arm();
-        let projection = self.bindings.counterpoint_slice_slice().projection();
+        let projection = self.bindings.projection();
         match projection.call_source(&mut self.store, handle.0).await {
             Ok((query, options)) => Ok((from_wit_query(query), from_wit_options(options))),
             Err(trap) => Err(self.failure("projection source", trap)),
@@ -335,7 +421,7 @@ impl Instance<'_> {
             .into_iter()
             .map(|e| types::SequencedEvent { position: to_wit_position(e.position), event: to_wit_event(e.event) })
             .collect();
-        let projection = self.bindings.counterpoint_slice_slice().projection();
+        let projection = self.bindings.projection();
         match projection.call_fold(&mut self.store, handle.0, &events).await {
             Ok(result) => result.map_err(from_wit_error),
             Err(trap) => Err(self.failure("projection fold", trap)),
@@ -344,7 +430,7 @@ impl Instance<'_> {
 
     pub async fn projection_finish(&mut self, handle: &ProjectionHandle) -> Result<Vec<u8>, InvokeError> {
         self.arm();
-        let projection = self.bindings.counterpoint_slice_slice().projection();
+        let projection = self.bindings.projection();
         match projection.call_finish(&mut self.store, handle.0).await {
             Ok(result) => result.map_err(from_wit_error),
             Err(trap) => Err(self.failure("projection finish", trap)),

@@ -342,12 +342,78 @@ impl Projection for StockLevel {
     }
 }
 
+// --- Read models ---
+
+/// Every product's stock, kept by the host as it follows the log: answers without replaying it.
+pub struct StockLevels;
+
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Level {
+    pub sku: String,
+    pub received: u64,
+    pub reserved: u64,
+    pub available: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StockQuery {
+    /// One product; without it, every product (in sku order, at most 1,000).
+    pub sku: Option<String>,
+}
+
+impl StockLevels {
+    fn key(sku: &str) -> String {
+        format!("sku/{sku}")
+    }
+
+    fn change(state: &mut State, sku: &str, change: impl FnOnce(&mut Level)) -> Result<(), Error> {
+        state.update(&Self::key(sku), |level: &mut Level| {
+            level.sku = sku.to_string();
+            change(level);
+            level.available = level.received.saturating_sub(level.reserved);
+        })
+    }
+}
+
+impl ReadModel for StockLevels {
+    const NAME: &'static str = "stock-levels";
+    const DESCRIPTION: &'static str = "Units received, reserved and available, per product";
+    type Params = StockQuery;
+    type Output = Vec<Level>;
+
+    fn source() -> Query {
+        Query::of::<StockReceived>().or_of::<StockReserved>()
+    }
+
+    fn apply(state: &mut State, event: &Envelope) -> Result<(), Error> {
+        match event.event_type() {
+            StockReceived::TYPE => {
+                let received: StockReceived = event.decode()?;
+                Self::change(state, &received.sku, |l| l.received += u64::from(received.qty))
+            }
+            StockReserved::TYPE => {
+                let reserved: StockReserved = event.decode()?;
+                Self::change(state, &reserved.sku, |l| l.reserved += u64::from(reserved.qty))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn query(state: &State, params: StockQuery) -> Result<Vec<Level>, Error> {
+        match params.sku {
+            Some(sku) => Ok(state.get(&Self::key(&sku))?.into_iter().collect()),
+            None => Ok(state.scan("sku/", None, 1_000)?.into_iter().map(|(_, level)| level).collect()),
+        }
+    }
+}
+
 counterpoint_sdk::slice! {
     name: "inventory", version: env!("CARGO_PKG_VERSION"),
     events: [StockReceived, StockReserved, StockReservationFailed],
     commands: [ReceiveStock, ReserveStock, ReserveOrder],
     projections: [StockLevel],
     automations: [ReserveOnConfirm],
+    read_models: [StockLevels],
 }
 
 #[cfg(test)]

@@ -165,3 +165,23 @@ fn describes_itself() {
         Err(Error::NotFound(_))
     ));
 }
+
+#[test]
+fn the_stock_levels_read_model_agrees_with_the_projection() {
+    let mut store = TestStore::new();
+    store.run(ReceiveStock { sku: "apple".into(), qty: 10 }).unwrap();
+    store.run(ReceiveStock { sku: "pear".into(), qty: 2 }).unwrap();
+    store.given(placed("o-1"));
+    // Queried before and after more events: each event is applied once.
+    let all = store.read_model::<StockLevels>(&StockQuery { sku: None }).unwrap();
+    assert_eq!(all.iter().map(|l| (l.sku.as_str(), l.available)).collect::<Vec<_>>(), [("apple", 10), ("pear", 2)]);
+    reserve(&mut store, "o-1", "apple", 4).unwrap();
+    store.run(ReceiveStock { sku: "apple".into(), qty: 1 }).unwrap();
+    let apple = store.read_model::<StockLevels>(&StockQuery { sku: Some("apple".into()) }).unwrap();
+    let projected = level(&mut store, "apple");
+    assert_eq!(apple, [Level { sku: "apple".into(), received: projected.received, reserved: projected.reserved, available: projected.available }]);
+    assert_eq!((apple[0].received, apple[0].reserved, apple[0].available), (11, 4, 7));
+    assert!(store.read_model::<StockLevels>(&StockQuery { sku: Some("kiwi".into()) }).unwrap().is_empty());
+    let d = CounterpointSlice::read_models();
+    assert_eq!((d[0].name.as_str(), d[0].params[0].name.as_str()), ("stock-levels", "sku"));
+}

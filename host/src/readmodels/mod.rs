@@ -1,0 +1,428 @@
+//! Persistent read models: state the host keeps for a slice, so queries answer without
+//! replaying the log.
+//!
+//! A slice declares read models (a name and a source query) and exports `update` (fold a batch
+//! of events into the state, through the `read-model-state` import) and `answer` (query the
+//! state). Each read model has a key-value namespace of its own in a [`StateStore`] and a
+//! checkpoint beside it. One worker per read model and tenant follows the log for the source
+//! query, calls `update` with batches of events in a fresh instance, and commits the batch's
+//! writes **and** the checkpoint in one transaction: after a crash both are from before the
+//! batch or both from after it, so every event is applied exactly once. A commit names the
+//! checkpoint it started from, so two workers (two hosts, say) can never both apply a batch.
+//!
+//! A batch that fails (a trap, an error from the slice) is retried with backoff; the read model
+//! stays where it is (skipping an event would leave it wrong) and says why in its status until
+//! a fixed version is deployed. A version whose source query differs rebuilds the state from
+//! the start of the log; [`ReadModels::rebuild`] does so on request.
+
+mod embedded;
+pub mod state;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use self::embedded::EmbeddedState;
+pub use self::state::{Checkpoint, MemoryState, ReadModelId, SharedState, StateStore};
+use crate::deploy::Registry;
+use crate::runtime::{InvokeError, KvSession};
+use crate::store::{Position, Query, ReadOptions, SequencedEvent, SharedStore, StoreError};
+
+/// Events per `update` call, at most.
+const BATCH: usize = 512;
+/// The first retry of a failed batch waits this long, each further one twice as long.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often a waiting query looks at the checkpoint, for commits made by other hosts.
+const POLL: Duration = Duration::from_millis(20);
+/// How long a query that asks for a position waits for the read model to get there.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadModelError {
+    #[error("{0}")]
+    Invoke(#[from] InvokeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("slice {slice} has no read model {name:?}")]
+    Unknown { slice: String, name: String },
+    #[error("read model {id} has not reached position {wanted} after {waited_ms} ms (it is at {at})")]
+    NotCaughtUp { id: String, wanted: Position, at: Position, waited_ms: u128 },
+    /// Another worker committed first: this one starts again from the stored checkpoint.
+    #[error("read model {0}'s checkpoint moved under this worker")]
+    Moved(String),
+}
+
+/// What a worker reports about itself.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Progress {
+    pub checkpoint: Position,
+    /// Batches that failed and were retried.
+    pub failures: u64,
+    pub last_error: Option<String>,
+    pub running: bool,
+}
+
+/// A read model's state, for `counterpoint readmodels list` and the API.
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    #[serde(flatten)]
+    pub id: ReadModelId,
+    pub checkpoint: Position,
+    pub head: Position,
+    /// Events of the read model's source after its checkpoint.
+    pub lag: u64,
+    /// Keys in its state.
+    pub keys: u64,
+    pub failures: u64,
+    pub last_error: Option<String>,
+    pub running: bool,
+}
+
+struct Worker {
+    source: Query,
+    handle: JoinHandle<()>,
+    progress: Arc<Mutex<Progress>>,
+}
+
+/// Runs every deployed read model, and answers their queries.
+pub struct ReadModels {
+    events: SharedStore,
+    state: SharedState,
+    registry: Arc<Registry>,
+    workers: Mutex<HashMap<ReadModelId, Worker>>,
+    /// Every checkpoint a worker commits, for queries waiting to read their writes.
+    committed: watch::Sender<u64>,
+    stopped: AtomicBool,
+}
+
+impl Drop for ReadModels {
+    fn drop(&mut self) {
+        for worker in self.workers.get_mut().expect("workers lock").values() {
+            worker.handle.abort();
+        }
+    }
+}
+
+/// The text a checkpoint keeps of the source it was built from.
+fn fingerprint(source: &Query) -> String {
+    serde_json::to_string(source).expect("queries serialize")
+}
+
+impl ReadModels {
+    pub fn new(events: SharedStore, state: SharedState, registry: Arc<Registry>) -> Arc<Self> {
+        Arc::new(ReadModels {
+            events,
+            state,
+            registry,
+            workers: Mutex::default(),
+            committed: watch::Sender::new(0),
+            stopped: AtomicBool::new(true),
+        })
+    }
+
+    /// Starts a worker for every deployed read model, and keeps the set in step with deploys.
+    pub fn start(self: &Arc<Self>) {
+        self.stopped.store(false, Ordering::SeqCst);
+        let mut changes = self.registry.changes();
+        let this = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(read_models) = this.upgrade() else { break };
+                if read_models.stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                read_models.reconcile();
+                drop(read_models);
+                if changes.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+
+    /// Stops every worker and waits until they are gone.
+    pub async fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        let workers: Vec<Worker> = self.workers.lock().expect("workers lock").drain().map(|(_, w)| w).collect();
+        for worker in workers {
+            worker.handle.abort();
+            let _ = worker.handle.await;
+        }
+    }
+
+    /// Every read model the tenants' slices declare, with its source.
+    fn declared(&self) -> Vec<(ReadModelId, Query)> {
+        let mut out = Vec::new();
+        for tenant in self.registry.tenants() {
+            for deployed in self.registry.list(&tenant) {
+                for model in &deployed.slice.description().read_models {
+                    let id = ReadModelId { tenant: tenant.clone(), slice: deployed.slice.name().into(), name: model.name.clone() };
+                    out.push((id, model.query.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// The source query of a deployed read model.
+    pub fn source(&self, id: &ReadModelId) -> Result<Query, ReadModelError> {
+        let unknown = || ReadModelError::Unknown { slice: id.slice.clone(), name: id.name.clone() };
+        let slice = self.registry.get(&id.tenant, &id.slice).ok_or_else(unknown)?;
+        let model = slice.description().read_models.iter().find(|m| m.name == id.name).ok_or_else(unknown)?;
+        Ok(model.query.clone())
+    }
+
+    fn reconcile(self: &Arc<Self>) {
+        let wanted: HashMap<ReadModelId, Query> = self.declared().into_iter().collect();
+        let mut workers = self.workers.lock().expect("workers lock");
+        if self.stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        workers.retain(|id, worker| {
+            let keep = wanted.get(id) == Some(&worker.source) && !worker.handle.is_finished();
+            if !keep {
+                worker.handle.abort();
+            }
+            keep
+        });
+        for (id, source) in wanted {
+            if let std::collections::hash_map::Entry::Vacant(slot) = workers.entry(id) {
+                let worker = self.spawn(slot.key().clone(), source);
+                slot.insert(worker);
+            }
+        }
+    }
+
+    fn spawn(self: &Arc<Self>, id: ReadModelId, source: Query) -> Worker {
+        let progress = Arc::new(Mutex::new(Progress { running: true, ..Default::default() }));
+        let (this, task_id, task_source, task_progress) = (self.clone(), id.clone(), source.clone(), progress.clone());
+        let handle = tokio::spawn(async move {
+            let mut failures = 0u32;
+            loop {
+                match this.follow(&task_id, &task_source, &task_progress).await {
+                    // Another worker committed first: go on from its checkpoint, at once.
+                    Err(ReadModelError::Moved(_)) => tokio::time::sleep(Duration::from_millis(fastrand::u64(1..20))).await,
+                    Err(err) => {
+                        tracing::error!(read_model = %task_id, "read model worker stopped: {err}");
+                        task_progress.lock().expect("progress lock").last_error = Some(err.to_string());
+                        // A store that is down: try again from the stored checkpoint, later.
+                        failures += 1;
+                        tokio::time::sleep(backoff(failures)).await;
+                    }
+                    Ok(()) => break,
+                }
+            }
+            task_progress.lock().expect("progress lock").running = false;
+        });
+        tracing::info!(read_model = %id, "read model started");
+        Worker { source, handle, progress }
+    }
+
+    /// The stored checkpoint, or none if the state was built from another source (then the
+    /// state is dropped, to be rebuilt from the start).
+    async fn checkpoint_for(&self, id: &ReadModelId, source: &Query) -> Result<Option<Checkpoint>, StoreError> {
+        let checkpoint = self.state.checkpoint(id).await?;
+        match checkpoint {
+            Some(c) if c.source != fingerprint(source) => {
+                tracing::warn!(read_model = %id, "the source query changed: rebuilding the state");
+                self.state.clear(id).await?;
+                Ok(None)
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// Follows the log from the checkpoint for good: catches up, then tails.
+    async fn follow(&self, id: &ReadModelId, source: &Query, progress: &Mutex<Progress>) -> Result<(), ReadModelError> {
+        let mut checkpoint = self.checkpoint_for(id, source).await?;
+        let after = checkpoint.as_ref().map(|c| c.position);
+        progress.lock().expect("progress lock").checkpoint = after.unwrap_or(Position::ZERO);
+        let mut events = self.events.subscribe(&id.tenant, source.clone(), after).await?;
+        loop {
+            let mut batch = vec![events.next().await?];
+            while batch.len() < BATCH && events.buffered() > 0 {
+                batch.push(events.next().await?);
+            }
+            checkpoint = Some(self.apply_with_retries(id, source, checkpoint.as_ref(), batch, progress).await?);
+        }
+    }
+
+    /// Applies one batch, retrying with backoff while the slice fails.
+    async fn apply_with_retries(
+        &self,
+        id: &ReadModelId,
+        source: &Query,
+        from: Option<&Checkpoint>,
+        batch: Vec<SequencedEvent>,
+        progress: &Mutex<Progress>,
+    ) -> Result<Checkpoint, ReadModelError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.apply(id, source, from, batch.clone()).await {
+                Ok(checkpoint) => {
+                    let mut progress = progress.lock().expect("progress lock");
+                    progress.checkpoint = checkpoint.position;
+                    progress.last_error = None;
+                    return Ok(checkpoint);
+                }
+                Err(ReadModelError::Invoke(err)) => {
+                    tracing::warn!(read_model = %id, attempt, "update failed: {err}");
+                    {
+                        let mut progress = progress.lock().expect("progress lock");
+                        progress.failures += 1;
+                        progress.last_error = Some(err.to_string());
+                    }
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// Folds `batch` into the state and commits it with the new checkpoint.
+    async fn apply(&self, id: &ReadModelId, source: &Query, from: Option<&Checkpoint>, batch: Vec<SequencedEvent>) -> Result<Checkpoint, ReadModelError> {
+        let to = Checkpoint { position: batch.last().expect("batches are not empty").position, source: fingerprint(source) };
+        // The host's own records are not the slice's business.
+        let events: Vec<SequencedEvent> = batch.into_iter().filter(|e| !e.event.event_type.starts_with("counterpoint.")).collect();
+        let writes = if events.is_empty() {
+            Default::default()
+        } else {
+            let slice = self
+                .registry
+                .get(&id.tenant, &id.slice)
+                .ok_or_else(|| InvokeError::NotFound(format!("slice {} is no longer deployed", id.slice)))?;
+            let session = KvSession::updating(self.state.clone(), id.clone());
+            slice.update_read_model(session, &id.name, events).await?.into_writes()
+        };
+        if !self.state.commit(id, from, writes, to.clone()).await? {
+            return Err(ReadModelError::Moved(id.to_string()));
+        }
+        self.committed.send_modify(|n| *n += 1);
+        Ok(to)
+    }
+
+    /// Drops the read model's state and builds it again from the start of the log; `progress`
+    /// hears (events applied, events to apply) after every batch. A running worker is stopped
+    /// first and started again afterwards.
+    pub async fn rebuild(self: &Arc<Self>, id: &ReadModelId, progress: impl Fn(u64, u64)) -> Result<Position, ReadModelError> {
+        let source = self.source(id)?;
+        let running = self.workers.lock().expect("workers lock").remove(id);
+        if let Some(worker) = running {
+            worker.handle.abort();
+            let _ = worker.handle.await;
+        }
+        let result = async {
+            self.state.clear(id).await?;
+            self.catch_up(id, &source, progress).await
+        }
+        .await;
+        if !self.stopped.load(Ordering::SeqCst) {
+            self.reconcile();
+        }
+        result
+    }
+
+    /// Applies every event of the read model's source up to the head of the log now, in
+    /// batches, and returns the checkpoint reached.
+    pub async fn catch_up(&self, id: &ReadModelId, source: &Query, progress: impl Fn(u64, u64)) -> Result<Position, ReadModelError> {
+        let mut checkpoint = self.checkpoint_for(id, source).await?;
+        let after = checkpoint.as_ref().map(|c| c.position);
+        let total = self.count(id, source, after).await?;
+        let mut done = 0u64;
+        progress(done, total);
+        let tracker = Mutex::new(Progress::default());
+        let mut stream = self.events.read(&id.tenant, source.clone(), ReadOptions { after, limit: None, backwards: false }).await?;
+        while let Some(batch) = stream.next_batch().await? {
+            for chunk in batch.chunks(BATCH) {
+                checkpoint = Some(self.apply_with_retries(id, source, checkpoint.as_ref(), chunk.to_vec(), &tracker).await?);
+                done += chunk.len() as u64;
+                progress(done, total);
+            }
+        }
+        Ok(checkpoint.map_or(Position::ZERO, |c| c.position))
+    }
+
+    /// Events of `source` after `after`, counted without holding them.
+    async fn count(&self, id: &ReadModelId, source: &Query, after: Option<Position>) -> Result<u64, StoreError> {
+        let mut stream = self.events.read(&id.tenant, source.clone(), ReadOptions { after, limit: None, backwards: false }).await?;
+        let mut n = 0;
+        while let Some(batch) = stream.next_batch().await? {
+            n += batch.iter().filter(|e| !e.event.event_type.starts_with("counterpoint.")).count() as u64;
+        }
+        Ok(n)
+    }
+
+    /// Answers a query of a read model from its state. With `at_least`, first waits (up to
+    /// `wait`) until the state includes every event of its source up to that position — what a
+    /// client passes to read its own writes.
+    pub async fn query(&self, id: &ReadModelId, params: &[u8], at_least: Option<Position>, wait: Duration) -> Result<Vec<u8>, ReadModelError> {
+        let source = self.source(id)?;
+        if let Some(wanted) = at_least {
+            self.wait_for(id, &source, wanted, wait).await?;
+        }
+        let slice = self.registry.get(&id.tenant, &id.slice).ok_or_else(|| ReadModelError::Unknown { slice: id.slice.clone(), name: id.name.clone() })?;
+        let session = KvSession::answering(self.state.clone(), id.clone());
+        Ok(slice.answer_read_model(session, &id.name, params).await?)
+    }
+
+    async fn wait_for(&self, id: &ReadModelId, source: &Query, wanted: Position, wait: Duration) -> Result<(), ReadModelError> {
+        let started = tokio::time::Instant::now();
+        let mut commits = self.committed.subscribe();
+        loop {
+            commits.borrow_and_update();
+            let at = self.state.checkpoint(id).await?.map_or(Position::ZERO, |c| c.position);
+            if at >= wanted {
+                return Ok(());
+            }
+            // Caught up if no event of the source lies between the checkpoint and `wanted`.
+            let options = ReadOptions { after: Some(at), limit: Some(1), backwards: false };
+            let (next, _) = self.events.read(&id.tenant, source.clone(), options).await?.collect().await?;
+            if next.first().is_none_or(|e| e.position > wanted) {
+                return Ok(());
+            }
+            let left = wait.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return Err(ReadModelError::NotCaughtUp { id: id.to_string(), wanted, at, waited_ms: wait.as_millis() });
+            }
+            // Woken by this process's commits; another host's are seen by looking again.
+            let _ = tokio::time::timeout(left.min(POLL), commits.changed()).await;
+        }
+    }
+
+    /// Every read model the tenant's slices declare: checkpoint, lag, keys, and (when its
+    /// worker runs in this process) failures.
+    pub async fn status(&self, tenant: &crate::store::Tenant) -> Result<Vec<Status>, StoreError> {
+        let head = self.events.head(tenant).await?;
+        let mut out = Vec::new();
+        for (id, source) in self.declared().into_iter().filter(|(id, _)| &id.tenant == tenant) {
+            let progress = self.workers.lock().expect("workers lock").get(&id).map(|w| w.progress.lock().expect("progress lock").clone());
+            let progress = progress.unwrap_or_default();
+            let checkpoint = self.state.checkpoint(&id).await?.filter(|c| c.source == fingerprint(&source)).map(|c| c.position);
+            let lag = self.count(&id, &source, checkpoint).await?;
+            let keys = self.state.len(&id).await?;
+            out.push(Status {
+                checkpoint: checkpoint.unwrap_or(Position::ZERO),
+                head,
+                lag,
+                keys,
+                failures: progress.failures,
+                last_error: progress.last_error,
+                running: progress.running,
+                id,
+            });
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    FIRST_BACKOFF.saturating_mul(1 << attempt.saturating_sub(1).min(16)).min(MAX_BACKOFF)
+}

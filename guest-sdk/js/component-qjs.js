@@ -4,12 +4,15 @@
 
 import store from "counterpoint:slice/store@0.1.0";
 
-import { sliceExport } from "./src/glue.js";
+import { readModelsExport, sliceExport } from "./src/glue.js";
 
-export const slice = sliceExport({
+const wit = {
   read: (query, options) => store.read(query, options),
   append: (events) => store.append(events),
   u64: (n) => Number(n),
   none: null,
   error: (variant) => variant,
-});
+};
+
+export const slice = sliceExport(wit);
+export const readModels = readModelsExport(wit);

@@ -4,9 +4,9 @@
 
 import { append, read } from "counterpoint:slice/store@0.1.0";
 
-import { sliceExport } from "./src/glue.js";
+import { readModelsExport, sliceExport } from "./src/glue.js";
 
-export const slice = sliceExport({
+const wit = {
   read,
   append,
   u64: (n) => BigInt(n),
@@ -16,4 +16,7 @@ export const slice = sliceExport({
     err.payload = variant;
     return err;
   },
-});
+};
+
+export const slice = sliceExport(wit);
+export const readModels = readModelsExport(wit);

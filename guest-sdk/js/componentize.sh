@@ -43,7 +43,7 @@ trap 'rm -rf "$work"' EXIT
 # The slice first, so that it is defined when the glue warms it up.
 cat > "$work/entry.js" <<JS
 import "$slice";
-export { slice } from "$sdk/component-$engine.js";
+export { readModels, slice } from "$sdk/component-$engine.js";
 JS
 "$sdk/node_modules/.bin/esbuild" "$work/entry.js" --bundle --format=esm --platform=neutral --target=es2022 \
     --alias:@counterpoint/slice-sdk="$sdk" --main-fields=module,main \

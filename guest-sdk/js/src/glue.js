@@ -1,6 +1,7 @@
 // The glue between a Slice and the WIT contract (`counterpoint:slice@0.1.0`, world
-// `slice-world`), shared by the toolchains: each passes the store import and its conventions
-// for u64 (BigInt or number), an absent option (undefined or null) and a returned error.
+// `slice-world`: the `slice` and `read-models` exports), shared by the toolchains: each passes
+// the store import and its conventions for u64 (BigInt or number), an absent option (undefined
+// or null) and a returned error.
 
 import { BY_KIND, Error as SliceError } from "./errors.js";
 import { Envelope } from "./events.js";
@@ -152,4 +153,16 @@ export function sliceExport(wit) {
   }
 
   return slice;
+}
+
+/**
+ * The `read-models` export object: a JavaScript slice cannot declare persistent read models yet,
+ * so it has none.
+ * @param {{ error: (variant: {tag: string, val: string}) => any }} wit
+ */
+export function readModelsExport(wit) {
+  const none = () => {
+    throw wit.error({ tag: "not-found", val: "this slice has no read models" });
+  };
+  return { readModels: () => [], update: none, answer: none };
 }

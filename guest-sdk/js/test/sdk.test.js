@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { decode, encode, InvalidInput, NotFound, Query, ReadOptions, Rejected, Slice, t, tag } from "../index.js";
+import { readModelsExport } from "../src/glue.js";
 import { TestStore } from "../testing.js";
 
 const shop = new Slice("shop", "0.1.0");
@@ -81,4 +82,12 @@ test("describe lists fields with kinds", () => {
   assert.deepEqual(d.commands[0].fields, [["item", "string"], ["qty", "integer"], ["note", "string?"]]);
   assert.deepEqual(d.projections[0].params, [["last", "integer?"]]);
   assert.deepEqual(d.emits, ["Bought"]);
+});
+
+test("the read-models export has none: update and answer are not-found", () => {
+  const models = readModelsExport({ error: (variant) => variant });
+  assert.deepEqual(models.readModels(), []);
+  const notFound = { tag: "not-found", val: "this slice has no read models" };
+  assert.throws(() => models.update("stock", []), notFound);
+  assert.throws(() => models.answer("stock", new Uint8Array([0x80])), notFound);
 });

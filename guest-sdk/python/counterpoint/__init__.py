@@ -24,7 +24,7 @@ automations, compiled to a WebAssembly component with componentize-py.
 
 Payloads are MessagePack with named fields (the same bytes the Rust SDK writes), so slices in
 any language share one log. The component's entry module ends with
-`from counterpoint.component import Slice`.
+`from counterpoint.component import ReadModels, Slice`.
 """
 
 from .codec import I64, U32, U64, Range, decode_as, encode

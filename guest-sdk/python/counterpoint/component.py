@@ -1,8 +1,9 @@
 """The glue between a `counterpoint.Slice` and the WIT contract (`counterpoint:slice@0.1.0`,
-world `slice-world`), for componentize-py. The app module re-exports `Slice` from here, and
+world `slice-world`), for componentize-py. The app module re-exports `Slice` and
+`ReadModels` from here (componentize-py looks for each exported interface's class there), and
 the top-level module `slice` (shipped next to this package) re-exports `Projection`:
 
-    from counterpoint.component import Slice  # noqa: F401  (the component's exports)
+    from counterpoint.component import ReadModels, Slice  # noqa: F401  (the component's exports)
 """
 
 from componentize_py_types import Err
@@ -96,6 +97,19 @@ class Slice(exports.Slice):
     def react(self, automation: str, event):
         calls = _guarded(lambda: current().react(automation, _envelope(event)))
         return [wit.CommandCall(c.slice, c.command, c.payload) for c in calls]
+
+
+class ReadModels(exports.ReadModels):
+    """Persistent read models: a Python slice cannot declare any yet, so it has none."""
+
+    def read_models(self):
+        return []
+
+    def update(self, name: str, events) -> None:
+        raise Err(_to_wit(NotFound("this slice has no read models")))
+
+    def answer(self, name: str, params: bytes) -> bytes:
+        raise Err(_to_wit(NotFound("this slice has no read models")))
 
 
 class Projection(wit.Projection):

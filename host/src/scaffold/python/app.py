@@ -1,4 +1,4 @@
 """The component's entry module (what componentize-py is given): the slice, and its exports."""
 
 import definition  # noqa: F401  (defines and registers the slice)
-from counterpoint.component import Slice  # noqa: F401  (the exports the host calls)
+from counterpoint.component import ReadModels, Slice  # noqa: F401  (the exports the host calls)

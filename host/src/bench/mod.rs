@@ -22,7 +22,8 @@ pub use automations::automations;
 pub use runtime::runtime;
 pub use store::store;
 
-/// A benchmark's results: named numbers, in the order they were measured.
+/// A benchmark's results: named numbers, in the order they were measured. A key with dots,
+/// `group.name`, is written to the JSON as `name` inside the object `group`.
 pub struct Report {
     name: String,
     rows: Vec<(String, f64, String)>,
@@ -52,12 +53,32 @@ impl Report {
         }
         std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
         let path = out_dir.join(format!("{}.json", self.name));
-        let json: serde_json::Map<String, serde_json::Value> =
-            self.rows.iter().map(|(k, v, _)| (k.clone(), serde_json::json!(v))).collect();
-        std::fs::write(&path, serde_json::to_string_pretty(&json)? + "\n")
+        std::fs::write(&path, serde_json::to_string_pretty(&self.to_json()?)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
         println!("\nwrote {}", path.display());
         Ok(path)
+    }
+
+    /// The rows as one JSON object, a dotted key nested (`python.command_us` is
+    /// `{"python": {"command_us": ..}}`); NaN is `null`.
+    fn to_json(&self) -> anyhow::Result<serde_json::Value> {
+        let mut root = serde_json::Map::new();
+        for (key, value, _) in &self.rows {
+            let mut groups: Vec<&str> = key.split('.').collect();
+            let name = groups.pop().unwrap_or_default();
+            let mut object = &mut root;
+            for group in groups {
+                object = object
+                    .entry(group)
+                    .or_insert_with(|| serde_json::Value::Object(Default::default()))
+                    .as_object_mut()
+                    .with_context(|| format!("report key {key:?}: {group:?} is both a number and a group"))?;
+            }
+            if object.insert(name.into(), serde_json::json!(value)).is_some_and(|old| old.is_object()) {
+                anyhow::bail!("report key {key:?} is also a group");
+            }
+        }
+        Ok(root.into())
     }
 }
 
@@ -79,4 +100,23 @@ pub fn fsync_per_s(dir: &Path, duration: Duration) -> anyhow::Result<f64> {
     std::fs::remove_file(&path)?;
     let _ = std::io::stdout().flush();
     Ok(rate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Report;
+
+    #[test]
+    fn dotted_keys_are_nested_objects() {
+        let mut report = Report::new("t");
+        report.add("fsync_per_s", 2.0, "");
+        report.add("python.command_us", 1.5, "");
+        report.add("python.size_kb", f64::NAN, "");
+        report.add("js.command_us", 3.0, "");
+        let expected = serde_json::json!({"fsync_per_s": 2.0, "python": {"command_us": 1.5, "size_kb": null}, "js": {"command_us": 3.0}});
+        assert_eq!(report.to_json().unwrap(), expected);
+
+        report.add("python", 1.0, "");
+        assert!(report.to_json().is_err());
+    }
 }

@@ -1,9 +1,10 @@
 //! `bench polyglot`: the orders slice written in Rust, Python (componentize-py) and JavaScript
 //! (componentize-qjs), side by side: component size, build time, a fresh instance, one command.
 //!
-//! Keys are flat, `<lang>_<metric>` with lang `rust`, `python`, `js` and metric `size_kb`,
-//! `build_s`, `instantiate_us`, `command_us` (e.g. `python_command_us`), plus
-//! `faults_per_command` (minor page faults per command: what dominates the interpreters' time).
+//! The JSON has one object per language, `rust`, `python` and `js`, each with `size_kb`,
+//! `build_s`, `instantiate_us`, `command_us` and `faults_per_command` (minor page faults per
+//! command: what dominates the interpreters' time), e.g. `{"python": {"command_us": ..}, ..}`;
+//! the table shows them as `python.command_us`.
 //! `build_s` is the wall time `slices/polyglot.sh` and the build scripts recorded in
 //! `build-times.json` next to the components (the last build: cold or warm, whichever it was);
 //! NaN when none was recorded.
@@ -22,7 +23,7 @@ use crate::store::{MemoryStore, SharedStore, Tenant};
 
 use super::Report;
 
-/// (key prefix, component file) of each language's orders slice.
+/// (JSON object, component file) of each language's orders slice.
 const LANGUAGES: [(&str, &str); 3] = [("rust", "orders.wasm"), ("python", "orders_py.wasm"), ("js", "orders_js.wasm")];
 
 pub async fn polyglot(scratch: &Path, slices: &Path, seconds: f64) -> anyhow::Result<Report> {
@@ -40,9 +41,9 @@ pub async fn polyglot(scratch: &Path, slices: &Path, seconds: f64) -> anyhow::Re
     for (lang, file) in LANGUAGES {
         let wasm = slices.join(file);
         let size = std::fs::metadata(&wasm).with_context(|| format!("{} (build the polyglot slices first)", wasm.display()))?.len();
-        report.add(&format!("{lang}_size_kb"), size as f64 / 1024.0, file.to_string());
+        report.add(&format!("{lang}.size_kb"), size as f64 / 1024.0, file.to_string());
         let build = build_times.get(lang).and_then(serde_json::Value::as_f64).unwrap_or(f64::NAN);
-        report.add(&format!("{lang}_build_s"), build, "wall time of its last build (build-times.json)");
+        report.add(&format!("{lang}.build_s"), build, "wall time of its last build (build-times.json)");
 
         let orders = Arc::new(runtime.load_file(&wasm).await.with_context(|| format!("loading {}", wasm.display()))?);
         let memory: SharedStore = Arc::new(MemoryStore::new());
@@ -57,7 +58,7 @@ pub async fn polyglot(scratch: &Path, slices: &Path, seconds: f64) -> anyhow::Re
             instance.finish();
         }
         let instantiate = median_us(&mut samples);
-        report.add(&format!("{lang}_instantiate_us"), instantiate, format!("median of {} fresh instances", samples.len()));
+        report.add(&format!("{lang}.instantiate_us"), instantiate, format!("median of {} fresh instances", samples.len()));
 
         let runner = CommandRunner::default();
         let mut samples = Vec::new();
@@ -75,14 +76,14 @@ pub async fn polyglot(scratch: &Path, slices: &Path, seconds: f64) -> anyhow::Re
         let command = median_us(&mut samples);
         let target = if lang == "rust" { "" } else { " (target <= 1000)" };
         report.add(
-            &format!("{lang}_command_us"),
+            &format!("{lang}.command_us"),
             command,
             format!("median place-order: fresh instance, 1 read, 1 append, in memory{target}"),
         );
         // A fresh instance starts from the component's memory snapshot: each page it touches
         // that the pooling allocator did not keep resident is a page fault, which dominates the
         // time of interpreters with large heaps (CPython, SpiderMonkey).
-        report.add(&format!("{lang}_faults_per_command"), faults, "minor page faults per place-order (whole process)");
+        report.add(&format!("{lang}.faults_per_command"), faults, "minor page faults per place-order (whole process)");
     }
     let _ = std::fs::remove_dir_all(scratch);
     Ok(report)

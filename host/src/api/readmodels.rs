@@ -84,15 +84,6 @@ pub async fn rebuild(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let caller = state.authorize(&headers, &tenant)?;
     let id = ReadModelId { tenant: caller.tenant.clone(), slice, name };
-    if !state.read_models.status(&caller.tenant).await?.iter().any(|s| s.id == id) {
-        return Err(ApiError::not_found(format!("slice {} has no read model {:?}", id.slice, id.name)));
-    }
-    let read_models = state.read_models.clone();
-    let task_id = id.clone();
-    tokio::spawn(async move {
-        if let Err(err) = read_models.rebuild(&task_id, |_, _| {}).await {
-            tracing::error!(read_model = %task_id, "rebuild failed: {err}");
-        }
-    });
+    state.read_models.rebuild_in_background(&id)?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "rebuilding": id }))))
 }

@@ -1,5 +1,6 @@
 //! `counterpoint demo`: the example slices at work on the embedded store — commands, a boundary
-//! across two slices, conflicts resolved by re-running commands, automations, and projections.
+//! across two slices, conflicts resolved by re-running commands, automations, projections and
+//! a persistent read model.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use serde_json::{json, Value};
 
 use counterpoint::codec::{event_to_json, json_to_msgpack, msgpack_to_json};
 use counterpoint::automations::{Automations, RetryPolicy};
+use counterpoint::readmodels::{EmbeddedState, ReadModelId, ReadModels};
 use counterpoint::runner::{CommandOutput, CommandRunner};
 use counterpoint::store::{Query, QueryItem, ReadOptions};
 
@@ -21,6 +23,9 @@ pub async fn run(data_dir: &Path, slices: &[PathBuf]) -> anyhow::Result<()> {
     }
     let automations = Automations::new(host.store.clone(), host.registry.clone(), CommandRunner::default(), RetryPolicy::default());
     automations.start();
+    let state = Arc::new(EmbeddedState::open(data_dir.join("readmodels.redb"))?);
+    let read_models = ReadModels::new(host.store.clone(), state, host.registry.clone());
+    read_models.start();
     out!("Counterpoint demo — data directory {}, tenant \"demo\"\n", data_dir.display());
     for slice in host.slices() {
         let d = slice.description();
@@ -102,6 +107,17 @@ pub async fn run(data_dir: &Path, slices: &[PathBuf]) -> anyhow::Result<()> {
     projection(&host, "orders", "order-summary", json!({"order_id": busy})).await?;
     projection(&host, "orders", "customer-orders", json!({"customer_id": "bob", "last": 1})).await?;
     projection(&host, "inventory", "stock-level", json!({"sku": sku})).await?;
+
+    step("Read models: inventory's stock-levels, kept up to date by the host, answer without replaying the log");
+    let id = ReadModelId { tenant: host.tenant.clone(), slice: "inventory".into(), name: "stock-levels".into() };
+    let head = host.store.head(&host.tenant).await?;
+    let params = json!({"sku": sku});
+    let out = read_models.query(&id, &json_to_msgpack(&params), Some(head), std::time::Duration::from_secs(10)).await?;
+    out!("  inventory stock-levels {params} -> {}", msgpack_to_json(&out).unwrap_or(Value::Null));
+    for status in read_models.status(&host.tenant).await? {
+        out!("  {}/{}: checkpoint {}, {} keys, {} events behind", status.id.slice, status.id.name, status.checkpoint, status.keys, status.lag);
+    }
+    read_models.stop().await;
 
     step("The last 3 events of the log");
     let (events, head) = host.store.read(&host.tenant, Query::all(), ReadOptions::default().backwards().limit(3)).await?.collect().await?;

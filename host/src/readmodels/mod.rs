@@ -193,16 +193,28 @@ impl ReadModels {
         });
         for (id, source) in wanted {
             if let std::collections::hash_map::Entry::Vacant(slot) = workers.entry(id) {
-                let worker = self.spawn(slot.key().clone(), source);
+                let worker = self.spawn(slot.key().clone(), source, None);
                 slot.insert(worker);
             }
         }
     }
 
-    fn spawn(self: &Arc<Self>, id: ReadModelId, source: Query) -> Worker {
+    /// A worker for `id`. With `rebuild`, it first stops the worker it replaces (if any) and
+    /// drops the state, then builds it again from the start of the log.
+    fn spawn(self: &Arc<Self>, id: ReadModelId, source: Query, rebuild: Option<Option<Worker>>) -> Worker {
         let progress = Arc::new(Mutex::new(Progress { running: true, ..Default::default() }));
         let (this, task_id, task_source, task_progress) = (self.clone(), id.clone(), source.clone(), progress.clone());
         let handle = tokio::spawn(async move {
+            if let Some(replaced) = rebuild {
+                if let Some(old) = replaced {
+                    old.handle.abort();
+                    let _ = old.handle.await;
+                }
+                if let Err(err) = this.state.clear(&task_id).await {
+                    tracing::error!(read_model = %task_id, "cannot drop the state to rebuild it: {err}");
+                    task_progress.lock().expect("progress lock").last_error = Some(err.to_string());
+                }
+            }
             let mut failures = 0u32;
             loop {
                 match this.follow(&task_id, &task_source, &task_progress).await {
@@ -308,25 +320,24 @@ impl ReadModels {
         Ok(to)
     }
 
-    /// Drops the read model's state and builds it again from the start of the log; `progress`
-    /// hears (events applied, events to apply) after every batch. A running worker is stopped
-    /// first and started again afterwards.
-    pub async fn rebuild(self: &Arc<Self>, id: &ReadModelId, progress: impl Fn(u64, u64)) -> Result<Position, ReadModelError> {
+    /// Drops the read model's state and builds it again from the start of the log, here and
+    /// now; `progress` hears (events applied, events to apply) after every batch. For a host
+    /// without running workers (the CLI); a server uses [`rebuild_in_background`](Self::rebuild_in_background).
+    pub async fn rebuild(&self, id: &ReadModelId, progress: impl Fn(u64, u64)) -> Result<Position, ReadModelError> {
         let source = self.source(id)?;
-        let running = self.workers.lock().expect("workers lock").remove(id);
-        if let Some(worker) = running {
-            worker.handle.abort();
-            let _ = worker.handle.await;
-        }
-        let result = async {
-            self.state.clear(id).await?;
-            self.catch_up(id, &source, progress).await
-        }
-        .await;
-        if !self.stopped.load(Ordering::SeqCst) {
-            self.reconcile();
-        }
-        result
+        self.state.clear(id).await?;
+        self.catch_up(id, &source, progress).await
+    }
+
+    /// Replaces the read model's worker with one that drops the state and builds it again from
+    /// the start of the log; its status shows the progress.
+    pub fn rebuild_in_background(self: &Arc<Self>, id: &ReadModelId) -> Result<(), ReadModelError> {
+        let source = self.source(id)?;
+        let mut workers = self.workers.lock().expect("workers lock");
+        let replaced = workers.remove(id);
+        let worker = self.spawn(id.clone(), source, Some(replaced));
+        workers.insert(id.clone(), worker);
+        Ok(())
     }
 
     /// Applies every event of the read model's source up to the head of the log now, in

@@ -7,6 +7,7 @@ mod errors;
 mod idempotency;
 mod isolation;
 mod props;
+mod readmodels;
 mod stream;
 mod tenants;
 

@@ -18,6 +18,7 @@ pub mod automations;
 pub mod bench;
 pub mod codec;
 pub mod deploy;
+pub mod leases;
 pub mod projections;
 pub mod readmodels;
 pub mod runner;

@@ -3,6 +3,7 @@
 mod api;
 mod automations;
 mod effects;
+mod leases;
 mod polyglot;
 mod readmodels;
 mod slices;

@@ -247,3 +247,28 @@ fn a_worker_killed_in_the_middle_of_updates_applies_every_event_exactly_once() {
         assert_eq!(received, expected, "every event applied exactly once (checkpoints after each kill: {checkpoints:?})");
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_leases_one_host_follows_and_the_other_takes_over_when_it_stops() {
+    use counterpoint::leases::{LeaseStore, Leases, MemoryLeases};
+    let dir = tempfile::tempdir().unwrap();
+    let host = host(dir.path()).await;
+    let shared: Arc<dyn LeaseStore> = Arc::new(MemoryLeases::default());
+    let (a, b) = (host.read_models(), host.read_models());
+    a.use_leases(Leases::new(shared.clone(), "host-a", Duration::from_millis(300)));
+    b.use_leases(Leases::new(shared.clone(), "host-b", Duration::from_millis(300)));
+    a.start();
+    b.start();
+    let first = host.run("inventory", "receive-stock", json!({"sku": "apple", "qty": 2})).await[0];
+    assert_eq!(available(&levels(&a, &host.tenant, Some(first)).await)["apple"], 2);
+    let active = |statuses: Vec<counterpoint::readmodels::Status>| statuses[0].active;
+    let (a_active, b_active) = (active(a.status(&host.tenant).await.unwrap()), active(b.status(&host.tenant).await.unwrap()));
+    assert!(a_active != b_active, "exactly one host follows the log (a: {a_active}, b: {b_active})");
+    // The active host stops (and gives its lease up): the other goes on from the checkpoint.
+    let (stopping, other) = if a_active { (a, b) } else { (b, a) };
+    stopping.stop().await;
+    let second = host.run("inventory", "receive-stock", json!({"sku": "apple", "qty": 3})).await[0];
+    assert_eq!(available(&levels(&other, &host.tenant, Some(second)).await)["apple"], 5);
+    assert!(active(other.status(&host.tenant).await.unwrap()), "the other host took the lease over");
+    other.stop().await;
+}

@@ -15,7 +15,9 @@
 //! of the automation landed since the one the worker read: two workers can never both advance it.
 //!
 //! On redeploy a worker picks up the new version at its next event; if the automation's query
-//! changed, it restarts from its checkpoint; if the automation is gone, it stops.
+//! changed, it restarts from its checkpoint; if the automation is gone, it stops. With
+//! [`Leases`] (several hosts on one cluster), a worker follows the log only while its host holds
+//! the automation's lease.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
 use crate::deploy::Registry;
+use crate::leases::{while_holding, Leases};
 use crate::runner::CommandRunner;
 use crate::runtime::{Access, InvokeError, ReadAppender};
 use crate::store::{AppendCondition, Event, Position, Query, QueryItem, ReadOptions, SequencedEvent, SharedStore, StoreError, Tenant};
@@ -96,6 +99,8 @@ pub struct Progress {
     pub dead_letters: u64,
     pub last_error: Option<String>,
     pub running: bool,
+    /// Following the log now: on a cluster, this host holds the automation's lease.
+    pub active: bool,
 }
 
 /// An automation's state, for `counterpoint automations` and the API.
@@ -157,6 +162,8 @@ pub struct Automations {
     workers: Mutex<HashMap<AutomationId, Worker>>,
     /// Set by `stop`: no worker starts until `start` again.
     stopped: std::sync::atomic::AtomicBool,
+    /// On a cluster, each worker runs only while this host holds its lease.
+    leases: std::sync::OnceLock<Leases>,
 }
 
 impl Drop for Automations {
@@ -169,7 +176,12 @@ impl Drop for Automations {
 
 impl Automations {
     pub fn new(store: SharedStore, registry: Arc<Registry>, runner: CommandRunner, policy: RetryPolicy) -> Arc<Self> {
-        Arc::new(Automations { store, registry, runner, policy, workers: Mutex::default(), stopped: Default::default() })
+        Arc::new(Automations { store, registry, runner, policy, workers: Mutex::default(), stopped: Default::default(), leases: Default::default() })
+    }
+
+    /// Runs each worker only while this host holds its lease (several hosts on one cluster).
+    pub fn use_leases(&self, leases: Leases) {
+        let _ = self.leases.set(leases);
     }
 
     /// Starts a worker for every deployed automation, and keeps the set in step with deploys.
@@ -231,7 +243,18 @@ impl Automations {
             let this = self.clone();
             let (task_id, task_query, task_progress) = (id.clone(), query.clone(), progress.clone());
             let handle = tokio::spawn(async move {
-                if let Err(err) = this.follow(&task_id, task_query, &task_progress).await {
+                let lease = format!("automation/{}/{}/{}", task_id.tenant, task_id.slice, task_id.name);
+                let result = loop {
+                    let followed = while_holding(this.leases.get(), &lease, this.follow(&task_id, task_query.clone(), &task_progress)).await;
+                    task_progress.lock().expect("progress lock").active = false;
+                    match followed {
+                        // This host lost the lease: wait for it again, then go on from the checkpoint.
+                        Ok(None) => continue,
+                        Ok(Some(result)) => break result,
+                        Err(err) => break Err(err),
+                    }
+                };
+                if let Err(err) = result {
                     tracing::error!(tenant = %task_id.tenant, slice = task_id.slice, automation = task_id.name, "automation stopped: {err}");
                     task_progress.lock().expect("progress lock").last_error = Some(err.to_string());
                 }
@@ -254,6 +277,7 @@ impl Automations {
     }
 
     async fn follow(&self, id: &AutomationId, query: Query, progress: &Mutex<Progress>) -> Result<(), StoreError> {
+        progress.lock().expect("progress lock").active = true;
         let (mut checkpoint, mut guard) = self.checkpoint(id).await?;
         progress.lock().expect("progress lock").checkpoint = checkpoint;
         let mut events = self.store.subscribe(&id.tenant, query, Some(checkpoint)).await?;

@@ -13,7 +13,9 @@
 //! A batch that fails (a trap, an error from the slice) is retried with backoff; the read model
 //! stays where it is (skipping an event would leave it wrong) and says why in its status until
 //! a fixed version is deployed. A version whose source query differs rebuilds the state from
-//! the start of the log; [`ReadModels::rebuild`] does so on request.
+//! the start of the log; [`ReadModels::rebuild`] does so on request. With [`Leases`] (several
+//! hosts on one cluster), a worker follows the log only while its host holds the read model's
+//! lease.
 
 mod embedded;
 pub mod state;
@@ -30,6 +32,7 @@ use tokio::task::JoinHandle;
 pub use self::embedded::EmbeddedState;
 pub use self::state::{Checkpoint, MemoryState, ReadModelId, SharedState, StateStore};
 use crate::deploy::Registry;
+use crate::leases::{while_holding, Leases};
 use crate::runtime::{InvokeError, KvSession};
 use crate::store::{Position, Query, ReadOptions, SequencedEvent, SharedStore, StoreError};
 
@@ -66,6 +69,8 @@ pub struct Progress {
     pub failures: u64,
     pub last_error: Option<String>,
     pub running: bool,
+    /// Following the log now: on a cluster, this host holds the worker's lease.
+    pub active: bool,
 }
 
 /// A read model's state, for `counterpoint readmodels list` and the API.
@@ -82,6 +87,8 @@ pub struct Status {
     pub failures: u64,
     pub last_error: Option<String>,
     pub running: bool,
+    /// Whether this host's worker follows the log now (on a cluster, another host's may).
+    pub active: bool,
 }
 
 struct Worker {
@@ -99,6 +106,8 @@ pub struct ReadModels {
     /// Every checkpoint a worker commits, for queries waiting to read their writes.
     committed: watch::Sender<u64>,
     stopped: AtomicBool,
+    /// On a cluster, each worker runs only while this host holds its lease.
+    leases: std::sync::OnceLock<Leases>,
 }
 
 impl Drop for ReadModels {
@@ -123,7 +132,13 @@ impl ReadModels {
             workers: Mutex::default(),
             committed: watch::Sender::new(0),
             stopped: AtomicBool::new(true),
+            leases: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Runs each worker only while this host holds its lease (several hosts on one cluster).
+    pub fn use_leases(&self, leases: Leases) {
+        let _ = self.leases.set(leases);
     }
 
     /// Starts a worker for every deployed read model, and keeps the set in step with deploys.
@@ -216,9 +231,13 @@ impl ReadModels {
                 }
             }
             let mut failures = 0u32;
+            let lease = format!("readmodel/{task_id}");
             loop {
-                match this.follow(&task_id, &task_source, &task_progress).await {
-                    // Another worker committed first: go on from its checkpoint, at once.
+                let followed = while_holding(this.leases.get(), &lease, this.follow(&task_id, &task_source, &task_progress)).await;
+                task_progress.lock().expect("progress lock").active = false;
+                match followed.map_err(ReadModelError::from).and_then(|f| f.unwrap_or_else(|| Err(ReadModelError::Moved(task_id.to_string())))) {
+                    // Another worker committed first, or this host lost the lease: go on from
+                    // the stored checkpoint once the lease is back.
                     Err(ReadModelError::Moved(_)) => tokio::time::sleep(Duration::from_millis(fastrand::u64(1..20))).await,
                     Err(err) => {
                         tracing::error!(read_model = %task_id, "read model worker stopped: {err}");
@@ -252,6 +271,7 @@ impl ReadModels {
 
     /// Follows the log from the checkpoint for good: catches up, then tails.
     async fn follow(&self, id: &ReadModelId, source: &Query, progress: &Mutex<Progress>) -> Result<(), ReadModelError> {
+        progress.lock().expect("progress lock").active = true;
         let mut checkpoint = self.checkpoint_for(id, source).await?;
         let after = checkpoint.as_ref().map(|c| c.position);
         progress.lock().expect("progress lock").checkpoint = after.unwrap_or(Position::ZERO);
@@ -426,6 +446,7 @@ impl ReadModels {
                 failures: progress.failures,
                 last_error: progress.last_error,
                 running: progress.running,
+                active: progress.active,
                 id,
             });
         }

@@ -32,6 +32,9 @@ pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use error::StoreError;
 #[cfg(feature = "fdb")]
 pub use fdb::{default_limits as fdb_default_limits, FdbOptions, FdbStore};
+/// For the other FoundationDB-backed parts (read-model state, leases, the slice catalog).
+#[cfg(feature = "fdb")]
+pub(crate) use fdb::{abort as fdb_abort, binding as fdb_binding, read_range as fdb_read_range, strinc as fdb_strinc};
 pub use limits::Limits;
 pub use memory::MemoryStore;
 pub use subscription::Subscription;

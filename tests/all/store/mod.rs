@@ -26,13 +26,12 @@ pub fn embedded() -> Fixture {
     Fixture { store: Arc::new(store), _guard: Some(Box::new(dir)) }
 }
 
-/// The cluster named by `FDB_CLUSTER_FILE`, under a fresh random prefix (cleared afterwards),
-/// so tests never see each other's data.
+/// A store on the cluster named by `FDB_CLUSTER_FILE`, under a fresh random prefix, and a guard
+/// that clears the prefix (every log, read model, lease of the test) when dropped.
 #[cfg(feature = "fdb")]
-pub fn fdb() -> Fixture {
+pub fn fdb_store() -> (counterpoint::store::FdbStore, String, Box<dyn Any + Send + Sync>) {
     use counterpoint::store::{FdbOptions, FdbStore};
 
-    /// Clears the test's prefix when the test ends.
     struct Cleanup(FdbStore);
     impl Drop for Cleanup {
         fn drop(&mut self) {
@@ -49,8 +48,16 @@ pub fn fdb() -> Fixture {
     }
 
     let cluster_file = std::env::var_os("FDB_CLUSTER_FILE").expect("FDB_CLUSTER_FILE names the test cluster");
-    let mut options = FdbOptions::new(format!("test-{:032x}", fastrand::u128(..)));
+    let prefix = format!("test-{:032x}", fastrand::u128(..));
+    let mut options = FdbOptions::new(prefix.clone());
     options.cluster_file = Some(cluster_file.into());
     let store = FdbStore::open(options).expect("open the FoundationDB store");
-    Fixture { store: Arc::new(store.clone()), _guard: Some(Box::new(Cleanup(store))) }
+    (store.clone(), prefix, Box::new(Cleanup(store)))
+}
+
+/// The cluster named by `FDB_CLUSTER_FILE`, so tests never see each other's data.
+#[cfg(feature = "fdb")]
+pub fn fdb() -> Fixture {
+    let (store, _, guard) = fdb_store();
+    Fixture { store: Arc::new(store), _guard: Some(guard) }
 }

@@ -51,7 +51,7 @@ pub(super) fn vs_at(key: &[u8], offset: usize) -> Option<Vs> {
 }
 
 /// The first key after every key that starts with `prefix` (FDB's `strinc`).
-pub(super) fn strinc(prefix: &[u8]) -> Vec<u8> {
+pub(crate) fn strinc(prefix: &[u8]) -> Vec<u8> {
     let mut key = prefix.to_vec();
     while let Some(&last) = key.last() {
         if last == 0xff {

@@ -24,9 +24,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use async_trait::async_trait;
 use foundationdb::options::DatabaseOption;
 use foundationdb::tuple::Subspace;
-use foundationdb::{Database, FdbBindingError, FdbError};
+use foundationdb::{Database, FdbBindingError, FdbError, RangeOption, Transaction};
 use tokio::sync::watch;
 
+pub(crate) use self::keys::strinc;
 use self::keys::TenantKeys;
 use super::{
     AppendCondition, Event, EventStore, Limits, Position, Query, ReadOptions, ReadStream, StoreError, Subscription,
@@ -75,7 +76,7 @@ pub struct FdbStore {
 }
 
 struct Inner {
-    db: Database,
+    db: Arc<Database>,
     prefix: String,
     limits: Limits,
     probe_cap: usize,
@@ -123,7 +124,7 @@ impl FdbStore {
             .map_err(|e| unavailable("cannot set the transaction timeout", e))?;
         Ok(FdbStore {
             inner: Arc::new(Inner {
-                db,
+                db: Arc::new(db),
                 prefix: options.prefix,
                 limits: options.limits,
                 probe_cap: options.probe_cap.max(1),
@@ -145,6 +146,12 @@ impl FdbStore {
             })
             .await
             .map_err(|e| binding("cannot clear the deployment", e))
+    }
+
+    /// The cluster connection, for the deployment's other parts on the same cluster (read-model
+    /// state, leases, the slice catalog): one connection per host.
+    pub fn database(&self) -> Arc<Database> {
+        self.inner.db.clone()
     }
 
     fn keys(&self, tenant: &Tenant) -> TenantKeys {
@@ -222,7 +229,7 @@ fn unavailable(context: &str, err: FdbError) -> StoreError {
 
 /// The error of a `Database::run`: our own `StoreError` (a failed condition, a corrupt record)
 /// comes back as it was; anything else is FDB failing in a way its retry loop could not fix.
-fn binding(context: &str, err: FdbBindingError) -> StoreError {
+pub(crate) fn binding(context: &str, err: FdbBindingError) -> StoreError {
     match err {
         FdbBindingError::CustomError(custom) => match custom.downcast::<StoreError>() {
             Ok(store) => *store,
@@ -235,7 +242,22 @@ fn binding(context: &str, err: FdbBindingError) -> StoreError {
     }
 }
 
+/// Every key and value of `range`, read page by page in one transaction (which must stay well
+/// inside FDB's 5 s: callers bound the range). `limit` in `range` counts across the pages.
+pub(crate) async fn read_range(trx: &Transaction, range: RangeOption<'static>, snapshot: bool) -> Result<Vec<(Vec<u8>, Vec<u8>)>, FdbError> {
+    let mut out = Vec::new();
+    let mut range = Some(range);
+    let mut iteration = 1;
+    while let Some(current) = range {
+        let page = trx.get_range(&current, iteration, snapshot).await?;
+        out.extend(page.iter().map(|kv| (kv.key().to_vec(), kv.value().to_vec())));
+        range = current.next_range(&page);
+        iteration += 1;
+    }
+    Ok(out)
+}
+
 /// Carries a `StoreError` out of a `Database::run` closure; custom errors are never retried.
-fn abort(err: StoreError) -> FdbBindingError {
+pub(crate) fn abort(err: StoreError) -> FdbBindingError {
     FdbBindingError::CustomError(Box::new(err))
 }

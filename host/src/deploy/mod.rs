@@ -13,7 +13,9 @@
 //! <data dir>/deploy/<tenant>/*.wasm        the drop zone (a failure leaves <file>.error)
 //! ```
 //!
-//! At start every tenant's slices come back from `slices.json` (compiled code from the cache).
+//! At start every tenant's slices come back from the [`Catalog`] (compiled code from the cache):
+//! the files above on one host; on a cluster, the cluster itself, whose changes every host
+//! follows ([`Registry::follow_catalog`]), so a deploy on one host reaches them all.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -21,8 +23,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
 
+mod catalog;
+#[cfg(feature = "fdb")]
+mod fdb;
+
+pub use self::catalog::{Catalog, FileCatalog, ManifestEntry, MemoryCatalog};
+#[cfg(feature = "fdb")]
+pub use self::fdb::FdbCatalog;
 use crate::runtime::{InvocationLimits, LoadError, Runtime, Slice};
 use crate::store::Tenant;
 use crate::tenants::Tenants;
@@ -52,18 +60,12 @@ pub struct Deployed {
     pub deployed_at: u64,
 }
 
-#[derive(Serialize, Deserialize)]
-struct ManifestEntry {
-    name: String,
-    hash: String,
-    deployed_at: u64,
-}
-
 type TenantSlices = BTreeMap<String, Arc<Deployed>>;
 
 pub struct Registry {
     runtime: Runtime,
     data_dir: PathBuf,
+    catalog: Arc<dyn Catalog>,
     tenants: Arc<Tenants>,
     deployed: RwLock<HashMap<Tenant, TenantSlices>>,
     /// One deploy or removal at a time, so manifests are written in order.
@@ -82,30 +84,79 @@ fn now() -> u64 {
 }
 
 impl Registry {
-    /// Brings back every tenant's deployed slices.
+    /// Brings back every tenant's deployed slices, kept in the data directory.
     pub async fn open(runtime: Runtime, data_dir: &Path, tenants: Arc<Tenants>) -> Result<Self, DeployError> {
+        Self::open_with(runtime, data_dir, tenants, Arc::new(FileCatalog::new(data_dir))).await
+    }
+
+    /// Brings back every tenant's deployed slices from `catalog` (a cluster's, shared by hosts).
+    pub async fn open_with(runtime: Runtime, data_dir: &Path, tenants: Arc<Tenants>, catalog: Arc<dyn Catalog>) -> Result<Self, DeployError> {
         let registry = Registry {
             runtime,
             data_dir: data_dir.to_path_buf(),
+            catalog,
             tenants,
             deployed: RwLock::default(),
             writing: tokio::sync::Mutex::new(()),
             deploys: AtomicU64::new(0),
             changes: tokio::sync::watch::Sender::new(0),
         };
-        let names: Vec<Tenant> = registry.tenants.names();
-        for tenant in names {
-            let mut slices = TenantSlices::new();
-            for entry in registry.read_manifest(&tenant)? {
-                let path = registry.component_path(&entry.hash);
-                let wasm = std::fs::read(&path).map_err(|e| io(&format!("reading {}", path.display()), e))?;
-                let slice = registry.grant(&tenant, registry.runtime.load_with_limits(wasm, registry.limits_for(&tenant)?).await?)?;
-                tracing::info!(tenant = %tenant, slice = slice.name(), hash = &slice.hash()[..12], "slice restored");
-                slices.insert(entry.name, Arc::new(Deployed { slice: Arc::new(slice), deployed_at: entry.deployed_at }));
-            }
+        for tenant in registry.tenants.names() {
+            let slices = registry.load_manifest(&tenant, &TenantSlices::new()).await?;
             registry.deployed.write().expect("registry lock").insert(tenant, slices);
         }
         Ok(registry)
+    }
+
+    /// The tenant's slices as its manifest in the catalog says, reusing the `known` ones whose
+    /// hash has not changed.
+    async fn load_manifest(&self, tenant: &Tenant, known: &TenantSlices) -> Result<TenantSlices, DeployError> {
+        let mut slices = TenantSlices::new();
+        for entry in self.catalog.manifest(tenant).await? {
+            if let Some(same) = known.get(&entry.name).filter(|d| d.slice.hash() == entry.hash) {
+                slices.insert(entry.name, same.clone());
+                continue;
+            }
+            let wasm = self
+                .catalog
+                .component(&entry.hash)
+                .await?
+                .ok_or_else(|| DeployError::Io(format!("component {} of slice {} is missing from the catalog", entry.hash, entry.name)))?;
+            let slice = self.grant(tenant, self.runtime.load_with_limits(wasm, self.limits_for(tenant)?).await?)?;
+            tracing::info!(tenant = %tenant, slice = slice.name(), hash = &slice.hash()[..12], "slice loaded");
+            slices.insert(entry.name, Arc::new(Deployed { slice: Arc::new(slice), deployed_at: entry.deployed_at }));
+        }
+        Ok(slices)
+    }
+
+    /// Follows the catalog's changes made by other hosts (when it has any): each change
+    /// re-reads the manifests and swaps in what differs. Runs until the registry is dropped.
+    pub fn follow_catalog(self: &Arc<Self>) {
+        let Some(mut changes) = self.catalog.changes() else { return };
+        let registry = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                let Some(registry) = registry.upgrade() else { break };
+                if let Err(err) = registry.sync().await {
+                    tracing::warn!("cannot follow the slice catalog: {err}");
+                }
+            }
+        });
+    }
+
+    /// Brings every tenant's slices in line with the catalog.
+    pub async fn sync(&self) -> Result<(), DeployError> {
+        let _writing = self.writing.lock().await;
+        for tenant in self.tenants.names() {
+            let known = self.deployed.read().expect("registry lock").get(&tenant).cloned().unwrap_or_default();
+            let slices = self.load_manifest(&tenant, &known).await?;
+            let same = slices.len() == known.len() && slices.iter().all(|(name, d)| known.get(name).is_some_and(|k| Arc::ptr_eq(k, d)));
+            if !same {
+                self.deployed.write().expect("registry lock").insert(tenant, slices);
+                self.changes.send_modify(|n| *n += 1);
+            }
+        }
+        Ok(())
     }
 
     fn limits_for(&self, tenant: &Tenant) -> Result<InvocationLimits, DeployError> {
@@ -127,32 +178,6 @@ impl Registry {
         Ok(slice)
     }
 
-    fn component_path(&self, hash: &str) -> PathBuf {
-        self.data_dir.join("components").join(format!("{hash}.wasm"))
-    }
-
-    fn manifest_path(&self, tenant: &Tenant) -> PathBuf {
-        self.data_dir.join("tenants").join(tenant.as_str()).join("slices.json")
-    }
-
-    fn read_manifest(&self, tenant: &Tenant) -> Result<Vec<ManifestEntry>, DeployError> {
-        let path = self.manifest_path(tenant);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| io(&format!("{} is damaged", path.display()), e)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(io(&format!("reading {}", path.display()), e)),
-        }
-    }
-
-    fn write_manifest(&self, tenant: &Tenant, slices: &TenantSlices) -> Result<(), DeployError> {
-        let entries: Vec<ManifestEntry> = slices
-            .iter()
-            .map(|(name, d)| ManifestEntry { name: name.clone(), hash: d.slice.hash().to_string(), deployed_at: d.deployed_at })
-            .collect();
-        let bytes = serde_json::to_vec_pretty(&entries).expect("manifest encodes");
-        write_durably(&self.manifest_path(tenant), &bytes)
-    }
-
     /// Validates `wasm` and makes it the tenant's version of the slice it describes (which must
     /// be `expected_name` when given).
     pub async fn deploy(&self, tenant: &Tenant, wasm: Vec<u8>, expected_name: Option<&str>) -> Result<Arc<Deployed>, DeployError> {
@@ -170,13 +195,11 @@ impl Registry {
         if !next.contains_key(&name) && next.len() >= max_slices {
             return Err(DeployError::TooManySlices { tenant: tenant.clone(), limit: max_slices });
         }
-        let component = self.component_path(slice.hash());
-        if !component.exists() {
-            write_durably(&component, &wasm)?;
-        }
+        self.catalog.put_component(slice.hash(), &wasm).await?;
         let deployed = Arc::new(Deployed { slice: Arc::new(slice), deployed_at: now() });
+        let entry = ManifestEntry { name: name.clone(), hash: deployed.slice.hash().to_string(), deployed_at: deployed.deployed_at };
+        self.catalog.put_slice(tenant, &entry).await?;
         next.insert(name.clone(), deployed.clone());
-        self.write_manifest(tenant, &next)?;
         self.deployed.write().expect("registry lock").insert(tenant.clone(), next);
         self.deploys.fetch_add(1, Ordering::Relaxed);
         self.changes.send_modify(|n| *n += 1);
@@ -190,7 +213,7 @@ impl Registry {
         if next.remove(name).is_none() {
             return Err(DeployError::UnknownSlice { tenant: tenant.clone(), name: name.into() });
         }
-        self.write_manifest(tenant, &next)?;
+        self.catalog.remove_slice(tenant, name).await?;
         self.deployed.write().expect("registry lock").insert(tenant.clone(), next);
         self.changes.send_modify(|n| *n += 1);
         tracing::info!(tenant = %tenant, slice = name, "slice removed");
@@ -319,20 +342,4 @@ impl Registry {
             }
         }
     }
-}
-
-/// Writes a file so that it is either complete or absent after a crash.
-fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), DeployError> {
-    use std::io::Write;
-    let dir = path.parent().expect("a file in a directory");
-    std::fs::create_dir_all(dir).map_err(|e| io(&format!("creating {}", dir.display()), e))?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let written = std::fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .and_then(|()| std::fs::File::open(dir)?.sync_all());
-    written.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io(&format!("writing {}", path.display()), e)
-    })
 }

@@ -2,9 +2,11 @@
 
 mod api;
 mod automations;
+mod cluster;
 mod effects;
 mod leases;
 mod polyglot;
 mod readmodels;
 mod slices;
+mod state_conformance;
 mod store;

@@ -179,18 +179,70 @@ async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render())
 }
 
-/// Opens the store, restores the deployed slices, starts the drop-zone watcher.
+/// What a server keeps its data in: the embedded store and the data directory, or a cluster.
+struct Backends {
+    store: SharedStore,
+    state: crate::readmodels::SharedState,
+    catalog: Arc<dyn crate::deploy::Catalog>,
+    leases: Option<crate::leases::Leases>,
+}
+
+fn backends(config: &Config) -> anyhow::Result<Backends> {
+    match config.store.kind.as_str() {
+        "fdb" => fdb_backends(config),
+        _ => Ok(Backends {
+            store: Arc::new(EmbeddedStore::open(config.data_dir.join("events"))?),
+            state: Arc::new(EmbeddedState::open(config.data_dir.join("readmodels.redb"))?),
+            catalog: Arc::new(crate::deploy::FileCatalog::new(&config.data_dir)),
+            leases: None,
+        }),
+    }
+}
+
+/// On a FoundationDB cluster: the logs, read models, slice catalog and leases all live in it,
+/// under the deployment prefix; the data directory keeps only the compile cache and drop zones.
+#[cfg(feature = "fdb")]
+fn fdb_backends(config: &Config) -> anyhow::Result<Backends> {
+    use crate::store::{FdbOptions, FdbStore};
+    let mut options = FdbOptions::new(config.store.prefix.clone());
+    options.cluster_file = config.store.cluster_file.clone();
+    let store = FdbStore::open(options)?;
+    let db = store.database();
+    let state = crate::readmodels::FdbState::new(db.clone(), &config.store.prefix)?;
+    let leases = crate::leases::Leases::new(
+        Arc::new(crate::leases::FdbLeases::new(db.clone(), &config.store.prefix)),
+        crate::leases::Leases::holder_id(),
+        Duration::from_millis(config.store.lease_ttl_ms),
+    );
+    Ok(Backends {
+        store: Arc::new(store),
+        state: Arc::new(state),
+        catalog: Arc::new(crate::deploy::FdbCatalog::new(db, &config.store.prefix)),
+        leases: Some(leases),
+    })
+}
+
+#[cfg(not(feature = "fdb"))]
+fn fdb_backends(_config: &Config) -> anyhow::Result<Backends> {
+    anyhow::bail!("store.kind = \"fdb\" needs a build with FoundationDB support: cargo build --release --features fdb (and libfdb_c 7.3)")
+}
+
+/// Opens the store, restores the deployed slices, starts the drop-zone watcher and the workers.
 pub async fn build_state(config: &Config) -> anyhow::Result<SharedState> {
-    let store: SharedStore = Arc::new(EmbeddedStore::open(config.data_dir.join("events"))?);
+    let Backends { store, state, catalog, leases } = backends(config)?;
     let runtime = Runtime::new(RuntimeConfig { cache_dir: Some(config.data_dir.join("cache")), ..Default::default() })?;
     let tenants = Arc::new(Tenants::from_config(config).with_created(&config.data_dir)?);
-    let registry = Arc::new(Registry::open(runtime.clone(), &config.data_dir, tenants.clone()).await?);
+    let registry = Arc::new(Registry::open_with(runtime.clone(), &config.data_dir, tenants.clone(), catalog).await?);
+    registry.follow_catalog();
     registry.scan_drop_zones().await;
     registry.watch()?;
     let automations = Automations::new(store.clone(), registry.clone(), CommandRunner::default(), RetryPolicy::default());
-    automations.start();
-    let state = Arc::new(EmbeddedState::open(config.data_dir.join("readmodels.redb"))?);
     let read_models = ReadModels::new(store.clone(), state, registry.clone());
+    if let Some(leases) = leases {
+        automations.use_leases(leases.clone());
+        read_models.use_leases(leases);
+    }
+    automations.start();
     read_models.start();
     Ok(Arc::new(AppState {
         store,

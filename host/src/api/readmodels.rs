@@ -24,6 +24,7 @@ impl From<ReadModelError> for ApiError {
             ReadModelError::Unknown { .. } => ApiError::not_found(err.to_string()),
             ReadModelError::NotCaughtUp { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_caught_up", err.to_string()),
             ReadModelError::Moved(_) => ApiError::new(StatusCode::CONFLICT, "conflict", err.to_string()),
+            ReadModelError::Stopped => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", err.to_string()),
         }
     }
 }

@@ -14,6 +14,9 @@
 //! guarded by their own conditions (a checkpoint names the one it replaces), so even a holder
 //! that has not yet noticed its loss cannot apply or advance anything twice.
 
+#[cfg(feature = "fdb")]
+mod fdb;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,6 +25,8 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+#[cfg(feature = "fdb")]
+pub use self::fdb::FdbLeases;
 use crate::store::StoreError;
 
 /// Who holds a lease, and the nonce of its last renewal.

@@ -18,6 +18,8 @@
 //! lease.
 
 mod embedded;
+#[cfg(feature = "fdb")]
+mod fdb;
 pub mod state;
 
 use std::collections::HashMap;
@@ -30,9 +32,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use self::embedded::EmbeddedState;
+#[cfg(feature = "fdb")]
+pub use self::fdb::FdbState;
 pub use self::state::{Checkpoint, MemoryState, ReadModelId, SharedState, StateStore};
 use crate::deploy::Registry;
-use crate::leases::{while_holding, Leases};
+use crate::leases::Leases;
 use crate::runtime::{InvokeError, KvSession};
 use crate::store::{Position, Query, ReadOptions, SequencedEvent, SharedStore, StoreError};
 
@@ -41,6 +45,8 @@ const BATCH: usize = 512;
 /// The first retry of a failed batch waits this long, each further one twice as long.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long a stopping worker may take to finish the batch it is on.
+const STOP_WAIT: Duration = Duration::from_secs(10);
 /// How often a waiting query looks at the checkpoint, for commits made by other hosts.
 const POLL: Duration = Duration::from_millis(20);
 /// How long a query that asks for a position waits for the read model to get there.
@@ -59,6 +65,8 @@ pub enum ReadModelError {
     /// Another worker committed first: this one starts again from the stored checkpoint.
     #[error("read model {0}'s checkpoint moved under this worker")]
     Moved(String),
+    #[error("the read model's worker was stopped")]
+    Stopped,
 }
 
 /// What a worker reports about itself.
@@ -95,6 +103,20 @@ struct Worker {
     source: Query,
     handle: JoinHandle<()>,
     progress: Arc<Mutex<Progress>>,
+    /// Asks the worker to stop between batches, never in the middle of a commit.
+    stop: watch::Sender<bool>,
+}
+
+impl Worker {
+    /// Stops the worker at its next safe point and waits for it (aborting it after `STOP_WAIT`).
+    async fn end(self) {
+        let _ = self.stop.send(true);
+        let mut handle = self.handle;
+        if tokio::time::timeout(STOP_WAIT, &mut handle).await.is_err() {
+            handle.abort();
+            let _ = handle.await;
+        }
+    }
 }
 
 /// Runs every deployed read model, and answers their queries.
@@ -105,6 +127,8 @@ pub struct ReadModels {
     workers: Mutex<HashMap<ReadModelId, Worker>>,
     /// Every checkpoint a worker commits, for queries waiting to read their writes.
     committed: watch::Sender<u64>,
+    /// Bumped before this host drops a read model's state: a query that overlapped that looks again.
+    generation: watch::Sender<u64>,
     stopped: AtomicBool,
     /// On a cluster, each worker runs only while this host holds its lease.
     leases: std::sync::OnceLock<Leases>,
@@ -131,6 +155,7 @@ impl ReadModels {
             registry,
             workers: Mutex::default(),
             committed: watch::Sender::new(0),
+            generation: watch::Sender::new(0),
             stopped: AtomicBool::new(true),
             leases: std::sync::OnceLock::new(),
         })
@@ -166,8 +191,7 @@ impl ReadModels {
         self.stopped.store(true, Ordering::SeqCst);
         let workers: Vec<Worker> = self.workers.lock().expect("workers lock").drain().map(|(_, w)| w).collect();
         for worker in workers {
-            worker.handle.abort();
-            let _ = worker.handle.await;
+            worker.end().await;
         }
     }
 
@@ -218,24 +242,41 @@ impl ReadModels {
     /// drops the state, then builds it again from the start of the log.
     fn spawn(self: &Arc<Self>, id: ReadModelId, source: Query, rebuild: Option<Option<Worker>>) -> Worker {
         let progress = Arc::new(Mutex::new(Progress { running: true, ..Default::default() }));
+        let (stop, mut stopping) = watch::channel(false);
         let (this, task_id, task_source, task_progress) = (self.clone(), id.clone(), source.clone(), progress.clone());
         let handle = tokio::spawn(async move {
             if let Some(replaced) = rebuild {
                 if let Some(old) = replaced {
-                    old.handle.abort();
-                    let _ = old.handle.await;
+                    old.end().await;
                 }
+                this.generation.send_modify(|g| *g += 1);
                 if let Err(err) = this.state.clear(&task_id).await {
                     tracing::error!(read_model = %task_id, "cannot drop the state to rebuild it: {err}");
                     task_progress.lock().expect("progress lock").last_error = Some(err.to_string());
                 }
             }
             let mut failures = 0u32;
-            let lease = format!("readmodel/{task_id}");
+            let lease_name = format!("readmodel/{task_id}");
             loop {
-                let followed = while_holding(this.leases.get(), &lease, this.follow(&task_id, &task_source, &task_progress)).await;
+                // On a cluster, wait for the lease (stopping is safe here), then follow the log
+                // while it is held.
+                let lease = match this.leases.get() {
+                    Some(leases) => tokio::select! {
+                        _ = stopping.wait_for(|s| *s) => break,
+                        lease = leases.acquire(&lease_name) => Some(lease),
+                    },
+                    None => None,
+                };
+                let followed = match lease {
+                    Some(Err(err)) => Err(ReadModelError::from(err)),
+                    Some(Ok(mut lease)) => tokio::select! {
+                        followed = this.follow(&task_id, &task_source, &task_progress, stopping.clone()) => followed,
+                        () = lease.lost() => Err(ReadModelError::Moved(task_id.to_string())),
+                    },
+                    None => this.follow(&task_id, &task_source, &task_progress, stopping.clone()).await,
+                };
                 task_progress.lock().expect("progress lock").active = false;
-                match followed.map_err(ReadModelError::from).and_then(|f| f.unwrap_or_else(|| Err(ReadModelError::Moved(task_id.to_string())))) {
+                match followed {
                     // Another worker committed first, or this host lost the lease: go on from
                     // the stored checkpoint once the lease is back.
                     Err(ReadModelError::Moved(_)) => tokio::time::sleep(Duration::from_millis(fastrand::u64(1..20))).await,
@@ -244,7 +285,10 @@ impl ReadModels {
                         task_progress.lock().expect("progress lock").last_error = Some(err.to_string());
                         // A store that is down: try again from the stored checkpoint, later.
                         failures += 1;
-                        tokio::time::sleep(backoff(failures)).await;
+                        tokio::select! {
+                            _ = stopping.wait_for(|s| *s) => break,
+                            () = tokio::time::sleep(backoff(failures)) => {}
+                        }
                     }
                     Ok(()) => break,
                 }
@@ -252,7 +296,7 @@ impl ReadModels {
             task_progress.lock().expect("progress lock").running = false;
         });
         tracing::info!(read_model = %id, "read model started");
-        Worker { source, handle, progress }
+        Worker { source, handle, progress, stop }
     }
 
     /// The stored checkpoint, or none if the state was built from another source (then the
@@ -270,18 +314,28 @@ impl ReadModels {
     }
 
     /// Follows the log from the checkpoint for good: catches up, then tails.
-    async fn follow(&self, id: &ReadModelId, source: &Query, progress: &Mutex<Progress>) -> Result<(), ReadModelError> {
+    /// Follows the log from the checkpoint until `stop` says otherwise: catches up, then tails.
+    async fn follow(&self, id: &ReadModelId, source: &Query, progress: &Mutex<Progress>, mut stop: watch::Receiver<bool>) -> Result<(), ReadModelError> {
         progress.lock().expect("progress lock").active = true;
         let mut checkpoint = self.checkpoint_for(id, source).await?;
         let after = checkpoint.as_ref().map(|c| c.position);
         progress.lock().expect("progress lock").checkpoint = after.unwrap_or(Position::ZERO);
         let mut events = self.events.subscribe(&id.tenant, source.clone(), after).await?;
         loop {
-            let mut batch = vec![events.next().await?];
+            let first = tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => return Ok(()),
+                event = events.next() => event?,
+            };
+            let mut batch = vec![first];
             while batch.len() < BATCH && events.buffered() > 0 {
                 batch.push(events.next().await?);
             }
-            checkpoint = Some(self.apply_with_retries(id, source, checkpoint.as_ref(), batch, progress).await?);
+            match self.apply_with_retries(id, source, checkpoint.as_ref(), batch, progress, Some(&mut stop)).await {
+                Ok(reached) => checkpoint = Some(reached),
+                Err(ReadModelError::Stopped) => return Ok(()),
+                Err(err) => return Err(err),
+            }
         }
     }
 
@@ -293,6 +347,7 @@ impl ReadModels {
         from: Option<&Checkpoint>,
         batch: Vec<SequencedEvent>,
         progress: &Mutex<Progress>,
+        mut stop: Option<&mut watch::Receiver<bool>>,
     ) -> Result<Checkpoint, ReadModelError> {
         let mut attempt = 0;
         loop {
@@ -311,7 +366,13 @@ impl ReadModels {
                         progress.failures += 1;
                         progress.last_error = Some(err.to_string());
                     }
-                    tokio::time::sleep(backoff(attempt)).await;
+                    match stop.as_deref_mut() {
+                        Some(stop) => tokio::select! {
+                            _ = stop.wait_for(|s| *s) => return Err(ReadModelError::Stopped),
+                            () = tokio::time::sleep(backoff(attempt)) => {}
+                        },
+                        None => tokio::time::sleep(backoff(attempt)).await,
+                    }
                 }
                 Err(err) => return Err(err),
             }
@@ -345,6 +406,7 @@ impl ReadModels {
     /// without running workers (the CLI); a server uses [`rebuild_in_background`](Self::rebuild_in_background).
     pub async fn rebuild(&self, id: &ReadModelId, progress: impl Fn(u64, u64)) -> Result<Position, ReadModelError> {
         let source = self.source(id)?;
+        self.generation.send_modify(|g| *g += 1);
         self.state.clear(id).await?;
         self.catch_up(id, &source, progress).await
     }
@@ -372,7 +434,7 @@ impl ReadModels {
         let mut stream = self.events.read(&id.tenant, source.clone(), ReadOptions { after, limit: None, backwards: false }).await?;
         while let Some(batch) = stream.next_batch().await? {
             for chunk in batch.chunks(BATCH) {
-                checkpoint = Some(self.apply_with_retries(id, source, checkpoint.as_ref(), chunk.to_vec(), &tracker).await?);
+                checkpoint = Some(self.apply_with_retries(id, source, checkpoint.as_ref(), chunk.to_vec(), &tracker, None).await?);
                 done += chunk.len() as u64;
                 progress(done, total);
             }
@@ -395,12 +457,19 @@ impl ReadModels {
     /// client passes to read its own writes.
     pub async fn query(&self, id: &ReadModelId, params: &[u8], at_least: Option<Position>, wait: Duration) -> Result<Vec<u8>, ReadModelError> {
         let source = self.source(id)?;
-        if let Some(wanted) = at_least {
-            self.wait_for(id, &source, wanted, wait).await?;
-        }
         let slice = self.registry.get(&id.tenant, &id.slice).ok_or_else(|| ReadModelError::Unknown { slice: id.slice.clone(), name: id.name.clone() })?;
-        let session = KvSession::answering(self.state.clone(), id.clone());
-        Ok(slice.answer_read_model(session, &id.name, params).await?)
+        loop {
+            let generation = *self.generation.borrow();
+            if let Some(wanted) = at_least {
+                self.wait_for(id, &source, wanted, wait).await?;
+            }
+            let session = KvSession::answering(self.state.clone(), id.clone());
+            let answer = slice.answer_read_model(session, &id.name, params).await?;
+            // A rebuild that dropped the state meanwhile may have shown a part of it.
+            if at_least.is_none() || *self.generation.borrow() == generation {
+                return Ok(answer);
+            }
+        }
     }
 
     async fn wait_for(&self, id: &ReadModelId, source: &Query, wanted: Position, wait: Duration) -> Result<(), ReadModelError> {

@@ -57,6 +57,44 @@ pub struct Config {
     pub defaults: LimitOverrides,
     #[serde(default)]
     pub tenants: HashMap<String, TenantConfig>,
+    /// Where the logs, read models, deployed slices and leases live.
+    #[serde(default)]
+    pub store: StoreConfig,
+}
+
+/// `[store]`: the embedded default (the data directory), or a FoundationDB cluster that several
+/// hosts share.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `embedded` or `fdb` (a build with the cargo feature `fdb`).
+    #[serde(default = "default_store_kind")]
+    pub kind: String,
+    /// The cluster file; none: FoundationDB's default (`FDB_CLUSTER_FILE`, then
+    /// `/etc/foundationdb/fdb.cluster`).
+    pub cluster_file: Option<PathBuf>,
+    /// Separates deployments that share a cluster; every host of one deployment uses the same.
+    #[serde(default = "default_store_prefix")]
+    pub prefix: String,
+    /// How long a host that stops renewing keeps its workers' leases, in milliseconds.
+    #[serde(default = "default_lease_ttl_ms")]
+    pub lease_ttl_ms: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { kind: default_store_kind(), cluster_file: None, prefix: default_store_prefix(), lease_ttl_ms: default_lease_ttl_ms() }
+    }
+}
+
+fn default_store_kind() -> String {
+    "embedded".into()
+}
+fn default_store_prefix() -> String {
+    "default".into()
+}
+fn default_lease_ttl_ms() -> u64 {
+    10_000
 }
 
 fn default_listen() -> String {
@@ -172,6 +210,13 @@ impl Config {
         }
         if let Some(hash) = &config.admin_token_sha256 {
             check_hash(hash).map_err(|e| format!("admin_token_sha256: {e}"))?;
+        }
+        match config.store.kind.as_str() {
+            "embedded" | "fdb" => {}
+            other => return Err(format!("store.kind: {other:?} is not a store; use \"embedded\" or \"fdb\"")),
+        }
+        if config.store.prefix.is_empty() || config.store.lease_ttl_ms < 100 {
+            return Err("store: the prefix must not be empty and lease_ttl_ms must be at least 100".into());
         }
         Ok(config)
     }

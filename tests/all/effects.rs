@@ -1,5 +1,5 @@
 //! Commands with effects: capabilities granted per slice in the tenant's configuration —
-//! outbound HTTP to an allow-list (tested against a local server on 127.0.0.1), timeouts and
+//! outbound HTTP and HTTPS to an allow-list (tested against local servers on 127.0.0.1), timeouts and
 //! size caps, configuration values, a fixed clock and seeded randomness — and a slice that uses
 //! effects without a grant is refused.
 
@@ -61,7 +61,10 @@ async fn granted_effects_work_within_their_limits() {
     // Another port on the same machine is not on the allow-list.
     let err = run(&registry, "fetch", json!({"url": "http://127.0.0.1:9/hello"})).await.unwrap_err();
     assert!(matches!(&err, InvokeError::Rejected(m) if m.contains("allow-list")), "{err:?}");
+    // HTTPS to a server that speaks plain HTTP fails its handshake; other schemes are refused.
     let err = run(&registry, "fetch", json!({"url": format!("https://{server}/hello")})).await.unwrap_err();
+    assert!(matches!(&err, InvokeError::Store(m) if m.contains("request failed")), "{err:?}");
+    let err = run(&registry, "fetch", json!({"url": format!("ftp://{server}/hello")})).await.unwrap_err();
     assert!(matches!(err, InvokeError::InvalidInput(_)), "{err:?}");
 
     let err = run(&registry, "fetch", json!({"url": format!("http://{server}/big")})).await.unwrap_err();
@@ -85,4 +88,70 @@ async fn a_slice_using_effects_without_a_grant_is_refused() {
     assert!(err.to_string().contains("[tenants.acme.effects.effectful]"), "{err}");
     // Slices that use no effects need no grant.
     registry.deploy(&Tenant::new("acme").unwrap(), wasm("orders"), Some("orders")).await.unwrap();
+}
+
+/// A local HTTPS server for `localhost` whose certificate is made now, and that certificate as
+/// PEM (to trust it). It answers every request with `hello over TLS`.
+async fn outside_over_tls() -> (std::net::SocketAddr, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                // A client that refuses the certificate ends the handshake: nothing to answer.
+                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let body = "hello over TLS";
+                let response = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                let _ = tls.write_all(response.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (address, certified.cert.pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_reaches_an_allowed_host_whose_authority_is_trusted() {
+    let (server, ca_pem) = outside_over_tls().await;
+    let url = format!("https://localhost:{}/hello", server.port());
+    let acme = Tenant::new("acme").unwrap();
+
+    // The grant trusts the server's authority: the request goes through, encrypted.
+    let dir = tempfile::tempdir().unwrap();
+    let trusted = format!("[tenants.acme.effects.effectful]\nhttp_hosts = [\"localhost:{}\"]\nhttp_ca_pem = '''\n{ca_pem}'''\n", server.port());
+    let registry = registry(dir.path(), &trusted).await;
+    registry.deploy(&acme, wasm("effectful"), Some("effectful")).await.unwrap();
+    let fetched = run(&registry, "fetch", json!({"url": url})).await.unwrap();
+    assert_eq!(fetched, json!({"status": 200, "body": "hello over TLS"}));
+
+    // Without it, the certificate is refused: the public authorities did not issue it.
+    let dir = tempfile::tempdir().unwrap();
+    let untrusted = format!("[tenants.acme.effects.effectful]\nhttp_hosts = [\"localhost:{}\"]\n", server.port());
+    let registry = self::registry(dir.path(), &untrusted).await;
+    registry.deploy(&acme, wasm("effectful"), Some("effectful")).await.unwrap();
+    let err = run(&registry, "fetch", json!({"url": url})).await.unwrap_err();
+    assert!(matches!(&err, InvokeError::Store(m) if m.contains("request failed")), "{err:?}");
+
+    // An authority that is not a certificate is refused with the configuration.
+    let bad = Config::parse("[tenants.acme.effects.effectful]\nhttp_ca_pem = \"not a certificate\"\n").unwrap_err();
+    assert!(bad.contains("tenants.acme.effects.effectful") && bad.contains("http_ca_pem"), "{bad}");
 }

@@ -1,16 +1,20 @@
 //! The `effects` import: capabilities beyond the log, granted per slice by the tenant's
-//! configuration — outbound HTTP to an allow-list of hosts (with a timeout and a size cap),
+//! configuration — outbound HTTP and HTTPS to an allow-list of hosts (with a timeout and a size cap),
 //! configuration values and secrets, a clock and randomness that tests can fix.
 //!
 //! A slice that imports `effects` without a grant is refused when it is deployed; every call
 //! checks the grant again.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
@@ -23,8 +27,11 @@ use super::invocation::InvocationState;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Grants {
-    /// `host` or `host:port` a slice may call over HTTP.
+    /// `host` or `host:port` a slice may call over HTTP or HTTPS.
     pub http_hosts: Vec<String>,
+    /// Certificates (PEM) of authorities to trust for HTTPS besides the usual public ones: a
+    /// company's internal CA, or a test's.
+    pub http_ca_pem: Option<String>,
     /// Milliseconds an outbound request may take.
     pub http_timeout_ms: Option<u64>,
     /// Bytes a response body may have.
@@ -40,10 +47,41 @@ pub struct Grants {
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_MAX_BYTES: usize = 1 << 20;
 
-pub(super) type HttpClient = Client<HttpConnector, Full<Bytes>>;
+pub(super) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-pub(super) fn http_client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
+/// An HTTP and HTTPS client that trusts the public authorities (Mozilla's list, built in) and
+/// those of `extra_ca_pem`.
+pub(super) fn http_client(extra_ca_pem: Option<&str>) -> Result<HttpClient, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(pem) = extra_ca_pem {
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            let cert = cert.map_err(|e| format!("http_ca_pem: {e}"))?;
+            roots.add(cert).map_err(|e| format!("http_ca_pem: {e}"))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err("http_ca_pem holds no certificate".into());
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
+}
+
+impl Grants {
+    /// Checks what can be checked before a slice runs: the extra authorities parse.
+    pub fn validate(&self) -> Result<(), String> {
+        match &self.http_ca_pem {
+            Some(pem) => http_client(Some(pem)).map(drop),
+            None => Ok(()),
+        }
+    }
 }
 
 fn denied(what: &str) -> types::Error {
@@ -57,8 +95,8 @@ impl effects::Host for InvocationState {
             Ok(uri) => uri,
             Err(e) => return Ok(Err(types::Error::InvalidInput(format!("bad url {:?}: {e}", request.url)))),
         };
-        if uri.scheme_str() != Some("http") {
-            return Ok(Err(types::Error::InvalidInput("only http:// URLs are supported".into())));
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            return Ok(Err(types::Error::InvalidInput(format!("{:?} is not an http:// or https:// URL", request.url))));
         }
         let authority = uri.authority().map(|a| a.as_str().to_string()).unwrap_or_default();
         let host = uri.host().unwrap_or_default();

@@ -135,7 +135,7 @@ impl Runtime {
             }
         })?;
         Ok(Runtime {
-            inner: Arc::new(RuntimeInner { engine, linker, limits, max_instances: n, cache, http: effects::http_client(), live: Default::default(), components: Default::default(), stop_ticker }),
+            inner: Arc::new(RuntimeInner { engine, linker, limits, max_instances: n, cache, http: effects::http_client(None).map_err(|e| anyhow::anyhow!("the outbound HTTP client: {e}"))?, live: Default::default(), components: Default::default(), stop_ticker }),
         })
     }
 

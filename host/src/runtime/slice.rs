@@ -149,6 +149,8 @@ pub struct Slice {
     /// Whether the component imports `effects`, and what it is granted.
     imports_effects: bool,
     grants: Option<Arc<super::effects::Grants>>,
+    /// The outbound HTTP client when the grants add authorities to trust (else the runtime's).
+    http: Option<super::effects::HttpClient>,
     exports: Exports,
     description: SliceDescription,
     hash: String,
@@ -174,7 +176,7 @@ impl Slice {
             automations: vec![],
             read_models: vec![],
         };
-        let mut slice = Slice { runtime, limits, imports_effects, grants: None, exports, description: placeholder, hash, size, log_budget: LogBudget::new() };
+        let mut slice = Slice { runtime, limits, imports_effects, grants: None, http: None, exports, description: placeholder, hash, size, log_budget: LogBudget::new() };
         let io = ReadAppender::new(Arc::new(MemoryStore::new()), Tenant::new("describe").expect("valid"), Access::ReadOnly);
         let mut instance = slice.instantiate(io).await.map_err(|e| LoadError::Describe(e.to_string()))?;
         instance.arm();
@@ -212,6 +214,14 @@ impl Slice {
 
     /// Grants the slice its effects (before it is shared).
     pub fn grant(&mut self, grants: super::effects::Grants) {
+        // The configuration was validated when it was loaded, so the client builds.
+        self.http = grants.http_ca_pem.as_deref().and_then(|pem| match super::effects::http_client(Some(pem)) {
+            Ok(client) => Some(client),
+            Err(err) => {
+                tracing::error!(slice = self.name(), "{err}; using the public authorities only");
+                None
+            }
+        });
         self.grants = Some(Arc::new(grants));
     }
 
@@ -238,7 +248,8 @@ impl Slice {
     async fn instantiate_with(&self, mut io: ReadAppender, kv: Option<KvSession>) -> Result<Instance<'_>, InvokeError> {
         let limits = self.limits.clone();
         io.set_read_limit(limits.read_bytes);
-        let state = InvocationState::new(io, Limiter { limits, memory_refused: false }, self.grants.clone(), self.runtime.http.clone());
+        let http = self.http.clone().unwrap_or_else(|| self.runtime.http.clone());
+        let state = InvocationState::new(io, Limiter { limits, memory_refused: false }, self.grants.clone(), http);
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|state| &mut state.limiter);
         // Every epoch tick past the deadline check yields to tokio, so a busy guest never holds a

@@ -207,6 +207,9 @@ impl Config {
             for hash in &tenant.tokens_sha256 {
                 check_hash(hash).map_err(|e| format!("tenants.{name}.tokens_sha256: {e}"))?;
             }
+            for (slice, grants) in &tenant.effects {
+                grants.validate().map_err(|e| format!("tenants.{name}.effects.{slice}: {e}"))?;
+            }
         }
         if let Some(hash) = &config.admin_token_sha256 {
             check_hash(hash).map_err(|e| format!("admin_token_sha256: {e}"))?;

@@ -156,9 +156,20 @@ class Console(unittest.TestCase):
         self.text_of("#slices", "hostile")
         self.shot("deployed")
 
-        # Automations, and the charts at a glance.
+        # A read model queried from its form: it answers from the state the host keeps.
+        self.tab("run")
+        Select(self.find("#target")).select_by_visible_text("inventory · read model · stock-levels")
+        self.find("#form input[name=sku]").send_keys("pear")
+        self.find("#form button[type=submit]").click()
+        self.assertIn('"available": 7', self.text_of("#result", "available"))
+        self.shot("read-model")
+
+        # Automations and read models, and the charts at a glance.
         self.tab("automations")
         self.text_of("#automations", "reserve-on-confirm")
+        self.text_of("#readmodels", "stock-levels")
+        self.find("#readmodels button[data-rebuild]").click()
+        self.text_of("#readmodels-msg", "Rebuilding")
         self.tab("glance")
         self.text_of("#charts", "command latency p99")
         self.shot("glance")

@@ -1,9 +1,12 @@
 //! Managing tenants with the admin token: a created tenant gets a token that works at once, only
 //! for itself; it survives a restart; removing it stops its token; tenants of the configuration
-//! file cannot be removed through the API; nobody but the admin manages tenants.
+//! file cannot be removed through the API; nobody but the admin manages tenants. And the
+//! configuration's `[store]` section is checked when it loads.
 
 use axum::http::Method;
 use serde_json::json;
+
+use counterpoint::tenants::Config;
 
 use super::{t, token, wasm, Server, ADMIN};
 
@@ -50,4 +53,22 @@ async fn the_admin_creates_lists_and_removes_tenants() {
     server.restart().await;
     server.http.get(&t("initech", "/slices"), Some(&initech)).await.error(401, "unauthorized");
     server.stop().await;
+}
+
+#[tokio::test]
+async fn the_store_section_is_checked_when_the_configuration_loads() {
+    let err = Config::parse("[store]\nkind = \"postgres\"\n").unwrap_err();
+    assert!(err.contains("store.kind") && err.contains("\"embedded\" or \"fdb\""), "{err}");
+    let err = Config::parse("[store]\nkind = \"fdb\"\nprefix = \"\"\n").unwrap_err();
+    assert!(err.contains("prefix"), "{err}");
+    let err = Config::parse("[store]\nkind = \"fdb\"\nclusterfile = \"/etc/fdb.cluster\"\n").unwrap_err();
+    assert!(err.contains("clusterfile"), "an unknown key is named: {err}");
+    // A build without FoundationDB says how to get one instead of failing later.
+    #[cfg(not(feature = "fdb"))]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::parse(&format!("data_dir = {:?}\nlisten = \"127.0.0.1:0\"\n[store]\nkind = \"fdb\"\n", dir.path().display().to_string())).unwrap();
+        let err = counterpoint::api::spawn_server(&config).await.err().expect("no FoundationDB in this build");
+        assert!(format!("{err:#}").contains("--features fdb"), "{err:#}");
+    }
 }

@@ -187,20 +187,12 @@ impl Automations {
     /// Starts a worker for every deployed automation, and keeps the set in step with deploys.
     pub fn start(self: &Arc<Self>) {
         self.stopped.store(false, std::sync::atomic::Ordering::SeqCst);
-        let mut changes = self.registry.changes();
-        let this = Arc::downgrade(self);
-        tokio::spawn(async move {
-            loop {
-                let Some(automations) = this.upgrade() else { break };
-                if automations.stopped.load(std::sync::atomic::Ordering::SeqCst) {
-                    break;
-                }
-                automations.reconcile();
-                drop(automations);
-                if changes.changed().await.is_err() {
-                    break;
-                }
+        self.registry.follow(self, |this| {
+            if this.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                return false;
             }
+            this.reconcile();
+            true
         });
     }
 

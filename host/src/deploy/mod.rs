@@ -234,6 +234,25 @@ impl Registry {
         self.changes.subscribe()
     }
 
+    /// Calls `reconcile` on `owner` now and after every deploy or removal, for as long as
+    /// `owner` lives and `reconcile` says to go on (the workers that follow what is deployed).
+    pub fn follow<T: Send + Sync + 'static>(&self, owner: &Arc<T>, reconcile: fn(&Arc<T>) -> bool) {
+        let mut changes = self.changes();
+        let owner = Arc::downgrade(owner);
+        tokio::spawn(async move {
+            loop {
+                let Some(owner) = owner.upgrade() else { break };
+                if !reconcile(&owner) {
+                    break;
+                }
+                drop(owner);
+                if changes.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+
     /// The tenants whose slices this registry keeps.
     pub fn tenants(&self) -> Vec<Tenant> {
         self.tenants.names()

@@ -169,20 +169,12 @@ impl ReadModels {
     /// Starts a worker for every deployed read model, and keeps the set in step with deploys.
     pub fn start(self: &Arc<Self>) {
         self.stopped.store(false, Ordering::SeqCst);
-        let mut changes = self.registry.changes();
-        let this = Arc::downgrade(self);
-        tokio::spawn(async move {
-            loop {
-                let Some(read_models) = this.upgrade() else { break };
-                if read_models.stopped.load(Ordering::SeqCst) {
-                    break;
-                }
-                read_models.reconcile();
-                drop(read_models);
-                if changes.changed().await.is_err() {
-                    break;
-                }
+        self.registry.follow(self, |this| {
+            if this.stopped.load(Ordering::SeqCst) {
+                return false;
             }
+            this.reconcile();
+            true
         });
     }
 

@@ -1,5 +1,5 @@
 //! Prometheus metrics: commands by slice and outcome, attempts, latencies, appends, store
-//! latency, live instances, deploys.
+//! latency, live instances, deploys, and the background workers (automations, read models).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -26,6 +26,16 @@ pub struct TenantLabels {
     pub tenant: String,
 }
 
+/// An automation or read-model worker.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkerLabels {
+    /// `automation` or `read_model`.
+    pub kind: String,
+    pub tenant: String,
+    pub slice: String,
+    pub name: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub code: String,
@@ -48,6 +58,8 @@ pub struct Metrics {
     pub live_instances: Gauge,
     pub deployed_slices: Gauge,
     pub deploys: Counter,
+    pub worker_active: Family<WorkerLabels, Gauge>,
+    pub worker_failures: Family<WorkerLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -79,6 +91,10 @@ impl Metrics {
         registry.register("deployed_slices", "Slices deployed across tenants", deployed_slices.clone());
         let deploys = Counter::default();
         registry.register("deploys", "Slices deployed since start", deploys.clone());
+        let worker_active = Family::<WorkerLabels, Gauge>::default();
+        registry.register("worker_active", "1 while this host's worker follows the log (on a cluster: holds the lease)", worker_active.clone());
+        let worker_failures = Family::<WorkerLabels, Gauge>::default();
+        registry.register("worker_failures", "Failed reactions or read-model batches since the worker started", worker_failures.clone());
         Metrics {
             registry,
             commands,
@@ -91,6 +107,8 @@ impl Metrics {
             live_instances,
             deployed_slices,
             deploys,
+            worker_active,
+            worker_failures,
         }
     }
 

@@ -176,6 +176,13 @@ async fn ready(State(state): State<SharedState>) -> impl IntoResponse {
 async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
     state.metrics.live_instances.set(state.runtime.live_instances());
     state.metrics.deployed_slices.set(state.registry.total() as i64);
+    let workers = state.automations.workers().into_iter().map(|(id, p)| ("automation", id.tenant, id.slice, id.name, p.active, p.failures));
+    let read_models = state.read_models.workers().into_iter().map(|(id, p)| ("read_model", id.tenant, id.slice, id.name, p.active, p.failures));
+    for (kind, tenant, slice, name, active, failures) in workers.chain(read_models) {
+        let labels = metrics::WorkerLabels { kind: kind.into(), tenant: tenant.to_string(), slice, name };
+        state.metrics.worker_active.get_or_create(&labels).set(i64::from(active));
+        state.metrics.worker_failures.get_or_create(&labels).set(failures as i64);
+    }
     ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render())
 }
 

@@ -347,6 +347,12 @@ impl Automations {
         self.workers.lock().expect("workers lock").get(id).map(|w| w.progress.lock().expect("progress lock").clone())
     }
 
+    /// Every worker of this process and what it reports (no store access: for metrics).
+    pub fn workers(&self) -> Vec<(AutomationId, Progress)> {
+        let workers = self.workers.lock().expect("workers lock");
+        workers.iter().map(|(id, w)| (id.clone(), w.progress.lock().expect("progress lock").clone())).collect()
+    }
+
     /// Every automation the tenant's slices declare: checkpoint, lag, and (when its worker runs
     /// in this process) failures.
     pub async fn status(&self, tenant: &Tenant) -> Result<Vec<Status>, StoreError> {

@@ -488,6 +488,12 @@ impl ReadModels {
         }
     }
 
+    /// Every worker of this process and what it reports (no store access: for metrics).
+    pub fn workers(&self) -> Vec<(ReadModelId, Progress)> {
+        let workers = self.workers.lock().expect("workers lock");
+        workers.iter().map(|(id, w)| (id.clone(), w.progress.lock().expect("progress lock").clone())).collect()
+    }
+
     /// Every read model the tenant's slices declare: checkpoint, lag, keys, and (when its
     /// worker runs in this process) failures.
     pub async fn status(&self, tenant: &crate::store::Tenant) -> Result<Vec<Status>, StoreError> {

@@ -110,7 +110,7 @@ async fn every_endpoint_does_what_it_says() {
     assert_eq!(notes[1]["data"], json!({"base64": "AAEC/w=="}), "bytes that are not MessagePack come back as base64");
     assert_eq!(notes[0]["position"], new_positions[0]);
 
-    // Metrics: commands by slice and outcome, deploys.
+    // Metrics: commands by slice and outcome, deploys, workers.
     let metrics = http.get("/metrics", None).await;
     assert_eq!(metrics.status.as_u16(), 200);
     let text = String::from_utf8_lossy(&metrics.body);
@@ -120,6 +120,13 @@ async fn every_endpoint_does_what_it_says() {
     );
     assert!(text.lines().any(|l| l.starts_with("counterpoint_deploys_total") && l.ends_with(" 2")), "{text}");
     assert!(text.lines().any(|l| l.starts_with("counterpoint_deployed_slices") && l.ends_with(" 2")), "{text}");
+    // The background workers: inventory's automation and read model follow the log here.
+    for (kind, name) in [("automation", "reserve-on-confirm"), ("read_model", "stock-levels")] {
+        assert!(
+            text.lines().any(|l| l.starts_with("counterpoint_worker_active{") && l.contains(&format!("kind=\"{kind}\"")) && l.contains(&format!("name=\"{name}\"")) && l.ends_with(" 1")),
+            "{kind} {name}: {text}"
+        );
+    }
 
     // Remove a slice: it is gone, its events stay.
     let removed = http.send(Method::DELETE, &t("acme", "/slices/inventory"), acme, &[], "").await;

@@ -54,7 +54,7 @@ pub const DEFAULT_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadModelError {
-    #[error("{0}")]
+    #[error(transparent)]
     Invoke(#[from] InvokeError),
     #[error(transparent)]
     Store(#[from] StoreError),

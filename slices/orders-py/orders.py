@@ -156,6 +156,28 @@ class CustomerOrders:
         return {"customer_id": self.customer_id, "orders": [order_id for _, order_id in self.placed]}
 
 
+# --- Read models ---
+
+
+@dataclass
+class CustomerId:
+    customer_id: str
+
+
+@orders.read_model("orders-by-customer", Query.of(OrderPlaced), "The orders each customer placed, kept as they are placed", params=CustomerId)
+class OrdersByCustomer:
+    """State: per customer id, the ids of the orders placed, oldest first."""
+
+    @staticmethod
+    def apply(state, event: Envelope) -> None:
+        placed = event.decode(OrderPlaced)
+        state.update(placed.customer_id, lambda ids: ids + [placed.order_id], default=[])
+
+    @staticmethod
+    def query(state, params: CustomerId):
+        return {"customer_id": params.customer_id, "orders": state.get(params.customer_id, default=[])}
+
+
 # --- Commands ---
 
 

@@ -42,6 +42,15 @@ class OrdersTest(unittest.TestCase):
         self.assertEqual(store.project("customer-orders", {"customer_id": "c-1"})["orders"], ["o-1", "o-2", "o-3"])
         self.assertEqual(store.project("customer-orders", {"customer_id": "c-1", "last": 2})["orders"], ["o-2", "o-3"])
 
+    def test_orders_by_customer_follows_the_log(self):
+        store = TestStore(orders)
+        store.run(PlaceOrder("o-1", "c-1"))
+        store.run(PlaceOrder("o-2", "c-2"))
+        self.assertEqual(store.read_model("orders-by-customer", {"customer_id": "c-1"}), {"customer_id": "c-1", "orders": ["o-1"]})
+        store.run(PlaceOrder("o-3", "c-1"))
+        self.assertEqual(store.read_model("orders-by-customer", {"customer_id": "c-1"})["orders"], ["o-1", "o-3"])
+        self.assertEqual(store.read_model("orders-by-customer", {"customer_id": "c-9"})["orders"], [])
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -79,8 +79,51 @@ per_language! {
 async fn every_language_describes_the_same_slice() {
     let rust = slice(RUST).await.description().clone();
     for other in [PYTHON, JS] {
-        assert_eq!(slice(other).await.description(), &rust, "{other} describes itself like {RUST}");
+        // Only the Python slice has a read model (`orders-by-customer`); all else is alike.
+        let mut described = slice(other).await.description().clone();
+        let read_models: Vec<String> = described.read_models.drain(..).map(|r| r.name).collect();
+        assert_eq!(read_models, if other == PYTHON { vec!["orders-by-customer".to_string()] } else { vec![] }, "{other}");
+        assert_eq!(&described, &rust, "{other} describes itself like {RUST}");
     }
+}
+
+/// The Python slice's persistent read model `orders-by-customer`, kept by the host's
+/// `ReadModels` in its state and answered from it.
+#[tokio::test]
+async fn a_python_read_model_follows_the_log() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use counterpoint::codec::{json_to_msgpack, msgpack_to_json};
+    use counterpoint::deploy::Registry;
+    use counterpoint::readmodels::{MemoryState, ReadModelId, ReadModels};
+    use counterpoint::runner::CommandRunner;
+    use counterpoint::store::{MemoryStore, SharedStore, Tenant};
+    use counterpoint::tenants::{Config, Tenants};
+    use counterpoint_tests::slices::{runtime, wasm};
+
+    let dir = tempfile::tempdir().unwrap();
+    let tenant = Tenant::new("acme").unwrap();
+    let store: SharedStore = Arc::new(MemoryStore::new());
+    // A Python component imports the effects interface (unused), so the slice needs a grant.
+    let tenants = Tenants::from_config(&Config::parse("[tenants.acme.effects.orders]\n").unwrap());
+    let registry = Arc::new(Registry::open(runtime(), dir.path(), Arc::new(tenants)).await.unwrap());
+    let orders = registry.deploy(&tenant, wasm(PYTHON), Some("orders")).await.unwrap();
+    assert_eq!(orders.slice.description().read_models.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["orders-by-customer"]);
+    let read_models = ReadModels::new(store.clone(), Arc::new(MemoryState::new()), registry.clone());
+    let id = ReadModelId { tenant: tenant.clone(), slice: "orders".into(), name: "orders-by-customer".into() };
+
+    for (order_id, customer_id) in [("o-1", "c-1"), ("o-2", "c-2"), ("o-3", "c-1")] {
+        let slice = registry.get(&tenant, "orders").unwrap();
+        let input = json_to_msgpack(&json!({"order_id": order_id, "customer_id": customer_id}));
+        CommandRunner::default().run(&slice, &store, &tenant, "place-order", &input).await.unwrap();
+    }
+    let source = read_models.source(&id).unwrap();
+    read_models.catch_up(&id, &source, |_, _| {}).await.unwrap();
+    let answer = read_models.query(&id, &json_to_msgpack(&json!({"customer_id": "c-1"})), None, Duration::ZERO).await.unwrap();
+    assert_eq!(msgpack_to_json(&answer).unwrap(), json!({"customer_id": "c-1", "orders": ["o-1", "o-3"]}));
+    let answer = read_models.query(&id, &json_to_msgpack(&json!({"customer_id": "c-9"})), None, Duration::ZERO).await.unwrap();
+    assert_eq!(msgpack_to_json(&answer).unwrap(), json!({"customer_id": "c-9", "orders": []}));
 }
 
 /// One session of commands, queries and mistakes: every result and error, rendered as text.

@@ -22,19 +22,23 @@ automations, compiled to a WebAssembly component with componentize-py.
                 raise Rejected("order already placed")
             ctx.append(OrderPlaced(self.order_id))
 
+A persistent read model registers with `@orders.read_model(name, source_query, description,
+params=...)` on a class with static `apply(state, event)` and `query(state, params)`; `state`
+is a `State` (string keys, MessagePack values) the host keeps between invocations.
+
 Payloads are MessagePack with named fields (the same bytes the Rust SDK writes), so slices in
 any language share one log. The component's entry module ends with
 `from counterpoint.component import ReadModels, Slice`.
 """
 
 from .codec import I64, U32, U64, Range, decode_as, encode
-from .definition import CommandCall, Context, Slice, event
+from .definition import CommandCall, Context, MemoryState, Slice, State, event
 from .errors import Conflict, Error, InvalidInput, NotFound, Rejected, StoreError
 from .events import Envelope, Events, RawEvent, tag
 from .query import Item, Position, Query, ReadOptions, position_number, position_of
 
 __all__ = [
-    "Slice", "event", "Context", "CommandCall",
+    "Slice", "event", "Context", "CommandCall", "State", "MemoryState",
     "Error", "Rejected", "InvalidInput", "NotFound", "Conflict", "StoreError",
     "Envelope", "Events", "RawEvent", "tag",
     "Item", "Query", "ReadOptions", "Position", "position_number", "position_of",

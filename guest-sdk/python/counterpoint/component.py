@@ -8,7 +8,9 @@ the top-level module `slice` (shipped next to this package) re-exports `Projecti
 
 from componentize_py_types import Err
 from wit_world import exports
+from wit_world.exports import read_models as wit_rm
 from wit_world.exports import slice as wit
+from wit_world.imports import read_model_state
 from wit_world.imports import store as host
 from wit_world.imports import types
 
@@ -67,6 +69,37 @@ class _Host:
 _HOST = _Host()
 
 
+class _Kv:
+    """The read model's state (`read-model-state`), bound to the current invocation's read model."""
+
+    def get(self, key):
+        try:
+            return read_model_state.get(key)
+        except Err as e:
+            raise _from_wit(e.value) from None
+
+    def scan(self, prefix, after, limit):
+        try:
+            return read_model_state.scan(prefix, after, limit)
+        except Err as e:
+            raise _from_wit(e.value) from None
+
+    def put(self, key, value):
+        try:
+            read_model_state.put(key, value)
+        except Err as e:
+            raise _from_wit(e.value) from None
+
+    def delete(self, key):
+        try:
+            read_model_state.delete(key)
+        except Err as e:
+            raise _from_wit(e.value) from None
+
+
+_KV = _Kv()
+
+
 def _guarded(call):
     try:
         return call()
@@ -100,16 +133,19 @@ class Slice(exports.Slice):
 
 
 class ReadModels(exports.ReadModels):
-    """Persistent read models: a Python slice cannot declare any yet, so it has none."""
+    """Persistent read models, their state kept by the host (`read-model-state`)."""
 
     def read_models(self):
-        return []
+        return [
+            wit_rm.ReadModelInfo(n, desc, _query(q), [wit_rm.Param(f, k) for f, k in fields])
+            for n, desc, q, fields in current().describe().read_models
+        ]
 
     def update(self, name: str, events) -> None:
-        raise Err(_to_wit(NotFound("this slice has no read models")))
+        _guarded(lambda: current().update(_KV, name, [_envelope(e) for e in events]))
 
     def answer(self, name: str, params: bytes) -> bytes:
-        raise Err(_to_wit(NotFound("this slice has no read models")))
+        return _guarded(lambda: current().answer(_KV, name, params))
 
 
 class Projection(wit.Projection):

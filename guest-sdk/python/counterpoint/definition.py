@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
 from . import codec
-from .errors import Error, InvalidInput, StoreError, unknown
+from .errors import Error, InvalidInput, NotFound, StoreError, unknown
 from .events import Envelope, Events, RawEvent, tags_of
 from .query import Query, ReadOptions
 
@@ -19,6 +19,7 @@ class Description:
     projections: List[Tuple[str, str, list]]
     emits: List[str]
     automations: List[Tuple[str, str, Query]]
+    read_models: List[Tuple[str, str, Query, list]] = dataclasses.field(default_factory=list)
 
 
 @dataclass
@@ -114,6 +115,81 @@ class Running:
             raise StoreError(f"cannot encode the output of {self._spec.name}: {e}") from None
 
 
+class State:
+    """A read model's persistent key-value state: string keys (UTF-8), values MessagePack.
+    `kv` is the raw store: `get(key) -> bytes | None`, `scan(prefix, after, limit) -> [(key, value)]`,
+    `put(key, value)` and `delete(key)`, over bytes (the host's `read-model-state`, or a dict in tests)."""
+
+    SCAN_PAGE = 256
+
+    def __init__(self, kv):
+        self._kv = kv
+
+    def get(self, key: str, cls: Optional[type] = None, default=None):
+        """The value at `key` (decoded into dataclass `cls` if given), or `default`."""
+        raw = self._kv.get(key.encode())
+        if raw is None:
+            return default
+        return codec.decode_as(cls, raw) if cls is not None else codec.unpack(raw)
+
+    def put(self, key: str, value) -> None:
+        self._kv.put(key.encode(), codec.encode(value))
+
+    def delete(self, key: str) -> None:
+        self._kv.delete(key.encode())
+
+    def update(self, key: str, change, default=None, cls: Optional[type] = None):
+        """Puts `change(current value or default)` at `key`; deletes the key if it returns None.
+        Returns the new value."""
+        value = change(self.get(key, cls, default))
+        if value is None:
+            self.delete(key)
+        else:
+            self.put(key, value)
+        return value
+
+    def scan(self, prefix: str = "", cls: Optional[type] = None):
+        """(key, value) of every entry whose key starts with `prefix`, in key order."""
+        after = None
+        while True:
+            page = self._kv.scan(prefix.encode(), after, self.SCAN_PAGE)
+            for key, raw in page:
+                yield key.decode(), codec.decode_as(cls, raw) if cls is not None else codec.unpack(raw)
+            if len(page) < self.SCAN_PAGE:
+                return
+            after = page[-1][0]
+
+
+class MemoryState:
+    """A read model's raw key-value state in memory (for tests and warming up)."""
+
+    def __init__(self):
+        self.entries: dict = {}
+
+    def get(self, key: bytes):
+        return self.entries.get(bytes(key))
+
+    def scan(self, prefix: bytes, after, limit: int):
+        keys = sorted(k for k in self.entries if k.startswith(prefix) and (after is None or k > after))
+        return [(k, self.entries[k]) for k in keys[:limit]]
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.entries[bytes(key)] = bytes(value)
+
+    def delete(self, key: bytes) -> None:
+        self.entries.pop(bytes(key), None)
+
+
+@dataclass
+class _ReadModel:
+    name: str
+    description: str
+    source: Query
+    params: Optional[type]
+    apply: Callable
+    query: Callable
+
+
 def event(type_name: str) -> Callable[[type], type]:
     """An event type this slice reads but does not append (another slice's): a dataclass with
     the fields it cares about. `Slice.event` is the same, and lists the type among those the
@@ -156,6 +232,7 @@ class Slice:
         self._commands: dict = {}
         self._projections: dict = {}
         self._automations: dict = {}
+        self._read_models: dict = {}
         _current = self
 
     # --- registration ---
@@ -207,6 +284,22 @@ class Slice:
 
         return register
 
+    def read_model(self, name: str, source: Query, description: str = "", params: Optional[type] = None):
+        """A persistent read model: a class with `apply(state, event)` and `query(state, params)`
+        (static methods). The host follows the log for `source` and calls `apply` exactly once
+        per event, with a `State` kept between invocations; `query` answers from that state
+        (`params` decoded into the dataclass `params`), its result encoded as MessagePack."""
+
+        def register(cls):
+            if params is not None:
+                _require_dataclass(params, "read model params")
+            cls.NAME = name
+            cls.__counterpoint__ = _ReadModel(name, description, source, params, cls.apply, cls.query)
+            self._read_models[name] = cls.__counterpoint__
+            return cls
+
+        return register
+
     # --- the exports, in plain Python (the component glue converts to and from WIT) ---
 
     def describe(self) -> Description:
@@ -217,7 +310,32 @@ class Slice:
             projections=[(n, p.description, codec.fields_of(p.params)) for n, p in self._projections.items()],
             emits=list(self._events),
             automations=[(n, d, q) for n, (d, q, _) in self._automations.items()],
+            read_models=[(n, r.description, r.source, codec.fields_of(r.params)) for n, r in self._read_models.items()],
         )
+
+    def _read_model(self, name: str) -> _ReadModel:
+        spec = self._read_models.get(name)
+        if spec is None:
+            if not self._read_models:
+                raise NotFound("this slice has no read models")
+            raise unknown("read model", name, self._read_models)
+        return spec
+
+    def update(self, kv, name: str, events) -> None:
+        """Folds a batch of events (Envelopes, in log order) into read model `name`'s state."""
+        spec = self._read_model(name)
+        state = State(kv)
+        for event in events:
+            spec.apply(state, event)
+
+    def answer(self, kv, name: str, params: bytes) -> bytes:
+        """Answers read model `name`'s query from its state; MessagePack in and out."""
+        spec = self._read_model(name)
+        output = spec.query(State(kv), codec.decode_input(spec.params, params))
+        try:
+            return codec.encode(output)
+        except Exception as e:
+            raise StoreError(f"cannot encode the answer of {name}: {e}") from None
 
     def execute(self, store, command: str, payload: bytes) -> bytes:
         cls = self._commands.get(command)
@@ -281,6 +399,12 @@ class Slice:
                     running.fold(log.read(*running.source())[0])
                     running.finish()
                 attempt(project)
+            for name, spec in self._read_models.items():
+                def fold(name=name, spec=spec):
+                    kv = MemoryState()
+                    self.update(kv, name, log.read(spec.source, ReadOptions())[0])
+                    self.answer(kv, name, codec.encode(codec.sample(spec.params)) if spec.params else b"")
+                attempt(fold)
             attempt(lambda: self.execute(log, "", b""))
             attempt(self.describe)
 
@@ -296,4 +420,4 @@ def _require_dataclass(cls, what: str) -> None:
         raise TypeError(f"{cls.__name__}: a {what} must be a @dataclass (put @dataclass below the registration)")
 
 
-__all__ = ["Slice", "event", "Context", "CommandCall", "Description", "Running", "current", "Error"]
+__all__ = ["Slice", "event", "State", "MemoryState", "Context", "CommandCall", "Description", "Running", "current", "Error"]

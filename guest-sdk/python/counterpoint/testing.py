@@ -2,8 +2,9 @@
 the same read semantics as the host, appends staged until the command succeeds."""
 
 from . import codec
-from .definition import current
+from .definition import MemoryState, current
 from .events import Envelope, RawEvent
+from .query import ReadOptions
 
 
 class MemoryStore:
@@ -42,6 +43,7 @@ class TestStore(MemoryStore):
     def __init__(self, slice=None):
         super().__init__()
         self.slice = slice or current()
+        self._read_models: dict = {}  # name -> (state, checkpoint)
 
     def given(self, *events) -> "TestStore":
         """Appends events (event class instances) as if another command had."""
@@ -63,3 +65,16 @@ class TestStore(MemoryStore):
         events, _ = self.read(query, options)
         running.fold(events)
         return codec.unpack(running.finish())
+
+    def read_model(self, name: str, params=None):
+        """Answers a read model's query, as the host would: first applies the events of its
+        source appended since the last call (its state is kept per store), then answers;
+        the answer decoded from MessagePack."""
+        kv, after = self._read_models.get(name, (MemoryState(), None))
+        spec = self.slice._read_model(name)
+        events, _ = self.read(spec.source, ReadOptions(after=after))
+        if events:
+            self.slice.update(kv, name, events)
+            after = events[-1].position
+        self._read_models[name] = (kv, after)
+        return codec.unpack(self.slice.answer(kv, name, codec.encode(params or {})))

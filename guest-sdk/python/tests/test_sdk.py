@@ -59,6 +59,19 @@ class LastBought:
         return self.items
 
 
+@shop.read_model("bought-by-item", Query.of(Bought), "Quantities bought per item")
+class BoughtByItem:
+    @staticmethod
+    def apply(state, event):
+        bought = event.decode(Bought)
+        state.update(f"item/{bought.item}", lambda qty: qty + bought.qty, default=0)
+        state.put("last", bought.item)
+
+    @staticmethod
+    def query(state, params):
+        return {key[len("item/"):]: qty for key, qty in state.scan("item/")}
+
+
 class SdkTest(unittest.TestCase):
     def test_payloads_are_msgpack_maps_with_named_fields_in_field_order(self):
         store = TestStore(shop)
@@ -113,6 +126,29 @@ class SdkTest(unittest.TestCase):
         self.assertEqual(d.commands[0][2], [("item", "string"), ("qty", "integer"), ("note", "string?")])
         self.assertEqual(d.projections[0][2], [("last", "integer?")])
         self.assertEqual(d.emits, ["Bought"])
+        self.assertEqual([(n, desc, f) for n, desc, _, f in d.read_models], [("bought-by-item", "Quantities bought per item", [])])
+
+    def test_read_models_fold_new_events_into_a_kept_state(self):
+        from counterpoint import MemoryState, State
+
+        store = TestStore(shop)
+        store.execute("buy", {"item": "pen", "qty": 2})
+        self.assertEqual(store.read_model("bought-by-item"), {"pen": 2})
+        store.execute("buy", {"item": "ink", "qty": 1})
+        self.assertEqual(store.read_model("bought-by-item"), {"ink": 1, "pen": 2})
+        with self.assertRaisesRegex(NotFound, "unknown read model `nope`"):
+            store.read_model("nope")
+        State.SCAN_PAGE, page = 2, State.SCAN_PAGE
+        try:
+            state = State(MemoryState())
+            for i in range(5):
+                state.put(f"k{i}", {"n": i})
+            state.delete("k1")
+            self.assertEqual([k for k, _ in state.scan("k")], ["k0", "k2", "k3", "k4"])
+            self.assertEqual(state.update("k0", lambda v: None), None)
+            self.assertIsNone(state.get("k0"))
+        finally:
+            State.SCAN_PAGE = page
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ export { readModels, slice } from "$sdk/component-$engine.js";
 JS
 "$sdk/node_modules/.bin/esbuild" "$work/entry.js" --bundle --format=esm --platform=neutral --target=es2022 \
     --alias:@counterpoint/slice-sdk="$sdk" --main-fields=module,main \
-    --external:counterpoint:slice/store@0.1.0 --log-level=warning --outfile="$work/slice.js"
+    --external:counterpoint:slice/store@0.1.0 --external:counterpoint:slice/read-model-state@0.1.0 --log-level=warning --outfile="$work/slice.js"
 # Both tools read the WIT through a sandbox that sees the working directory.
 cp -r "$sdk/../../wit" "$work/wit"
 if [[ $engine == qjs ]]; then

@@ -1,5 +1,5 @@
-// Counterpoint's JavaScript SDK for feature slices: events, queries, commands, projections
-// and automations, compiled to a WebAssembly component (componentize-js).
+// Counterpoint's JavaScript SDK for feature slices: events, queries, commands, projections,
+// automations and read models, compiled to a WebAssembly component (componentize-js).
 //
 //   import { Slice, Query, Rejected, tag, t } from "@counterpoint/slice-sdk";
 //
@@ -21,7 +21,8 @@
 // in any language share one log. The component's entry module re-exports `slice` from
 // "@counterpoint/slice-sdk/component".
 
-export { Slice, Context, CommandCall, current, defineEvent } from "./src/slice.js";
+export { Slice, Context, CommandCall, State, current, defineEvent } from "./src/slice.js";
+export { MemoryState } from "./src/memory.js";
 export { Error, Rejected, InvalidInput, NotFound, Conflict, StoreError } from "./src/errors.js";
 export { Envelope, Events, tag } from "./src/events.js";
 export { Item, Query, ReadOptions, positionNumber, positionOf, comparePositions } from "./src/query.js";

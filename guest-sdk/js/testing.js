@@ -2,16 +2,18 @@
 
 import { encode, decode } from "./src/codec.js";
 import { rawEvent } from "./src/events.js";
-import { MemoryStore } from "./src/memory.js";
+import { MemoryState, MemoryStore } from "./src/memory.js";
+import { ReadOptions } from "./src/query.js";
 import { current } from "./src/slice.js";
 
-export { MemoryStore };
+export { MemoryState, MemoryStore };
 
 /** A slice over an in-memory log: run commands and projections, look at the events. */
 export class TestStore extends MemoryStore {
   constructor(slice = current()) {
     super();
     this.slice = slice;
+    this.readModelStates = new Map(); // name -> { kv, after }
   }
 
   /** Appends events as if another command had: `given(OrderPlaced, {...})`. */
@@ -35,5 +37,16 @@ export class TestStore extends MemoryStore {
     const running = this.slice.open(projection, encode(params));
     running.fold(this.read(running.query, running.options).events);
     return decode(running.finish());
+  }
+
+  /** Answers a read model's query, as the host would: first applies the events of its source
+   * appended since the last call (its state is kept per store), then answers; the answer decoded. */
+  readModel(name, params = {}) {
+    const { kv, after } = this.readModelStates.get(name) ?? { kv: new MemoryState(), after: null };
+    const definition = this.slice.readModelNamed(name);
+    const { events } = this.read(definition.source, new ReadOptions({ after }));
+    if (events.length) this.slice.update(kv, name, events);
+    this.readModelStates.set(name, { kv, after: events.length ? events[events.length - 1].position : after });
+    return decode(this.slice.answer(kv, name, encode(params)));
   }
 }

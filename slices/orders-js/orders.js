@@ -1,6 +1,7 @@
 // The orders slice, in JavaScript: an order is placed for a customer, filled with items, then
 // confirmed or cancelled. Amounts are integer cents. The same commands, events, tags and
-// projections as the Rust `orders` slice, so either can serve the same log.
+// projections as the Rust `orders` slice, so either can serve the same log, and the Python
+// slice's `orders-by-customer` read model.
 
 import { CommandCall, comparePositions, defineEvent, InvalidInput, NotFound, Query, ReadOptions, Rejected, Slice, t, tag } from "@counterpoint/slice-sdk";
 
@@ -80,6 +81,21 @@ export const CustomerOrders = orders.projection("customer-orders", {
     placed.sort(([a], [b]) => comparePositions(a, b));
     return { customer_id, orders: placed.map(([, orderId]) => orderId) };
   },
+});
+
+// --- Read models ---
+
+/** The orders each customer placed (`orders-by-customer`), kept by the host as they are placed.
+ * State: per customer id, the ids of the orders placed, oldest first. */
+export const OrdersByCustomer = orders.readModel("orders-by-customer", {
+  description: "The orders each customer placed, kept as they are placed",
+  source: Query.of(OrderPlaced),
+  params: { customer_id: t.string },
+  apply(state, event) {
+    const { order_id, customer_id } = event.decode(OrderPlaced);
+    state.update(customer_id, (ids) => [...ids, order_id], []);
+  },
+  query: (state, { customer_id }) => ({ customer_id, orders: state.get(customer_id, []) }),
 });
 
 // --- Commands: each returns a receipt, the order's state after it ---

@@ -36,3 +36,13 @@ test("customer-orders keeps the last N, oldest first", () => {
   assert.deepEqual(store.project("customer-orders", { customer_id: "c-1" }).orders, ["o-1", "o-2", "o-3"]);
   assert.deepEqual(store.project("customer-orders", { customer_id: "c-1", last: 2 }).orders, ["o-2", "o-3"]);
 });
+
+test("orders-by-customer follows the log", () => {
+  const store = new TestStore(orders);
+  store.run("place-order", { order_id: "o-1", customer_id: "c-1" });
+  store.run("place-order", { order_id: "o-2", customer_id: "c-2" });
+  assert.deepEqual(store.readModel("orders-by-customer", { customer_id: "c-1" }), { customer_id: "c-1", orders: ["o-1"] });
+  store.run("place-order", { order_id: "o-3", customer_id: "c-1" });
+  assert.deepEqual(store.readModel("orders-by-customer", { customer_id: "c-1" }).orders, ["o-1", "o-3"]);
+  assert.deepEqual(store.readModel("orders-by-customer", { customer_id: "c-9" }).orders, []);
+});

@@ -78,19 +78,29 @@ per_language! {
 #[tokio::test]
 async fn every_language_describes_the_same_slice() {
     let rust = slice(RUST).await.description().clone();
+    let mut read_models = Vec::new();
     for other in [PYTHON, JS] {
-        // Only the Python slice has a read model (`orders-by-customer`); all else is alike.
+        // Only the Python and JavaScript slices have a read model (`orders-by-customer`, the same
+        // in both); all else is alike.
         let mut described = slice(other).await.description().clone();
-        let read_models: Vec<String> = described.read_models.drain(..).map(|r| r.name).collect();
-        assert_eq!(read_models, if other == PYTHON { vec!["orders-by-customer".to_string()] } else { vec![] }, "{other}");
+        let declared: Vec<_> = described.read_models.drain(..).collect();
+        assert_eq!(declared.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["orders-by-customer"], "{other}");
+        read_models.push(declared);
         assert_eq!(&described, &rust, "{other} describes itself like {RUST}");
+    }
+    assert_eq!(read_models[0], read_models[1], "{PYTHON} and {JS} declare the same read model");
+}
+
+/// The Python and JavaScript slices' persistent read model `orders-by-customer`, kept by the
+/// host's `ReadModels` in its state and answered from it.
+#[tokio::test]
+async fn a_python_and_a_javascript_read_model_follow_the_log() {
+    for orders in [PYTHON, JS] {
+        read_model_follows_the_log(orders).await;
     }
 }
 
-/// The Python slice's persistent read model `orders-by-customer`, kept by the host's
-/// `ReadModels` in its state and answered from it.
-#[tokio::test]
-async fn a_python_read_model_follows_the_log() {
+async fn read_model_follows_the_log(language: &str) {
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -105,11 +115,11 @@ async fn a_python_read_model_follows_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let tenant = Tenant::new("acme").unwrap();
     let store: SharedStore = Arc::new(MemoryStore::new());
-    // A Python component imports the effects interface (unused), so the slice needs a grant.
+    // A component may import the effects interface (unused), so the slice gets a grant.
     let tenants = Tenants::from_config(&Config::parse("[tenants.acme.effects.orders]\n").unwrap());
     let registry = Arc::new(Registry::open(runtime(), dir.path(), Arc::new(tenants)).await.unwrap());
-    let orders = registry.deploy(&tenant, wasm(PYTHON), Some("orders")).await.unwrap();
-    assert_eq!(orders.slice.description().read_models.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["orders-by-customer"]);
+    let orders = registry.deploy(&tenant, wasm(language), Some("orders")).await.unwrap();
+    assert_eq!(orders.slice.description().read_models.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["orders-by-customer"], "{language}");
     let read_models = ReadModels::new(store.clone(), Arc::new(MemoryState::new()), registry.clone());
     let id = ReadModelId { tenant: tenant.clone(), slice: "orders".into(), name: "orders-by-customer".into() };
 
@@ -121,9 +131,9 @@ async fn a_python_read_model_follows_the_log() {
     let source = read_models.source(&id).unwrap();
     read_models.catch_up(&id, &source, |_, _| {}).await.unwrap();
     let answer = read_models.query(&id, &json_to_msgpack(&json!({"customer_id": "c-1"})), None, Duration::ZERO).await.unwrap();
-    assert_eq!(msgpack_to_json(&answer).unwrap(), json!({"customer_id": "c-1", "orders": ["o-1", "o-3"]}));
+    assert_eq!(msgpack_to_json(&answer).unwrap(), json!({"customer_id": "c-1", "orders": ["o-1", "o-3"]}), "{language}");
     let answer = read_models.query(&id, &json_to_msgpack(&json!({"customer_id": "c-9"})), None, Duration::ZERO).await.unwrap();
-    assert_eq!(msgpack_to_json(&answer).unwrap(), json!({"customer_id": "c-9", "orders": []}));
+    assert_eq!(msgpack_to_json(&answer).unwrap(), json!({"customer_id": "c-9", "orders": []}), "{language}");
 }
 
 /// One session of commands, queries and mistakes: every result and error, rendered as text.

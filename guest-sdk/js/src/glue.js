@@ -1,11 +1,46 @@
 // The glue between a Slice and the WIT contract (`counterpoint:slice@0.1.0`, world
 // `slice-world`: the `slice` and `read-models` exports), shared by the toolchains: each passes
-// the store import and its conventions for u64 (BigInt or number), an absent option (undefined
+// the store and read-model-state imports and their conventions for u64 (BigInt or number), an absent option (undefined
 // or null) and a returned error.
 
 import { BY_KIND, Error as SliceError } from "./errors.js";
 import { Envelope } from "./events.js";
 import { current } from "./slice.js";
+
+function witQuery(query) {
+  return { items: query.items.map((i) => ({ types: [...i.types], tags: [...i.tags] })) };
+}
+
+function envelope(e) {
+  const ev = e.event;
+  return new Envelope([BigInt(e.position[0]), BigInt(e.position[1])], {
+    eventType: ev.eventType,
+    tags: ev.tags,
+    data: ev.data,
+    metadata: ev.metadata,
+  });
+}
+
+/** A host error (thrown with the WIT variant as `payload`) as the SDK's exception. */
+function fromWit(e) {
+  const payload = e?.payload ?? e;
+  const Kind = payload && BY_KIND[payload.tag];
+  return Kind ? new Kind(payload.val) : e;
+}
+
+/** `guarded(call)`: the SDK's exception as what the bindings turn into the `err` case. */
+function guard(wit) {
+  return (call) => {
+    try {
+      return call();
+    } catch (e) {
+      if (e instanceof SliceError) throw wit.error({ tag: e.kind, val: e.message });
+      throw e;
+    }
+  };
+}
+
+const fields = (list) => list.map(([name, kind]) => ({ name, kind }));
 
 /**
  * The `slice` export object: `describe`, `execute`, `tags`, `react` and the `Projection` resource.
@@ -15,10 +50,6 @@ export function sliceExport(wit) {
   const { read: hostRead, append: hostAppend, none } = wit;
   const u64 = wit.u64;
 
-  function witQuery(query) {
-    return { items: query.items.map((i) => ({ types: [...i.types], tags: [...i.tags] })) };
-  }
-
   function witOptions(options) {
     return {
       after: options.after == null ? none : [u64(options.after[0]), u64(options.after[1])],
@@ -27,32 +58,7 @@ export function sliceExport(wit) {
     };
   }
 
-  function envelope(e) {
-    const ev = e.event;
-    return new Envelope([BigInt(e.position[0]), BigInt(e.position[1])], {
-      eventType: ev.eventType,
-      tags: ev.tags,
-      data: ev.data,
-      metadata: ev.metadata,
-    });
-  }
-
-  /** A host error (thrown with the WIT variant as `payload`) as the SDK's exception. */
-  function fromWit(e) {
-    const payload = e?.payload ?? e;
-    const Kind = payload && BY_KIND[payload.tag];
-    return Kind ? new Kind(payload.val) : e;
-  }
-
-  /** The SDK's exception as what the bindings turn into the `err` case: the variant as `payload`. */
-  function guarded(call) {
-    try {
-      return call();
-    } catch (e) {
-      if (e instanceof SliceError) throw wit.error({ tag: e.kind, val: e.message });
-      throw e;
-    }
-  }
+  const guarded = guard(wit);
 
   /** The host's store, bound to the current invocation's ReadAppender and tenant. */
   const host = {
@@ -73,8 +79,6 @@ export function sliceExport(wit) {
       }
     },
   };
-
-  const fields = (list) => list.map(([name, kind]) => ({ name, kind }));
 
   /** The WIT `projection` resource: a running projection, its state kept in the guest. */
   class Projection {
@@ -156,13 +160,37 @@ export function sliceExport(wit) {
 }
 
 /**
- * The `read-models` export object: a JavaScript slice cannot declare persistent read models yet,
- * so it has none.
- * @param {{ error: (variant: {tag: string, val: string}) => any }} wit
+ * The `read-models` export object: the slice's persistent read models, their state kept by the
+ * host (the `read-model-state` import, bound to the current invocation's read model).
+ * @param {{ state: { get: Function, scan: Function, put: Function, delete: Function }, none: any, error: (variant: {tag: string, val: string}) => any }} wit
  */
 export function readModelsExport(wit) {
-  const none = () => {
-    throw wit.error({ tag: "not-found", val: "this slice has no read models" });
+  const { state, none } = wit;
+  const guarded = guard(wit);
+  const host = (call) => {
+    try {
+      return call();
+    } catch (e) {
+      throw fromWit(e);
+    }
   };
-  return { readModels: () => [], update: none, answer: none };
+  const kv = {
+    get: (key) => host(() => state.get(key)) ?? null,
+    scan: (prefix, after, limit) => host(() => state.scan(prefix, after ?? none, limit)),
+    put: (key, value) => host(() => state.put(key, value)),
+    delete: (key) => host(() => state.delete(key)),
+  };
+  return {
+    readModels() {
+      return current()
+        .describe()
+        .readModels.map((r) => ({ name: r.name, description: r.description, query: witQuery(r.query), params: fields(r.params) }));
+    },
+    update(name, events) {
+      guarded(() => current().update(kv, name, events.map(envelope)));
+    },
+    answer(name, params) {
+      return guarded(() => current().answer(kv, name, params));
+    },
+  };
 }

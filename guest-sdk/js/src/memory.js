@@ -30,3 +30,36 @@ export class MemoryStore {
     }
   }
 }
+
+/** A read model's raw key-value state in memory (for native tests and warming up): bytes to
+ * bytes, with the host's `read-model-state` semantics (`scan` in key order). */
+export class MemoryState {
+  constructor() {
+    this.entries = new Map(); // key as a binary string (sorts as its bytes) -> [key, value]
+  }
+
+  get(key) {
+    const entry = this.entries.get(binary(key));
+    return entry ? entry[1] : null;
+  }
+
+  scan(prefix, after, limit) {
+    const p = binary(prefix);
+    const a = after == null ? null : binary(after);
+    return [...this.entries.keys()]
+      .filter((k) => k.startsWith(p) && (a === null || k > a))
+      .sort()
+      .slice(0, Number(limit))
+      .map((k) => this.entries.get(k));
+  }
+
+  put(key, value) {
+    this.entries.set(binary(key), [Uint8Array.from(key), Uint8Array.from(value)]);
+  }
+
+  delete(key) {
+    this.entries.delete(binary(key));
+  }
+}
+
+const binary = (bytes) => String.fromCharCode(...bytes);

@@ -1,10 +1,10 @@
-// A slice: its events, commands, projections and automations, registered by name, and the
-// name-dispatched exports the host calls.
+// A slice: its events, commands, projections, automations and read models, registered by name,
+// and the name-dispatched exports the host calls.
 
-import { Mismatch, decodeAs, encode, fieldsOf, sampleOf } from "./codec.js";
-import { InvalidInput, StoreError, unknown } from "./errors.js";
+import { Mismatch, decode, decodeAs, encode, fieldsOf, sampleOf } from "./codec.js";
+import { InvalidInput, NotFound, StoreError, unknown } from "./errors.js";
 import { Events, rawEvent, tagsOf } from "./events.js";
-import { MemoryStore } from "./memory.js";
+import { MemoryState, MemoryStore } from "./memory.js";
 import { Query, ReadOptions } from "./query.js";
 
 /** A command an automation asks the host to run; `slice` may name another slice of the tenant. */
@@ -99,6 +99,56 @@ export class Running {
   }
 }
 
+const utf8 = (text) => new TextEncoder().encode(text);
+const bytes = (value) => (value instanceof Uint8Array ? value : Uint8Array.from(value));
+
+/** A read model's persistent key-value state: string keys (UTF-8), values MessagePack. `kv` is
+ * the raw store over bytes: `get(key)` (bytes or null), `scan(prefix, after, limit)` ([key, value]
+ * pairs), `put(key, value)` and `delete(key)` (the host's `read-model-state`, or a MemoryState). */
+export class State {
+  static SCAN_PAGE = 256;
+  #kv;
+
+  constructor(kv) {
+    this.#kv = kv;
+  }
+
+  /** The value at `key`, decoded, or `fallback`. */
+  get(key, fallback = null) {
+    const raw = this.#kv.get(utf8(key));
+    return raw == null ? fallback : decode(bytes(raw));
+  }
+
+  put(key, value) {
+    this.#kv.put(utf8(key), encode(value));
+  }
+
+  delete(key) {
+    this.#kv.delete(utf8(key));
+  }
+
+  /** Puts `change(current value or fallback)` at `key`; deletes the key if it returns null or
+   * undefined. Returns the new value. */
+  update(key, change, fallback = null) {
+    const value = change(this.get(key, fallback));
+    if (value == null) this.delete(key);
+    else this.put(key, value);
+    return value;
+  }
+
+  /** [key, value] of every entry whose key starts with `prefix`, in key order. */
+  *scan(prefix = "") {
+    const decoder = new TextDecoder();
+    let after = null;
+    for (;;) {
+      const page = this.#kv.scan(utf8(prefix), after, State.SCAN_PAGE);
+      for (const [key, raw] of page) yield [decoder.decode(bytes(key)), decode(bytes(raw))];
+      if (page.length < State.SCAN_PAGE) return;
+      after = page[page.length - 1][0];
+    }
+  }
+}
+
 /** An event type a slice reads but does not append (another slice's): the fields it cares
  * about. `Slice.event` is the same, and lists the type among those the slice emits. */
 export function defineEvent(type, { fields = {}, tags = () => [] } = {}) {
@@ -121,6 +171,7 @@ export class Slice {
     this.commands = new Map();
     this.projections = new Map();
     this.automations = new Map();
+    this.readModels = new Map();
     currentSlice = this;
   }
 
@@ -154,6 +205,16 @@ export class Slice {
     return definition;
   }
 
+  /** A persistent read model: `source` (a Query), `params` fields, `apply(state, event)` and
+   * `query(state, params)`. The host follows the log for `source` and calls `apply` exactly once
+   * per event, with a State kept between invocations; `query` answers from that state, its
+   * result encoded as MessagePack. */
+  readModel(name, { description = "", source, params = {}, apply, query }) {
+    const definition = { name, description, source: source instanceof Query ? source : new Query([source]), params, apply, query };
+    this.readModels.set(name, definition);
+    return definition;
+  }
+
   // --- the exports, in plain JavaScript (the component glue converts to and from WIT) ---
 
   describe() {
@@ -164,7 +225,36 @@ export class Slice {
       projections: [...this.projections.values()].map((p) => ({ name: p.name, description: p.description, params: fieldsOf(p.params) })),
       emits: [...this.events.keys()],
       automations: [...this.automations.values()].map((a) => ({ name: a.name, description: a.description, query: a.query })),
+      readModels: [...this.readModels.values()].map((r) => ({ name: r.name, description: r.description, query: r.source, params: fieldsOf(r.params) })),
     };
+  }
+
+  /** The read model `name`, or NotFound. */
+  readModelNamed(name) {
+    const definition = this.readModels.get(name);
+    if (!definition) {
+      if (this.readModels.size === 0) throw new NotFound("this slice has no read models");
+      throw unknown("read model", name, this.readModels.keys());
+    }
+    return definition;
+  }
+
+  /** Folds a batch of events (Envelopes, in log order) into read model `name`'s state. */
+  update(kv, name, events) {
+    const definition = this.readModelNamed(name);
+    const state = new State(kv);
+    for (const event of events) definition.apply(state, event);
+  }
+
+  /** Answers read model `name`'s query from its state; MessagePack in and out. */
+  answer(kv, name, params) {
+    const definition = this.readModelNamed(name);
+    const output = definition.query(new State(kv), decodeInput(definition.params, params));
+    try {
+      return encode(output ?? null);
+    } catch (e) {
+      throw new StoreError(`cannot encode the answer of ${name}: ${e.message}`);
+    }
   }
 
   execute(store, command, payload) {
@@ -232,6 +322,13 @@ export class Slice {
           const running = this.open(p.name, encode(sampleOf(p.params)));
           running.fold(log.read(running.query, running.options).events);
           running.finish();
+        });
+      }
+      for (const r of this.readModels.values()) {
+        attempt(() => {
+          const kv = new MemoryState();
+          this.update(kv, r.name, log.read(r.source, new ReadOptions()).events);
+          this.answer(kv, r.name, encode(sampleOf(r.params)));
         });
       }
       attempt(() => this.execute(log, "", new Uint8Array()));

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { decode, encode, InvalidInput, NotFound, Query, ReadOptions, Rejected, Slice, t, tag } from "../index.js";
+import { decode, encode, InvalidInput, MemoryState, NotFound, Query, ReadOptions, Rejected, Slice, State, t, tag } from "../index.js";
 import { readModelsExport } from "../src/glue.js";
 import { TestStore } from "../testing.js";
 
@@ -84,10 +84,75 @@ test("describe lists fields with kinds", () => {
   assert.deepEqual(d.emits, ["Bought"]);
 });
 
-test("the read-models export has none: update and answer are not-found", () => {
+test("a slice without read models exports none: update and answer are not-found", () => {
   const models = readModelsExport({ error: (variant) => variant });
   assert.deepEqual(models.readModels(), []);
   const notFound = { tag: "not-found", val: "this slice has no read models" };
   assert.throws(() => models.update("stock", []), notFound);
   assert.throws(() => models.answer("stock", new Uint8Array([0x80])), notFound);
+});
+
+test("a read model folds events into its State and answers from it; the export wires it", () => {
+  const stock = new Slice("stock", "0.1.0");
+  const Received = stock.event("Received", { fields: { sku: t.string, qty: t.u32 }, tags: (e) => [tag("sku", e.sku)] });
+  stock.command("receive", {
+    input: { sku: t.string, qty: t.u32 },
+    run(input, ctx) {
+      ctx.append(Received, input);
+    },
+  });
+  stock.readModel("levels", {
+    description: "Stock per sku",
+    source: Query.of(Received),
+    params: { prefix: t.optional(t.string) },
+    apply(state, event) {
+      const { sku, qty } = event.decode(Received);
+      state.update(sku, (n) => n + qty, 0);
+    },
+    query: (state, { prefix }) => Object.fromEntries(state.scan(prefix ?? "")),
+  });
+  assert.deepEqual(stock.describe().readModels, [
+    { name: "levels", description: "Stock per sku", query: Query.of(Received), params: [["prefix", "string?"]] },
+  ]);
+
+  const store = new TestStore(stock);
+  store.run("receive", { sku: "apple", qty: 2 });
+  store.run("receive", { sku: "pear", qty: 1 });
+  assert.deepEqual(store.readModel("levels"), { apple: 2, pear: 1 });
+  store.run("receive", { sku: "apple", qty: 3 });
+  assert.deepEqual(store.readModel("levels", { prefix: "a" }), { apple: 5 });
+  assert.throws(() => store.readModel("nope"), /unknown read model `nope` \(this slice has: levels\)/);
+  assert.throws(() => store.readModel("levels", { prefix: 1 }), InvalidInput);
+
+  // State over raw bytes: UTF-8 keys, MessagePack values, scanned in pages, deleted on null.
+  const kv = new MemoryState();
+  const state = new State(kv);
+  for (let i = 0; i < 300; i++) state.put(`k:${String(i).padStart(3, "0")}`, { i });
+  state.put("é", [1]);
+  assert.deepEqual(kv.get(new TextEncoder().encode("é")), encode([1]));
+  assert.equal([...state.scan("k:")].length, 300);
+  assert.deepEqual([...state.scan("k:29")].map(([k]) => k), ["k:290", "k:291", "k:292", "k:293", "k:294", "k:295", "k:296", "k:297", "k:298", "k:299"]);
+  assert.equal(state.update("é", () => null), null);
+  assert.equal(state.get("é", "gone"), "gone");
+
+  // The export: host state as the `read-model-state` import, host errors as the SDK's.
+  const hostState = new MemoryState();
+  const models = readModelsExport({ state: hostState, none: null, error: (variant) => variant });
+  assert.deepEqual(models.readModels(), [
+    { name: "levels", description: "Stock per sku", query: { items: [{ types: ["Received"], tags: [] }] }, params: [{ name: "prefix", kind: "string?" }] },
+  ]);
+  const event = (n, data) => ({ position: [0n, BigInt(n)], event: { eventType: "Received", tags: [], data: encode(data), metadata: [] } });
+  models.update("levels", [event(1, { sku: "fig", qty: 4 }), event(2, { sku: "fig", qty: 1 })]);
+  assert.deepEqual(decode(models.answer("levels", new Uint8Array())), { fig: 5 });
+  assert.throws(() => models.answer("nope", new Uint8Array()), { tag: "not-found", val: "unknown read model `nope` (this slice has: levels)" });
+  const failing = readModelsExport({
+    state: {
+      scan: () => {
+        throw { tag: "store", val: "disk on fire" };
+      },
+    },
+    none: null,
+    error: (variant) => variant,
+  });
+  assert.throws(() => failing.answer("levels", encode({ prefix: null })), { tag: "store", val: "disk on fire" });
 });

@@ -241,11 +241,13 @@ impl ReadModels {
                 if let Some(old) = replaced {
                     old.end().await;
                 }
+                // Bumped before and after: a query that overlaps the clear in any way looks again.
                 this.generation.send_modify(|g| *g += 1);
                 if let Err(err) = this.state.clear(&task_id).await {
                     tracing::error!(read_model = %task_id, "cannot drop the state to rebuild it: {err}");
                     task_progress.lock().expect("progress lock").last_error = Some(err.to_string());
                 }
+                this.generation.send_modify(|g| *g += 1);
             }
             let mut failures = 0u32;
             let lease_name = format!("readmodel/{task_id}");
@@ -309,6 +311,7 @@ impl ReadModels {
     /// Follows the log from the checkpoint until `stop` says otherwise: catches up, then tails.
     async fn follow(&self, id: &ReadModelId, source: &Query, progress: &Mutex<Progress>, mut stop: watch::Receiver<bool>) -> Result<(), ReadModelError> {
         progress.lock().expect("progress lock").active = true;
+        let fingerprint = fingerprint(source);
         let mut checkpoint = self.checkpoint_for(id, source).await?;
         let after = checkpoint.as_ref().map(|c| c.position);
         progress.lock().expect("progress lock").checkpoint = after.unwrap_or(Position::ZERO);
@@ -323,7 +326,7 @@ impl ReadModels {
             while batch.len() < BATCH && events.buffered() > 0 {
                 batch.push(events.next().await?);
             }
-            match self.apply_with_retries(id, source, checkpoint.as_ref(), batch, progress, Some(&mut stop)).await {
+            match self.apply_with_retries(id, &fingerprint, checkpoint.as_ref(), batch, progress, Some(&mut stop)).await {
                 Ok(reached) => checkpoint = Some(reached),
                 Err(ReadModelError::Stopped) => return Ok(()),
                 Err(err) => return Err(err),
@@ -335,7 +338,7 @@ impl ReadModels {
     async fn apply_with_retries(
         &self,
         id: &ReadModelId,
-        source: &Query,
+        fingerprint: &str,
         from: Option<&Checkpoint>,
         batch: Vec<SequencedEvent>,
         progress: &Mutex<Progress>,
@@ -344,7 +347,7 @@ impl ReadModels {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.apply(id, source, from, batch.clone()).await {
+            match self.apply(id, fingerprint, from, batch.clone()).await {
                 Ok(checkpoint) => {
                     let mut progress = progress.lock().expect("progress lock");
                     progress.checkpoint = checkpoint.position;
@@ -372,10 +375,10 @@ impl ReadModels {
     }
 
     /// Folds `batch` into the state and commits it with the new checkpoint.
-    async fn apply(&self, id: &ReadModelId, source: &Query, from: Option<&Checkpoint>, batch: Vec<SequencedEvent>) -> Result<Checkpoint, ReadModelError> {
-        let to = Checkpoint { position: batch.last().expect("batches are not empty").position, source: fingerprint(source) };
+    async fn apply(&self, id: &ReadModelId, fingerprint: &str, from: Option<&Checkpoint>, batch: Vec<SequencedEvent>) -> Result<Checkpoint, ReadModelError> {
+        let to = Checkpoint { position: batch.last().expect("batches are not empty").position, source: fingerprint.to_string() };
         // The host's own records are not the slice's business.
-        let events: Vec<SequencedEvent> = batch.into_iter().filter(|e| !e.event.event_type.starts_with("counterpoint.")).collect();
+        let events: Vec<SequencedEvent> = batch.into_iter().filter(|e| !e.event.is_host_record()).collect();
         let writes = if events.is_empty() {
             Default::default()
         } else {
@@ -400,7 +403,8 @@ impl ReadModels {
         let source = self.source(id)?;
         self.generation.send_modify(|g| *g += 1);
         self.state.clear(id).await?;
-        self.catch_up(id, &source, progress).await
+        self.generation.send_modify(|g| *g += 1);
+        self.replay(id, &source, Some(&progress)).await
     }
 
     /// Replaces the read model's worker with one that drops the state and builds it again from
@@ -414,21 +418,37 @@ impl ReadModels {
         Ok(())
     }
 
-    /// Applies every event of the read model's source up to the head of the log now, in
-    /// batches, and returns the checkpoint reached.
-    pub async fn catch_up(&self, id: &ReadModelId, source: &Query, progress: impl Fn(u64, u64)) -> Result<Position, ReadModelError> {
+    /// Applies every event of the read model's source up to the head of the log now (for a
+    /// host without running workers) and returns the checkpoint reached.
+    pub async fn catch_up(&self, id: &ReadModelId) -> Result<Position, ReadModelError> {
+        let source = self.source(id)?;
+        self.replay(id, &source, None).await
+    }
+
+    /// Applies the events of `source` after the checkpoint up to the head of the log now, in
+    /// batches. With `progress`, counts them first and reports after every batch.
+    async fn replay(&self, id: &ReadModelId, source: &Query, progress: Option<&dyn Fn(u64, u64)>) -> Result<Position, ReadModelError> {
+        let fingerprint = fingerprint(source);
         let mut checkpoint = self.checkpoint_for(id, source).await?;
         let after = checkpoint.as_ref().map(|c| c.position);
-        let total = self.count(id, source, after).await?;
+        let total = match progress {
+            Some(report) => {
+                let total = self.count(id, source, after).await?;
+                report(0, total);
+                total
+            }
+            None => 0,
+        };
         let mut done = 0u64;
-        progress(done, total);
         let tracker = Mutex::new(Progress::default());
         let mut stream = self.events.read(&id.tenant, source.clone(), ReadOptions { after, limit: None, backwards: false }).await?;
         while let Some(batch) = stream.next_batch().await? {
             for chunk in batch.chunks(BATCH) {
-                checkpoint = Some(self.apply_with_retries(id, source, checkpoint.as_ref(), chunk.to_vec(), &tracker, None).await?);
+                checkpoint = Some(self.apply_with_retries(id, &fingerprint, checkpoint.as_ref(), chunk.to_vec(), &tracker, None).await?);
                 done += chunk.len() as u64;
-                progress(done, total);
+                if let Some(report) = progress {
+                    report(done, total);
+                }
             }
         }
         Ok(checkpoint.map_or(Position::ZERO, |c| c.position))
@@ -439,7 +459,7 @@ impl ReadModels {
         let mut stream = self.events.read(&id.tenant, source.clone(), ReadOptions { after, limit: None, backwards: false }).await?;
         let mut n = 0;
         while let Some(batch) = stream.next_batch().await? {
-            n += batch.iter().filter(|e| !e.event.event_type.starts_with("counterpoint.")).count() as u64;
+            n += batch.iter().filter(|e| !e.event.is_host_record()).count() as u64;
         }
         Ok(n)
     }

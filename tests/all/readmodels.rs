@@ -145,8 +145,7 @@ async fn a_failing_update_holds_the_model_and_a_rebuild_starts_over() {
     }
     let read_models2 = host2.read_models();
     let id = stock_levels(&host2.tenant);
-    let source = read_models2.source(&id).unwrap();
-    read_models2.catch_up(&id, &source, |_, _| {}).await.unwrap();
+    read_models2.catch_up(&id).await.unwrap();
     let before = levels(&read_models2, &host2.tenant, None).await;
     let reports = std::sync::Mutex::new(Vec::new());
     let at = read_models2.rebuild(&id, |done, total| reports.lock().unwrap().push((done, total))).await.unwrap();
@@ -238,8 +237,7 @@ fn a_worker_killed_in_the_middle_of_updates_applies_every_event_exactly_once() {
         let host = host(dir.path()).await;
         let read_models = host.read_models();
         let id = stock_levels(&tenant);
-        let source = read_models.source(&id).unwrap();
-        let at = read_models.catch_up(&id, &source, |_, _| {}).await.unwrap();
+        let at = read_models.catch_up(&id).await.unwrap();
         assert_eq!(at.get(), 100_000);
         let answer = levels(&read_models, &tenant, None).await;
         let received: BTreeMap<String, u64> =

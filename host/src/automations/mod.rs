@@ -277,7 +277,7 @@ impl Automations {
         loop {
             let event = events.next().await?;
             // The host's own records never trigger automations.
-            if !event.event.event_type.starts_with("counterpoint.") {
+            if !event.event.is_host_record() {
                 self.handle(id, &event, progress).await?;
             }
             checkpoint = event.position;
@@ -377,7 +377,7 @@ impl Automations {
             progress.dead_letters = self.dead_letters(&id).await?.len() as u64;
             let head = self.store.head(tenant).await?;
             let (pending, _) = self.store.read(tenant, query, ReadOptions::default().after(checkpoint)).await?.collect().await?;
-            let lag = pending.iter().filter(|e| !e.event.event_type.starts_with("counterpoint.")).count() as u64;
+            let lag = pending.iter().filter(|e| !e.event.is_host_record()).count() as u64;
             out.push(Status { id, checkpoint, head, lag, progress });
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));

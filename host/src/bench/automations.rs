@@ -59,9 +59,8 @@ pub async fn automations(scratch: &Path, slices: &Path, seconds: f64) -> anyhow:
     let state = Arc::new(EmbeddedState::open(scratch.join("readmodels.redb"))?);
     let read_models = ReadModels::new(store.clone(), state, registry.clone());
     let id = ReadModelId { tenant: tenant.clone(), slice: "inventory".into(), name: "stock-levels".into() };
-    let source = read_models.source(&id)?;
     let started = Instant::now();
-    read_models.catch_up(&id, &source, |_, _| {}).await?;
+    read_models.catch_up(&id).await?;
     let rate = backlog as f64 / started.elapsed().as_secs_f64();
     let answer = read_models.query(&id, &crate::codec::json_to_msgpack(&serde_json::json!({})), None, Duration::ZERO).await?;
     let levels = crate::codec::msgpack_to_json(&answer).unwrap_or_default();

@@ -316,8 +316,7 @@ async fn readmodels(cli: &Cli, action: &str, read_model: Option<&str>, json: &st
             let id = id()?;
             let params = parse_json("--json", json)?;
             // No worker runs here: bring the state up to the log's head first.
-            let source = read_models.source(&id)?;
-            read_models.catch_up(&id, &source, |_, _| {}).await?;
+            read_models.catch_up(&id).await?;
             let out = read_models.query(&id, &json_to_msgpack(&params), None, std::time::Duration::ZERO).await?;
             print_json(&msgpack_to_json(&out).unwrap_or(Value::Null));
         }

@@ -23,6 +23,8 @@ pub enum Access {
     ReadAppend,
     /// A projection, tags, describe: reads only.
     ReadOnly,
+    /// A read model's update and answer: the host hands over the events; the log is not theirs to read.
+    None,
 }
 
 /// What the host does for one invocation: the reads it recorded and the events staged.
@@ -78,6 +80,9 @@ impl ReadAppender {
 
     /// Reads on behalf of the slice and records the read.
     async fn read(&mut self, query: Query, options: ReadOptions) -> Result<types::ReadResult, types::Error> {
+        if self.access == Access::None {
+            return Err(types::Error::InvalidInput("a read model cannot read the log: the host hands its events to `update`".into()));
+        }
         let mut stream = self.store.read(&self.tenant, query.clone(), options).await.map_err(|e| to_wit_error(&e))?;
         let mut events = Vec::new();
         let mut bytes = 0usize;
@@ -100,7 +105,7 @@ impl ReadAppender {
 
     /// Stages the command's events, checked against the store's limits now.
     fn append(&mut self, mut events: Vec<Event>) -> Result<(), types::Error> {
-        if self.access == Access::ReadOnly {
+        if self.access != Access::ReadAppend {
             return Err(types::Error::InvalidInput("only commands can append; this call is read-only".into()));
         }
         if self.staged.is_some() {

@@ -69,6 +69,8 @@ pub struct Runtime {
 }
 
 pub(crate) struct RuntimeInner {
+    /// The log of calls that have none (describe, read models): empty, made once.
+    detached: (crate::store::SharedStore, crate::store::Tenant),
     engine: Engine,
     linker: Linker<InvocationState>,
     limits: InvocationLimits,
@@ -135,7 +137,7 @@ impl Runtime {
             }
         })?;
         Ok(Runtime {
-            inner: Arc::new(RuntimeInner { engine, linker, limits, max_instances: n, cache, http: effects::http_client(None).map_err(|e| anyhow::anyhow!("the outbound HTTP client: {e}"))?, live: Default::default(), components: Default::default(), stop_ticker }),
+            inner: Arc::new(RuntimeInner { detached: (Arc::new(crate::store::MemoryStore::new()), crate::store::Tenant::new("detached").expect("a valid name")), engine, linker, limits, max_instances: n, cache, http: effects::http_client(None).map_err(|e| anyhow::anyhow!("the outbound HTTP client: {e}"))?, live: Default::default(), components: Default::default(), stop_ticker }),
         })
     }
 

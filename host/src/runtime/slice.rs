@@ -14,7 +14,7 @@ use super::limits::Limiter;
 use super::output::{flush, LogBudget};
 use super::read_model_state::KvSession;
 use super::{Exports, InvocationLimits, InvokeError, LoadError, RuntimeInner};
-use crate::store::{MemoryStore, Query, ReadOptions, SequencedEvent, Tenant};
+use crate::store::{Query, ReadOptions, SequencedEvent};
 
 /// A named input of a command or projection.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,7 +54,7 @@ pub struct ReadModelInfo {
 }
 
 /// What a slice says about itself when it is loaded.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SliceDescription {
     pub name: String,
     pub version: String,
@@ -167,17 +167,9 @@ impl Slice {
         hash: String,
         size: usize,
     ) -> Result<Self, LoadError> {
-        let placeholder = SliceDescription {
-            name: "(loading)".into(),
-            version: String::new(),
-            commands: vec![],
-            projections: vec![],
-            emits: vec![],
-            automations: vec![],
-            read_models: vec![],
-        };
-        let mut slice = Slice { runtime, limits, imports_effects, grants: None, http: None, exports, description: placeholder, hash, size, log_budget: LogBudget::new() };
-        let io = ReadAppender::new(Arc::new(MemoryStore::new()), Tenant::new("describe").expect("valid"), Access::ReadOnly);
+        // Described by the slice itself just below, before anyone else sees it.
+        let mut slice = Slice { runtime, limits, imports_effects, grants: None, http: None, exports, description: SliceDescription::default(), hash, size, log_budget: LogBudget::new() };
+        let io = slice.detached(Access::ReadOnly);
         let mut instance = slice.instantiate(io).await.map_err(|e| LoadError::Describe(e.to_string()))?;
         instance.arm();
         let described = instance.bindings.call_describe(&mut instance.store).await;
@@ -237,6 +229,12 @@ impl Slice {
     /// The component's size in bytes.
     pub fn size(&self) -> usize {
         self.size
+    }
+
+    /// A ReadAppender over no tenant's log, for calls that have none.
+    fn detached(&self, access: Access) -> ReadAppender {
+        let (store, tenant) = &self.runtime.detached;
+        ReadAppender::new(store.clone(), tenant.clone(), access)
     }
 
     /// A fresh instance whose `store` import is bound to `io`.
@@ -333,8 +331,7 @@ impl Slice {
     /// Folds a batch of events into read model `name` in a fresh instance. Returns the batch's
     /// writes, for the caller to commit with the checkpoint.
     pub async fn update_read_model(&self, kv: KvSession, name: &str, events: Vec<SequencedEvent>) -> Result<KvSession, InvokeError> {
-        let io = ReadAppender::new(Arc::new(MemoryStore::new()), Tenant::new("read-model").expect("valid"), Access::ReadOnly);
-        let mut instance = self.instantiate_with(io, Some(kv)).await?;
+        let mut instance = self.instantiate_with(self.detached(Access::None), Some(kv)).await?;
         let read_models = instance.read_models_export()?;
         instance.arm();
         let events: Vec<types::SequencedEvent> = events
@@ -352,8 +349,7 @@ impl Slice {
 
     /// Answers a query of read model `name` from its state; `params` and the answer are MessagePack.
     pub async fn answer_read_model(&self, kv: KvSession, name: &str, params: &[u8]) -> Result<Vec<u8>, InvokeError> {
-        let io = ReadAppender::new(Arc::new(MemoryStore::new()), Tenant::new("read-model").expect("valid"), Access::ReadOnly);
-        let mut instance = self.instantiate_with(io, Some(kv)).await?;
+        let mut instance = self.instantiate_with(self.detached(Access::None), Some(kv)).await?;
         let read_models = instance.read_models_export()?;
         instance.arm();
         let result = match read_models.call_answer(&mut instance.store, name, params).await {

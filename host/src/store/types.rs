@@ -105,6 +105,12 @@ pub struct Event {
 }
 
 impl Event {
+    /// Whether this is one of the host's own records (`counterpoint.*`: checkpoints, dead
+    /// letters, idempotency keys), which automations and read models never see.
+    pub fn is_host_record(&self) -> bool {
+        self.event_type.starts_with("counterpoint.")
+    }
+
     pub fn new(event_type: impl Into<String>) -> Self {
         Event { event_type: event_type.into(), ..Default::default() }
     }

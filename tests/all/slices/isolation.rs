@@ -79,3 +79,15 @@ async fn a_slice_gets_no_environment_files_or_network() {
     assert_eq!(escaped, json!({"env": [], "files": [], "network": []}), "the slice reached something");
     drop(listener);
 }
+
+#[tokio::test]
+async fn an_instance_never_sees_what_a_previous_one_wrote() {
+    // Instances reuse pooled memory slots: a reset must restore every page the last instance
+    // dirtied — here several hundred disjoint runs, across the memory image and past it.
+    let host = Host::new();
+    for round in 0..40 {
+        let (scribbled, _) = host.run("hostile", "scribble", json!({})).await.unwrap();
+        assert_eq!(scribbled["pages"], 240, "round {round}: {scribbled}");
+        assert_eq!(scribbled["leftovers"], 0, "round {round}: a fresh instance found a previous one's writes");
+    }
+}

@@ -218,6 +218,52 @@ impl Command for Escape {
     }
 }
 
+/// Pages `scribble` writes to, in the memory image (initialized data) and after it (zeroed).
+const SCRIBBLE_PAGES: usize = 96;
+const PAGE: usize = 4096;
+const IMAGE_BYTE: u8 = 0xAB;
+#[repr(C, align(4096))]
+struct Pages<const N: usize>([u8; N]);
+static mut IN_IMAGE: Pages<{ SCRIBBLE_PAGES * PAGE }> = Pages([IMAGE_BYTE; SCRIBBLE_PAGES * PAGE]);
+static mut ZEROED: Pages<{ 4 * SCRIBBLE_PAGES * PAGE }> = Pages([0; 4 * SCRIBBLE_PAGES * PAGE]);
+
+/// `scribble`: writes a mark on every other page of an initialized array and of a zeroed one
+/// (several hundred disjoint dirty runs, far more than a reset handles in one page-table scan),
+/// and first counts the pages that already held something else than a fresh instance has:
+/// what a previous instance left behind. Every instance must find none.
+#[derive(Deserialize)]
+pub struct Scribble {}
+
+#[derive(Serialize)]
+pub struct Scribbled {
+    pub pages: u64,
+    pub leftovers: u64,
+}
+
+impl Command for Scribble {
+    const NAME: &'static str = "scribble";
+    type Output = Scribbled;
+    fn run(self, _: &mut Context) -> Result<Scribbled, Error> {
+        let (mut pages, mut leftovers) = (0, 0);
+        let mut visit = |memory: *mut u8, len: usize, fresh: u8| {
+            for page in (0..len / PAGE).step_by(2) {
+                for offset in [0, PAGE / 2, PAGE - 1] {
+                    // SAFETY: in bounds; a command runs alone in its instance.
+                    let byte = unsafe { memory.add(page * PAGE + offset) };
+                    if unsafe { byte.read_volatile() } != fresh {
+                        leftovers += 1;
+                    }
+                    unsafe { byte.write_volatile(0xEE) };
+                }
+                pages += 1;
+            }
+        };
+        visit(&raw mut IN_IMAGE as *mut u8, SCRIBBLE_PAGES * PAGE, IMAGE_BYTE);
+        visit(&raw mut ZEROED as *mut u8, 4 * SCRIBBLE_PAGES * PAGE, 0);
+        Ok(Scribbled { pages, leftovers })
+    }
+}
+
 /// Appended by tests to wake the `poke` automation.
 #[derive(Serialize, Deserialize)]
 pub struct Poked {
@@ -268,6 +314,6 @@ impl Automation for Tick {
 counterpoint_sdk::slice! {
     name: "hostile", version: env!("CARGO_PKG_VERSION"),
     events: [Pinged, Probed, Poked],
-    commands: [Spin, Hog, Recurse, Trap, Flood, Ping, Probe, Escape],
+    commands: [Spin, Hog, Recurse, Trap, Flood, Ping, Probe, Escape, Scribble],
     automations: [Poke, Tick],
 }

@@ -7,6 +7,7 @@ use crate::code::EngineCode;
 use crate::prelude::*;
 use crate::profiling_agent::ProfilingAgent;
 use crate::runtime::vm::CompiledModuleId;
+use crate::sync::OnceLock;
 use alloc::sync::Arc;
 use core::ops::Range;
 use core::str;
@@ -25,6 +26,14 @@ pub struct CompiledModule {
     index: Arc<CompiledFunctionsTable>,
     /// Sorted list, by function index, of names we have for this module.
     func_names: Vec<FunctionName>,
+    /// PATCHED (counterpoint, see third_party/README.md): the locations of
+    /// each defined function's body and array-to-wasm trampoline, indexed by
+    /// `DefinedFuncIndex` and filled on first use. Instantiating a module
+    /// whose element segments name thousands of functions (CPython's table
+    /// has ~5,000) builds a `VMFuncRef` for each, and looking both locations
+    /// up in `index` (a search over namespaces, then a binary search over the
+    /// sparse trampolines) was most of the instantiation's time.
+    defined_func_locs: OnceLock<Box<[(FunctionLoc, FunctionLoc)]>>,
 }
 
 impl CompiledModule {
@@ -58,6 +67,7 @@ impl CompiledModule {
             meta: info.meta,
             index,
             func_names: info.func_names,
+            defined_func_locs: OnceLock::new(),
         };
         ret.register_profiling(profiler)?;
 
@@ -167,9 +177,44 @@ impl CompiledModule {
 
     /// Gets the function location information for a given function index.
     pub fn func_loc(&self, key: FuncKey) -> &FunctionLoc {
+        // PATCHED (counterpoint): the two keys of a `VMFuncRef` come from a
+        // dense table; an absent location takes the original path (and its
+        // panic).
+        let cached = match key {
+            FuncKey::DefinedWasmFunction(module, index) if module == self.module_index() => {
+                Some(&self.defined_func_locs()[index.as_u32() as usize].0)
+            }
+            FuncKey::ArrayToWasmTrampoline(module, index) if module == self.module_index() => {
+                Some(&self.defined_func_locs()[index.as_u32() as usize].1)
+            }
+            _ => None,
+        };
+        if let Some(loc) = cached.filter(|loc| !loc.is_empty()) {
+            return loc;
+        }
         self.index
             .func_loc(key)
             .expect("defined function should be present")
+    }
+
+    /// (body, array-to-wasm trampoline) of each defined function; an empty
+    /// location where the function has none.
+    fn defined_func_locs(&self) -> &[(FunctionLoc, FunctionLoc)] {
+        self.defined_func_locs.get_or_init(|| {
+            let module = self.module_index();
+            let none = FunctionLoc { start: 0, length: 0 };
+            self.module
+                .defined_func_indices()
+                .map(|index| {
+                    let body = FuncKey::DefinedWasmFunction(module, index);
+                    let trampoline = FuncKey::ArrayToWasmTrampoline(module, index);
+                    (
+                        self.index.func_loc(body).copied().unwrap_or(none),
+                        self.index.func_loc(trampoline).copied().unwrap_or(none),
+                    )
+                })
+                .collect()
+        })
     }
 
     /// Returns the original binary offset in the file that `index` was defined

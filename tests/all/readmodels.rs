@@ -160,6 +160,33 @@ async fn a_failing_update_holds_the_model_and_a_rebuild_starts_over() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_model_that_reads_the_log_itself_is_refused() {
+    // The hostile slice's `peek` calls the store's `read` from `update` and from `answer`.
+    let dir = tempfile::tempdir().unwrap();
+    let host = host(dir.path()).await;
+    host.registry.deploy(&host.tenant, wasm("hostile"), Some("hostile")).await.unwrap();
+    host.store.append(&host.tenant, vec![Event::new("Poked").tag("sku:apple")], vec![]).await.unwrap();
+    let read_models = host.read_models();
+    read_models.start();
+    let peek = |status: &[counterpoint::readmodels::Status]| status.iter().find(|s| s.id.name == "peek").cloned().unwrap();
+    let mut status = peek(&read_models.status(&host.tenant).await.unwrap());
+    for _ in 0..200 {
+        if status.failures >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        status = peek(&read_models.status(&host.tenant).await.unwrap());
+    }
+    let refused = "a read model cannot read the log";
+    assert!(status.last_error.as_deref().unwrap_or("").contains(refused), "{status:?}");
+    assert_eq!((status.checkpoint, status.lag), (Position::ZERO, 1), "the event is held, not skipped");
+    let id = ReadModelId { tenant: host.tenant.clone(), slice: "hostile".into(), name: "peek".into() };
+    let err = read_models.query(&id, &json_to_msgpack(&json!({})), None, Duration::ZERO).await.unwrap_err();
+    assert!(err.to_string().contains(refused), "{err}");
+    read_models.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_on_one_state_never_apply_an_event_twice() {
     let dir = tempfile::tempdir().unwrap();
     let host = host(dir.path()).await;

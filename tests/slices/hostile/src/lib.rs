@@ -311,9 +311,36 @@ impl Automation for Tick {
     }
 }
 
+/// `peek`: a read model that tries to read the log itself, in `update` and in `answer`. The
+/// host hands a read model its events and nothing else: both reads must be refused.
+pub struct Peek;
+
+#[derive(Deserialize)]
+pub struct PeekQuery {}
+
+impl ReadModel for Peek {
+    const NAME: &'static str = "peek";
+    type Params = PeekQuery;
+    type Output = u64;
+
+    fn source() -> Query {
+        Query::of::<Poked>()
+    }
+
+    fn apply(_: &mut State, _: &Envelope) -> Result<(), Error> {
+        store::read(&Query::of::<Poked>(), ReadOptions::new())?;
+        Ok(())
+    }
+
+    fn query(_: &State, _: PeekQuery) -> Result<u64, Error> {
+        Ok(store::read(&Query::of::<Poked>(), ReadOptions::new())?.events.len() as u64)
+    }
+}
+
 counterpoint_sdk::slice! {
     name: "hostile", version: env!("CARGO_PKG_VERSION"),
     events: [Pinged, Probed, Poked],
     commands: [Spin, Hog, Recurse, Trap, Flood, Ping, Probe, Escape, Scribble],
     automations: [Poke, Tick],
+    read_models: [Peek],
 }

@@ -52,11 +52,14 @@ pub trait ReadModel: 'static {
     fn query(state: &State, params: Self::Params) -> Result<Self::Output, Error>;
 }
 
+/// Keys and values, in key order.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Where a read model's state lives: the host's namespace during an invocation, or a map in
 /// native tests.
 pub trait Kv {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error>;
-    fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: u32) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error>;
+    fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: u32) -> Result<Entries, Error>;
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), Error>;
     fn delete(&mut self, key: &[u8]) -> Result<(), Error>;
 }
@@ -129,7 +132,7 @@ impl Kv for HostKv {
         host::get(key)
     }
 
-    fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: u32) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+    fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: u32) -> Result<Entries, Error> {
         host::scan(prefix, after, limit)
     }
 
@@ -151,7 +154,7 @@ impl Kv for MemoryKv {
         Ok(self.0.get(key).cloned())
     }
 
-    fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: u32) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+    fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: u32) -> Result<Entries, Error> {
         let start = after.map_or(std::ops::Bound::Included(prefix.to_vec()), |a| std::ops::Bound::Excluded(a.to_vec()));
         Ok(self
             .0

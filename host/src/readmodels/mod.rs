@@ -127,7 +127,8 @@ pub struct ReadModels {
     workers: Mutex<HashMap<ReadModelId, Worker>>,
     /// Every checkpoint a worker commits, for queries waiting to read their writes.
     committed: watch::Sender<u64>,
-    /// Bumped before this host drops a read model's state: a query that overlapped that looks again.
+    /// Odd while this host drops a read model's state, bumped before and after: a query waits
+    /// out a drop in progress and looks again if one overlapped it.
     generation: watch::Sender<u64>,
     stopped: AtomicBool,
     /// On a cluster, each worker runs only while this host holds its lease.
@@ -241,13 +242,10 @@ impl ReadModels {
                 if let Some(old) = replaced {
                     old.end().await;
                 }
-                // Bumped before and after: a query that overlaps the clear in any way looks again.
-                this.generation.send_modify(|g| *g += 1);
-                if let Err(err) = this.state.clear(&task_id).await {
+                if let Err(err) = this.clear(&task_id).await {
                     tracing::error!(read_model = %task_id, "cannot drop the state to rebuild it: {err}");
                     task_progress.lock().expect("progress lock").last_error = Some(err.to_string());
                 }
-                this.generation.send_modify(|g| *g += 1);
             }
             let mut failures = 0u32;
             let lease_name = format!("readmodel/{task_id}");
@@ -300,7 +298,7 @@ impl ReadModels {
         match checkpoint {
             Some(c) if c.source != fingerprint(source) => {
                 tracing::warn!(read_model = %id, "the source query changed: rebuilding the state");
-                self.state.clear(id).await?;
+                self.clear(id).await?;
                 Ok(None)
             }
             other => Ok(other),
@@ -401,10 +399,16 @@ impl ReadModels {
     /// without running workers (the CLI); a server uses [`rebuild_in_background`](Self::rebuild_in_background).
     pub async fn rebuild(&self, id: &ReadModelId, progress: impl Fn(u64, u64)) -> Result<Position, ReadModelError> {
         let source = self.source(id)?;
-        self.generation.send_modify(|g| *g += 1);
-        self.state.clear(id).await?;
-        self.generation.send_modify(|g| *g += 1);
+        self.clear(id).await?;
         self.replay(id, &source, Some(&progress)).await
+    }
+
+    /// Drops the read model's state and checkpoint, with the generation odd meanwhile.
+    async fn clear(&self, id: &ReadModelId) -> Result<(), StoreError> {
+        self.generation.send_modify(|g| *g += 1);
+        let cleared = self.state.clear(id).await;
+        self.generation.send_modify(|g| *g += 1);
+        cleared
     }
 
     /// Replaces the read model's worker with one that drops the state and builds it again from
@@ -470,8 +474,10 @@ impl ReadModels {
     pub async fn query(&self, id: &ReadModelId, params: &[u8], at_least: Option<Position>, wait: Duration) -> Result<Vec<u8>, ReadModelError> {
         let source = self.source(id)?;
         let slice = self.registry.get(&id.tenant, &id.slice).ok_or_else(|| ReadModelError::Unknown { slice: id.slice.clone(), name: id.name.clone() })?;
+        let mut generations = self.generation.subscribe();
         loop {
-            let generation = *self.generation.borrow();
+            // A drop in progress (odd): wait until it is done, then ask.
+            let generation = *generations.wait_for(|g| g % 2 == 0).await.expect("the sender lives in self");
             if let Some(wanted) = at_least {
                 self.wait_for(id, &source, wanted, wait).await?;
             }

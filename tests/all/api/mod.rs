@@ -4,6 +4,7 @@
 mod deploy;
 mod endpoints;
 mod errors;
+mod full_disk;
 mod idempotency;
 mod isolation;
 mod props;
@@ -34,9 +35,9 @@ pub fn token(tenant: &str) -> String {
     format!("token-of-{tenant}")
 }
 
-/// A configuration: the admin token, and each `(tenant, limits)` with its token; `limits` are
-/// TOML lines for `[tenants.NAME.limits]`.
-pub fn config(data_dir: &Path, tenants: &[(&str, &str)]) -> Config {
+/// A configuration file: the admin token, and each `(tenant, limits)` with its token; `limits`
+/// are TOML lines for `[tenants.NAME.limits]`.
+pub fn config_text(data_dir: &Path, tenants: &[(&str, &str)]) -> String {
     let mut text = format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\nadmin_token_sha256 = \"{}\"\n",
         data_dir.display().to_string(),
@@ -45,7 +46,7 @@ pub fn config(data_dir: &Path, tenants: &[(&str, &str)]) -> Config {
     for (name, limits) in tenants {
         text += &format!("[tenants.{name}]\ntokens_sha256 = [\"{}\"]\n[tenants.{name}.limits]\n{limits}\n", hash_token(&token(name)));
     }
-    Config::parse(&text).expect("the test configuration parses")
+    text
 }
 
 /// A server and its data directory.
@@ -63,13 +64,19 @@ impl Server {
     }
 
     pub async fn with(tenants: &[(&str, &str)]) -> Server {
+        Self::configured("", tenants).await
+    }
+
+    /// With `top` (TOML lines) before the tenants' tables.
+    pub async fn configured(top: &str, tenants: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         // Compiled code is shared with the other tests (the cache is keyed by the component's
         // hash and the engine's configuration), so each server does not compile the slices anew.
         let shared = counterpoint_tests::slices::target_dir().join("test-compile-cache");
         std::fs::create_dir_all(&shared).expect("the shared compile cache");
         std::os::unix::fs::symlink(&shared, dir.path().join("cache")).expect("linking the compile cache");
-        let config = config(dir.path(), tenants);
+        let text = format!("{top}\n{}", config_text(dir.path(), tenants));
+        let config = Config::parse(&text).expect("the test configuration parses");
         let running = spawn_server(&config).await.expect("the server starts");
         let http = Http::new(running.address);
         Server { dir, config, running: Some(running), http }

@@ -1,0 +1,85 @@
+//! A disk that fills up under a server (a child process whose files are capped with
+//! RLIMIT_FSIZE): appends fail with 503 `store_unavailable`, the store refuses every later
+//! write (it cannot know what the disk kept of a failed one), reads go on, and after a restart
+//! the log holds exactly the acknowledged events.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use super::*;
+
+/// The child server, killed however the test ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The positions in a log, in order.
+fn positions(log: &[Value]) -> Vec<u64> {
+    log.iter().map(|e| e["position"].as_u64().expect("a position")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_store_unavailable_and_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("counterpoint.toml");
+    std::fs::write(&file, config_text(dir.path(), &[("acme", "")])).unwrap();
+    // Every file capped at 1 MiB: the log's segment fills after about a hundred appends.
+    let mut child = Child(
+        Command::new(env!("CARGO_BIN_EXE_full-disk-server"))
+            .arg(&file)
+            .arg((1u64 << 20).to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start full-disk-server"),
+    );
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap()).read_line(&mut line).expect("the server's first line");
+    let address = line.trim().strip_prefix("LISTENING ").unwrap_or_else(|| panic!("not listening: {line:?}"));
+    let http = Http::new(address.parse().unwrap());
+
+    // Four clients append 8 KiB events until the disk refuses; each keeps what was acknowledged.
+    let clients: Vec<_> = (0..4)
+        .map(|client| {
+            let http = http.clone();
+            tokio::spawn(async move {
+                let acme = token("acme");
+                let mut acknowledged = Vec::new();
+                for n in 0..1_000 {
+                    let event = json!({"type": "Filled", "tags": [format!("client:{client}")], "data": {"json": {"n": n, "pad": "x".repeat(8 << 10)}}});
+                    let reply = http.post(&t("acme", "/events/append"), Some(&acme), &json!({"events": [event]})).await;
+                    if reply.status != StatusCode::OK {
+                        reply.error(503, "store_unavailable");
+                        return acknowledged;
+                    }
+                    acknowledged.push(reply.json["positions"][0].as_u64().unwrap());
+                }
+                panic!("client {client}: the disk never filled")
+            })
+        })
+        .collect();
+    let mut acknowledged = Vec::new();
+    for client in clients {
+        acknowledged.extend(client.await.unwrap());
+    }
+    acknowledged.sort_unstable();
+    assert!(acknowledged.len() >= 50, "the disk filled only after {} appends", acknowledged.len());
+
+    // The store stays down for writes, small or not; reads go on and show what was acknowledged.
+    let small = json!({"events": [{"type": "Small"}]});
+    http.post(&t("acme", "/events/append"), Some(&token("acme")), &small).await.error(503, "store_unavailable");
+    assert_eq!(positions(&http.log("acme").await), acknowledged);
+
+    // Restarted with room on the disk: exactly the acknowledged events, and appends work again.
+    drop(child);
+    let config = Config::load(Some(&file)).unwrap();
+    let running = spawn_server(&config).await.expect("the server starts again");
+    let http = Http::new(running.address);
+    assert_eq!(positions(&http.log("acme").await), acknowledged, "nothing acknowledged is lost, nothing else appears");
+    http.post(&t("acme", "/events/append"), Some(&token("acme")), &small).await.ok();
+    running.shutdown().await.unwrap();
+}

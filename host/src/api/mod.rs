@@ -237,7 +237,11 @@ fn fdb_backends(_config: &Config) -> anyhow::Result<Backends> {
 /// Opens the store, restores the deployed slices, starts the drop-zone watcher and the workers.
 pub async fn build_state(config: &Config) -> anyhow::Result<SharedState> {
     let Backends { store, state, catalog, leases } = backends(config)?;
-    let runtime = Runtime::new(RuntimeConfig { cache_dir: Some(config.data_dir.join("cache")), ..Default::default() })?;
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: Some(config.data_dir.join("cache")),
+        max_instances: config.max_instances,
+        ..Default::default()
+    })?;
     let tenants = Arc::new(Tenants::from_config(config).with_created(&config.data_dir)?);
     let registry = Arc::new(Registry::open_with(runtime.clone(), &config.data_dir, tenants.clone(), catalog).await?);
     registry.follow_catalog();

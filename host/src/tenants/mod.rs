@@ -53,6 +53,11 @@ pub struct Config {
     /// How long an `Idempotency-Key` keeps returning the first result, in seconds.
     #[serde(default = "default_idempotency_retention")]
     pub idempotency_retention_s: u64,
+    /// Slice instances alive at once on this host, across tenants and slices (commands,
+    /// projections, automations, read models): the pooling allocator's slots, reserved (as
+    /// address space) at start. Past it, an invocation gets `slice_busy`.
+    #[serde(default = "default_max_instances")]
+    pub max_instances: u32,
     #[serde(default)]
     pub defaults: LimitOverrides,
     #[serde(default)]
@@ -105,6 +110,9 @@ fn default_data_dir() -> PathBuf {
 }
 fn default_idempotency_retention() -> u64 {
     24 * 3600
+}
+fn default_max_instances() -> u32 {
+    512
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -217,6 +225,9 @@ impl Config {
         match config.store.kind.as_str() {
             "embedded" | "fdb" => {}
             other => return Err(format!("store.kind: {other:?} is not a store; use \"embedded\" or \"fdb\"")),
+        }
+        if !(1..=100_000).contains(&config.max_instances) {
+            return Err(format!("max_instances: {} is not between 1 and 100000", config.max_instances));
         }
         if config.store.prefix.is_empty() || config.store.lease_ttl_ms < 100 {
             return Err("store: the prefix must not be empty and lease_ttl_ms must be at least 100".into());

@@ -1,6 +1,5 @@
 //! Every error code the API can be made to return over HTTP, with its status.
-//! (`store_unavailable` and `slice_busy` need a broken disk or an exhausted instance pool: not
-//! provoked here.)
+//! (`store_unavailable`, from a disk that fills up, is in `full_disk`.)
 
 use axum::http::Method;
 use serde_json::json;
@@ -148,4 +147,30 @@ async fn contention_is_success_or_conflict() {
     let added = http.events_of("acme", "ItemAdded").await.len();
     assert_eq!(added, replies.len() - conflicts, "each success appended once, each conflict nothing");
     eprintln!("contention: {conflicts} of {} add-items ended in conflict", replies.len());
+}
+
+/// With every instance slot taken (two `spin`s hold both of a pool of two until their deadline),
+/// a command gets `503 slice_busy` at once instead of waiting; once the slots are free, it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_instance_pool_is_slice_busy() {
+    let server = Server::configured("max_instances = 2", &[("acme", "")]).await;
+    let http = &server.http;
+    http.deploy("acme", "hostile", wasm("hostile")).await.ok();
+    let spins: Vec<_> = (0..2)
+        .map(|_| {
+            let http = http.clone();
+            tokio::spawn(async move { http.command("acme", "hostile", "spin", json!({})).await })
+        })
+        .collect();
+    eventually("both spins hold an instance", || async {
+        let metrics = http.get("/metrics", None).await;
+        String::from_utf8_lossy(&metrics.body).contains("counterpoint_live_instances 2")
+    })
+    .await;
+    let busy = http.command("acme", "hostile", "ok", json!({})).await;
+    busy.error(503, "slice_busy");
+    for spin in spins {
+        spin.await.unwrap().error(504, "slice_timeout");
+    }
+    assert_eq!(http.command("acme", "hostile", "ok", json!({})).await.ok()["result"]["count"], 1, "the busy command appended nothing");
 }

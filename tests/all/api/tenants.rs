@@ -63,6 +63,8 @@ async fn the_store_section_is_checked_when_the_configuration_loads() {
     assert!(err.contains("prefix"), "{err}");
     let err = Config::parse("[store]\nkind = \"fdb\"\nclusterfile = \"/etc/fdb.cluster\"\n").unwrap_err();
     assert!(err.contains("clusterfile"), "an unknown key is named: {err}");
+    let err = Config::parse("max_instances = 0\n").unwrap_err();
+    assert!(err.contains("max_instances"), "{err}");
     // A build without FoundationDB says how to get one instead of failing later.
     #[cfg(not(feature = "fdb"))]
     {

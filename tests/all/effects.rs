@@ -155,3 +155,65 @@ async fn https_reaches_an_allowed_host_whose_authority_is_trusted() {
     let bad = Config::parse("[tenants.acme.effects.effectful]\nhttp_ca_pem = \"not a certificate\"\n").unwrap_err();
     assert!(bad.contains("tenants.acme.effects.effectful") && bad.contains("http_ca_pem"), "{bad}");
 }
+
+/// Granted directories through WASI's filesystem (`std::fs` in the slice): a read-only one can
+/// be read, not written; a writable one can be written; nothing outside them is reachable, not by
+/// `..` and not by a symbolic link. Granted variables are seen, the host's are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn granted_directories_and_variables_and_nothing_else() {
+    let (data, out, elsewhere) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    std::fs::write(data.path().join("prices.txt"), "apple 3").unwrap();
+    let secret = elsewhere.path().join("secret.txt");
+    std::fs::write(&secret, "not for slices").unwrap();
+    std::os::unix::fs::symlink(&secret, data.path().join("link.txt")).unwrap();
+    let grants = format!(
+        "[tenants.acme.effects.effectful]\nenv = {{ REGION = \"eu-west\" }}\n\
+         dirs = [{{ host = {:?}, guest = \"/data\" }}, {{ host = {:?}, guest = \"/out\", writable = true }}]\n",
+        data.path().display().to_string(),
+        out.path().display().to_string()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let registry = registry(dir.path(), &grants).await;
+    registry.deploy(&Tenant::new("acme").unwrap(), wasm("effectful"), Some("effectful")).await.unwrap();
+    let files = |input: Value| {
+        let registry = &registry;
+        async move { run(registry, "files", input).await.unwrap() }
+    };
+
+    let report = files(json!({"read": "/data/prices.txt", "write": "/data/new.txt", "content": "x", "env": "REGION"})).await;
+    assert_eq!(report["read"], json!({"Ok": "apple 3"}));
+    assert!(report["write"]["Err"].is_string(), "a read-only directory refuses writes: {report}");
+    assert!(!data.path().join("new.txt").exists());
+    assert_eq!(report["env"], "eu-west");
+
+    let report = files(json!({"write": "/out/report.txt", "content": "done", "env": "PATH"})).await;
+    assert_eq!(report["write"], json!({"Ok": null}));
+    assert_eq!(std::fs::read_to_string(out.path().join("report.txt")).unwrap(), "done");
+    assert_eq!(report["env"], Value::Null, "the host's environment is not the slice's");
+
+    // Out of the granted directories: by `..`, by a link, by an absolute path, by a write.
+    let up = format!("/data/../..{}", secret.display());
+    for path in [up.as_str(), "/data/link.txt", secret.to_str().unwrap(), "/etc/passwd"] {
+        let report = files(json!({"read": path})).await;
+        assert!(report["read"]["Err"].is_string(), "{path} was read: {report}");
+    }
+    let escape = format!("/out/../..{}", elsewhere.path().join("dropped.txt").display());
+    let report = files(json!({"write": escape, "content": "x"})).await;
+    assert!(report["write"]["Err"].is_string(), "{report}");
+    assert!(!elsewhere.path().join("dropped.txt").exists());
+}
+
+#[tokio::test]
+async fn directory_grants_are_checked_when_the_configuration_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = dir.path().display().to_string();
+    let grant = |dirs: String| Config::parse(&format!("[tenants.acme.effects.effectful]\ndirs = [{dirs}]\n"));
+    let err = grant("{ host = \"/no/such/dir\", guest = \"/data\" }".into()).unwrap_err();
+    assert!(err.contains("/no/such/dir is not a directory"), "{err}");
+    let err = grant(format!("{{ host = {host:?}, guest = \"data\" }}")).unwrap_err();
+    assert!(err.contains("must be absolute"), "{err}");
+    let err = grant(format!("{{ host = {host:?}, guest = \"/a\" }}, {{ host = {host:?}, guest = \"/a/\" }}")).unwrap_err();
+    assert!(err.contains("granted twice"), "{err}");
+    let err = Config::parse("[tenants.acme.effects.effectful]\nenv = { \"A=B\" = \"x\" }\n").unwrap_err();
+    assert!(err.contains("not a variable name"), "{err}");
+}

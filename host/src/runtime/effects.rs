@@ -1,6 +1,7 @@
 //! The `effects` import: capabilities beyond the log, granted per slice by the tenant's
 //! configuration — outbound HTTP and HTTPS to an allow-list of hosts (with a timeout and a size cap),
-//! configuration values and secrets, a clock and randomness that tests can fix.
+//! configuration values and secrets, a clock and randomness that tests can fix — and, through
+//! WASI rather than this import, directories (cap-std preopens) and environment variables.
 //!
 //! A slice that imports `effects` without a grant is refused when it is deployed; every call
 //! checks the grant again.
@@ -22,6 +23,8 @@ use serde::Deserialize;
 use super::bindings::counterpoint::slice::effects;
 use super::bindings::types;
 use super::invocation::InvocationState;
+use super::output::Capture;
+use wasmtime_wasi::{FsPerms, WasiCtx};
 
 /// What one slice may use. Deserialized from `[tenants.<t>.effects.<slice>]`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -42,6 +45,23 @@ pub struct Grants {
     pub clock_ms: Option<u64>,
     /// A seed that makes `random-bytes` repeatable, for tests.
     pub random_seed: Option<u64>,
+    /// Host directories the slice may use through WASI's filesystem (`std::fs`, Python's
+    /// `open`, ...), each at a path of its own; nothing outside them is reachable.
+    pub dirs: Vec<DirGrant>,
+    /// Environment variables the slice sees (it sees none of the host's).
+    pub env: BTreeMap<String, String>,
+}
+
+/// `{ host = "/srv/acme/templates", guest = "/templates", writable = false }`: the host directory
+/// `host` appears to the slice as `guest`, read-only unless `writable`. Paths are resolved with
+/// cap-std beneath it: `..` and symbolic links cannot lead out.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirGrant {
+    pub host: std::path::PathBuf,
+    pub guest: String,
+    #[serde(default)]
+    pub writable: bool,
 }
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -75,12 +95,46 @@ pub(super) fn http_client(extra_ca_pem: Option<&str>) -> Result<HttpClient, Stri
 }
 
 impl Grants {
-    /// Checks what can be checked before a slice runs: the extra authorities parse.
+    /// Checks what can be checked before a slice runs: the extra authorities parse, the
+    /// directories exist, each at its own absolute guest path, the variables are well formed.
     pub fn validate(&self) -> Result<(), String> {
-        match &self.http_ca_pem {
-            Some(pem) => http_client(Some(pem)).map(drop),
-            None => Ok(()),
+        if let Some(pem) = &self.http_ca_pem {
+            http_client(Some(pem))?;
         }
+        let mut guests = std::collections::BTreeSet::new();
+        for dir in &self.dirs {
+            if !dir.host.is_dir() {
+                return Err(format!("dirs: {} is not a directory", dir.host.display()));
+            }
+            if !dir.guest.starts_with('/') || dir.guest.split('/').any(|part| part == "..") {
+                return Err(format!("dirs: the guest path {:?} must be absolute, without \"..\"", dir.guest));
+            }
+            if !guests.insert(dir.guest.trim_end_matches('/')) {
+                return Err(format!("dirs: {:?} is granted twice", dir.guest));
+            }
+        }
+        if let Some(key) = self.env.keys().find(|k| k.is_empty() || k.contains(['=', '\0'])) {
+            return Err(format!("env: {key:?} is not a variable name"));
+        }
+        Ok(())
+    }
+
+    /// The WASI context of one invocation: the granted directories and variables, output to
+    /// `stdout`/`stderr`, nothing else.
+    pub(super) fn wasi(grants: Option<&Grants>, stdout: Capture, stderr: Capture) -> Result<WasiCtx, String> {
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(stdout).stderr(stderr);
+        if let Some(grants) = grants {
+            for (key, value) in &grants.env {
+                wasi.env(key, value);
+            }
+            for dir in &grants.dirs {
+                let perms = if dir.writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
+                wasi.preopened_dir(&dir.host, &dir.guest, perms)
+                    .map_err(|e| format!("the directory granted as {} ({}) cannot be opened: {e}", dir.guest, dir.host.display()))?;
+            }
+        }
+        Ok(wasi.build())
     }
 }
 

@@ -175,16 +175,16 @@ impl InvocationState {
         limiter: Limiter,
         grants: Option<std::sync::Arc<super::effects::Grants>>,
         http: super::effects::HttpClient,
-    ) -> Self {
+    ) -> Result<Self, String> {
         let rng = match grants.as_ref().and_then(|g| g.random_seed) {
             Some(seed) => fastrand::Rng::with_seed(seed),
             None => fastrand::Rng::new(),
         };
         let (stdout, stderr) = (Capture::default(), Capture::default());
-        // No filesystem, network, environment or arguments: a slice gets only what the
-        // contract gives it.
-        let wasi = WasiCtx::builder().stdout(stdout.clone()).stderr(stderr.clone()).build();
-        InvocationState {
+        // No network or arguments, and no filesystem or environment but what is granted: a
+        // slice gets only what the contract and its grants give it.
+        let wasi = super::effects::Grants::wasi(grants.as_deref(), stdout.clone(), stderr.clone())?;
+        Ok(InvocationState {
             wasi,
             table: ResourceTable::new(),
             limiter,
@@ -196,7 +196,7 @@ impl InvocationState {
             http,
             rng,
             kv: None,
-        }
+        })
     }
 }
 

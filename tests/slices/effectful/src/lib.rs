@@ -1,5 +1,6 @@
 //! A slice that uses effects, for the host's grant tests: `fetch` calls a URL, `settings`
-//! reports its configuration, clock and random bytes.
+//! reports its configuration, clock and random bytes, `files` reads and writes files through
+//! WASI's filesystem, and reports an environment variable.
 
 use counterpoint_sdk::effects;
 use counterpoint_sdk::prelude::*;
@@ -46,8 +47,41 @@ impl Command for Settings {
     }
 }
 
+/// `files`: reads `read` (if given) and writes `write` = `content` (if given), with std::fs,
+/// and reports the variable `env`; each failure is reported, not raised.
+#[derive(Deserialize)]
+pub struct Files {
+    pub read: Option<String>,
+    pub write: Option<String>,
+    pub content: Option<String>,
+    pub env: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct FilesReport {
+    pub read: Result<String, String>,
+    pub write: Result<(), String>,
+    pub env: Option<String>,
+}
+
+impl Command for Files {
+    const NAME: &'static str = "files";
+    type Output = FilesReport;
+    fn run(self, _: &mut Context) -> Result<FilesReport, Error> {
+        let read = match &self.read {
+            Some(path) => std::fs::read_to_string(path).map_err(|e| e.to_string()),
+            None => Err("not asked".into()),
+        };
+        let write = match &self.write {
+            Some(path) => std::fs::write(path, self.content.unwrap_or_default()).map_err(|e| e.to_string()),
+            None => Err("not asked".into()),
+        };
+        Ok(FilesReport { read, write, env: self.env.and_then(|key| std::env::var(key).ok()) })
+    }
+}
+
 counterpoint_sdk::slice! {
     name: "effectful", version: env!("CARGO_PKG_VERSION"),
     events: [],
-    commands: [Fetch, Settings],
+    commands: [Fetch, Settings, Files],
 }

@@ -170,7 +170,7 @@ async fn a_read_model_that_reads_the_log_itself_is_refused() {
     read_models.start();
     let peek = |status: &[counterpoint::readmodels::Status]| status.iter().find(|s| s.id.name == "peek").cloned().unwrap();
     let mut status = peek(&read_models.status(&host.tenant).await.unwrap());
-    for _ in 0..200 {
+    for _ in 0..1200 {
         if status.failures >= 1 {
             break;
         }

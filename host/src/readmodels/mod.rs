@@ -127,9 +127,9 @@ pub struct ReadModels {
     workers: Mutex<HashMap<ReadModelId, Worker>>,
     /// Every checkpoint a worker commits, for queries waiting to read their writes.
     committed: watch::Sender<u64>,
-    /// Odd while this host drops a read model's state, bumped before and after: a query waits
-    /// out a drop in progress and looks again if one overlapped it.
-    generation: watch::Sender<u64>,
+    /// Per read model, the drops of its state this host has (started, finished): a query with
+    /// `at_least` waits out a drop in progress and looks again if one overlapped it.
+    clears: watch::Sender<HashMap<ReadModelId, (u64, u64)>>,
     stopped: AtomicBool,
     /// On a cluster, each worker runs only while this host holds its lease.
     leases: std::sync::OnceLock<Leases>,
@@ -156,7 +156,7 @@ impl ReadModels {
             registry,
             workers: Mutex::default(),
             committed: watch::Sender::new(0),
-            generation: watch::Sender::new(0),
+            clears: watch::Sender::new(HashMap::new()),
             stopped: AtomicBool::new(true),
             leases: std::sync::OnceLock::new(),
         })
@@ -403,12 +403,18 @@ impl ReadModels {
         self.replay(id, &source, Some(&progress)).await
     }
 
-    /// Drops the read model's state and checkpoint, with the generation odd meanwhile.
+    /// Drops the read model's state and checkpoint, counted as a drop in progress meanwhile
+    /// (until the end, even if the task is cancelled half-way).
     async fn clear(&self, id: &ReadModelId) -> Result<(), StoreError> {
-        self.generation.send_modify(|g| *g += 1);
-        let cleared = self.state.clear(id).await;
-        self.generation.send_modify(|g| *g += 1);
-        cleared
+        struct Finished<'a>(&'a watch::Sender<HashMap<ReadModelId, (u64, u64)>>, &'a ReadModelId);
+        impl Drop for Finished<'_> {
+            fn drop(&mut self) {
+                self.0.send_modify(|clears| clears.entry(self.1.clone()).or_default().1 += 1);
+            }
+        }
+        self.clears.send_modify(|clears| clears.entry(id.clone()).or_default().0 += 1);
+        let _finished = Finished(&self.clears, id);
+        self.state.clear(id).await
     }
 
     /// Replaces the read model's worker with one that drops the state and builds it again from
@@ -474,17 +480,26 @@ impl ReadModels {
     pub async fn query(&self, id: &ReadModelId, params: &[u8], at_least: Option<Position>, wait: Duration) -> Result<Vec<u8>, ReadModelError> {
         let source = self.source(id)?;
         let slice = self.registry.get(&id.tenant, &id.slice).ok_or_else(|| ReadModelError::Unknown { slice: id.slice.clone(), name: id.name.clone() })?;
-        let mut generations = self.generation.subscribe();
+        let Some(wanted) = at_least else {
+            // Without a position to reach, whatever the state holds now (documented: during a
+            // rebuild, a part of it).
+            let session = KvSession::answering(self.state.clone(), id.clone());
+            return Ok(slice.answer_read_model(session, &id.name, params).await?);
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut clears = self.clears.subscribe();
+        let drops = |clears: &HashMap<ReadModelId, (u64, u64)>| clears.get(id).copied().unwrap_or_default();
         loop {
-            // A drop in progress (odd): wait until it is done, then ask.
-            let generation = *generations.wait_for(|g| g % 2 == 0).await.expect("the sender lives in self");
-            if let Some(wanted) = at_least {
-                self.wait_for(id, &source, wanted, wait).await?;
-            }
+            // A drop of this state in progress: wait until it is done, then ask.
+            let before = match tokio::time::timeout_at(deadline, clears.wait_for(|c| drops(c).0 == drops(c).1)).await {
+                Ok(Ok(idle)) => drops(&idle),
+                _ => return Err(ReadModelError::NotCaughtUp { id: id.to_string(), wanted, at: Position::ZERO, waited_ms: wait.as_millis() }),
+            };
+            self.wait_for(id, &source, wanted, deadline.saturating_duration_since(tokio::time::Instant::now())).await?;
             let session = KvSession::answering(self.state.clone(), id.clone());
             let answer = slice.answer_read_model(session, &id.name, params).await?;
-            // A rebuild that dropped the state meanwhile may have shown a part of it.
-            if at_least.is_none() || *self.generation.borrow() == generation {
+            // A drop that overlapped the answer may have shown a part of the state: look again.
+            if drops(&self.clears.borrow()) == before {
                 return Ok(answer);
             }
         }

@@ -162,6 +162,7 @@ async fn https_reaches_an_allowed_host_whose_authority_is_trusted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn granted_directories_and_variables_and_nothing_else() {
     let (data, out, elsewhere) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let real = |dir: &tempfile::TempDir| std::fs::canonicalize(dir.path()).unwrap().display().to_string();
     std::fs::write(data.path().join("prices.txt"), "apple 3").unwrap();
     let secret = elsewhere.path().join("secret.txt");
     std::fs::write(&secret, "not for slices").unwrap();
@@ -169,8 +170,8 @@ async fn granted_directories_and_variables_and_nothing_else() {
     let grants = format!(
         "[tenants.acme.effects.effectful]\nenv = {{ REGION = \"eu-west\" }}\n\
          dirs = [{{ host = {:?}, guest = \"/data\" }}, {{ host = {:?}, guest = \"/out\", writable = true }}]\n",
-        data.path().display().to_string(),
-        out.path().display().to_string()
+        real(&data),
+        real(&out)
     );
     let dir = tempfile::tempdir().unwrap();
     let registry = registry(dir.path(), &grants).await;
@@ -206,7 +207,7 @@ async fn granted_directories_and_variables_and_nothing_else() {
 #[tokio::test]
 async fn directory_grants_are_checked_when_the_configuration_loads() {
     let dir = tempfile::tempdir().unwrap();
-    let host = dir.path().display().to_string();
+    let host = std::fs::canonicalize(dir.path()).unwrap().display().to_string();
     let grant = |dirs: String| Config::parse(&format!("[tenants.acme.effects.effectful]\ndirs = [{dirs}]\n"));
     let err = grant("{ host = \"/no/such/dir\", guest = \"/data\" }".into()).unwrap_err();
     assert!(err.contains("/no/such/dir is not a directory"), "{err}");
@@ -214,6 +215,22 @@ async fn directory_grants_are_checked_when_the_configuration_loads() {
     assert!(err.contains("must be absolute"), "{err}");
     let err = grant(format!("{{ host = {host:?}, guest = \"/a\" }}, {{ host = {host:?}, guest = \"/a/\" }}")).unwrap_err();
     assert!(err.contains("granted twice"), "{err}");
+    // Opened by path at every invocation: only a real path, and nothing inside a writable grant,
+    // where a slice could put a link in its place.
+    std::fs::create_dir(dir.path().join("inner")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("inner"), dir.path().join("link")).unwrap();
+    for path in [format!("{host}/link"), format!("{host}/inner/../inner"), "relative".into()] {
+        let err = grant(format!("{{ host = {path:?}, guest = \"/data\" }}")).unwrap_err();
+        assert!(err.contains("real path") || err.contains("not a directory"), "{path}: {err}");
+    }
+    let nested = format!(
+        "[tenants.acme.effects.writer]\ndirs = [{{ host = {host:?}, guest = \"/w\", writable = true }}]\n\
+         [tenants.globex.effects.reader]\ndirs = [{{ host = \"{host}/inner\", guest = \"/r\" }}]\n"
+    );
+    let err = Config::parse(&nested).unwrap_err();
+    assert!(err.contains("lies inside") && err.contains("tenants.acme.effects.writer"), "{err}");
+    let side_by_side = nested.replace("writable = true", "writable = false");
+    Config::parse(&side_by_side).expect("read-only grants may nest");
     let err = Config::parse("[tenants.acme.effects.effectful]\nenv = { \"A=B\" = \"x\" }\n").unwrap_err();
     assert!(err.contains("not a variable name"), "{err}");
 }

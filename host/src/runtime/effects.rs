@@ -106,6 +106,15 @@ impl Grants {
             if !dir.host.is_dir() {
                 return Err(format!("dirs: {} is not a directory", dir.host.display()));
             }
+            // The directory is opened by its path at every invocation: no link on the way may
+            // be something a slice could change.
+            match std::fs::canonicalize(&dir.host) {
+                Ok(real) if real == dir.host => {}
+                Ok(real) => {
+                    return Err(format!("dirs: {} must be the directory's real path ({}): absolute, without links", dir.host.display(), real.display()));
+                }
+                Err(e) => return Err(format!("dirs: {}: {e}", dir.host.display())),
+            }
             if !dir.guest.starts_with('/') || dir.guest.split('/').any(|part| part == "..") {
                 return Err(format!("dirs: the guest path {:?} must be absolute, without \"..\"", dir.guest));
             }

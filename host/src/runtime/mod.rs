@@ -33,7 +33,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use contract::{CONTRACT_PACKAGE, CONTRACT_VERSION};
-pub use effects::Grants;
+pub use effects::{DirGrant, Grants};
 pub use error::{InvokeError, LoadError};
 pub use invocation::{Access, ReadAppender};
 pub use read_model_state::KvSession;

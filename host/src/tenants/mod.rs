@@ -219,6 +219,7 @@ impl Config {
                 grants.validate().map_err(|e| format!("tenants.{name}.effects.{slice}: {e}"))?;
             }
         }
+        check_nested_dirs(&config)?;
         if let Some(hash) = &config.admin_token_sha256 {
             check_hash(hash).map_err(|e| format!("admin_token_sha256: {e}"))?;
         }
@@ -234,6 +235,26 @@ impl Config {
         }
         Ok(config)
     }
+}
+
+/// No granted directory may lie inside a writable one (of any slice of any tenant): the slice
+/// that may write there could replace it with a link to anywhere.
+fn check_nested_dirs(config: &Config) -> Result<(), String> {
+    let granted: Vec<(String, &crate::runtime::DirGrant)> = config
+        .tenants
+        .iter()
+        .flat_map(|(tenant, t)| t.effects.iter().flat_map(move |(slice, g)| g.dirs.iter().map(move |d| (format!("tenants.{tenant}.effects.{slice}"), d))))
+        .collect();
+    for (writer, writable) in granted.iter().filter(|(_, d)| d.writable) {
+        if let Some((inner, dir)) = granted.iter().find(|(_, d)| d.host != writable.host && d.host.starts_with(&writable.host)) {
+            return Err(format!(
+                "{inner}.dirs: {} lies inside {}, which {writer} may write: grant directories side by side",
+                dir.host.display(),
+                writable.host.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_hash(hash: &str) -> Result<(), String> {

@@ -3,7 +3,7 @@
 //! write (it cannot know what the disk kept of a failed one), reads go on, and after a restart
 //! the log holds exactly the acknowledged events.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
 use super::*;
@@ -33,12 +33,14 @@ async fn a_full_disk_is_store_unavailable_and_loses_nothing_acknowledged() {
         Command::new(env!("CARGO_BIN_EXE_full-disk-server"))
             .arg(&file)
             .arg((1u64 << 20).to_string())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .expect("start full-disk-server"),
     );
+    let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
     let mut line = String::new();
-    BufReader::new(child.0.stdout.take().unwrap()).read_line(&mut line).expect("the server's first line");
+    stdout.read_line(&mut line).expect("the server's first line");
     let address = line.trim().strip_prefix("LISTENING ").unwrap_or_else(|| panic!("not listening: {line:?}"));
     let http = Http::new(address.parse().unwrap());
 
@@ -69,7 +71,13 @@ async fn a_full_disk_is_store_unavailable_and_loses_nothing_acknowledged() {
     acknowledged.sort_unstable();
     assert!(acknowledged.len() >= 50, "the disk filled only after {} appends", acknowledged.len());
 
-    // The store stays down for writes, small or not; reads go on and show what was acknowledged.
+    // The disk has room again, but the store stays down for writes (it cannot know what the
+    // disk kept of the failed one) until it is reopened; reads go on and show what was
+    // acknowledged.
+    writeln!(child.0.stdin.as_mut().unwrap(), "ROOM").unwrap();
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ROOM");
     let small = json!({"events": [{"type": "Small"}]});
     http.post(&t("acme", "/events/append"), Some(&token("acme")), &small).await.error(503, "store_unavailable");
     assert_eq!(positions(&http.log("acme").await), acknowledged);

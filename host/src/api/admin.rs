@@ -58,6 +58,7 @@ pub async fn create(
     let request: NewTenant =
         serde_json::from_value(json_body(body)?).map_err(|e| ApiError::invalid_input(format!("new tenant: {e}")))?;
     let tenant = Tenant::new(request.name).map_err(|e| ApiError::invalid_input(e.to_string()))?;
+    request.limits.validate().map_err(|e| ApiError::invalid_input(format!("limits.{e}")))?;
     let token = state.tenants.create(&tenant, request.limits)?;
     state.registry.prepare(&tenant)?;
     Ok((StatusCode::CREATED, Json(json!({ "tenant": tenant, "token": token }))))
@@ -82,6 +83,7 @@ pub async fn list(State(state): State<SharedState>, headers: HeaderMap) -> Resul
                     "memory_bytes": limits.memory_bytes,
                     "max_log_events": limits.max_log_events,
                     "max_slices": limits.max_slices,
+                    "deadline_ms": limits.deadline_ms,
                 },
                 "slices": state.registry.list(&tenant).len(),
             }))

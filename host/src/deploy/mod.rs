@@ -161,7 +161,11 @@ impl Registry {
 
     fn limits_for(&self, tenant: &Tenant) -> Result<InvocationLimits, DeployError> {
         let state = self.tenants.get(tenant).ok_or_else(|| DeployError::UnknownTenant(tenant.clone()))?;
-        Ok(InvocationLimits { memory_bytes: state.limits.memory_bytes, ..self.runtime.limits().clone() })
+        Ok(InvocationLimits {
+            memory_bytes: state.limits.memory_bytes,
+            deadline: std::time::Duration::from_millis(state.limits.deadline_ms),
+            ..self.runtime.limits().clone()
+        })
     }
 
     /// Gives the slice the effects its tenant grants it; refuses one that imports effects

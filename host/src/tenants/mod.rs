@@ -137,6 +137,16 @@ pub struct LimitOverrides {
     pub memory_bytes: Option<usize>,
     pub max_log_events: Option<u64>,
     pub max_slices: Option<usize>,
+    pub deadline_ms: Option<u64>,
+}
+
+impl LimitOverrides {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.deadline_ms.is_some_and(|ms| !(1..=3_600_000).contains(&ms)) {
+            return Err("deadline_ms: between 1 and 3600000".into());
+        }
+        Ok(())
+    }
 }
 
 /// What one tenant may use.
@@ -152,6 +162,8 @@ pub struct TenantLimits {
     /// Events the tenant's log may hold; appends past it are refused.
     pub max_log_events: u64,
     pub max_slices: usize,
+    /// Wall time of each call into a slice, in milliseconds; past it, `slice_timeout`.
+    pub deadline_ms: u64,
 }
 
 impl Default for TenantLimits {
@@ -163,6 +175,7 @@ impl Default for TenantLimits {
             memory_bytes: 64 << 20,
             max_log_events: 1 << 40,
             max_slices: 100,
+            deadline_ms: 1_000,
         }
     }
 }
@@ -176,6 +189,7 @@ impl TenantLimits {
             memory_bytes: o.memory_bytes.unwrap_or(self.memory_bytes),
             max_log_events: o.max_log_events.unwrap_or(self.max_log_events),
             max_slices: o.max_slices.unwrap_or(self.max_slices),
+            deadline_ms: o.deadline_ms.unwrap_or(self.deadline_ms),
         }
     }
 }
@@ -220,6 +234,11 @@ impl Config {
             }
         }
         check_nested_dirs(&config)?;
+        let limits = std::iter::once(("defaults".to_string(), &config.defaults))
+            .chain(config.tenants.iter().map(|(name, t)| (format!("tenants.{name}.limits"), &t.limits)));
+        for (section, limits) in limits {
+            limits.validate().map_err(|e| format!("{section}.{e}"))?;
+        }
         if let Some(hash) = &config.admin_token_sha256 {
             check_hash(hash).map_err(|e| format!("admin_token_sha256: {e}"))?;
         }

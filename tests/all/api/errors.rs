@@ -149,11 +149,12 @@ async fn contention_is_success_or_conflict() {
     eprintln!("contention: {conflicts} of {} add-items ended in conflict", replies.len());
 }
 
-/// With every instance slot taken (two `spin`s hold both of a pool of two until their deadline),
-/// a command gets `503 slice_busy` at once instead of waiting; once the slots are free, it runs.
+/// With every instance slot taken (two `spin`s hold both of a pool of two until their deadline,
+/// 5 s here), a command gets `503 slice_busy` at once instead of waiting; once the slots are
+/// free, it runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exhausted_instance_pool_is_slice_busy() {
-    let server = Server::configured("max_instances = 2", &[("acme", "")]).await;
+    let server = Server::configured("max_instances = 2", &[("acme", "deadline_ms = 5000")]).await;
     let http = &server.http;
     http.deploy("acme", "hostile", wasm("hostile")).await.ok();
     let spins: Vec<_> = (0..2)

@@ -65,6 +65,8 @@ async fn the_store_section_is_checked_when_the_configuration_loads() {
     assert!(err.contains("clusterfile"), "an unknown key is named: {err}");
     let err = Config::parse("max_instances = 0\n").unwrap_err();
     assert!(err.contains("max_instances"), "{err}");
+    let err = Config::parse("[tenants.acme.limits]\ndeadline_ms = 0\n").unwrap_err();
+    assert!(err.contains("tenants.acme.limits.deadline_ms"), "{err}");
     // A build without FoundationDB says how to get one instead of failing later.
     #[cfg(not(feature = "fdb"))]
     {

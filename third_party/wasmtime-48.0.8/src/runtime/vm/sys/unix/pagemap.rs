@@ -170,9 +170,11 @@ impl PageMap {
 /// Putting this all together this helps explain the search criteria for
 /// `PAGEMAP_SCAN`, notably:
 ///
-/// * `Categories::PRESENT` - we're only interested in present pages, anything
-///   unmapped wasn't touched by the guest so no need for the host to touch it
-///   either.
+/// * `Categories::PRESENT | Categories::SWAPPED` (any of) - we're only
+///   interested in pages that are present or swapped out, anything unmapped
+///   wasn't touched by the guest so no need for the host to touch it either.
+///   (PATCHED: upstream required `PRESENT`, which left a dirty page that was
+///   swapped out neither reset nor decommitted.)
 ///
 /// * `Categories::WRITTEN` - if a page was only read by the guest no need to
 ///   take a look at it as the contents aren't changed from the initial image.

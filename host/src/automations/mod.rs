@@ -110,7 +110,8 @@ pub struct Status {
     pub id: AutomationId,
     pub checkpoint: Position,
     pub head: Position,
-    /// Events of the automation's query after its checkpoint.
+    /// Events of the automation's query after its checkpoint (counted up to
+    /// [`LAG_COUNTED_UP_TO`](crate::store::LAG_COUNTED_UP_TO)).
     pub lag: u64,
     #[serde(flatten)]
     pub progress: Progress,
@@ -376,8 +377,8 @@ impl Automations {
             progress.checkpoint = checkpoint;
             progress.dead_letters = self.dead_letters(&id).await?.len() as u64;
             let head = self.store.head(tenant).await?;
-            let (pending, _) = self.store.read(tenant, query, ReadOptions::default().after(checkpoint)).await?.collect().await?;
-            let lag = pending.iter().filter(|e| !e.event.is_host_record()).count() as u64;
+            let pending = self.store.read(tenant, query, ReadOptions::default().after(checkpoint)).await?;
+            let lag = pending.count_slice_events(crate::store::LAG_COUNTED_UP_TO).await?;
             out.push(Status { id, checkpoint, head, lag, progress });
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));

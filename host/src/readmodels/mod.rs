@@ -88,7 +88,8 @@ pub struct Status {
     pub id: ReadModelId,
     pub checkpoint: Position,
     pub head: Position,
-    /// Events of the read model's source after its checkpoint.
+    /// Events of the read model's source after its checkpoint (counted up to
+    /// [`LAG_COUNTED_UP_TO`](crate::store::LAG_COUNTED_UP_TO)).
     pub lag: u64,
     /// Keys in its state.
     pub keys: u64,
@@ -443,7 +444,7 @@ impl ReadModels {
         let after = checkpoint.as_ref().map(|c| c.position);
         let total = match progress {
             Some(report) => {
-                let total = self.count(id, source, after).await?;
+                let total = self.count(id, source, after, u64::MAX).await?;
                 report(0, total);
                 total
             }
@@ -464,14 +465,10 @@ impl ReadModels {
         Ok(checkpoint.map_or(Position::ZERO, |c| c.position))
     }
 
-    /// Events of `source` after `after`, counted without holding them.
-    async fn count(&self, id: &ReadModelId, source: &Query, after: Option<Position>) -> Result<u64, StoreError> {
-        let mut stream = self.events.read(&id.tenant, source.clone(), ReadOptions { after, limit: None, backwards: false }).await?;
-        let mut n = 0;
-        while let Some(batch) = stream.next_batch().await? {
-            n += batch.iter().filter(|e| !e.event.is_host_record()).count() as u64;
-        }
-        Ok(n)
+    /// Events of `source` after `after`, counted without holding them, up to `cap`.
+    async fn count(&self, id: &ReadModelId, source: &Query, after: Option<Position>, cap: u64) -> Result<u64, StoreError> {
+        let options = ReadOptions { after, limit: None, backwards: false };
+        self.events.read(&id.tenant, source.clone(), options).await?.count_slice_events(cap).await
     }
 
     /// Answers a query of a read model from its state. With `at_least`, first waits (up to
@@ -544,7 +541,7 @@ impl ReadModels {
             let progress = self.workers.lock().expect("workers lock").get(&id).map(|w| w.progress.lock().expect("progress lock").clone());
             let progress = progress.unwrap_or_default();
             let checkpoint = self.state.checkpoint(&id).await?.filter(|c| c.source == fingerprint(&source)).map(|c| c.position);
-            let lag = self.count(&id, &source, checkpoint).await?;
+            let lag = self.count(&id, &source, checkpoint, crate::store::LAG_COUNTED_UP_TO).await?;
             let keys = self.state.len(&id).await?;
             out.push(Status {
                 checkpoint: checkpoint.unwrap_or(Position::ZERO),

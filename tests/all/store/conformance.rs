@@ -384,6 +384,25 @@ pub async fn subscriptions_have_no_gaps_while_writers_run(store: SharedStore) {
     assert_eq!(middle, expected.into_iter().filter(|&p| p > middle_at).collect::<Vec<_>>());
 }
 
+/// Status pages count a worker's lag without holding the events: across batches, without the
+/// host's own records, and no further than asked.
+pub async fn counting_skips_host_records_and_stops_at_its_cap(store: SharedStore) {
+    let t = tenant("count");
+    for round in 0..12 {
+        let mut events: Vec<Event> = (0..100).map(|_| ev("Counted", &["c"])).collect();
+        events.push(ev("counterpoint.checkpoint", &[&format!("round:{round}")]));
+        append(&store, &t, events).await;
+    }
+    let count = |cap: u64| {
+        let store = store.clone();
+        let t = t.clone();
+        async move { store.read(&t, Query::all(), ReadOptions::default()).await.unwrap().count_slice_events(cap).await.unwrap() }
+    };
+    assert!(1_212 > READ_BATCH as u64, "the log spans batches");
+    assert_eq!(count(u64::MAX).await, 1_200);
+    assert_eq!(count(700).await, 700);
+}
+
 #[macro_export]
 macro_rules! conformance {
     ($backend:ident, $fixture:expr $(, #[$attr:meta])* $(,)?) => {
@@ -395,7 +414,8 @@ macro_rules! conformance {
                 consistency_position_of_each_read_kind, recorded_positions_guard_appends_correctly,
                 conditions, failed_append_writes_nothing, positions_strictly_increase_and_match_reads,
                 tenants_are_isolated, every_limit_is_enforced_and_writes_nothing,
-                reads_stream_in_batches_from_a_snapshot, subscriptions_have_no_gaps_while_writers_run);
+                reads_stream_in_batches_from_a_snapshot, subscriptions_have_no_gaps_while_writers_run,
+                counting_skips_host_records_and_stops_at_its_cap);
         }
     };
     (@cases $fixture:expr; $attrs:tt; $($case:ident),* $(,)?) => {

@@ -361,7 +361,8 @@ impl Registry {
             }
             Err(err) => {
                 tracing::warn!(tenant = %tenant, file = %path.display(), "refused: {err}");
-                let _ = std::fs::write(&error_file, format!("{err}\n"));
+                // Whole or absent: whoever watches for it never reads half a reason.
+                let _ = catalog::write_durably(&error_file, format!("{err}\n").as_bytes());
             }
         }
     }

@@ -102,9 +102,13 @@ async fn the_drop_zone_deploys_what_lands_in_it() {
     std::fs::write(zone.join("future.wasm"), wasm("future-version")).unwrap();
     let broken = zone.join("broken.wasm.error");
     let future = zone.join("future.wasm.error");
-    eventually("the bad files get their .error", || async { broken.exists() && future.exists() }).await;
+    // A file caught half-written is refused for what it is then, and looked at again once
+    // complete: wait for the reason of the whole file.
+    eventually("the bad files get their .error, with the reason", || async {
+        broken.exists() && std::fs::read_to_string(&future).is_ok_and(|reason| reason.contains("contract"))
+    })
+    .await;
     assert!(!std::fs::read_to_string(&broken).unwrap().trim().is_empty());
-    assert!(std::fs::read_to_string(&future).unwrap().contains("contract"), "{}", std::fs::read_to_string(&future).unwrap());
     assert_eq!(http.slices("acme").await, before);
     // Other files are not components and are left alone.
     std::fs::write(zone.join("notes.txt"), b"hello").unwrap();

@@ -33,10 +33,11 @@ test-console: slices
     tests/console/run.sh
 
 # The whole test suite: the store conformance, racing and crash tests, the guest SDKs and the
-# example slices natively, the end-to-end tests with the compiled slices in a real host, and the
-# console in a browser.
+# example slices natively, the end-to-end tests with the compiled slices in a real host, the
+# FoundationDB backend on a one-process cluster (where tests/fdb.sh finds FoundationDB; its cases
+# are reported as ignored otherwise), and the console in a browser.
 test: slices test-polyglot
-    cargo test --release --workspace
+    tests/fdb.sh run bash -c 'cargo test --release --workspace $FDB_FEATURES'
     tests/console/run.sh
 
 # Serve the HTTP API with a configuration file (see the README), e.g. `just serve counterpoint.toml`.

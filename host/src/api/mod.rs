@@ -106,8 +106,7 @@ impl Caller {
 
     /// Refuses writes once the tenant's log holds its maximum number of events.
     pub async fn check_log_size(&self, store: &SharedStore) -> Result<(), ApiError> {
-        let head = store.head(&self.tenant).await?;
-        if head.get() >= u128::from(self.state.limits.max_log_events) {
+        if store.event_count(&self.tenant).await? >= self.state.limits.max_log_events {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "quota_exceeded",

@@ -105,6 +105,10 @@ impl EventStore for MemoryStore {
         Ok(self.tenant(tenant).map_or(Position::ZERO, |log| *log.heads.borrow()))
     }
 
+    async fn event_count(&self, tenant: &Tenant) -> Result<u64, StoreError> {
+        Ok(self.tenant(tenant).map_or(0, |log| log.log.read().expect("log lock").events.len() as u64))
+    }
+
     async fn subscribe(&self, tenant: &Tenant, query: Query, after: Option<Position>) -> Result<Subscription, StoreError> {
         self.inner.limits.check_query(&query)?;
         let heads = self.tenant_or_create(tenant).heads.subscribe();

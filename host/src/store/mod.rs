@@ -67,6 +67,10 @@ pub trait EventStore: Send + Sync + 'static {
     /// The position of the tenant's newest event (`Position::ZERO` for an empty log).
     async fn head(&self, tenant: &Tenant) -> Result<Position, StoreError>;
 
+    /// How many events the tenant's log holds (the host's own records included). Positions
+    /// have gaps on some backends: never count them instead.
+    async fn event_count(&self, tenant: &Tenant) -> Result<u64, StoreError>;
+
     /// Delivers every event matching `query` after `after`, then every new one as it is
     /// appended: in order, with no gap and no duplicate.
     async fn subscribe(&self, tenant: &Tenant, query: Query, after: Option<Position>) -> Result<Subscription, StoreError>;

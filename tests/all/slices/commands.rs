@@ -91,6 +91,9 @@ impl EventStore for Rendezvous {
     async fn head(&self, tenant: &Tenant) -> Result<Position, StoreError> {
         self.inner.head(tenant).await
     }
+    async fn event_count(&self, tenant: &Tenant) -> Result<u64, StoreError> {
+        self.inner.event_count(tenant).await
+    }
     async fn subscribe(&self, tenant: &Tenant, query: Query, after: Option<Position>) -> Result<Subscription, StoreError> {
         self.inner.subscribe(tenant, query, after).await
     }

@@ -3,6 +3,7 @@
 mod conformance;
 mod crash;
 mod embedded;
+mod fdb;
 mod racing;
 
 use counterpoint::store::{EmbeddedStore, MemoryStore, SharedStore};
@@ -30,6 +31,14 @@ pub fn embedded() -> Fixture {
 /// that clears the prefix (every log, read model, lease of the test) when dropped.
 #[cfg(feature = "fdb")]
 pub fn fdb_store() -> (counterpoint::store::FdbStore, String, Box<dyn Any + Send + Sync>) {
+    fdb_store_with(|_| {})
+}
+
+/// [`fdb_store`] with options changed by `configure`.
+#[cfg(feature = "fdb")]
+pub fn fdb_store_with(
+    configure: impl FnOnce(&mut counterpoint::store::FdbOptions),
+) -> (counterpoint::store::FdbStore, String, Box<dyn Any + Send + Sync>) {
     use counterpoint::store::{FdbOptions, FdbStore};
 
     struct Cleanup(FdbStore);
@@ -51,6 +60,7 @@ pub fn fdb_store() -> (counterpoint::store::FdbStore, String, Box<dyn Any + Send
     let prefix = format!("test-{:032x}", fastrand::u128(..));
     let mut options = FdbOptions::new(prefix.clone());
     options.cluster_file = Some(cluster_file.into());
+    configure(&mut options);
     let store = FdbStore::open(options).expect("open the FoundationDB store");
     (store.clone(), prefix, Box::new(Cleanup(store)))
 }
@@ -60,4 +70,16 @@ pub fn fdb_store() -> (counterpoint::store::FdbStore, String, Box<dyn Any + Send
 pub fn fdb() -> Fixture {
     let (store, _, guard) = fdb_store();
     Fixture { store: Arc::new(store), _guard: Some(guard) }
+}
+
+#[cfg(not(feature = "fdb"))]
+pub fn fdb() -> Fixture {
+    without_fdb()
+}
+
+/// The FoundationDB cases of a build without the feature: they are ignored (no `fdb_cluster`),
+/// and run anyway (`--include-ignored`) they fail rather than pass.
+#[cfg(not(feature = "fdb"))]
+pub fn without_fdb() -> ! {
+    panic!("built without the `fdb` feature: run the FoundationDB tests through tests/fdb.sh")
 }

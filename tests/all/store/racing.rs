@@ -84,16 +84,14 @@ async fn embedded_disjoint_boundaries() {
     disjoint_boundaries(super::embedded()).await;
 }
 
-// Built with `--features fdb`; run when FDB_CLUSTER_FILE named a cluster at build time (docs/fdb.md).
-#[cfg(feature = "fdb")]
-#[cfg_attr(not(fdb_cluster), ignore = "needs FDB_CLUSTER_FILE naming a FoundationDB cluster")]
+// Run by tests/fdb.sh (with --features fdb and FDB_CLUSTER_FILE at build time), ignored otherwise.
+#[cfg_attr(not(fdb_cluster), ignore = "needs FoundationDB: tests/fdb.sh runs it (just test does) where FoundationDB is found")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fdb_one_shared_boundary() {
     one_shared_boundary(super::fdb()).await;
 }
 
-#[cfg(feature = "fdb")]
-#[cfg_attr(not(fdb_cluster), ignore = "needs FDB_CLUSTER_FILE naming a FoundationDB cluster")]
+#[cfg_attr(not(fdb_cluster), ignore = "needs FoundationDB: tests/fdb.sh runs it (just test does) where FoundationDB is found")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fdb_disjoint_boundaries() {
     disjoint_boundaries(super::fdb()).await;

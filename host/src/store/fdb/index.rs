@@ -13,7 +13,7 @@ use foundationdb::{FdbBindingError, FdbError, RangeOption, Transaction};
 
 use super::keys::{position, strinc, versionstamp, vs_at, TenantKeys, Vs};
 use super::abort;
-use crate::store::{Position, Query, QueryItem, StoreError};
+use crate::store::{AppendCondition, Position, QueryItem, StoreError};
 
 /// Where the events matching one item are found.
 pub(super) enum Access {
@@ -61,7 +61,7 @@ async fn rarest_tag(trx: &Transaction, keys: &TenantKeys, tags: &[String]) -> Re
     Ok(best.0)
 }
 
-fn decode_count(value: &[u8]) -> i64 {
+pub(super) fn decode_count(value: &[u8]) -> i64 {
     let mut bytes = [0u8; 8];
     let n = value.len().min(8);
     bytes[..n].copy_from_slice(&value[..n]);
@@ -86,110 +86,117 @@ fn tag_lookups(
         .collect()
 }
 
-/// The first event matching `query` after `after`, checked so that the append transaction
-/// conflicts with any concurrent append of a matching event.
+/// One index range an append condition is checked on, and how far it has been checked.
 ///
-/// Every range is read with non-snapshot reads, from just after `after` until a verified match
-/// or the end of the range: when no match is found, the transaction's read conflict ranges
-/// cover each range to its end, and a concurrent matching append writes a key there (with a
-/// versionstamp above this transaction's read version), so one of the two fails to commit.
-pub(super) async fn first_match(
-    trx: &Transaction,
-    keys: &TenantKeys,
-    query: &Query,
-    after: Option<Position>,
-    cap: usize,
-) -> Result<Option<Position>, FdbBindingError> {
-    let after = match after {
-        Some(p) => match versionstamp(p) {
-            Some(vs) => Some(vs),
-            None => return Ok(None), // beyond every versionstamp: nothing can come after it
-        },
-        None => None,
-    };
-    let every = QueryItem::default();
-    let items: Vec<&QueryItem> = if query.items.is_empty() { vec![&every] } else { query.items.iter().collect() };
-    let mut first: Option<Position> = None;
-    for item in items {
-        let (prefixes, verify_tags) = match access(trx, keys, item).await? {
-            Access::Every => (vec![keys.events()], Vec::new()),
-            Access::Ranges { prefixes, verify_tags } => (prefixes, verify_tags),
-        };
-        let mut examined = 0usize;
-        for prefix in prefixes {
-            if let Some(found) = probe_range(trx, keys, &prefix, after.as_ref(), &verify_tags, cap, &mut examined).await? {
-                first = Some(first.map_or(found, |f| f.min(found)));
-            }
-        }
-    }
-    Ok(first)
+/// Every entry of the range up to `from` (exclusive bound) has been examined and matched
+/// nothing. That stays true: committed entries never change, and an entry committed later
+/// has a higher versionstamp than every entry already there, so it sorts after `from`. This is
+/// what lets a long check run in several transactions (see [`Probe::run`]).
+#[derive(Clone, Debug)]
+pub(super) struct Probe {
+    /// Which condition of the append this range belongs to.
+    pub condition: usize,
+    prefix: Vec<u8>,
+    /// Tags a candidate from this range must also carry.
+    verify_tags: Vec<String>,
+    from: Option<Vs>,
 }
 
-/// The first verified entry of one range after `after`.
-async fn probe_range(
-    trx: &Transaction,
-    keys: &TenantKeys,
-    prefix: &[u8],
-    after: Option<&Vs>,
-    verify_tags: &[String],
-    cap: usize,
-    examined: &mut usize,
-) -> Result<Option<Position>, FdbBindingError> {
-    let mut begin = match after {
-        Some(vs) => strinc(&[prefix, vs.as_slice()].concat()),
-        None => prefix.to_vec(),
-    };
-    let end = strinc(prefix);
-    if begin >= end {
-        return Ok(None);
-    }
-    // Limit 1 first: usually the first candidate decides (none, or a match). Pages grow when
-    // candidates must be filtered.
-    let mut limit = 1usize;
-    loop {
-        let range = RangeOption {
-            limit: Some(limit),
-            mode: StreamingMode::WantAll,
-            ..RangeOption::from((begin.clone(), end.clone()))
+/// What a probe found within its budget.
+pub(super) enum Verdict {
+    /// A matching event.
+    Match(Position),
+    /// No match up to the end of the range (as of the transaction's read version).
+    Clear,
+    /// `budget` entries examined without a match and more to go; `from` has moved past them.
+    Unfinished,
+}
+
+/// The index ranges that check `conditions`, chosen by the counts (snapshot reads). A
+/// condition after a position beyond every versionstamp needs none: nothing comes after it.
+pub(super) async fn probes(trx: &Transaction, keys: &TenantKeys, conditions: &[AppendCondition]) -> Result<Vec<Probe>, FdbError> {
+    let every = QueryItem::default();
+    let mut probes = Vec::new();
+    for (condition, c) in conditions.iter().enumerate() {
+        let from = match c.after {
+            Some(p) => match versionstamp(p) {
+                Some(vs) => Some(vs),
+                None => continue,
+            },
+            None => None,
         };
-        let page = trx.get_range(&range, 1, false).await?;
-        // Owned: FDB's key-value views cannot be held across an await.
-        let found = page
-            .iter()
-            .map(|kv| vs_at(kv.key(), prefix.len()).ok_or_else(|| abort(corrupt(kv.key()))))
-            .collect::<Result<Vec<Vs>, _>>()?;
-        let more = page.more();
-        drop(page);
-        // The other tags of every candidate of the page are looked up at once (FDB starts each
-        // get when it is called), then checked in order.
-        let lookups: Vec<Vec<_>> = found.iter().map(|vs| tag_lookups(trx, keys, vs, verify_tags)).collect();
-        for (vs, lookup) in found.iter().zip(lookups) {
-            *examined += 1;
-            let mut all = true;
-            for present in lookup {
-                all &= present.await?.is_some();
-            }
-            if all {
-                return Ok(Some(position(vs)));
+        let items: Vec<&QueryItem> = if c.query.items.is_empty() { vec![&every] } else { c.query.items.iter().collect() };
+        for item in items {
+            let (prefixes, verify_tags) = match access(trx, keys, item).await? {
+                Access::Every => (vec![keys.events()], Vec::new()),
+                Access::Ranges { prefixes, verify_tags } => (prefixes, verify_tags),
+            };
+            for prefix in prefixes {
+                probes.push(Probe { condition, prefix, verify_tags: verify_tags.clone(), from });
             }
         }
-        let Some(last) = found.last() else { return Ok(None) };
-        if !more {
-            return Ok(None);
+    }
+    Ok(probes)
+}
+
+impl Probe {
+    /// Examines the range after `from`, at most `budget` entries, in pages.
+    ///
+    /// In the append transaction (`snapshot` false) the reads are non-snapshot: when the
+    /// probe ends `Clear`, the transaction's read conflict ranges cover the range from `from`
+    /// to its end, and a concurrent append of a matching event writes a key there (with a
+    /// versionstamp above this transaction's read version), so one of the two fails to
+    /// commit. Outside it (`snapshot` true) a probe only moves `from` forward.
+    pub async fn run(&mut self, trx: &Transaction, keys: &TenantKeys, budget: usize, snapshot: bool) -> Result<Verdict, FdbBindingError> {
+        let end = strinc(&self.prefix);
+        // Limit 1 first in the append transaction: usually the first candidate decides (none,
+        // or a match). Pages grow when candidates must be filtered.
+        let mut limit = if snapshot { 256 } else { 1 };
+        let mut examined = 0usize;
+        loop {
+            let begin = match &self.from {
+                Some(vs) => strinc(&[self.prefix.as_slice(), vs.as_slice()].concat()),
+                None => self.prefix.clone(),
+            };
+            if begin >= end {
+                return Ok(Verdict::Clear);
+            }
+            let range = RangeOption {
+                limit: Some(limit.min(budget - examined)),
+                mode: StreamingMode::WantAll,
+                ..RangeOption::from((begin, end.clone()))
+            };
+            let page = trx.get_range(&range, 1, snapshot).await?;
+            // Owned: FDB's key-value views cannot be held across an await.
+            let found = page
+                .iter()
+                .map(|kv| vs_at(kv.key(), self.prefix.len()).ok_or_else(|| abort(corrupt(kv.key()))))
+                .collect::<Result<Vec<Vs>, _>>()?;
+            let more = page.more();
+            drop(page);
+            // The other tags of every candidate of the page are looked up at once (FDB starts
+            // each get when it is called), then checked in order.
+            let lookups: Vec<Vec<_>> = found.iter().map(|vs| tag_lookups(trx, keys, vs, &self.verify_tags)).collect();
+            for (vs, lookup) in found.iter().zip(lookups) {
+                let mut all = true;
+                for present in lookup {
+                    all &= present.await?.is_some();
+                }
+                if all {
+                    return Ok(Verdict::Match(position(vs)));
+                }
+                // Event records span several keys (chunks): `from` skips the whole event.
+                self.from = Some(*vs);
+            }
+            examined += found.len();
+            if found.is_empty() || !more {
+                return Ok(Verdict::Clear);
+            }
+            if examined >= budget {
+                return Ok(Verdict::Unfinished);
+            }
+            limit = (limit * 4).min(256);
         }
-        if *examined >= cap {
-            return Err(abort(StoreError::LimitExceeded {
-                what: "index entries one append condition item may examine on FoundationDB",
-                limit: cap as u64,
-                actual: *examined as u64,
-            }));
-        }
-        // Event records span several keys (chunks): continue after the whole event.
-        begin = strinc(&[prefix, last.as_slice()].concat());
-        if begin >= end {
-            return Ok(None);
-        }
-        limit = (limit * 4).min(256);
     }
 }
 

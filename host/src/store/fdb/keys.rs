@@ -9,7 +9,9 @@
 //! g <pack(tag)> <vs:12>               tag index
 //! x <pack((type, tag))> <vs:12>       type+tag index
 //! c t <pack(type)> / c g <pack(tag)>  approximate entry counts (atomic adds, i64 LE)
-//! i <unix seconds:u64 BE> <id:16>     an append's id: tells a retried append whether it committed
+//! n                                   the number of events in the log (atomic adds, i64 LE)
+//! i <version:u64 BE> <id:16>          an append's id: tells a retried append whether it committed;
+//!                                     `version` is the cluster's read version when it was made
 //! ```
 //!
 //! `vs` is the 10-byte commit versionstamp followed by the event's 2-byte index within its
@@ -119,14 +121,19 @@ impl TenantKeys {
         self.with(b"cg", &pack(&tag))
     }
 
-    /// The prefix of append ids; ids sort by the second they were written at.
+    /// The number of events in the log.
+    pub fn count(&self) -> Vec<u8> {
+        self.with(b"n", &[])
+    }
+
+    /// The prefix of append ids; ids sort by the cluster version they were made at.
     pub fn append_ids(&self) -> Vec<u8> {
         self.with(b"i", &[])
     }
 
-    pub fn append_id(&self, written_at: u64, id: u128) -> Vec<u8> {
+    pub fn append_id(&self, version: u64, id: u128) -> Vec<u8> {
         let mut key = self.append_ids();
-        key.extend_from_slice(&written_at.to_be_bytes());
+        key.extend_from_slice(&version.to_be_bytes());
         key.extend_from_slice(&id.to_be_bytes());
         key
     }

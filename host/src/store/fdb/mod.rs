@@ -43,8 +43,9 @@ pub struct FdbOptions {
     /// Separates deployments sharing one cluster: every key is under `("counterpoint", prefix)`.
     pub prefix: String,
     pub limits: Limits,
-    /// Index entries one append condition item may examine before the append is refused
-    /// (see `docs/fdb.md`, "The condition probe").
+    /// Index entries the append transaction examines per condition range; a condition that
+    /// needs more is examined further in read-only transactions first (see `docs/fdb.md`,
+    /// "The condition probe"). The answer is the same either way.
     pub probe_cap: usize,
     /// Milliseconds before an FDB transaction gives up (so an unreachable cluster is an error,
     /// not a hang).
@@ -63,8 +64,9 @@ impl FdbOptions {
     }
 }
 
-/// The shared limits, with an append capped well below FDB's 10 MB transaction limit (keys,
-/// index entries and conflict ranges count too).
+/// The shared limits, with an append's data capped below FDB's 10 MB transaction limit (keys,
+/// index entries and conflict ranges count too: an append is also refused when its whole
+/// transaction is estimated over 9,000,000 bytes).
 pub fn default_limits() -> Limits {
     Limits { max_append_bytes: 8 << 20, ..Limits::default() }
 }
@@ -175,7 +177,7 @@ impl EventStore for FdbStore {
     ) -> Result<Vec<Position>, StoreError> {
         self.inner.limits.check_append(&mut events, &conditions)?;
         let keys = self.keys(tenant);
-        let plan = append::Plan::new(&keys, &events)?;
+        let plan = append::Plan::new(&keys, &events, &conditions)?;
         let positions = append::append(&self.inner, &keys, &plan, &conditions).await?;
         if let Some(&head) = positions.last() {
             // Local subscribers learn at once; the watch task tells everyone else.
@@ -195,6 +197,18 @@ impl EventStore for FdbStore {
             .await
             .map_err(|e| binding("cannot read the head", e))
             .and_then(|value| read::head_position(value.as_deref()))
+    }
+
+    async fn event_count(&self, tenant: &Tenant) -> Result<u64, StoreError> {
+        let key = self.keys(tenant).count();
+        let key = &key;
+        let value = self
+            .inner
+            .db
+            .run(|trx, _| async move { Ok(trx.get(key, true).await?) })
+            .await
+            .map_err(|e| binding("cannot read the event count", e))?;
+        Ok(value.map_or(0, |v| u64::try_from(index::decode_count(&v)).unwrap_or(0)))
     }
 
     async fn subscribe(&self, tenant: &Tenant, query: Query, after: Option<Position>) -> Result<Subscription, StoreError> {

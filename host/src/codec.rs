@@ -23,7 +23,8 @@ pub fn msgpack_to_json(bytes: &[u8]) -> Option<Value> {
     (de.into_inner().is_empty()).then_some(value)
 }
 
-/// An event for people: its data as JSON when it is MessagePack, else as base64.
+/// An event for people: its data as JSON when it is MessagePack, else as base64; its position as
+/// a decimal string.
 pub fn event_to_json(event: &SequencedEvent) -> Value {
     let data = match msgpack_to_json(&event.event.data) {
         Some(value) => json!({ "json": value }),
@@ -32,7 +33,7 @@ pub fn event_to_json(event: &SequencedEvent) -> Value {
     let metadata: serde_json::Map<String, Value> =
         event.event.metadata.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
     json!({
-        "position": event.position.get(),
+        "position": event.position,
         "type": event.event.event_type,
         "tags": event.event.tags,
         "data": data,

@@ -14,11 +14,11 @@ fn automation(tenant: &Tenant, slice: String, name: String) -> AutomationId {
 }
 
 fn position(text: &str) -> Result<Position, ApiError> {
-    text.parse::<u128>().map(Position::from_u128).map_err(|_| ApiError::invalid_input(format!("{text:?} is not a dead letter id")))
+    text.parse::<Position>().map_err(|e| ApiError::invalid_input(format!("not a dead letter id: {e}")))
 }
 
 #[utoipa::path(get, path = "/v1/t/{tenant}/automations", params(("tenant" = String, Path)),
-    responses((status = 200, description = "Every automation: checkpoint, head, lag, failures, open dead letters")))]
+    responses((status = 200, description = "Every automation: checkpoint, head (positions, as decimal strings), lag, failures, open dead letters")))]
 /// `GET /v1/t/{tenant}/automations`
 pub async fn list(State(state): State<SharedState>, Path(tenant): Path<String>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     let caller = state.authorize(&headers, &tenant)?;
@@ -28,7 +28,7 @@ pub async fn list(State(state): State<SharedState>, Path(tenant): Path<String>, 
 
 #[utoipa::path(get, path = "/v1/t/{tenant}/automations/{slice}/{automation}/dead-letters",
     params(("tenant" = String, Path), ("slice" = String, Path), ("automation" = String, Path)),
-    responses((status = 200, description = "Open dead letters, oldest first: id, position of the event, error, attempts")))]
+    responses((status = 200, description = "Open dead letters, oldest first: id, position of the event (both positions, as decimal strings), error, attempts")))]
 /// `GET /v1/t/{tenant}/automations/{slice}/{automation}/dead-letters`
 pub async fn dead_letters(
     State(state): State<SharedState>,
@@ -41,7 +41,7 @@ pub async fn dead_letters(
 }
 
 #[utoipa::path(post, path = "/v1/t/{tenant}/automations/{slice}/{automation}/dead-letters/{id}/{action}",
-    params(("tenant" = String, Path), ("slice" = String, Path), ("automation" = String, Path), ("id" = String, Path),
+    params(("tenant" = String, Path), ("slice" = String, Path), ("automation" = String, Path), ("id" = String, Path, pattern = "^[0-9]+$", description = "The dead letter's id (a position)"),
         ("action" = String, Path, description = "`retry` (run the reaction again now) or `skip`")),
     responses((status = 204, description = "Resolved"), (status = 404, body = super::openapi::ErrorBody)))]
 /// `POST /v1/t/{tenant}/automations/{slice}/{automation}/dead-letters/{id}/retry|skip`

@@ -111,12 +111,13 @@ pub async fn append(
 
 #[utoipa::path(get, path = "/v1/t/{tenant}/events/stream",
     params(("tenant" = String, Path), ("type" = Option<Vec<String>>, Query), ("tag" = Option<Vec<String>>, Query),
-        ("query" = Option<String>, Query, description = "A JSON query instead of type/tag"), ("after" = Option<u64>, Query),
-        ("Last-Event-ID" = Option<String>, Header)),
+        ("query" = Option<String>, Query, description = "A JSON query instead of type/tag"),
+        ("after" = Option<String>, Query, pattern = "^[0-9]+$", description = super::schema::POSITION_AFTER),
+        ("Last-Event-ID" = Option<String>, Header, pattern = "^[0-9]+$", description = "The `id` of the last event received (a position): resume after it")),
     responses((status = 200, description = "text/event-stream: id = position, data = the event", content_type = "text/event-stream"), (status = 400, body = super::openapi::ErrorBody), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody), (status = 429, body = super::openapi::ErrorBody)))]
 /// `GET /v1/t/{tenant}/events/stream?type=T&tag=x&after=N` (or `query=<JSON query>`): every
 /// matching event after `N` (or after `Last-Event-ID`), then each new one as it is appended.
-/// Each SSE event has `id` = its position and `data` = the event as JSON.
+/// Each SSE event has `id` = its position (decimal) and `data` = the event as JSON.
 pub async fn stream(
     State(state): State<SharedState>,
     Path(tenant): Path<String>,
@@ -159,7 +160,7 @@ pub async fn stream(
         };
         match next? {
             Ok(event) => {
-                let id = event.position.get().to_string();
+                let id = event.position.to_string();
                 let sse = SseEvent::default().id(id).event("event").data(event_to_json(&event).to_string());
                 Some((Ok(sse), live))
             }
@@ -180,9 +181,7 @@ struct Live {
     _state: SharedState,
 }
 
+/// A position in a query string or header: decimal digits, as the API gives positions.
 pub(super) fn parse_position(text: &str) -> Result<Position, ApiError> {
-    text.trim()
-        .parse::<u128>()
-        .map(Position::from_u128)
-        .map_err(|_| ApiError::invalid_input(format!("{text:?} is not a position")))
+    text.parse::<Position>().map_err(|e| ApiError::invalid_input(e.to_string()))
 }

@@ -12,6 +12,7 @@ mod events;
 pub mod metrics;
 mod openapi;
 mod readmodels;
+mod schema;
 mod slices;
 
 use std::net::SocketAddr;

@@ -5,9 +5,12 @@ use axum::Json;
 use serde_json::Value;
 use utoipa::{OpenApi, ToSchema};
 
+use super::schema::PositionDoc;
+
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Counterpoint", description = "Feature slices over a DCB event store. Every /v1/t/{tenant} route needs `Authorization: Bearer <token>`."),
+    info(title = "Counterpoint", description = "Feature slices over a DCB event store. Every /v1/t/{tenant} route needs `Authorization: Bearer <token>`. \
+Positions are decimal strings everywhere (JSON bodies, SSE ids); integers are accepted on input."),
     paths(
         super::commands::run,
         super::commands::query,
@@ -29,7 +32,7 @@ use utoipa::{OpenApi, ToSchema};
         super::admin::remove,
     ),
     components(schemas(
-        ErrorBody, ErrorDetail, CommandResponse, ProjectionResponse, QueryDoc, QueryItemDoc, ReadRequestDoc,
+        PositionDoc, ErrorBody, ErrorDetail, CommandResponse, ProjectionResponse, QueryDoc, QueryItemDoc, ReadRequestDoc,
         ReadResponse, EventDoc, DataDoc, AppendRequestDoc, NewEventDoc, ConditionDoc, AppendResponse, SliceDoc, SliceList
     ))
 )]
@@ -64,7 +67,7 @@ pub struct CommandResponse {
     /// What the command returned, as JSON.
     result: Value,
     /// Positions of the events it appended.
-    positions: Vec<u64>,
+    positions: Vec<PositionDoc>,
     /// Times it ran (re-runs after conflicts); 0 when an Idempotency-Key replayed a result.
     attempts: u32,
 }
@@ -95,7 +98,7 @@ pub struct QueryItemDoc {
 pub struct ReadRequestDoc {
     query: Option<QueryDoc>,
     /// Exclusive.
-    after: Option<u64>,
+    after: Option<PositionDoc>,
     /// At most 10,000 per response.
     limit: Option<u64>,
     backwards: Option<bool>,
@@ -106,13 +109,13 @@ pub struct ReadRequestDoc {
 pub struct ReadResponse {
     events: Vec<EventDoc>,
     /// Up to where the read saw every matching event; guard an append with it.
-    position: u64,
+    position: PositionDoc,
 }
 
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct EventDoc {
-    position: u64,
+    position: PositionDoc,
     #[schema(rename = "type")]
     event_type: String,
     tags: Vec<String>,
@@ -150,13 +153,13 @@ pub struct NewEventDoc {
 #[allow(dead_code)]
 pub struct ConditionDoc {
     query: QueryDoc,
-    after: Option<u64>,
+    after: Option<PositionDoc>,
 }
 
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct AppendResponse {
-    positions: Vec<u64>,
+    positions: Vec<PositionDoc>,
 }
 
 #[derive(ToSchema)]

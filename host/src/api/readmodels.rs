@@ -38,7 +38,7 @@ pub struct QueryOptions {
 }
 
 #[utoipa::path(get, path = "/v1/t/{tenant}/readmodels", params(("tenant" = String, Path)),
-    responses((status = 200, description = "Every read model: checkpoint, head, lag, keys, failures, last error")))]
+    responses((status = 200, description = "Every read model: checkpoint, head (positions, as decimal strings), lag, keys, failures, last error")))]
 /// `GET /v1/t/{tenant}/readmodels`
 pub async fn list(State(state): State<SharedState>, Path(tenant): Path<String>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     let caller = state.authorize(&headers, &tenant)?;
@@ -48,7 +48,7 @@ pub async fn list(State(state): State<SharedState>, Path(tenant): Path<String>, 
 
 #[utoipa::path(post, path = "/v1/t/{tenant}/slices/{slice}/readmodels/{name}",
     params(("tenant" = String, Path), ("slice" = String, Path), ("name" = String, Path),
-        ("at_least" = Option<String>, Query, description = "A position (e.g. one a command returned): answer only once the read model includes it"),
+        ("at_least" = Option<String>, Query, pattern = "^[0-9]+$", description = super::schema::POSITION_AT_LEAST),
         ("wait_ms" = Option<u64>, Query, description = "How long to wait for `at_least` (default 5000)")),
     request_body(content = Object, description = "The query's parameters"),
     responses((status = 200, body = super::openapi::ProjectionResponse), (status = 404, body = super::openapi::ErrorBody),

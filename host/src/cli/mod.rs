@@ -60,7 +60,7 @@ enum Command {
         #[arg(long, default_value = "{}")]
         json: String,
     },
-    /// Print events of the log, one JSON object per line.
+    /// Print events of the log, one JSON object per line (positions as decimal strings).
     Events {
         /// Only events of these types (repeat for several).
         #[arg(long = "type")]
@@ -68,8 +68,9 @@ enum Command {
         /// Only events carrying all of these tags.
         #[arg(long = "tag")]
         tags: Vec<String>,
+        /// Only events after this position (exclusive).
         #[arg(long)]
-        after: Option<u64>,
+        after: Option<Position>,
         #[arg(long)]
         limit: Option<u64>,
         #[arg(long)]
@@ -119,7 +120,7 @@ enum Command {
         /// The automation, as SLICE/NAME.
         automation: String,
         /// The dead letter's id (for retry and skip).
-        id: Option<u128>,
+        id: Option<Position>,
     },
     /// The tenant's persistent read models: `list`, `rebuild SLICE/NAME`, `query SLICE/NAME`.
     Readmodels {
@@ -205,9 +206,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 Query::item(QueryItem { types: types.clone(), tags: tags.clone() })
             };
-            let options = ReadOptions { after: after.map(Position::new), limit, backwards };
+            let options = ReadOptions { after, limit, backwards };
             let mut stream = store.read(&tenant, query.clone(), options).await?;
-            let mut last = after.map(Position::new);
+            let mut last = after;
             while let Some(batch) = stream.next_batch().await? {
                 for event in batch {
                     out!("{}", event_to_json(&event));
@@ -259,7 +260,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let (tenant, automations) = Host::automations(&cli.data_dir, &cli.tenant).await?;
             let (slice, name) = automation.split_once('/').context("name the automation as SLICE/NAME")?;
             let automation = counterpoint::automations::AutomationId { tenant, slice: slice.into(), name: name.into() };
-            let id = || id.map(Position::from_u128).context("give the dead letter's id");
+            let id = || id.context("give the dead letter's id");
             match action.as_str() {
                 "list" => print_json(&serde_json::to_value(automations.dead_letters(&automation).await?)?),
                 "retry" => automations.retry(&automation, id()?).await?,

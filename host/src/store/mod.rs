@@ -38,7 +38,7 @@ pub(crate) use fdb::{abort as fdb_abort, binding as fdb_binding, read_range as f
 pub use limits::Limits;
 pub use memory::MemoryStore;
 pub use subscription::Subscription;
-pub use types::{AppendCondition, Event, Position, Query, QueryItem, ReadOptions, SequencedEvent, Tenant};
+pub use types::{AppendCondition, Event, InvalidPosition, Position, Query, QueryItem, ReadOptions, SequencedEvent, Tenant};
 
 /// How many events a read hands over at a time.
 pub const READ_BATCH: usize = 512;

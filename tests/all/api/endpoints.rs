@@ -59,7 +59,7 @@ async fn every_endpoint_does_what_it_says() {
     assert_eq!(positions.len(), 1);
     let added = http.command("acme", "orders", "add-item", json!({"order_id": "o-1", "sku": "apple", "qty": 3, "price": 50})).await.ok();
     assert_eq!(added["result"]["total"], 150);
-    assert!(added["positions"][0].as_u64() > positions[0].as_u64());
+    assert!(position(&added["positions"][0]) > position(&positions[0]));
     http.command("acme", "inventory", "receive-stock", json!({"sku": "apple", "qty": 10})).await.ok();
 
     // Projections.
@@ -76,7 +76,7 @@ async fn every_endpoint_does_what_it_says() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["position"], positions[0]);
     assert_eq!(events[0]["data"]["json"]["order_id"], "o-1");
-    assert!(read["position"].as_u64().unwrap() >= positions[0].as_u64().unwrap());
+    assert!(position(&read["position"]) >= position(&positions[0]));
     let all = http.post(&t("acme", "/events/read"), acme, &json!({})).await.ok();
     assert_eq!(all["events"].as_array().unwrap().len(), 3);
     let last = http.post(&t("acme", "/events/read"), acme, &json!({"backwards": true, "limit": 1})).await.ok();

@@ -19,8 +19,8 @@ impl Drop for Child {
 }
 
 /// The positions in a log, in order.
-fn positions(log: &[Value]) -> Vec<u64> {
-    log.iter().map(|e| e["position"].as_u64().expect("a position")).collect()
+fn positions(log: &[Value]) -> Vec<u128> {
+    log.iter().map(|e| position(&e["position"])).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,7 +58,7 @@ async fn a_full_disk_is_store_unavailable_and_loses_nothing_acknowledged() {
                         reply.error(503, "store_unavailable");
                         return acknowledged;
                     }
-                    acknowledged.push(reply.json["positions"][0].as_u64().unwrap());
+                    acknowledged.push(position(&reply.json["positions"][0]));
                 }
                 panic!("client {client}: the disk never filled")
             })

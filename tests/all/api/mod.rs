@@ -7,6 +7,7 @@ mod errors;
 mod full_disk;
 mod idempotency;
 mod isolation;
+mod positions;
 mod props;
 mod readmodels;
 mod stream;
@@ -148,6 +149,14 @@ impl Reply {
         );
         assert!(!self.json["error"]["message"].as_str().unwrap_or("").is_empty(), "an error has a message");
     }
+}
+
+/// A position as the API gives it: a string of decimal digits.
+#[track_caller]
+pub fn position(value: &Value) -> u128 {
+    let text = value.as_str().unwrap_or_else(|| panic!("a position is a decimal string, got {value}"));
+    assert!(!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()), "a position is decimal digits, got {text:?}");
+    text.parse().expect("a position fits in 128 bits")
 }
 
 pub fn t(tenant: &str, rest: &str) -> String {

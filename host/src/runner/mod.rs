@@ -1,9 +1,17 @@
 //! The CommandRunner: runs a command in a fresh instance, and runs it again from scratch when
-//! its append condition failed, with exponential backoff and jitter, up to `max_attempts`.
+//! its append condition failed, until it is decided or its deadline passes.
 //!
-//! Business errors (`rejected`), invalid input, `not-found` and store errors come back at once:
-//! running again would not change them.
+//! A command is *decided* when it succeeds or the slice refuses it (`rejected`, invalid input,
+//! `not-found`); those and store errors come back at once: running again would not change
+//! them. A failed condition is never the command's fault, so it is not an answer: the command
+//! waits until the event that broke its condition is visible, then takes its turn on the
+//! boundary it read ([`contention`]): commands that raced re-run one after another, in
+//! arrival order, rather than invalidating each other again. Only a command still undecided at
+//! its deadline (`CommandRunner::deadline`) ends in `conflict`.
 
+mod contention;
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::Instrument;
@@ -40,16 +48,99 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct CommandRunner {
-    pub max_attempts: u32,
-    /// The first retry waits about this long; each further one twice as long (with jitter).
-    pub backoff: Duration,
+    /// How long a command may go on re-running after failed conditions before it ends in
+    /// `conflict`.
+    pub deadline: Duration,
+    /// The queues of hot boundaries, shared by every clone of this runner.
+    contention: Arc<contention::Contention>,
 }
 
 impl Default for CommandRunner {
     fn default() -> Self {
-        CommandRunner { max_attempts: 4, backoff: Duration::from_millis(50) }
+        CommandRunner { deadline: Duration::from_secs(10), contention: Arc::default() }
+    }
+}
+
+impl std::fmt::Debug for CommandRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandRunner").field("deadline", &self.deadline).finish_non_exhaustive()
+    }
+}
+
+/// One command's way to a decision: its deadline, its attempts, its turn on a hot boundary.
+struct Retries<'a> {
+    runner: &'a CommandRunner,
+    store: &'a SharedStore,
+    tenant: &'a Tenant,
+    command: &'a str,
+    deadline: Instant,
+    attempt: u32,
+    turn: Option<contention::Turn>,
+}
+
+impl<'a> Retries<'a> {
+    fn new(runner: &'a CommandRunner, store: &'a SharedStore, tenant: &'a Tenant, command: &'a str) -> Self {
+        Retries { runner, store, tenant, command, deadline: Instant::now() + runner.deadline, attempt: 1, turn: None }
+    }
+
+    /// Whether a run that read `reads` may append now. Not while others queue on what it read
+    /// (it would overtake them) or, holding a turn, when it read beyond it: then it takes its
+    /// turn on what it read, and runs again.
+    async fn may_append(&mut self, reads: &[AppendCondition]) -> Result<bool, InvokeError> {
+        let boundaries = contention::boundaries(self.store, self.tenant, reads);
+        let go = match &self.turn {
+            Some(turn) => turn.covers(&boundaries),
+            None => !self.runner.contention.is_hot(&boundaries),
+        };
+        if !go {
+            self.turn = None; // a new turn is taken whole, in order
+            self.take_turn(boundaries).await?;
+            self.attempt += 1;
+        }
+        Ok(go)
+    }
+
+    /// After a failed condition: waits until the event that broke it is visible (a re-run
+    /// before that would fail again), takes a turn on the boundary if it has none, and counts
+    /// the next attempt; `conflict` once the deadline has passed.
+    async fn after_conflict(&mut self, reads: &[AppendCondition], broke_at: Position) -> Result<(), InvokeError> {
+        // Bounded: a store that failed to flush never publishes it, and the re-run then meets
+        // the store's error rather than waiting out the deadline.
+        let visible_by = Instant::now() + Duration::from_secs(1);
+        let mut wait = Duration::from_micros(50);
+        while self.store.head(self.tenant).await? < broke_at && Instant::now() < visible_by {
+            self.check_deadline()?;
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_millis(5));
+        }
+        if self.turn.is_none() {
+            self.take_turn(contention::boundaries(self.store, self.tenant, reads)).await?;
+        }
+        self.check_deadline()?;
+        tracing::debug!(attempt = self.attempt, "append condition failed; running the command again");
+        self.attempt += 1;
+        Ok(())
+    }
+
+    async fn take_turn(&mut self, boundaries: Vec<contention::Boundary>) -> Result<(), InvokeError> {
+        let turn = tokio::time::timeout_at(self.deadline.into(), self.runner.contention.turn(boundaries)).await;
+        self.turn = Some(turn.map_err(|_| self.conflict())?);
+        Ok(())
+    }
+
+    fn check_deadline(&self) -> Result<(), InvokeError> {
+        if Instant::now() >= self.deadline { Err(self.conflict()) } else { Ok(()) }
+    }
+
+    fn conflict(&self) -> InvokeError {
+        InvokeError::Conflict(format!(
+            "{}: the events it read kept changing; still undecided after {} attempts in {} ms (the deadline)",
+            self.command,
+            self.attempt,
+            self.runner.deadline.as_millis()
+        ))
     }
 }
 
@@ -93,8 +184,8 @@ impl CommandRunner {
             return Err(InvokeError::InvalidInput("an Idempotency-Key is 1 to 200 printable characters".into()));
         }
         let record_query = Query::item(QueryItem::types([IDEMPOTENCY_EVENT]).with_tag(format!("idempotency:{}", key.key)));
-        let max = self.max_attempts.max(1);
-        for attempt in 1..=max {
+        let mut retries = Retries::new(self, store, tenant, command);
+        loop {
             // An earlier result under this key?
             let (earlier, seen) = recorded(store, tenant, &record_query, slice, command, key).await?;
             if let Some(out) = earlier {
@@ -112,6 +203,12 @@ impl CommandRunner {
                     return Err(err);
                 }
             };
+            let guard = AppendCondition::new(record_query.clone(), Some(seen));
+            let mut reads = io.reads.clone();
+            reads.push(guard.clone());
+            if !retries.may_append(&reads).await? {
+                continue;
+            }
             let record = IdempotencyRecord {
                 slice: slice.name().into(),
                 command: command.into(),
@@ -121,21 +218,20 @@ impl CommandRunner {
             };
             let mut event = Event::new(IDEMPOTENCY_EVENT).tag(format!("idempotency:{}", key.key));
             event.data = rmp_serde::to_vec_named(&record).expect("the record encodes");
-            let guard = AppendCondition::new(record_query.clone(), Some(seen));
             match io.commit_with(vec![event], vec![guard]).await {
-                Ok(positions) => return Ok(CommandOutput { output, positions, attempts: attempt }),
-                Err(StoreError::ConditionFailed { .. }) if attempt < max => tokio::time::sleep(self.backoff_for(attempt)).await,
-                Err(StoreError::ConditionFailed { .. }) => {
-                    // The last attempt lost the race to a request with this key: its result.
-                    if let (Some(out), _) = recorded(store, tenant, &record_query, slice, command, key).await? {
-                        return Ok(out);
+                Ok(positions) => return Ok(CommandOutput { output, positions, attempts: retries.attempt }),
+                Err(StoreError::ConditionFailed { position, .. }) => {
+                    if let Err(conflict) = retries.after_conflict(&reads, position).await {
+                        // Lost to a request with this key: its result is the answer.
+                        if let (Some(out), _) = recorded(store, tenant, &record_query, slice, command, key).await? {
+                            return Ok(out);
+                        }
+                        return Err(conflict);
                     }
-                    return Err(InvokeError::Conflict(format!("{command}: gave up after {max} attempts")));
                 }
                 Err(err) => return Err(InvokeError::StoreFailed(err)),
             }
         }
-        unreachable!("the loop returns on its last attempt")
     }
 
     /// Like [`run`](Self::run), and says how many times the command ran, failed or not.
@@ -168,33 +264,32 @@ impl CommandRunner {
         command: &str,
         payload: &[u8],
     ) -> (Result<CommandOutput, InvokeError>, u32) {
-        let max = self.max_attempts.max(1);
-        for attempt in 1..=max {
+        let mut retries = Retries::new(self, store, tenant, command);
+        loop {
             let io = ReadAppender::new(store.clone(), tenant.clone(), Access::ReadAppend);
             let (output, io) = match slice.execute(io, command, payload).await {
                 Ok(done) => done,
-                Err(err) => return (Err(err), attempt),
+                Err(err) => return (Err(err), retries.attempt),
             };
+            // A command that appends nothing has decided: nothing to guard.
+            if io.staged.is_some() {
+                match retries.may_append(&io.reads).await {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(err) => return (Err(err), retries.attempt),
+                }
+            }
+            let reads = io.reads.clone();
             match io.commit().await {
-                Ok(positions) => return (Ok(CommandOutput { output, positions, attempts: attempt }), attempt),
-                Err(StoreError::ConditionFailed { .. }) if attempt < max => {
-                    let delay = self.backoff_for(attempt);
-                    tracing::debug!(attempt, delay_ms = delay.as_millis() as u64, "append condition failed; running the command again");
-                    tokio::time::sleep(delay).await;
+                Ok(positions) => return (Ok(CommandOutput { output, positions, attempts: retries.attempt }), retries.attempt),
+                Err(StoreError::ConditionFailed { position, .. }) => {
+                    if let Err(err) = retries.after_conflict(&reads, position).await {
+                        return (Err(err), retries.attempt);
+                    }
                 }
-                Err(StoreError::ConditionFailed { .. }) => {
-                    let message = format!("{command}: the events it read kept changing; gave up after {max} attempts");
-                    return (Err(InvokeError::Conflict(message)), attempt);
-                }
-                Err(err) => return (Err(InvokeError::StoreFailed(err)), attempt),
+                Err(err) => return (Err(InvokeError::StoreFailed(err)), retries.attempt),
             }
         }
-        unreachable!("the loop returns on its last attempt")
-    }
-
-    fn backoff_for(&self, attempt: u32) -> Duration {
-        let base = self.backoff.mul_f64(2f64.powi(attempt as i32 - 1));
-        base.mul_f64(0.5 + fastrand::f64())
     }
 }
 

@@ -1,0 +1,164 @@
+//! Hot boundaries: commands whose append condition failed run again one after another, in
+//! the order they arrived, instead of invalidating each other again.
+//!
+//! A boundary is named by the items of the queries a command read (per store and tenant).
+//! A command that lost a race takes its turn on every item it read (in one global order, so
+//! two commands never wait on each other), re-runs, and keeps the turn until it has decided.
+//! While anyone waits for or holds a turn on an item, the item is *hot*: a first attempt that
+//! read it does not append on its own but queues too, so the queued ones are not overtaken
+//! forever. Commands whose reads share no item with a queue never look at one: first
+//! attempts stay optimistic, and disjoint boundaries never serialize.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Mutex as TurnLock, OwnedMutexGuard};
+
+use crate::store::{AppendCondition, QueryItem, SharedStore, Tenant};
+
+/// One query item of one tenant's log in one store.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(super) struct Boundary {
+    store: usize,
+    tenant: Tenant,
+    item: String,
+}
+
+/// The boundaries a command's reads name, sorted and without duplicates. A query with no
+/// items (every event) names none: it overlaps everything, and queueing on it would
+/// serialize the whole tenant.
+pub(super) fn boundaries(store: &SharedStore, tenant: &Tenant, reads: &[AppendCondition]) -> Vec<Boundary> {
+    let store = Arc::as_ptr(store) as *const () as usize;
+    let mut names: Vec<Boundary> = reads
+        .iter()
+        .flat_map(|read| &read.query.items)
+        .map(|item| Boundary { store, tenant: tenant.clone(), item: canonical(item) })
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// An item's name: its types and tags sorted, so that two commands reading the same item in
+/// another order name one boundary.
+fn canonical(item: &QueryItem) -> String {
+    let mut types: Vec<&str> = item.types.iter().map(String::as_str).collect();
+    let mut tags: Vec<&str> = item.tags.iter().map(String::as_str).collect();
+    types.sort_unstable();
+    tags.sort_unstable();
+    format!("{}\u{0}{}", types.join("\u{1}"), tags.join("\u{1}"))
+}
+
+/// The queues of one runner.
+#[derive(Default)]
+pub(super) struct Contention {
+    /// A lock per hot boundary; an entry exists while someone waits for or holds it.
+    queues: Mutex<HashMap<Boundary, Arc<TurnLock<()>>>>,
+}
+
+impl Contention {
+    /// Whether anyone waits for or holds a turn on one of `boundaries`.
+    pub fn is_hot(&self, boundaries: &[Boundary]) -> bool {
+        let queues = self.queues.lock().expect("queues lock");
+        !queues.is_empty() && boundaries.iter().any(|b| queues.contains_key(b))
+    }
+
+    /// Waits for a turn on every one of `boundaries` (sorted: every command takes its locks in
+    /// one order), first come first served.
+    pub async fn turn(self: &Arc<Self>, boundaries: Vec<Boundary>) -> Turn {
+        let locks: Vec<(Boundary, Arc<TurnLock<()>>)> = {
+            let mut queues = self.queues.lock().expect("queues lock");
+            boundaries.into_iter().map(|b| (b.clone(), queues.entry(b).or_default().clone())).collect()
+        };
+        let mut turn = Turn { contention: self.clone(), held: Vec::with_capacity(locks.len()), waiting: Vec::new() };
+        turn.waiting = locks.iter().map(|(b, _)| b.clone()).collect();
+        for (boundary, lock) in locks {
+            let guard = lock.lock_owned().await;
+            turn.waiting.retain(|b| *b != boundary);
+            turn.held.push((boundary, guard));
+        }
+        turn
+    }
+}
+
+/// A command's turn on its boundaries: the next command waiting on one of them runs when
+/// this is dropped.
+pub(super) struct Turn {
+    contention: Arc<Contention>,
+    held: Vec<(Boundary, OwnedMutexGuard<()>)>,
+    /// Boundaries whose lock was taken from the map but not yet acquired (a turn dropped
+    /// while waiting, e.g. at the deadline, must still let go of them).
+    waiting: Vec<Boundary>,
+}
+
+impl Turn {
+    /// Whether this turn covers every one of `boundaries`.
+    pub fn covers(&self, boundaries: &[Boundary]) -> bool {
+        boundaries.iter().all(|b| self.held.iter().any(|(h, _)| h == b))
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let names: Vec<Boundary> = self.held.iter().map(|(b, _)| b.clone()).chain(self.waiting.drain(..)).collect();
+        self.held.clear(); // releases the locks: the next in line goes
+        let mut queues = self.contention.queues.lock().expect("queues lock");
+        for name in names {
+            // Only the map holds it: nobody waits, the boundary has cooled down.
+            if queues.get(&name).is_some_and(|lock| Arc::strong_count(lock) == 1) {
+                queues.remove(&name);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{MemoryStore, Query};
+
+    fn reads(items: &[(&[&str], &[&str])]) -> Vec<AppendCondition> {
+        items
+            .iter()
+            .map(|(types, tags)| {
+                let item = QueryItem { types: types.iter().map(|t| t.to_string()).collect(), tags: tags.iter().map(|t| t.to_string()).collect() };
+                AppendCondition::new(Query::item(item), None)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_item_in_any_order_is_one_boundary_and_every_event_is_none() {
+        let store: SharedStore = Arc::new(MemoryStore::new());
+        let tenant = Tenant::new("acme").unwrap();
+        let a = boundaries(&store, &tenant, &reads(&[(&["B", "A"], &["y", "x"]), (&["A", "B"], &["x", "y"])]));
+        assert_eq!(a.len(), 1);
+        assert!(boundaries(&store, &tenant, &[AppendCondition::new(Query::all(), None)]).is_empty());
+        let other: SharedStore = Arc::new(MemoryStore::new());
+        assert_ne!(boundaries(&other, &tenant, &reads(&[(&["A", "B"], &["x", "y"])])), a, "another store's log");
+    }
+
+    #[tokio::test]
+    async fn turns_go_in_order_and_a_boundary_cools_down_when_nobody_waits() {
+        let store: SharedStore = Arc::new(MemoryStore::new());
+        let tenant = Tenant::new("acme").unwrap();
+        let course = boundaries(&store, &tenant, &reads(&[(&[], &["course:1"])]));
+        let both = boundaries(&store, &tenant, &reads(&[(&[], &["course:1"]), (&[], &["student:7"])]));
+        let contention = Arc::new(Contention::default());
+        assert!(!contention.is_hot(&course));
+        let first = contention.turn(course.clone()).await;
+        assert!(contention.is_hot(&both), "one shared item makes a command's boundaries hot");
+        let waiting = {
+            let contention = contention.clone();
+            tokio::spawn(async move { contention.turn(both).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "the second waits for the first");
+        drop(first);
+        let second = waiting.await.unwrap();
+        assert!(second.covers(&course));
+        drop(second);
+        assert!(!contention.is_hot(&course), "nobody waits: cooled down");
+        assert!(contention.queues.lock().unwrap().is_empty());
+    }
+}

@@ -45,8 +45,47 @@ serve CONFIG *ARGS: slices
     cargo run --release -p counterpoint -- serve --config {{CONFIG}} {{ARGS}}
 
 # Run a benchmark: prints a table and writes target/bench/NAME.json (store, runtime, automations, polyglot, http).
+# `--backend fdb` (store, http): on a one-process FoundationDB cluster started for the run
+# (tests/fdb.sh), the binary built with `--features fdb`; writes target/bench/NAME-fdb.json.
+[doc("Run a benchmark (store, runtime, automations, polyglot, http; `--backend fdb` for store, http on FoundationDB).")]
 bench NAME *ARGS: slices polyglot
-    cargo run --release -p counterpoint -- bench {{NAME}} {{ARGS}}
+    #!/usr/bin/env bash
+    set -euo pipefail
+    backend=embedded args=()
+    set -- {{ARGS}}
+    while [ $# -gt 0 ]; do
+        case "$1" in
+        --backend) backend=${2:?--backend needs a value: embedded or fdb}; shift 2 ;;
+        --backend=*) backend=${1#--backend=}; shift ;;
+        *) args+=("$1"); shift ;;
+        esac
+    done
+    case "$backend" in
+    embedded) exec cargo run --release -p counterpoint -- bench {{NAME}} "${args[@]}" ;;
+    fdb) ;;
+    *) echo "error: --backend $backend: use embedded or fdb" >&2; exit 2 ;;
+    esac
+    if ! fdb=$(tests/fdb.sh find 2>/tmp/counterpoint-bench-fdb.$$); then
+        echo "error: --backend fdb needs FoundationDB 7.3: $(cat /tmp/counterpoint-bench-fdb.$$)." >&2
+        echo "  Install fdbserver, fdbcli and libfdb_c.so 7.3 (the foundationdb-server and foundationdb-clients" >&2
+        echo "  packages of https://github.com/apple/foundationdb/releases, or a build from source), then point" >&2
+        echo "  COUNTERPOINT_FDB_DIR at a directory holding bin/fdbserver, bin/fdbcli and lib/libfdb_c.so" >&2
+        echo "  (symbolic links to the installed files will do). Building with --features fdb also needs libclang." >&2
+        rm -f /tmp/counterpoint-bench-fdb.$$
+        exit 1
+    fi
+    rm -f /tmp/counterpoint-bench-fdb.$$
+    # Built before the cluster starts (linking needs libfdb_c), then run beside it.
+    LIBRARY_PATH="$fdb/lib${LIBRARY_PATH:+:$LIBRARY_PATH}" cargo build --release -p counterpoint --features fdb
+    COUNTERPOINT_BENCH_BACKEND=fdb tests/fdb.sh run \
+        "${CARGO_TARGET_DIR:-target}/release/counterpoint" bench {{NAME}} "${args[@]}"
+
+# Two `counterpoint serve` hosts on one local FoundationDB cluster (tests/fdb.sh), the demo's
+# commands sent to each in turn over HTTP, a deploy on one served by the other, a read-model query;
+# everything is stopped at the end. Needs FoundationDB (see tests/fdb.sh) and curl, jq.
+[doc("Two hosts on one local FoundationDB cluster, the demo's commands sent to each in turn.")]
+cluster-demo: slices
+    tests/cluster-demo.sh
 
 # The crash test with many more kill -9 cycles.
 soak CYCLES="300":

@@ -18,6 +18,7 @@ use crate::tenants::Tenants;
 use super::{fsync_per_s, Report};
 
 pub async fn automations(scratch: &Path, slices: &Path, seconds: f64) -> anyhow::Result<Report> {
+    super::Backend::embedded_only("automations")?;
     let _ = std::fs::remove_dir_all(scratch);
     let mut report = Report::new("automations");
     let fsync = fsync_per_s(scratch, Duration::from_secs_f64(seconds.min(2.0)))?;

@@ -14,6 +14,10 @@
 //!   components, which the runtime compiles once and shares; tenants deploying 1000 different
 //!   components would add their compiled code on top.
 //! - `fsync_per_s`: the disk's raw flush rate, in the same run.
+//!
+//! With `--backend fdb` (`just bench http --backend fdb`) the servers run with `[store] kind =
+//! "fdb"` on the cluster `FDB_CLUSTER_FILE` names, each under a fresh prefix (cleared at the end),
+//! and the report is `http-fdb`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -30,7 +34,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 
-use super::{fsync_per_s, Report};
+use super::{fresh_prefix, fsync_per_s, Backend, Report};
 use crate::tenants::hash_token;
 
 const TOKEN: &str = "bench-token";
@@ -41,10 +45,19 @@ const TENANTS: usize = 100;
 const SLICES_PER_TENANT: usize = 10;
 
 pub async fn http(scratch: &Path, slices: &Path, seconds: f64) -> anyhow::Result<Report> {
+    let backend = Backend::from_env()?;
+    let mut stores = StoreSections { backend, prefixes: Vec::new() };
+    let result = measure(scratch, slices, seconds, &mut stores).await;
+    stores.clear().await?;
+    result
+}
+
+async fn measure(scratch: &Path, slices: &Path, seconds: f64, stores: &mut StoreSections) -> anyhow::Result<Report> {
     let _ = std::fs::remove_dir_all(scratch);
     std::fs::create_dir_all(scratch)?;
     let duration = Duration::from_secs_f64(seconds);
-    let mut report = Report::new("http");
+    let embedded = stores.backend == Backend::Embedded;
+    let mut report = Report::for_backend("http", stores.backend);
     let orders_path = slices.join("orders.wasm");
     let orders = std::fs::read(&orders_path).with_context(|| format!("reading {} (build the slices first)", orders_path.display()))?;
     // Built before anything is timed: compiling them would disturb the measurements.
@@ -55,16 +68,17 @@ pub async fn http(scratch: &Path, slices: &Path, seconds: f64) -> anyhow::Result
     // Throughput and latency.
     let data = scratch.join("throughput");
     let limits = "requests_per_second = 10000000\nburst = 10000000\n";
-    let server = Server::start(&data, &config(&data, &[("bench".to_string(), limits.to_string())]))?;
+    let server = Server::start(&data, &(config(&data, &[("bench".to_string(), limits.to_string())]) + &stores.next()))?;
     let client = Http::new(&server.address);
     client.deploy("bench", "orders", orders.clone()).await?;
     load(&client, Duration::from_millis(500).min(duration), None).await?; // warm up
     let mut measured = load(&client, duration, None).await?;
     let target = (0.3 * 64.0 * fsync).min(10_000.0);
+    let on = if embedded { format!("durable (target >= {target:.0})") } else { "on the FoundationDB cluster".into() };
     report.add(
         "commands_per_s_64",
         measured.ok as f64 / measured.elapsed.as_secs_f64(),
-        format!("place-order over HTTP, 64 keep-alive connections, durable (target >= {target:.0})"),
+        format!("place-order over HTTP, 64 keep-alive connections, {on}"),
     );
     report.add("p99_ms_64", measured.p99_ms(), format!("{} commands, {} failed", measured.ok, measured.failed));
 
@@ -105,7 +119,7 @@ pub async fn http(scratch: &Path, slices: &Path, seconds: f64) -> anyhow::Result
     // Memory: 100 tenants × 10 slices, idle.
     let data = scratch.join("tenants");
     let tenants: Vec<(String, String)> = (0..TENANTS).map(|i| (format!("t{i:03}"), String::new())).collect();
-    let server = Server::start(&data, &config(&data, &tenants))?;
+    let server = Server::start(&data, &(config(&data, &tenants) + &stores.next()))?;
     let client = Http::new(&server.address);
     let components: Vec<(String, Vec<u8>)> =
         generated.iter().map(|(name, path)| Ok((name.clone(), std::fs::read(path)?))).collect::<anyhow::Result<_>>()?;
@@ -149,6 +163,37 @@ pub async fn http(scratch: &Path, slices: &Path, seconds: f64) -> anyhow::Result
     report.add("fsync_per_s", fsync, "raw 4 KiB append + fdatasync, this disk, this run");
     let _ = std::fs::remove_dir_all(scratch);
     Ok(report)
+}
+
+/// The `[store]` section of each server's configuration: none for the embedded store; on
+/// FoundationDB, the cluster and a fresh prefix per server, cleared at the end.
+struct StoreSections {
+    backend: Backend,
+    prefixes: Vec<String>,
+}
+
+impl StoreSections {
+    fn next(&mut self) -> String {
+        match self.backend {
+            Backend::Embedded => String::new(),
+            Backend::Fdb => {
+                let prefix = fresh_prefix();
+                let cluster = std::env::var("FDB_CLUSTER_FILE").unwrap_or_default();
+                self.prefixes.push(prefix.clone());
+                format!("[store]\nkind = \"fdb\"\ncluster_file = {cluster:?}\nprefix = {prefix:?}\n")
+            }
+        }
+    }
+
+    async fn clear(&self) -> anyhow::Result<()> {
+        #[cfg(feature = "fdb")]
+        for prefix in &self.prefixes {
+            let mut options = crate::store::FdbOptions::new(prefix.clone());
+            options.cluster_file = std::env::var_os("FDB_CLUSTER_FILE").map(PathBuf::from);
+            crate::store::FdbStore::open(options)?.clear().await?;
+        }
+        Ok(())
+    }
 }
 
 fn config(data: &Path, tenants: &[(String, String)]) -> String {

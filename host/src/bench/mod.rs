@@ -1,6 +1,11 @@
 //! Benchmarks: `counterpoint bench NAME` (or `just bench NAME`) prints a table and writes
 //! `target/bench/NAME.json`. Durable throughput is stated next to `fsync_per_s`, the raw flush
 //! rate of the same disk measured in the same run, because flush times swing widely.
+//!
+//! `store` and `http` also run on FoundationDB: `just bench store --backend fdb` starts a
+//! one-process cluster (`tests/fdb.sh run`), builds with `--features fdb` and runs the bench with
+//! `COUNTERPOINT_BENCH_BACKEND=fdb` and `FDB_CLUSTER_FILE` naming that cluster; the report is
+//! then `NAME-fdb` (`target/bench/store-fdb.json`), with `"backend": "fdb"` in it.
 
 mod http;
 mod polyglot;
@@ -26,12 +31,27 @@ pub use store::store;
 /// `group.name`, is written to the JSON as `name` inside the object `group`.
 pub struct Report {
     name: String,
+    /// Text fields (`backend`), first in the table and the JSON.
+    labels: Vec<(String, String)>,
     rows: Vec<(String, f64, String)>,
 }
 
 impl Report {
     pub fn new(name: &str) -> Self {
-        Report { name: name.into(), rows: Vec::new() }
+        Report { name: name.into(), labels: Vec::new(), rows: Vec::new() }
+    }
+
+    /// A report for `bench` on `backend`: named `bench` on the embedded store and
+    /// `bench-<backend>` otherwise, with `"backend"` in it either way.
+    pub fn for_backend(bench: &str, backend: Backend) -> Self {
+        let mut report = Report::new(&backend.report_name(bench));
+        report.label("backend", backend.name());
+        report
+    }
+
+    pub fn label(&mut self, key: &str, value: &str) {
+        println!("  {key:<28} {value:>14}");
+        self.labels.push((key.into(), value.into()));
     }
 
     pub fn add(&mut self, key: &str, value: f64, note: impl Into<String>) {
@@ -48,6 +68,9 @@ impl Report {
     pub fn finish(&self, out_dir: &Path) -> anyhow::Result<PathBuf> {
         println!("\n{:<28} {:>14}  note", format!("bench {}", self.name), "value");
         println!("{}", "-".repeat(78));
+        for (key, value) in &self.labels {
+            println!("{key:<28} {value:>14}");
+        }
         for (key, value, note) in &self.rows {
             println!("{key:<28} {value:>14.1}  {note}");
         }
@@ -63,6 +86,9 @@ impl Report {
     /// `{"python": {"command_us": ..}}`); NaN is `null`.
     fn to_json(&self) -> anyhow::Result<serde_json::Value> {
         let mut root = serde_json::Map::new();
+        for (key, value) in &self.labels {
+            root.insert(key.clone(), value.clone().into());
+        }
         for (key, value, _) in &self.rows {
             let mut groups: Vec<&str> = key.split('.').collect();
             let name = groups.pop().unwrap_or_default();
@@ -80,6 +106,74 @@ impl Report {
         }
         Ok(root.into())
     }
+}
+
+/// Where a benchmark's events live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded store in the scratch directory (the default).
+    Embedded,
+    /// The FoundationDB cluster `FDB_CLUSTER_FILE` names, under a fresh key prefix that is
+    /// cleared afterwards.
+    Fdb,
+}
+
+/// The variable `just bench NAME --backend fdb` sets (the CLI's `bench` has no such flag).
+pub const BACKEND_VAR: &str = "COUNTERPOINT_BENCH_BACKEND";
+
+impl Backend {
+    /// The backend `COUNTERPOINT_BENCH_BACKEND` asks for (`embedded` when unset), checked: this
+    /// binary must have the `fdb` feature and a cluster must be named.
+    pub fn from_env() -> anyhow::Result<Backend> {
+        let backend = match std::env::var(BACKEND_VAR).unwrap_or_default().as_str() {
+            "" | "embedded" => return Ok(Backend::Embedded),
+            "fdb" => Backend::Fdb,
+            other => anyhow::bail!("{BACKEND_VAR}={other:?} is not a backend; use \"embedded\" or \"fdb\""),
+        };
+        if !cfg!(feature = "fdb") {
+            anyhow::bail!(
+                "this counterpoint was built without FoundationDB support: run `just bench NAME --backend fdb`, \
+                 which builds with `--features fdb` (needs libfdb_c 7.3 and a FoundationDB server: point \
+                 COUNTERPOINT_FDB_DIR at a directory with bin/fdbserver, bin/fdbcli and lib/libfdb_c.so)"
+            );
+        }
+        if std::env::var_os("FDB_CLUSTER_FILE").is_none_or(|f| f.is_empty()) {
+            anyhow::bail!(
+                "FDB_CLUSTER_FILE names no cluster: run `just bench NAME --backend fdb`, which starts a \
+                 one-process cluster for the run (tests/fdb.sh), or set FDB_CLUSTER_FILE to your own"
+            );
+        }
+        Ok(backend)
+    }
+
+    /// For the benchmarks that only run on the embedded store.
+    pub fn embedded_only(bench: &str) -> anyhow::Result<()> {
+        match std::env::var(BACKEND_VAR).unwrap_or_default().as_str() {
+            "" | "embedded" => Ok(()),
+            other => anyhow::bail!("bench {bench} runs on the embedded store only; `--backend {other}` works with: store, http"),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Embedded => "embedded",
+            Backend::Fdb => "fdb",
+        }
+    }
+
+    /// `store` on the embedded store, `store-fdb` on FoundationDB: a run on one backend never
+    /// overwrites the other's figures.
+    pub fn report_name(self, bench: &str) -> String {
+        match self {
+            Backend::Embedded => bench.into(),
+            other => format!("{bench}-{}", other.name()),
+        }
+    }
+}
+
+/// A key prefix no other run uses (`bench-<64 random bits>`).
+fn fresh_prefix() -> String {
+    format!("bench-{:016x}", fastrand::u64(..))
 }
 
 /// The disk's raw durable-append rate: 4 KiB appended and `fdatasync`ed, repeatedly, in `dir`.
@@ -118,5 +212,14 @@ mod tests {
 
         report.add("python", 1.0, "");
         assert!(report.to_json().is_err());
+    }
+
+    #[test]
+    fn labels_are_strings_and_backends_name_their_reports() {
+        let mut report = Report::for_backend("store", super::Backend::Fdb);
+        report.add("append_1w_per_s", 2.0, "");
+        assert_eq!(report.name, "store-fdb");
+        assert_eq!(report.to_json().unwrap(), serde_json::json!({"backend": "fdb", "append_1w_per_s": 2.0}));
+        assert_eq!(Report::for_backend("store", super::Backend::Embedded).name, "store");
     }
 }

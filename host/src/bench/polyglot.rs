@@ -27,6 +27,7 @@ use super::Report;
 const LANGUAGES: [(&str, &str); 3] = [("rust", "orders.wasm"), ("python", "orders_py.wasm"), ("js", "orders_js.wasm")];
 
 pub async fn polyglot(scratch: &Path, slices: &Path, seconds: f64) -> anyhow::Result<Report> {
+    super::Backend::embedded_only("polyglot")?;
     let _ = std::fs::remove_dir_all(scratch);
     // Each language gets a share of the time, at least 0.5 s and 200 samples per measure.
     let duration = Duration::from_secs_f64((seconds / 6.0).clamp(0.5, 2.0));

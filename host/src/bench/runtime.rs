@@ -17,6 +17,7 @@ use crate::store::{EmbeddedStore, MemoryStore, SharedStore, Tenant};
 use super::{fsync_per_s, Report};
 
 pub async fn runtime(scratch: &Path, slices: &Path, seconds: f64) -> anyhow::Result<Report> {
+    super::Backend::embedded_only("runtime")?;
     let _ = std::fs::remove_dir_all(scratch);
     let duration = Duration::from_secs_f64(seconds);
     let mut report = Report::new("runtime");

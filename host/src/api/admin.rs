@@ -84,6 +84,7 @@ pub async fn list(State(state): State<SharedState>, headers: HeaderMap) -> Resul
                     "max_log_events": limits.max_log_events,
                     "max_slices": limits.max_slices,
                     "deadline_ms": limits.deadline_ms,
+                    "command_deadline_ms": limits.command_deadline_ms,
                 },
                 "slices": state.registry.list(&tenant).len(),
             }))

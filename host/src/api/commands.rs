@@ -1,6 +1,6 @@
 //! Running commands and querying projections.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -52,15 +52,16 @@ pub async fn run(
     let payload = json_to_msgpack(&input);
     let started = Instant::now();
     let key = headers.get("idempotency-key").map(|v| v.to_str().map(str::to_string));
+    let runner = state.runner.with_deadline(Duration::from_millis(caller.state.limits.command_deadline_ms));
     let (result, attempts) = match key {
         Some(Ok(key)) => {
             let key = IdempotencyKey { key, retention: state.idempotency_retention };
-            let result = state.runner.run_once(&slice, &state.store, &caller.tenant, &command, &payload, &key).await;
+            let result = runner.run_once(&slice, &state.store, &caller.tenant, &command, &payload, &key).await;
             let attempts = result.as_ref().map_or(1, |out| out.attempts);
             (result, attempts)
         }
         Some(Err(_)) => return Err(ApiError::invalid_input("the Idempotency-Key header is not visible ASCII")),
-        None => state.runner.run_counted(&slice, &state.store, &caller.tenant, &command, &payload).await,
+        None => runner.run_counted(&slice, &state.store, &caller.tenant, &command, &payload).await,
     };
     let labels = slice_labels(caller.tenant.as_str(), slice.name());
     state.metrics.command_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());

@@ -156,6 +156,11 @@ pub struct CommandOutput {
 }
 
 impl CommandRunner {
+    /// This runner (its queues shared) with another deadline: each tenant has its own.
+    pub fn with_deadline(&self, deadline: Duration) -> CommandRunner {
+        CommandRunner { deadline, contention: self.contention.clone() }
+    }
+
     pub async fn run(
         &self,
         slice: &Slice,

@@ -138,12 +138,16 @@ pub struct LimitOverrides {
     pub max_log_events: Option<u64>,
     pub max_slices: Option<usize>,
     pub deadline_ms: Option<u64>,
+    pub command_deadline_ms: Option<u64>,
 }
 
 impl LimitOverrides {
     pub fn validate(&self) -> Result<(), String> {
         if self.deadline_ms.is_some_and(|ms| !(1..=3_600_000).contains(&ms)) {
             return Err("deadline_ms: between 1 and 3600000".into());
+        }
+        if self.command_deadline_ms.is_some_and(|ms| !(1..=3_600_000).contains(&ms)) {
+            return Err("command_deadline_ms: between 1 and 3600000".into());
         }
         Ok(())
     }
@@ -164,6 +168,9 @@ pub struct TenantLimits {
     pub max_slices: usize,
     /// Wall time of each call into a slice, in milliseconds; past it, `slice_timeout`.
     pub deadline_ms: u64,
+    /// How long a command may go on re-running after failed append conditions (a hot
+    /// boundary) before it ends in `conflict`, in milliseconds.
+    pub command_deadline_ms: u64,
 }
 
 impl Default for TenantLimits {
@@ -176,6 +183,7 @@ impl Default for TenantLimits {
             max_log_events: 1 << 40,
             max_slices: 100,
             deadline_ms: 1_000,
+            command_deadline_ms: 10_000,
         }
     }
 }
@@ -190,6 +198,7 @@ impl TenantLimits {
             max_log_events: o.max_log_events.unwrap_or(self.max_log_events),
             max_slices: o.max_slices.unwrap_or(self.max_slices),
             deadline_ms: o.deadline_ms.unwrap_or(self.deadline_ms),
+            command_deadline_ms: o.command_deadline_ms.unwrap_or(self.command_deadline_ms),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `counterpoint serve` over real HTTP: a server in this process on 127.0.0.1 (port 0), its data
 //! directory in a tempdir, and a hyper client.
 
+mod contention;
 mod deploy;
 mod endpoints;
 mod errors;

@@ -10,3 +10,25 @@ mod readmodels;
 mod slices;
 mod state_conformance;
 mod store;
+
+/// `backend_cases!([case, ...]; backend => fixture, #[attr]...; ...)`: for each backend, a module
+/// holding one test per case, `case(fixture).await`, with that backend's attributes: a suite
+/// written once (the `case` functions) and run on every backend.
+#[macro_export]
+macro_rules! backend_cases {
+    ($cases:tt $(; $backend:ident => $fixture:expr $(, #[$attr:meta])*)+ $(;)?) => {
+        $( $crate::backend_cases!(@backend $backend; $fixture; [$(#[$attr])*]; $cases); )+
+    };
+    (@backend $backend:ident; $fixture:expr; $attrs:tt; [$($case:ident),* $(,)?]) => {
+        mod $backend {
+            $( $crate::backend_cases!(@case $fixture; $attrs; $case); )*
+        }
+    };
+    (@case $fixture:expr; [$(#[$attr:meta])*]; $case:ident) => {
+        $(#[$attr])*
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $case() {
+            super::$case($fixture).await;
+        }
+    };
+}

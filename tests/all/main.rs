@@ -2,6 +2,7 @@
 
 mod api;
 mod automations;
+mod catalog;
 mod cluster;
 mod effects;
 mod leases;

@@ -16,7 +16,7 @@
 //! is one key per slice: two hosts deploying different slices of a tenant at once do not
 //! overwrite each other.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -37,7 +37,9 @@ pub struct FdbCatalog {
     db: Arc<Database>,
     catalog: Subspace,
     version: watch::Sender<u64>,
-    following: OnceLock<()>,
+    /// Whether a task follows the version key now: it runs while someone holds a
+    /// [`Catalog::changes`] receiver, and a later `changes` starts a new one.
+    following: Arc<Mutex<bool>>,
 }
 
 fn failed(err: StoreError) -> DeployError {
@@ -47,7 +49,7 @@ fn failed(err: StoreError) -> DeployError {
 impl FdbCatalog {
     /// The catalog of the deployment `prefix` on `db` (shared with the event store and the rest).
     pub fn new(db: Arc<Database>, prefix: &str) -> Self {
-        FdbCatalog { db, catalog: Subspace::from(("counterpoint", prefix, "@catalog")), version: watch::Sender::new(0), following: OnceLock::new() }
+        FdbCatalog { db, catalog: Subspace::from(("counterpoint", prefix, "@catalog")), version: watch::Sender::new(0), following: Arc::default() }
     }
 
     fn version_key(&self) -> Vec<u8> {
@@ -72,7 +74,7 @@ impl FdbCatalog {
 
     /// Watches the version key and tells `changes` receivers, re-arming after every change.
     fn follow(&self) {
-        let (db, key, version) = (self.db.clone(), self.version_key(), self.version.clone());
+        let (db, key, version, following) = (self.db.clone(), self.version_key(), self.version.clone(), self.following.clone());
         tokio::spawn(async move {
             let key = &key;
             let mut seen: Option<Vec<u8>> = None;
@@ -93,8 +95,14 @@ impl FdbCatalog {
                         false
                     }
                 };
-                if version.is_closed() {
-                    return;
+                {
+                    // Decided under the lock `changes` takes: a receiver made meanwhile either
+                    // keeps this task going or finds it gone and starts another.
+                    let mut following = following.lock().expect("catalog lock");
+                    if version.is_closed() {
+                        *following = false;
+                        return;
+                    }
                 }
                 if !fired {
                     // A watch can end with an error (too many watches, a recovery): look again
@@ -193,7 +201,12 @@ impl Catalog for FdbCatalog {
     }
 
     fn changes(&self) -> Option<watch::Receiver<u64>> {
-        self.following.get_or_init(|| self.follow());
-        Some(self.version.subscribe())
+        let mut following = self.following.lock().expect("catalog lock");
+        let receiver = self.version.subscribe();
+        if !*following {
+            *following = true;
+            self.follow();
+        }
+        Some(receiver)
     }
 }

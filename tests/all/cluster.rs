@@ -1,9 +1,11 @@
 //! Several hosts on one cluster. In memory, two hosts share what a FoundationDB cluster would
 //! hold for them (the log, the slice catalog, read-model state, leases): a deploy on one
 //! reaches the other, each automation and read model runs on exactly one host, and when that
-//! host stops the other takes its workers over from their checkpoints. With the feature `fdb`
-//! and `FDB_CLUSTER_FILE` naming a cluster, two real servers do the same on FoundationDB.
+//! host stops the other takes its workers over from their checkpoints. On FoundationDB, two real
+//! `counterpoint serve` processes do the same, and the one running the workers is killed with
+//! SIGKILL.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -161,48 +163,237 @@ async fn two_hosts_share_deploys_and_run_each_worker_once() {
     b.read_models.stop().await;
 }
 
-/// Two real servers on one FoundationDB cluster.
-#[cfg(feature = "fdb")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[cfg_attr(not(fdb_cluster), ignore = "needs FDB_CLUSTER_FILE naming a FoundationDB cluster")]
-async fn two_servers_on_foundationdb() {
-    use counterpoint::tenants::{hash_token, Config};
-    let (_store, prefix, _cleared_at_the_end) = crate::store::fdb_store();
-    let config = |dir: &std::path::Path| {
-        Config::parse(&format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\nadmin_token_sha256 = \"{}\"\n[store]\nkind = \"fdb\"\nprefix = \"{prefix}\"\nlease_ttl_ms = 1000\n[tenants.acme]\ntokens_sha256 = [\"{}\"]\n",
-            dir.display().to_string(),
-            hash_token("admin"),
-            hash_token("acme-token")
-        ))
-        .unwrap()
-    };
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = counterpoint::api::spawn_server(&config(dir_a.path())).await.unwrap();
-    let b = counterpoint::api::spawn_server(&config(dir_b.path())).await.unwrap();
-    let (http_a, http_b) = (crate::api::Http::new(a.address), crate::api::Http::new(b.address));
-    for name in ["orders", "inventory"] {
-        let deployed = http_a.send(axum::http::Method::PUT, &format!("/v1/t/acme/slices/{name}"), Some("admin"), &[], wasm(name)).await;
-        assert_eq!(deployed.status.as_u16(), 200, "{:?}", deployed.json);
+
+/// A `counterpoint serve` child process on the test cluster; killed when dropped, so a failing
+/// test leaves no server behind.
+struct ServerProcess {
+    name: &'static str,
+    child: Option<std::process::Child>,
+    http: crate::api::Http,
+    /// Everything it wrote on stderr, for the failure messages.
+    log: Arc<std::sync::Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl ServerProcess {
+    /// Starts a server with its own data directory on the deployment `prefix` of the cluster named
+    /// by `FDB_CLUSTER_FILE`, and waits until it listens.
+    fn start(name: &'static str, prefix: &str) -> ServerProcess {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        // The compiled slices are cached for every test server (keyed by component and engine).
+        let shared = counterpoint_tests::slices::target_dir().join("test-compile-cache");
+        std::fs::create_dir_all(&shared).unwrap();
+        std::os::unix::fs::symlink(&shared, dir.path().join("cache")).unwrap();
+        let cluster_file = std::env::var("FDB_CLUSTER_FILE").expect("FDB_CLUSTER_FILE names the test cluster");
+        let config = format!(
+            "{}\n[store]\nkind = \"fdb\"\ncluster_file = {cluster_file:?}\nprefix = \"{prefix}\"\nlease_ttl_ms = {}\n",
+            crate::api::config_text(dir.path(), &[("acme", "")]),
+            LEASE_TTL.as_millis()
+        );
+        let config_path = dir.path().join("counterpoint.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_counterpoint-serve"))
+            .arg(&config_path)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start counterpoint-serve");
+        let (log, stderr) = (Arc::new(std::sync::Mutex::new(String::new())), child.stderr.take().unwrap());
+        let (address_tx, address_rx) = std::sync::mpsc::channel();
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(address) = line.strip_prefix("counterpoint serving on http://") {
+                    let _ = address_tx.send(address.parse::<std::net::SocketAddr>().expect("the address it listens on"));
+                }
+                kept.lock().unwrap().push_str(&format!("{line}\n"));
+            }
+        });
+        let Ok(address) = address_rx.recv_timeout(Duration::from_secs(120)) else {
+            let _ = child.kill();
+            panic!("server {name} did not start: {}", log.lock().unwrap());
+        };
+        ServerProcess { name, child: Some(child), http: crate::api::Http::new(address), log, _dir: dir }
     }
-    // The deploy reaches b through the catalog's watch.
-    let mut seen = false;
-    for _ in 0..600 {
-        let list = http_b.get("/v1/t/acme/slices", Some("acme-token")).await;
-        if list.json["slices"].as_array().is_some_and(|s| s.len() == 2) {
-            seen = true;
-            break;
+
+    /// What `GET path` (with the tenant's token) answers, as JSON.
+    async fn get(&self, path: &str) -> Value {
+        self.http.get(&format!("/v1/t/acme{path}"), Some(&crate::api::token("acme"))).await.ok()
+    }
+
+    async fn command(&self, slice: &str, command: &str, input: Value) -> Value {
+        self.http.command("acme", slice, command, input).await.ok()
+    }
+
+    /// Which of this host's automations and read models follow the log now: `slice/name` → active.
+    async fn workers(&self) -> BTreeMap<String, bool> {
+        let automations = self.get("/automations").await["automations"].as_array().unwrap().clone();
+        let read_models = self.get("/readmodels").await["read_models"].as_array().unwrap().clone();
+        automations
+            .iter()
+            .chain(&read_models)
+            .map(|w| (format!("{}/{}", w["slice"].as_str().unwrap(), w["name"].as_str().unwrap()), w["active"].as_bool().unwrap()))
+            .collect()
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends `signal` and waits for the process to end.
+    fn signal(&mut self, signal: i32) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("a running server");
+        // SAFETY: a plain kill(2) on our own child, which has not been waited for yet.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0, "kill {}", self.name);
+        child.wait().unwrap()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// How long a silent host keeps its workers, in the two-process test.
+const LEASE_TTL: Duration = Duration::from_millis(1_000);
+
+/// A position from JSON: a decimal string, or a number.
+fn position(value: &Value) -> u128 {
+    value.as_str().map(|s| s.parse().expect("a decimal position")).or(value.as_u64().map(u128::from)).unwrap_or_else(|| panic!("not a position: {value}"))
+}
+
+/// Polls `check` every 50 ms for up to 60 s; panics with `what` if it never holds.
+async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    for _ in 0..1_200 {
+        if let Some(found) = check().await {
+            return found;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(seen, "the deploy on a reached b");
-    let received = http_b.post("/v1/t/acme/slices/inventory/commands/receive-stock", Some("acme-token"), &json!({"sku": "apple", "qty": 3})).await.ok();
-    let at = &received["positions"][0];
-    let answer = http_a
-        .post(&format!("/v1/t/acme/slices/inventory/readmodels/stock-levels?at_least={at}&wait_ms=30000"), Some("acme-token"), &json!({"sku": "apple"}))
-        .await
-        .ok();
-    assert_eq!(answer["result"][0]["available"], 3);
-    a.shutdown().await.unwrap();
-    b.shutdown().await.unwrap();
+    panic!("{what}: not within 60 s");
+}
+
+/// The clear-at-the-end guard and prefix of a fresh deployment on the test cluster, and a store
+/// handle on it to check the log with.
+#[cfg(feature = "fdb")]
+fn fdb_deployment() -> (SharedStore, String, Box<dyn std::any::Any + Send + Sync>) {
+    let (store, prefix, guard) = crate::store::fdb_store();
+    (Arc::new(store), prefix, guard)
+}
+
+#[cfg(not(feature = "fdb"))]
+fn fdb_deployment() -> (SharedStore, String, Box<dyn std::any::Any + Send + Sync>) {
+    crate::store::without_fdb()
+}
+
+/// Two real `counterpoint serve` processes, A and B, each with its own data directory, on one
+/// FoundationDB deployment: a deploy on A is served by B, commands go to either, every automation
+/// and read model runs on exactly one host; A is killed with SIGKILL and B takes A's workers over
+/// from their checkpoints: an order confirmed after the kill gets its stock reserved exactly once,
+/// and B's read model answers with the state after it.
+#[cfg_attr(not(fdb_cluster), ignore = "needs FoundationDB: tests/fdb.sh runs it (just test does) where FoundationDB is found")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_server_processes_on_foundationdb_and_one_killed() {
+    let (store, prefix, _cleared_at_the_end) = fdb_deployment();
+    let tenant = Tenant::new("acme").unwrap();
+    let reserved = async |order: &str| {
+        let query = Query::item(QueryItem::tags([format!("order_id:{order}")]));
+        let (events, _) = store.read(&tenant, query, ReadOptions::default()).await.unwrap().collect().await.unwrap();
+        events.iter().filter(|e| e.event.event_type == "StockReserved").count()
+    };
+
+    // A runs alone first, so that it holds the inventory slice's workers when B arrives.
+    let mut a = ServerProcess::start("a", &prefix);
+    let deployed = a.http.deploy("acme", "inventory", wasm("inventory")).await;
+    assert_eq!(deployed.status.as_u16(), 200, "{:?}", deployed.json);
+    let inventory_workers = ["inventory/reserve-on-confirm", "inventory/stock-levels"];
+    eventually("a runs the inventory slice's workers", async || {
+        let on_a = a.workers().await;
+        inventory_workers.iter().all(|w| on_a.get(*w) == Some(&true)).then_some(())
+    })
+    .await;
+
+    // B starts with what the catalog holds, then follows it: a deploy on A is served by B.
+    let mut b = ServerProcess::start("b", &prefix);
+    let deployed = a.http.deploy("acme", "orders", wasm("orders")).await;
+    assert_eq!(deployed.status.as_u16(), 200, "{:?}", deployed.json);
+    let hashes = |list: Value| -> BTreeMap<String, String> {
+        list["slices"].as_array().unwrap().iter().map(|s| (s["name"].as_str().unwrap().to_string(), s["hash"].as_str().unwrap().to_string())).collect()
+    };
+    let on_a = hashes(a.get("/slices").await);
+    assert_eq!(on_a.len(), 2);
+    eventually("b serves both slices deployed on a", async || (hashes(b.get("/slices").await) == on_a).then_some(())).await;
+
+    // Every worker runs on exactly one host (and never on both at a look).
+    let mut holders = BTreeMap::new();
+    eventually("every worker runs on exactly one host", async || {
+        let (on_a, on_b) = (a.workers().await, b.workers().await);
+        for (worker, active_on_a) in &on_a {
+            assert!(!(*active_on_a && on_b.get(worker) == Some(&true)), "{worker} runs on both hosts");
+        }
+        if on_a.len() != 3 || on_a.keys().ne(on_b.keys()) {
+            return None; // B is still starting the workers of the slices it loaded
+        }
+        holders = on_a.iter().map(|(w, on_a)| (w.clone(), if *on_a { "a" } else if on_b[w] { "b" } else { "none" })).collect();
+        holders.values().all(|h| *h != "none").then_some(())
+    })
+    .await;
+    for worker in inventory_workers {
+        assert_eq!(holders[worker], "a", "A keeps the workers it held: {holders:?}");
+    }
+
+    // Commands go to A and B in turn; the automation (on A) reserves each confirmed order's stock once.
+    let hosts = [&a, &b];
+    let mut turn = 0;
+    let mut next = || {
+        turn += 1;
+        hosts[turn % 2]
+    };
+    next().command("inventory", "receive-stock", json!({"sku": "apple", "qty": 10})).await;
+    for (order, qty) in [("o-1", 2), ("o-2", 3)] {
+        next().command("orders", "place-order", json!({"order_id": order, "customer_id": "c"})).await;
+        next().command("orders", "add-item", json!({"order_id": order, "sku": "apple", "qty": qty, "price": 1})).await;
+        next().command("orders", "confirm-order", json!({"order_id": order})).await;
+    }
+    for order in ["o-1", "o-2"] {
+        eventually(&format!("{order}'s stock reserved"), async || (reserved(order).await > 0).then_some(())).await;
+    }
+    let head = store.head(&tenant).await.unwrap().get();
+    for host in hosts {
+        let answer = host.http.post(&format!("/v1/t/acme/slices/inventory/readmodels/stock-levels?at_least={head}&wait_ms=30000"), Some(&crate::api::token("acme")), &json!({"sku": "apple"})).await.ok();
+        assert_eq!(answer["result"][0]["available"], 5, "{} answers from the shared state", host.name);
+    }
+
+    // A dies without a word: B takes its workers over once their leases have been silent for a TTL.
+    let killed = a.signal(libc::SIGKILL);
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&killed), Some(libc::SIGKILL), "a was killed: {killed:?}");
+    let order = "o-3";
+    b.command("orders", "place-order", json!({"order_id": order, "customer_id": "c"})).await;
+    b.command("orders", "add-item", json!({"order_id": order, "sku": "apple", "qty": 4, "price": 1})).await;
+    let after_kill = position(&b.command("orders", "confirm-order", json!({"order_id": order})).await["positions"][0]);
+    // Once B's automation checkpoint has passed the confirmation, its reaction is complete.
+    eventually("b's automation passes the order confirmed after the kill", async || {
+        let automations = b.get("/automations").await;
+        let reserve = automations["automations"].as_array().unwrap().iter().find(|s| s["name"] == "reserve-on-confirm").unwrap().clone();
+        (reserve["active"] == true && position(&reserve["checkpoint"]) >= after_kill).then_some(())
+    })
+    .await;
+    for order in ["o-1", "o-2", "o-3"] {
+        assert_eq!(reserved(order).await, 1, "{order}: stock reserved exactly once\nb's log:\n{}", b.log());
+    }
+    let head = store.head(&tenant).await.unwrap().get();
+    let answer = b.http.post(&format!("/v1/t/acme/slices/inventory/readmodels/stock-levels?at_least={head}&wait_ms=30000"), Some(&crate::api::token("acme")), &json!({"sku": "apple"})).await.ok();
+    assert_eq!(answer["result"][0]["available"], 1, "b's read model holds the state after the kill");
+    let on_b = b.workers().await;
+    assert!(on_b.values().all(|active| *active), "b runs every worker now: {on_b:?}");
+
+    // B stops as on SIGTERM: gracefully, exit code 0.
+    let stopped = b.signal(libc::SIGTERM);
+    assert!(stopped.success(), "b stops cleanly on SIGTERM: {stopped:?}\n{}", b.log());
 }

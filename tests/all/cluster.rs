@@ -261,7 +261,7 @@ impl Drop for ServerProcess {
 }
 
 /// How long a silent host keeps its workers, in the two-process test.
-const LEASE_TTL: Duration = Duration::from_millis(1_000);
+const LEASE_TTL: Duration = Duration::from_millis(3_000);
 
 /// A position from JSON: a decimal string, or a number.
 fn position(value: &Value) -> u128 {

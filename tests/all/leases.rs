@@ -18,13 +18,14 @@ pub struct Fixture {
     /// Another handle on the same leases that hangs on every call: for the memory store, one
     /// that never answers; on FoundationDB, a connection to a cluster that is not there.
     pub unreachable: Arc<dyn LeaseStore>,
-    /// Multiplies every time to live of the cases: a real cluster's round trips take longer.
+    /// Multiplies every time to live of the cases, so that a renewal delayed by a loaded machine
+    /// (the whole suite on 2 cores) or a cluster's round trips stays inside its deadline.
     pub scale: u32,
     _guard: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 pub fn memory() -> Fixture {
-    Fixture { store: Arc::new(MemoryLeases::default()), unreachable: Arc::new(Silent), scale: 1, _guard: None }
+    Fixture { store: Arc::new(MemoryLeases::default()), unreachable: Arc::new(Silent), scale: 3, _guard: None }
 }
 
 /// Leases on the test cluster under a fresh prefix (cleared at the end); the unreachable handle is
@@ -45,7 +46,7 @@ pub fn fdb() -> Fixture {
     Fixture {
         store: Arc::new(FdbLeases::new(store.database(), &prefix)),
         unreachable: Arc::new(FdbLeases::new(unreachable.database(), &prefix)),
-        scale: 5,
+        scale: 10,
         _guard: Some(Box::new((guard, dir))),
     }
 }

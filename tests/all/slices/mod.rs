@@ -1,6 +1,7 @@
 //! Real compiled slices in a real host: commands, retries, projections, isolation.
 
 mod commands;
+mod courses;
 mod isolation;
 mod loading;
 mod positions;

@@ -1,0 +1,30 @@
+//! The courses slice, the classic DCB example: courses are defined with a capacity and students
+//! subscribe to them. Subscribing is one decision over two consistency boundaries at once, the
+//! course's (is it full?) and the student's (at most [`MAX_COURSES_PER_STUDENT`] courses), made
+//! from one read: its append is guarded by exactly those events, so subscriptions to different
+//! courses by different students never conflict, while two to one course, or two of one
+//! student, do.
+
+mod commands;
+mod events;
+mod projections;
+
+pub use commands::{
+    ChangeCapacity, CourseReceipt, DefineCourse, MAX_COURSES_PER_STUDENT, SubscribeStudent, Subscription,
+    UnsubscribeStudent,
+};
+pub use events::{
+    CourseCapacityChanged, CourseDefined, StudentSubscribedToCourse, StudentUnsubscribedFromCourse, course_tag,
+    student_tag,
+};
+pub use projections::{Course, CourseRef, StudentCourses, StudentRef};
+
+counterpoint_sdk::slice! {
+    name: "courses", version: env!("CARGO_PKG_VERSION"),
+    events: [CourseDefined, CourseCapacityChanged, StudentSubscribedToCourse, StudentUnsubscribedFromCourse],
+    commands: [DefineCourse, ChangeCapacity, SubscribeStudent, UnsubscribeStudent],
+    projections: [Course, StudentCourses],
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,167 @@
+//! The courses slice in a real host: its scenarios, and subscriptions racing on one course's
+//! boundary (its capacity) and on one student's (the 5-course limit), on every store.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use counterpoint::codec::msgpack_to_json;
+use counterpoint::runtime::InvokeError;
+use counterpoint::store::{Position, Query, QueryItem, ReadOptions};
+use counterpoint::testing::{Spec, run};
+use counterpoint_tests::slices::slice;
+use serde_json::{Value, json};
+
+use super::Host;
+use crate::store::Fixture;
+
+#[tokio::test]
+async fn courses_scenarios() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../slices/courses/scenarios.json");
+    let spec = Spec::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
+    for outcome in run(&slice("courses").await, &spec).await {
+        assert!(outcome.result.is_ok(), "{}: {:?}", outcome.name, outcome.result);
+    }
+}
+
+/// Every `StudentSubscribedToCourse` in the log, in order: (position, course, student).
+async fn subscriptions(host: &Host) -> Vec<(Position, String, String)> {
+    let query = Query::item(QueryItem::types(["StudentSubscribedToCourse"]));
+    let (events, _) = host.store.read(&host.tenant, query, ReadOptions::default()).await.unwrap().collect().await.unwrap();
+    events
+        .into_iter()
+        .map(|e| {
+            let data = msgpack_to_json(&e.event.data).unwrap();
+            let field = |name: &str| data[name].as_str().unwrap().to_string();
+            (e.position, field("course_id"), field("student_id"))
+        })
+        .collect()
+}
+
+fn strings(list: &Value) -> Vec<String> {
+    list.as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+}
+
+/// Runs `subscribe-student` for every (course, student) at once: what each one ended in.
+async fn subscribe_at_once(
+    host: &Arc<Host>,
+    pairs: Vec<(String, String)>,
+) -> Vec<(String, String, Result<Vec<Position>, InvokeError>)> {
+    let tasks: Vec<_> = pairs
+        .into_iter()
+        .map(|(course, student)| {
+            let host = host.clone();
+            tokio::spawn(async move {
+                let input = json!({"course_id": course, "student_id": student});
+                let result = host.run("courses", "subscribe-student", input).await;
+                (course, student, result.map(|(_, out)| out.positions))
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    results
+}
+
+/// 64 students subscribe to one course with a seat for each at once: each ends subscribed or
+/// (until the runner never surfaces one) in `conflict`, never rejected, and the log and the
+/// course agree with what the callers were told.
+async fn one_course_many_students(fixture: Fixture) {
+    const STUDENTS: u32 = 64;
+    let host = Arc::new(Host::on(fixture.store.clone()));
+    host.run("courses", "define-course", json!({"course_id": "hot", "capacity": STUDENTS})).await.unwrap();
+    let pairs = (0..STUDENTS).map(|i| ("hot".to_string(), format!("s-{i}"))).collect();
+    let mut subscribed = BTreeSet::new();
+    let mut positions = Vec::new();
+    for (_, student, result) in subscribe_at_once(&host, pairs).await {
+        match result {
+            Ok(appended) => {
+                assert_eq!(appended.len(), 1, "{student}: one event per subscription");
+                positions.push((appended[0], student.clone()));
+                subscribed.insert(student);
+            }
+            Err(InvokeError::Conflict(_)) => {}
+            Err(err) => panic!("{student}: a valid subscription ended in {err}"),
+        }
+    }
+    assert!(!subscribed.is_empty(), "some subscription must win every round");
+
+    let course = host.query("courses", "course", json!({"course_id": "hot"})).await.unwrap();
+    let students = strings(&course["students"]);
+    assert_eq!(students.len(), subscribed.len(), "subscribed once each, as many as succeeded: {students:?}");
+    assert_eq!(students.into_iter().collect::<BTreeSet<_>>(), subscribed);
+
+    // Nothing lost, nothing extra: each success's event is at the position it was told.
+    positions.sort();
+    let logged = subscriptions(&host).await;
+    assert!(logged.iter().all(|(_, course, _)| course == "hot"), "{logged:?}");
+    let logged: Vec<(Position, String)> = logged.into_iter().map(|(p, _, student)| (p, student)).collect();
+    assert_eq!(logged, positions);
+    assert_eq!(host.event_types().await.len(), 1 + subscribed.len(), "CourseDefined and the subscriptions only");
+}
+
+/// One student subscribes to 8 courses at once: at most 5 succeed (exactly 5 when any was
+/// rejected for the limit), and the log never holds more than 5 of the student's subscriptions.
+async fn one_student_many_courses(fixture: Fixture) {
+    let host = Arc::new(Host::on(fixture.store.clone()));
+    let courses: Vec<String> = (0..8).map(|i| format!("c-{i}")).collect();
+    for course in &courses {
+        host.run("courses", "define-course", json!({"course_id": course, "capacity": 10})).await.unwrap();
+    }
+    let pairs = courses.iter().map(|c| (c.clone(), "ada".to_string())).collect();
+    let (mut subscribed, mut rejected) = (BTreeSet::new(), 0);
+    for (course, _, result) in subscribe_at_once(&host, pairs).await {
+        match result {
+            Ok(_) => {
+                subscribed.insert(course);
+            }
+            Err(InvokeError::Rejected(m)) => {
+                assert!(m.contains("already subscribed to 5 courses"), "{course}: {m}");
+                rejected += 1;
+            }
+            Err(InvokeError::Conflict(_)) => {}
+            Err(err) => panic!("{course}: {err}"),
+        }
+    }
+    assert!(subscribed.len() <= 5, "the limit holds: {subscribed:?}");
+    assert!(rejected == 0 || subscribed.len() == 5, "a rejection saw 5 subscriptions that succeeded: {subscribed:?}");
+
+    let logged: Vec<(String, String)> = subscriptions(&host).await.into_iter().map(|(_, c, s)| (c, s)).collect();
+    assert_eq!(logged.len(), subscribed.len(), "the log holds the successes only: {logged:?}");
+    assert!(logged.iter().all(|(c, s)| s == "ada" && subscribed.contains(c)), "{logged:?}");
+    let projected = host.query("courses", "student-courses", json!({"student_id": "ada"})).await.unwrap();
+    assert_eq!(strings(&projected["courses"]).into_iter().collect::<BTreeSet<_>>(), subscribed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_one_course_many_students() {
+    one_course_many_students(crate::store::memory()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_one_student_many_courses() {
+    one_student_many_courses(crate::store::memory()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_one_course_many_students() {
+    one_course_many_students(crate::store::embedded()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_one_student_many_courses() {
+    one_student_many_courses(crate::store::embedded()).await;
+}
+
+#[cfg_attr(not(fdb_cluster), ignore = "needs FoundationDB: tests/fdb.sh runs it (just test does) where FoundationDB is found")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fdb_one_course_many_students() {
+    one_course_many_students(crate::store::fdb()).await;
+}
+
+#[cfg_attr(not(fdb_cluster), ignore = "needs FoundationDB: tests/fdb.sh runs it (just test does) where FoundationDB is found")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fdb_one_student_many_courses() {
+    one_student_many_courses(crate::store::fdb()).await;
+}

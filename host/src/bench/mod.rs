@@ -10,6 +10,7 @@
 mod http;
 mod polyglot;
 mod automations;
+mod contention;
 mod runtime;
 mod store;
 
@@ -24,6 +25,7 @@ use anyhow::Context;
 pub use http::{http, with_custom_section};
 pub use polyglot::polyglot;
 pub use automations::automations;
+pub use contention::contention;
 pub use runtime::runtime;
 pub use store::store;
 

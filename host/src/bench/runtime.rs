@@ -62,7 +62,7 @@ pub async fn runtime(scratch: &Path, slices: &Path, seconds: f64) -> anyhow::Res
     report.add("commands_per_s_embedded_64", rate, format!("place-order, 64 concurrent, durable (target >= {target:.0})"));
 
     let pct = contention(&orders, &memory, &tenant, 16, 20).await?;
-    report.add("contention_success_pct", pct, "16 concurrent add-item on one order, 4 attempts each");
+    report.add("contention_success_pct", pct, "16 concurrent add-item on one order, each re-run until decided");
     drop(durable);
     let _ = std::fs::remove_dir_all(scratch);
     Ok(report)

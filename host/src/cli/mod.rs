@@ -136,7 +136,7 @@ enum Command {
     HashToken { token: String },
     /// Run a benchmark: prints a table and writes target/bench/NAME.json.
     Bench {
-        /// Which benchmark: store, runtime.
+        /// Which benchmark: store, runtime, automations, contention, polyglot, http.
         name: String,
         /// Seconds per timed case.
         #[arg(long, default_value_t = 3.0)]
@@ -277,9 +277,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "store" => counterpoint::bench::store(&scratch, seconds, log_events).await,
                 "runtime" => counterpoint::bench::runtime(&scratch, &slices, seconds).await,
                 "automations" => counterpoint::bench::automations(&scratch, &slices, seconds).await,
+                "contention" => counterpoint::bench::contention(&scratch, &slices, seconds).await,
                 "polyglot" => counterpoint::bench::polyglot(&scratch, &slices, seconds).await,
                 "http" => counterpoint::bench::http(&scratch, &slices, seconds).await,
-                other => anyhow::bail!("unknown benchmark {other:?}; try: store, runtime, automations, polyglot, http"),
+                other => anyhow::bail!("unknown benchmark {other:?}; try: store, runtime, automations, contention, polyglot, http"),
             }
             .with_context(|| format!("benchmark {name}"))?;
             report.finish(out)?;

@@ -53,13 +53,17 @@ pub struct CommandRunner {
     /// How long a command may go on re-running after failed conditions before it ends in
     /// `conflict`.
     pub deadline: Duration,
-    /// The queues of hot boundaries, shared by every clone of this runner.
+    /// The queues of hot boundaries (the process's).
     contention: Arc<contention::Contention>,
 }
 
+/// The process's queues: every runner of this process (the API's, the automations') takes its
+/// turns in one place, so they queue behind each other rather than race.
+static CONTENTION: std::sync::LazyLock<Arc<contention::Contention>> = std::sync::LazyLock::new(Arc::default);
+
 impl Default for CommandRunner {
     fn default() -> Self {
-        CommandRunner { deadline: Duration::from_secs(10), contention: Arc::default() }
+        CommandRunner { deadline: Duration::from_secs(10), contention: CONTENTION.clone() }
     }
 }
 

@@ -1,0 +1,180 @@
+//! `bench contention`: hot consistency boundaries on the durable store, with the `courses`
+//! slice. Many tasks subscribe distinct students to one course with room for all of them (one
+//! boundary, every command valid), while others work on boundaries of their own.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::json;
+
+use crate::codec::json_to_msgpack;
+use crate::runner::CommandRunner;
+use crate::runtime::{InvokeError, Runtime, RuntimeConfig, Slice};
+use crate::store::{EmbeddedStore, SharedStore, Tenant};
+
+use super::{fsync_per_s, Report};
+
+pub async fn contention(scratch: &Path, slices: &Path, seconds: f64) -> anyhow::Result<Report> {
+    super::Backend::embedded_only("contention")?;
+    let _ = std::fs::remove_dir_all(scratch);
+    let duration = Duration::from_secs_f64(seconds);
+    let mut report = Report::new("contention");
+    let runtime = Runtime::new(RuntimeConfig { cache_dir: Some(scratch.join("cache")), ..Default::default() })?;
+    let wasm = slices.join("courses.wasm");
+    let courses = Arc::new(runtime.load_file(&wasm).await.with_context(|| format!("loading {} (just slices builds it)", wasm.display()))?);
+    let fsync = fsync_per_s(scratch, duration)?;
+    report.add("fsync_per_s", fsync, "raw 4 KiB append + fdatasync, this disk, this run");
+
+    let bench = Bench { slice: courses, store: Arc::new(EmbeddedStore::open(scratch.join("store"))?), tenant: Tenant::new("bench")? };
+    let (_, cold_alone) = bench.measure(&[], 64, duration).await?;
+    report.add("cold_64_commands_per_s", cold_alone.per_s, "64 tasks, each subscribing students to a course of its own, durable");
+    let (hot, cold) = bench.measure(&[Load { course: "hot".into(), tasks: 64 }], 64, duration).await?;
+    report.add("hot_64_conflicts", hot.conflicts as f64, "commands that ended in conflict, 64 tasks on one course with room for all (target 0)");
+    report.add("hot_64_commands_per_s", hot.per_s, format!("subscriptions decided per second on the one course, durable (target >= 5 x fsync = {:.0})", 5.0 * fsync));
+    report.add("hot_64_p99_ms", hot.p99_ms, "99th percentile of one subscription on the hot course");
+    report.add("cold_64_commands_per_s_during_hot", cold.per_s, "64 tasks on courses of their own while the 64 hot ones run");
+    report.add("cold_during_hot_ratio", cold.per_s / cold_alone.per_s, "cold commands per second with the hot load / without it (target >= 0.8)");
+    let (hot, _) = bench.measure(&[Load { course: "hot".into(), tasks: 256 }], 0, duration).await?;
+    report.add("hot_256_conflicts", hot.conflicts as f64, "commands that ended in conflict, 256 tasks on one course with room for all (target 0)");
+    report.add("hot_256_commands_per_s", hot.per_s, "subscriptions decided per second on the one course, 256 tasks");
+    let exact = bench.student_limit().await?;
+    report.add("student_limit_exact", if exact { 1.0 } else { 0.0 }, "8..64 concurrent subscriptions of one student to distinct courses: exactly 5 succeed, the rest rejected (1 = true)");
+    drop(bench);
+    let _ = std::fs::remove_dir_all(scratch);
+    Ok(report)
+}
+
+struct Bench {
+    slice: Arc<Slice>,
+    store: SharedStore,
+    tenant: Tenant,
+}
+
+/// Tasks subscribing distinct students to one course.
+struct Load {
+    course: String,
+    tasks: usize,
+}
+
+struct Outcome {
+    per_s: f64,
+    p99_ms: f64,
+    conflicts: u64,
+}
+
+impl Bench {
+    async fn define(&self, course: &str) -> anyhow::Result<()> {
+        let input = json_to_msgpack(&json!({"course_id": course, "capacity": 10_000_000}));
+        CommandRunner::default().run(&self.slice, &self.store, &self.tenant, "define-course", &input).await?;
+        Ok(())
+    }
+
+    /// `loads` on their hot courses and `cold` tasks on courses of their own, for `duration`:
+    /// the hot tasks' outcome (all together) and the cold ones'.
+    async fn measure(&self, loads: &[Load], cold: usize, duration: Duration) -> anyhow::Result<(Outcome, Outcome)> {
+        static RUN: AtomicU64 = AtomicU64::new(0);
+        let run = RUN.fetch_add(1, Ordering::Relaxed);
+        let mut courses: Vec<(String, usize)> = Vec::new();
+        for load in loads {
+            courses.push((format!("{}-{run}", load.course), load.tasks));
+        }
+        let cold_courses: Vec<String> = (0..cold).map(|i| format!("cold-{run}-{i}")).collect();
+        for course in courses.iter().map(|(c, _)| c).chain(&cold_courses) {
+            self.define(course).await?;
+        }
+        let runner = CommandRunner::default();
+        let start = Instant::now();
+        let mut hot = Vec::new();
+        let mut cold_tasks = Vec::new();
+        for (course, tasks) in &courses {
+            for task in 0..*tasks {
+                hot.push(self.subscriber(&runner, course.clone(), format!("h{task}"), start, duration));
+            }
+        }
+        for (task, course) in cold_courses.into_iter().enumerate() {
+            cold_tasks.push(self.subscriber(&runner, course, format!("c{task}"), start, duration));
+        }
+        let (hot, cold) = (collect(hot).await?, collect(cold_tasks).await?);
+        let elapsed = start.elapsed().as_secs_f64();
+        Ok((hot.outcome(elapsed), cold.outcome(elapsed)))
+    }
+
+    /// One task subscribing students `<prefix>-0`, `<prefix>-1`, ... to `course` until `duration`.
+    fn subscriber(&self, runner: &CommandRunner, course: String, prefix: String, start: Instant, duration: Duration) -> tokio::task::JoinHandle<anyhow::Result<Samples>> {
+        let (runner, slice, store, tenant) = (runner.clone(), self.slice.clone(), self.store.clone(), self.tenant.clone());
+        tokio::spawn(async move {
+            let mut samples = Samples::default();
+            let mut i = 0u64;
+            while start.elapsed() < duration {
+                let input = json!({"course_id": course, "student_id": format!("{prefix}-{i}")});
+                i += 1;
+                let t = Instant::now();
+                match runner.run(&slice, &store, &tenant, "subscribe-student", &json_to_msgpack(&input)).await {
+                    Ok(_) => samples.latencies.push(t.elapsed()),
+                    Err(InvokeError::Conflict(_)) => samples.conflicts += 1,
+                    Err(other) => anyhow::bail!("subscribe-student {input}: {other}"),
+                }
+            }
+            Ok(samples)
+        })
+    }
+
+    /// 8, 16, 32, 64 concurrent subscriptions of one student to distinct courses: exactly five
+    /// succeed and the rest are rejected, every time.
+    async fn student_limit(&self) -> anyhow::Result<bool> {
+        let runner = CommandRunner::default();
+        let mut exact = true;
+        for (round, n) in [8usize, 16, 32, 64].into_iter().enumerate() {
+            let courses: Vec<String> = (0..n).map(|i| format!("limit-{round}-{i}")).collect();
+            for course in &courses {
+                self.define(course).await?;
+            }
+            let student = format!("student-{round}");
+            let tasks: Vec<_> = courses
+                .into_iter()
+                .map(|course| {
+                    let (runner, slice, store, tenant) = (runner.clone(), self.slice.clone(), self.store.clone(), self.tenant.clone());
+                    let input = json_to_msgpack(&json!({"course_id": course, "student_id": student}));
+                    tokio::spawn(async move { runner.run(&slice, &store, &tenant, "subscribe-student", &input).await })
+                })
+                .collect();
+            let (mut ok, mut rejected) = (0, 0);
+            for task in tasks {
+                match task.await? {
+                    Ok(_) => ok += 1,
+                    Err(InvokeError::Rejected(_)) => rejected += 1,
+                    Err(_) => {}
+                }
+            }
+            exact &= ok == 5 && rejected == n - 5;
+        }
+        Ok(exact)
+    }
+}
+
+#[derive(Default)]
+struct Samples {
+    latencies: Vec<Duration>,
+    conflicts: u64,
+}
+
+impl Samples {
+    fn outcome(mut self, elapsed: f64) -> Outcome {
+        self.latencies.sort_unstable();
+        let p99 = self.latencies.get(self.latencies.len() * 99 / 100).or(self.latencies.last()).map_or(0.0, |d| d.as_secs_f64() * 1e3);
+        Outcome { per_s: self.latencies.len() as f64 / elapsed, p99_ms: p99, conflicts: self.conflicts }
+    }
+}
+
+async fn collect(tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Samples>>>) -> anyhow::Result<Samples> {
+    let mut all = Samples::default();
+    for task in tasks {
+        let samples = task.await??;
+        all.latencies.extend(samples.latencies);
+        all.conflicts += samples.conflicts;
+    }
+    Ok(all)
+}

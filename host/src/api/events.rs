@@ -100,6 +100,7 @@ pub async fn append(
         let data = data_from_json(&e.data).map_err(|m| ApiError::invalid_input(format!("events[{i}]: {m}")))?;
         events.push(Event { event_type: e.event_type, tags: e.tags, data, metadata: e.metadata.into_iter().collect() });
     }
+    Event::refuse_host_records(&events)?;
     caller.check_log_size(&state.store).await?;
     let started = Instant::now();
     let positions = state.store.append(&caller.tenant, events, request.conditions).await?;

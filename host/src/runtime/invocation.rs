@@ -111,6 +111,7 @@ impl ReadAppender {
         if self.staged.is_some() {
             return Err(types::Error::InvalidInput("a command appends at most once: put all its events in one append".into()));
         }
+        Event::refuse_host_records(&events).map_err(|e| to_wit_error(&e))?;
         self.store.limits().check_append(&mut events, &[]).map_err(|e| to_wit_error(&e))?;
         self.staged = Some(events);
         Ok(())

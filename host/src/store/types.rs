@@ -199,6 +199,20 @@ impl Event {
         self.event_type.starts_with("counterpoint.")
     }
 
+    /// Refuses events that claim to be the host's own records: only the host writes
+    /// `counterpoint.*` events (a forged checkpoint, dead letter or idempotency record would
+    /// make it skip work or answer for a command that never ran). For what slices and clients
+    /// append.
+    pub fn refuse_host_records(events: &[Event]) -> Result<(), StoreError> {
+        match events.iter().position(Event::is_host_record) {
+            Some(i) => Err(StoreError::InvalidInput(format!(
+                "event {i} has type {:?}: the prefix \"counterpoint.\" is reserved for the host's own records",
+                events[i].event_type
+            ))),
+            None => Ok(()),
+        }
+    }
+
     pub fn new(event_type: impl Into<String>) -> Self {
         Event { event_type: event_type.into(), ..Default::default() }
     }

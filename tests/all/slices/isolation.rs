@@ -91,3 +91,19 @@ async fn an_instance_never_sees_what_a_previous_one_wrote() {
         assert_eq!(scribbled["leftovers"], 0, "round {round}: a fresh instance found a previous one's writes");
     }
 }
+
+/// A slice cannot write the host's own records (`counterpoint.*`): a forged checkpoint would
+/// make an automation skip events, a forged idempotency record answer for a command that never
+/// ran. The command fails as invalid input and appends nothing.
+#[tokio::test]
+async fn a_slice_cannot_forge_the_hosts_records() {
+    let host = Host::new();
+    for forged in ["counterpoint.checkpoint", "counterpoint.idempotency"] {
+        let err = host.run("hostile", "flood", json!({"events": 1, "size": 8, "event_type": forged})).await.unwrap_err();
+        assert!(matches!(&err, InvokeError::InvalidInput(m) if m.contains("reserved")), "{err:?}");
+    }
+    assert!(host.event_types().await.is_empty(), "nothing was appended");
+    // The same command with a type of its own appends.
+    host.run("hostile", "flood", json!({"events": 1, "size": 8})).await.unwrap();
+    assert_eq!(host.event_types().await, vec!["Flooded"]);
+}

@@ -74,6 +74,8 @@ impl Command for Trap {
 pub struct Flood {
     pub events: Option<u32>,
     pub size: Option<u32>,
+    /// The events' type (default `Flooded`): a forger names a host record's.
+    pub event_type: Option<String>,
 }
 
 impl Command for Flood {
@@ -86,7 +88,7 @@ impl Command for Flood {
         data.extend(size.to_be_bytes());
         data.resize(5 + size as usize, 0);
         let event = RawEvent {
-            event_type: "Flooded".into(),
+            event_type: self.event_type.unwrap_or_else(|| "Flooded".into()),
             tags: vec![tag("fixture", "flood")],
             data,
             metadata: Vec::new(),

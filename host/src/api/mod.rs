@@ -165,11 +165,15 @@ async fn count_errors(State(state): State<SharedState>, response: axum::response
     response
 }
 
+/// Ready while the server is not shutting down and its store takes writes: a load balancer
+/// sends requests elsewhere when every write here would fail.
 async fn ready(State(state): State<SharedState>) -> impl IntoResponse {
-    if state.ready.load(std::sync::atomic::Ordering::Relaxed) {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+    if !state.ready.load(std::sync::atomic::Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down".to_string());
+    }
+    match state.store.health() {
+        Ok(()) => (StatusCode::OK, "ready".to_string()),
+        Err(err) => (StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
     }
 }
 

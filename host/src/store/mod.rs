@@ -76,6 +76,13 @@ pub trait EventStore: Send + Sync + 'static {
     async fn subscribe(&self, tenant: &Tenant, query: Query, after: Option<Position>) -> Result<Subscription, StoreError>;
 
     fn limits(&self) -> &Limits;
+
+    /// Whether the store can take writes: `Err` with the reason once it cannot (the embedded
+    /// store after a failed write refuses every later one until it is reopened). Readiness
+    /// checks ask this; it does no I/O.
+    fn health(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// A shared handle to any backend.

@@ -81,6 +81,10 @@ async fn a_full_disk_is_store_unavailable_and_loses_nothing_acknowledged() {
     let small = json!({"events": [{"type": "Small"}]});
     http.post(&t("acme", "/events/append"), Some(&token("acme")), &small).await.error(503, "store_unavailable");
     assert_eq!(positions(&http.log("acme").await), acknowledged);
+    // Not ready: a load balancer takes it out, with the reason.
+    let ready = http.get("/readyz", None).await;
+    assert_eq!(ready.status.as_u16(), 503);
+    assert!(String::from_utf8_lossy(&ready.body).contains("writing the log failed"), "{:?}", ready.body);
 
     // Restarted with room on the disk: exactly the acknowledged events, and appends work again.
     drop(child);
@@ -89,5 +93,6 @@ async fn a_full_disk_is_store_unavailable_and_loses_nothing_acknowledged() {
     let http = Http::new(running.address);
     assert_eq!(positions(&http.log("acme").await), acknowledged, "nothing acknowledged is lost, nothing else appears");
     http.post(&t("acme", "/events/append"), Some(&token("acme")), &small).await.ok();
+    assert_eq!(http.get("/readyz", None).await.status.as_u16(), 200);
     running.shutdown().await.unwrap();
 }

@@ -381,6 +381,13 @@ impl EventStore for EmbeddedStore {
         Ok(self.inner.shared.tenant(tenant).map_or(Position::ZERO, |state| *state.heads.borrow()))
     }
 
+    fn health(&self) -> Result<(), StoreError> {
+        match self.inner.shared.poisoned() {
+            Some(reason) => Err(StoreError::Unavailable(reason)),
+            None => Ok(()),
+        }
+    }
+
     async fn event_count(&self, tenant: &Tenant) -> Result<u64, StoreError> {
         // Positions are dense here: the n-th event is at position n.
         Ok(self.head(tenant).await?.dense())

@@ -130,6 +130,7 @@ impl Stores {
 
     /// After a bulk load, waits until the storage server has applied every version (reads at a
     /// newer version wait for it), and reports how long that took.
+    #[cfg_attr(not(feature = "fdb"), allow(unused_variables))]
     async fn settle(&self, report: &mut Report) -> anyhow::Result<()> {
         match self {
             Stores::Embedded(_) => Ok(()),

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::metrics::{slice_labels, CommandLabels};
 use super::{ApiError, SharedState};
 use crate::codec::{json_to_msgpack, msgpack_to_json};
-use crate::runner::IdempotencyKey;
+use crate::runner::{CommandRunner, IdempotencyKey};
 use crate::runtime::Slice;
 use crate::testing::error_kind;
 
@@ -52,7 +52,7 @@ pub async fn run(
     let payload = json_to_msgpack(&input);
     let started = Instant::now();
     let key = headers.get("idempotency-key").map(|v| v.to_str().map(str::to_string));
-    let runner = state.runner.with_deadline(Duration::from_millis(caller.state.limits.command_deadline_ms));
+    let runner = CommandRunner { deadline: Duration::from_millis(caller.state.limits.command_deadline_ms) };
     let (result, attempts) = match key {
         Some(Ok(key)) => {
             let key = IdempotencyKey { key, retention: state.idempotency_retention };

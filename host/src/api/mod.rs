@@ -32,7 +32,6 @@ use self::metrics::Metrics;
 use crate::automations::{Automations, RetryPolicy};
 use crate::deploy::Registry;
 use crate::readmodels::{EmbeddedState, ReadModels};
-use crate::runner::CommandRunner;
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::store::{EmbeddedStore, SharedStore, Tenant};
 use crate::tenants::{Config, Principal, TenantState, Tenants};
@@ -50,7 +49,6 @@ pub struct AppState {
     pub automations: Arc<Automations>,
     pub read_models: Arc<ReadModels>,
     pub tenants: Arc<Tenants>,
-    pub runner: CommandRunner,
     pub metrics: Metrics,
     pub idempotency_retention: Duration,
     pub ready: std::sync::atomic::AtomicBool,
@@ -251,7 +249,7 @@ pub async fn build_state(config: &Config) -> anyhow::Result<SharedState> {
     registry.follow_catalog();
     registry.scan_drop_zones().await;
     registry.watch()?;
-    let automations = Automations::new(store.clone(), registry.clone(), CommandRunner::default(), RetryPolicy::default());
+    let automations = Automations::new(store.clone(), registry.clone(), crate::runner::CommandRunner::default(), RetryPolicy::default());
     let read_models = ReadModels::new(store.clone(), state, registry.clone());
     if let Some(leases) = leases {
         automations.use_leases(leases.clone());
@@ -266,7 +264,6 @@ pub async fn build_state(config: &Config) -> anyhow::Result<SharedState> {
         automations,
         read_models,
         tenants,
-        runner: CommandRunner::default(),
         metrics: Metrics::new(),
         idempotency_retention: Duration::from_secs(config.idempotency_retention_s),
         ready: std::sync::atomic::AtomicBool::new(true),

@@ -48,13 +48,11 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct CommandRunner {
     /// How long a command may go on re-running after failed conditions before it ends in
-    /// `conflict`.
+    /// `conflict` (each tenant has its own: `command_deadline_ms`).
     pub deadline: Duration,
-    /// The queues of hot boundaries (the process's).
-    contention: Arc<contention::Contention>,
 }
 
 /// The process's queues: every runner of this process (the API's, the automations') takes its
@@ -63,13 +61,7 @@ static CONTENTION: std::sync::LazyLock<Arc<contention::Contention>> = std::sync:
 
 impl Default for CommandRunner {
     fn default() -> Self {
-        CommandRunner { deadline: Duration::from_secs(10), contention: CONTENTION.clone() }
-    }
-}
-
-impl std::fmt::Debug for CommandRunner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CommandRunner").field("deadline", &self.deadline).finish_non_exhaustive()
+        CommandRunner { deadline: Duration::from_secs(10) }
     }
 }
 
@@ -96,7 +88,7 @@ impl<'a> Retries<'a> {
         let boundaries = contention::boundaries(self.store, self.tenant, reads);
         let go = match &self.turn {
             Some(turn) => turn.covers(&boundaries),
-            None => !self.runner.contention.is_hot(&boundaries),
+            None => !CONTENTION.is_hot(&boundaries),
         };
         if !go {
             self.turn = None; // a new turn is taken whole, in order
@@ -129,7 +121,7 @@ impl<'a> Retries<'a> {
     }
 
     async fn take_turn(&mut self, boundaries: Vec<contention::Boundary>) -> Result<(), InvokeError> {
-        let turn = tokio::time::timeout_at(self.deadline.into(), self.runner.contention.turn(boundaries)).await;
+        let turn = tokio::time::timeout_at(self.deadline.into(), CONTENTION.turn(boundaries)).await;
         self.turn = Some(turn.map_err(|_| self.conflict())?);
         Ok(())
     }
@@ -160,11 +152,6 @@ pub struct CommandOutput {
 }
 
 impl CommandRunner {
-    /// This runner (its queues shared) with another deadline: each tenant has its own.
-    pub fn with_deadline(&self, deadline: Duration) -> CommandRunner {
-        CommandRunner { deadline, contention: self.contention.clone() }
-    }
-
     pub async fn run(
         &self,
         slice: &Slice,

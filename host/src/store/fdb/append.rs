@@ -150,7 +150,8 @@ enum Outcome<F> {
     Earlier([u8; 10]),
     /// A condition needs more index entries examined than one transaction should: nothing was
     /// written; the probes' progress is saved and the rest is examined outside the transaction.
-    Unfinished(Vec<Probe>),
+    /// Every probe's progress, and which of them stopped short of their range's end.
+    Unfinished(Vec<Probe>, Vec<usize>),
 }
 
 /// What the attempts of one append share.
@@ -207,19 +208,19 @@ pub(super) async fn append(
                     Some(probes) => probes,
                     None => index::probes(&trx, keys, conditions).await?,
                 };
-                let mut unfinished = false;
-                for probe in &mut probes {
+                let mut unfinished = Vec::new();
+                for (i, probe) in probes.iter_mut().enumerate() {
                     match probe.run(&trx, keys, cap, false).await? {
                         // Never retried here: the command runner re-runs the whole command.
                         Verdict::Match(position) => {
                             return Err(abort(StoreError::ConditionFailed { condition: probe.condition, position }));
                         }
                         Verdict::Clear => {}
-                        Verdict::Unfinished => unfinished = true,
+                        Verdict::Unfinished => unfinished.push(i),
                     }
                 }
-                if unfinished {
-                    return Ok(Outcome::Unfinished(probes));
+                if !unfinished.is_empty() {
+                    return Ok(Outcome::Unfinished(probes, unfinished));
                 }
                 for (key, value) in &plan.writes {
                     trx.atomic_op(key, value, MutationType::SetVersionstampedKey);
@@ -246,14 +247,16 @@ pub(super) async fn append(
                     StoreError::Unavailable(format!("FoundationDB returned a {}-byte versionstamp", stamp.len()))
                 })?;
             }
-            Outcome::Unfinished(mut probes) => {
+            Outcome::Unfinished(mut probes, unfinished) => {
                 rounds += 1;
                 if rounds > MAX_ROUNDS {
                     return Err(StoreError::Unavailable(format!(
                         "the append's conditions were still being checked after {MAX_ROUNDS} rounds: matching events arrive faster than they can be examined"
                     )));
                 }
-                examine_outside(inner, keys, &mut probes).await?;
+                for i in unfinished {
+                    examine_outside(inner, keys, &mut probes[i]).await?;
+                }
                 progress.lock().expect("progress lock").probes = Some(probes);
             }
         }
@@ -267,32 +270,29 @@ const EXAMINED_PER_READ: usize = 20_000;
 /// Append transactions one append may run while its conditions are being examined.
 const MAX_ROUNDS: usize = 16;
 
-/// Examines each probe's range to its current end with snapshot reads, in as many
-/// transactions as it takes; a match there fails the append (the event is committed, so it
-/// is after the condition's position whatever happens next).
-async fn examine_outside(inner: &Inner, keys: &TenantKeys, probes: &mut [Probe]) -> Result<(), StoreError> {
-    for probe in probes.iter_mut() {
-        loop {
-            let start = probe.clone();
-            let start = &start;
-            let (verdict, advanced) = inner
-                .db
-                .run(|trx, _| async move {
-                    let mut probe = start.clone();
-                    let verdict = probe.run(&trx, keys, EXAMINED_PER_READ, true).await?;
-                    Ok((verdict, probe))
-                })
-                .await
-                .map_err(|e| binding("checking an append condition failed", e))?;
-            *probe = advanced;
-            match verdict {
-                Verdict::Match(position) => return Err(StoreError::ConditionFailed { condition: probe.condition, position }),
-                Verdict::Clear => break,
-                Verdict::Unfinished => {}
-            }
+/// Examines a probe's range to its current end with snapshot reads, in as many transactions
+/// as it takes; a match there fails the append (the event is committed, so it is after the
+/// condition's position whatever happens next).
+async fn examine_outside(inner: &Inner, keys: &TenantKeys, probe: &mut Probe) -> Result<(), StoreError> {
+    loop {
+        let start = probe.clone();
+        let start = &start;
+        let (verdict, advanced) = inner
+            .db
+            .run(|trx, _| async move {
+                let mut probe = start.clone();
+                let verdict = probe.run(&trx, keys, EXAMINED_PER_READ, true).await?;
+                Ok((verdict, probe))
+            })
+            .await
+            .map_err(|e| binding("checking an append condition failed", e))?;
+        *probe = advanced;
+        match verdict {
+            Verdict::Match(position) => return Err(StoreError::ConditionFailed { condition: probe.condition, position }),
+            Verdict::Clear => return Ok(()),
+            Verdict::Unfinished => {}
         }
     }
-    Ok(())
 }
 
 /// An append transaction's error: FDB's "transaction too large" (2101) is the append being

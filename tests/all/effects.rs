@@ -1,7 +1,8 @@
 //! Commands with effects: capabilities granted per slice in the tenant's configuration —
-//! outbound HTTP and HTTPS to an allow-list (tested against local servers on 127.0.0.1), timeouts and
-//! size caps, configuration values, a fixed clock and seeded randomness — and a slice that uses
-//! effects without a grant is refused.
+//! outbound HTTP and HTTPS to an allow-list (tested against local servers on 127.0.0.1, which a
+//! grant must name by address: loopback is refused otherwise), ports matched, `Host` from the
+//! URL, timeouts and size caps, configuration values, a fixed clock, randomness from the OS or a
+//! seed — and a slice that uses effects without a grant is refused.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,10 +17,17 @@ use counterpoint::tenants::{Config, Tenants};
 use counterpoint_tests::slices::{runtime, wasm};
 use serde_json::{json, Value};
 
-/// A local HTTP server: `/hello`, `/big` (2 MB), `/slow` (answers after 2 s).
+/// A local HTTP server: `/hello`, `/host` (the `Host` header it got), `/big` (2 MB), `/slow`
+/// (answers after 2 s).
 async fn outside() -> std::net::SocketAddr {
     let app = axum::Router::new()
         .route("/hello", get(|| async { "hello from outside" }))
+        .route(
+            "/host",
+            get(|headers: axum::http::HeaderMap| async move {
+                headers.get_all("host").iter().map(|v| v.to_str().unwrap_or("?").to_string()).collect::<Vec<_>>().join(",")
+            }),
+        )
         .route("/big", get(|| async { "x".repeat(2 << 20) }))
         .route("/slow", get(|| async {
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -60,7 +68,7 @@ async fn granted_effects_work_within_their_limits() {
 
     // Another port on the same machine is not on the allow-list.
     let err = run(&registry, "fetch", json!({"url": "http://127.0.0.1:9/hello"})).await.unwrap_err();
-    assert!(matches!(&err, InvokeError::Rejected(m) if m.contains("allow-list")), "{err:?}");
+    assert!(matches!(&err, InvokeError::Rejected(m) if m.contains("port 9 of 127.0.0.1 is not on this slice's allow-list")), "{err:?}");
     // HTTPS to a server that speaks plain HTTP fails its handshake; other schemes are refused.
     let err = run(&registry, "fetch", json!({"url": format!("https://{server}/hello")})).await.unwrap_err();
     assert!(matches!(&err, InvokeError::Store(m) if m.contains("request failed")), "{err:?}");
@@ -77,6 +85,74 @@ async fn granted_effects_work_within_their_limits() {
     let second = run(&registry, "settings", json!({"key": "missing"})).await.unwrap();
     assert_eq!(second["value"], Value::Null);
     assert_eq!(first["random"], second["random"], "a seeded invocation draws the same bytes");
+    assert_eq!(first["wasi_random"], second["wasi_random"], "WASI's random is seeded too");
+}
+
+/// Without a seed, each invocation draws other bytes, from the `effects` import and from WASI
+/// (that they come from the OS's CSPRNG is checked where the generator is chosen:
+/// `runtime::effects` unit tests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unseeded_randomness_differs_between_invocations() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = registry(dir.path(), "[tenants.acme.effects.effectful]\n").await;
+    registry.deploy(&Tenant::new("acme").unwrap(), wasm("effectful"), Some("effectful")).await.unwrap();
+    let first = run(&registry, "settings", json!({"key": "k"})).await.unwrap();
+    let second = run(&registry, "settings", json!({"key": "k"})).await.unwrap();
+    assert_ne!(first["wasi_random"], second["wasi_random"]);
+    assert_ne!(first["random"], second["random"]);
+    assert_eq!(first["wasi_random"].as_array().map(Vec::len), Some(8));
+}
+
+/// The allow-list is checked against where a request really goes: a granted name that resolves
+/// to a loopback address (here `localhost`, and `127.1`, which is 127.0.0.1 written short) is
+/// refused unless the address is granted too; a bare host allows only the default port; the
+/// `Host` header is the URL's, whatever the slice sets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_allow_list_checks_addresses_ports_and_the_host_header() {
+    let server = outside().await;
+    let port = server.port();
+    let acme = Tenant::new("acme").unwrap();
+    let granting = |hosts: &[String]| {
+        let hosts = hosts.iter().map(|h| format!("{h:?}")).collect::<Vec<_>>().join(", ");
+        format!("[tenants.acme.effects.effectful]\nhttp_hosts = [{hosts}]\n")
+    };
+    let deployed = |grants: String| {
+        let acme = acme.clone();
+        async move {
+            let dir = tempfile::tempdir().unwrap();
+            let registry = registry(dir.path(), &grants).await;
+            registry.deploy(&acme, wasm("effectful"), Some("effectful")).await.unwrap();
+            (dir, registry)
+        }
+    };
+
+    // A name granted, its loopback address not: refused, saying which rule and what to grant.
+    let (_dir, registry) = deployed(granting(&[format!("localhost:{port}"), format!("127.1:{port}")])).await;
+    for host in ["localhost", "127.1"] {
+        let err = run(&registry, "fetch", json!({"url": format!("http://{host}:{port}/hello")})).await.unwrap_err();
+        assert!(matches!(&err, InvokeError::Rejected(m) if m.contains("a loopback address") && m.contains(&format!(":{port}\" to allow it"))), "{host}: {err:?}");
+    }
+
+    // Granted by address as well: the same requests go through.
+    let (_dir, registry) = deployed(granting(&[format!("localhost:{port}"), format!("127.1:{port}"), format!("127.0.0.1:{port}")])).await;
+    for host in ["localhost", "127.1", "127.0.0.1"] {
+        let fetched = run(&registry, "fetch", json!({"url": format!("http://{host}:{port}/hello")})).await.unwrap();
+        assert_eq!(fetched["body"], "hello from outside", "{host}");
+    }
+
+    // The slice's `Host` is dropped: the server sees the URL's.
+    let spoofed = json!({"url": format!("http://127.0.0.1:{port}/host"), "headers": [["Host", "metadata.internal"], ["X-Other", "kept"]]});
+    let fetched = run(&registry, "fetch", spoofed).await.unwrap();
+    assert_eq!(fetched["body"], format!("127.0.0.1:{port}"));
+
+    // A bare host allows its scheme's default port only.
+    let (_dir, registry) = deployed(granting(&["127.0.0.1".into()])).await;
+    let err = run(&registry, "fetch", json!({"url": format!("http://127.0.0.1:{port}/hello")})).await.unwrap_err();
+    assert!(matches!(&err, InvokeError::Rejected(m) if m.contains(&format!("port {port} of 127.0.0.1")) && m.contains("default port (80)")), "{err:?}");
+
+    // Malformed grants are refused with the configuration.
+    let bad = Config::parse(&granting(&["http://example.com".into()])).unwrap_err();
+    assert!(bad.contains("tenants.acme.effects.effectful") && bad.contains("http_hosts"), "{bad}");
 }
 
 #[tokio::test]
@@ -137,7 +213,9 @@ async fn https_reaches_an_allowed_host_whose_authority_is_trusted() {
 
     // The grant trusts the server's authority: the request goes through, encrypted.
     let dir = tempfile::tempdir().unwrap();
-    let trusted = format!("[tenants.acme.effects.effectful]\nhttp_hosts = [\"localhost:{}\"]\nhttp_ca_pem = '''\n{ca_pem}'''\n", server.port());
+    // `localhost` is a loopback address: the grant names that address too.
+    let hosts = format!("http_hosts = [\"localhost:{0}\", \"127.0.0.1:{0}\"]", server.port());
+    let trusted = format!("[tenants.acme.effects.effectful]\n{hosts}\nhttp_ca_pem = '''\n{ca_pem}'''\n");
     let registry = registry(dir.path(), &trusted).await;
     registry.deploy(&acme, wasm("effectful"), Some("effectful")).await.unwrap();
     let fetched = run(&registry, "fetch", json!({"url": url})).await.unwrap();
@@ -145,7 +223,7 @@ async fn https_reaches_an_allowed_host_whose_authority_is_trusted() {
 
     // Without it, the certificate is refused: the public authorities did not issue it.
     let dir = tempfile::tempdir().unwrap();
-    let untrusted = format!("[tenants.acme.effects.effectful]\nhttp_hosts = [\"localhost:{}\"]\n", server.port());
+    let untrusted = format!("[tenants.acme.effects.effectful]\n{hosts}\n");
     let registry = self::registry(dir.path(), &untrusted).await;
     registry.deploy(&acme, wasm("effectful"), Some("effectful")).await.unwrap();
     let err = run(&registry, "fetch", json!({"url": url})).await.unwrap_err();

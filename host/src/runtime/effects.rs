@@ -7,17 +7,21 @@
 //! checks the grant again.
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
+use getrandom::rand_core::{TryRng, UnwrapErr};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
 use super::bindings::counterpoint::slice::effects;
@@ -30,7 +34,10 @@ use wasmtime_wasi::{FsPerms, WasiCtx};
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Grants {
-    /// `host` or `host:port` a slice may call over HTTP or HTTPS.
+    /// `host` or `host:port` a slice may call over HTTP or HTTPS: a bare `host` allows the
+    /// scheme's default port only. A name that resolves to a loopback, link-local, private,
+    /// multicast or otherwise special-use address reaches it only if that address is granted
+    /// too, as an IP literal (`"127.0.0.1:8080"`).
     pub http_hosts: Vec<String>,
     /// Certificates (PEM) of authorities to trust for HTTPS besides the usual public ones: a
     /// company's internal CA, or a test's.
@@ -43,7 +50,8 @@ pub struct Grants {
     pub config: BTreeMap<String, String>,
     /// A fixed clock (milliseconds since the epoch), for tests.
     pub clock_ms: Option<u64>,
-    /// A seed that makes `random-bytes` repeatable, for tests.
+    /// A seed that makes `random-bytes` and WASI's random repeatable, for tests. Without it,
+    /// both draw from the operating system's CSPRNG.
     pub random_seed: Option<u64>,
     /// Host directories the slice may use through WASI's filesystem (`std::fs`, Python's
     /// `open`, ...), each at a path of its own; nothing outside them is reachable.
@@ -67,7 +75,13 @@ pub struct DirGrant {
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_MAX_BYTES: usize = 1 << 20;
 
-pub(super) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+/// The outbound HTTP(S) client's configuration: which authorities it trusts. A connection is
+/// made per request, to addresses checked for that request (see [`Destination`]), so no
+/// connection is ever reused for a name or a slice it was not checked for.
+#[derive(Clone)]
+pub(super) struct HttpClient {
+    tls: Arc<rustls::ClientConfig>,
+}
 
 /// An HTTP and HTTPS client that trusts the public authorities (Mozilla's list, built in) and
 /// those of `extra_ca_pem`.
@@ -90,14 +104,280 @@ pub(super) fn http_client(extra_ca_pem: Option<&str>) -> Result<HttpClient, Stri
         .map_err(|e| format!("TLS: {e}"))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
-    Ok(Client::builder(TokioExecutor::new()).build(connector))
+    Ok(HttpClient { tls: Arc::new(tls) })
+}
+
+impl HttpClient {
+    /// A client that connects only to `addresses`, whatever name the request's URL holds: the
+    /// name was resolved and its addresses checked already, and must not be resolved again
+    /// (a second answer could be another address: DNS rebinding). TLS still verifies the
+    /// certificate against the URL's name.
+    fn pinned_to(&self, addresses: Vec<SocketAddr>) -> Client<HttpsConnector<HttpConnector<Pinned>>, Full<Bytes>> {
+        let mut tcp = HttpConnector::new_with_resolver(Pinned(addresses.into()));
+        tcp.enforce_http(false);
+        // HTTP/1 only (no ALPN), `http://` in the clear and `https://` over TLS.
+        let connector = HttpsConnector::from((tcp, self.tls.clone()));
+        Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(connector)
+    }
+}
+
+/// A resolver that answers every name with addresses fixed in advance (already checked).
+#[derive(Clone)]
+struct Pinned(Arc<[SocketAddr]>);
+
+impl tower_service::Service<Name> for Pinned {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Name) -> Self::Future {
+        std::future::ready(Ok(self.0.to_vec().into_iter()))
+    }
+}
+
+/// One entry of `http_hosts`: a name or an IP address, and the port it allows (`None`: the
+/// default port of the URL's scheme, 80 or 443).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct HostGrant {
+    host: GrantedHost,
+    port: Option<u16>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum GrantedHost {
+    /// Lower case, without a trailing dot.
+    Name(String),
+    /// Canonical (an IPv4-mapped IPv6 address is its IPv4 address).
+    Ip(IpAddr),
+}
+
+impl GrantedHost {
+    fn parse(host: &str) -> GrantedHost {
+        let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        match bare.parse::<IpAddr>() {
+            Ok(ip) => GrantedHost::Ip(ip.to_canonical()),
+            Err(_) => GrantedHost::Name(host.trim_end_matches('.').to_ascii_lowercase()),
+        }
+    }
+}
+
+impl HostGrant {
+    fn parse(text: &str) -> Result<HostGrant, String> {
+        let authority: axum::http::uri::Authority =
+            text.parse().map_err(|e| format!("http_hosts: {text:?} is not `host` or `host:port`: {e}"))?;
+        if authority.as_str().contains('@') || authority.host().is_empty() {
+            return Err(format!("http_hosts: {text:?} is not `host` or `host:port`"));
+        }
+        let after_host = &authority.as_str()[authority.host().len()..];
+        if !after_host.is_empty() && authority.port_u16().is_none_or(|port| port == 0 || after_host != format!(":{port}")) {
+            return Err(format!("http_hosts: {text:?} has no valid port"));
+        }
+        Ok(HostGrant { host: GrantedHost::parse(authority.host()), port: authority.port_u16() })
+    }
+}
+
+/// Why an outbound request was refused before it was sent. The message names the rule.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("{host} is not on this slice's allow-list (http_hosts)")]
+    HostNotGranted { host: String },
+    #[error(
+        "port {port} of {host} is not on this slice's allow-list (http_hosts): a grant of a bare host allows only the default port ({default}); grant \"{host}:{port}\""
+    )]
+    PortNotGranted { host: String, port: u16, default: u16 },
+    #[error(
+        "{host} resolves to {ip}, a {kind} address, which a slice may reach only if a grant names that address: grant \"{granted}\" to allow it"
+    )]
+    SpecialAddress { host: String, ip: IpAddr, kind: &'static str, granted: String },
+}
+
+/// Where a request may go: the URL's host and port, matched against the grants, and the
+/// addresses granted explicitly (as IP literals) for that port.
+#[derive(Debug)]
+struct Destination {
+    host: String,
+    port: u16,
+    explicit: Vec<IpAddr>,
+}
+
+impl Destination {
+    /// Matches the URL's host and port against `grants`: a bare `host` allows only the scheme's
+    /// default port, `host:port` only that port.
+    fn check(grants: &[HostGrant], uri: &axum::http::Uri) -> Result<Destination, Refusal> {
+        let default = if uri.scheme_str() == Some("https") { 443 } else { 80 };
+        let host = uri.host().unwrap_or_default();
+        let port = uri.port_u16().unwrap_or(default);
+        let wanted = GrantedHost::parse(host);
+        let same_host: Vec<&HostGrant> = grants.iter().filter(|g| g.host == wanted).collect();
+        if same_host.is_empty() {
+            return Err(Refusal::HostNotGranted { host: host.to_string() });
+        }
+        if !same_host.iter().any(|g| g.port.unwrap_or(default) == port) {
+            return Err(Refusal::PortNotGranted { host: host.to_string(), port, default });
+        }
+        let explicit = grants
+            .iter()
+            .filter(|g| g.port.unwrap_or(default) == port)
+            .filter_map(|g| match g.host {
+                GrantedHost::Ip(ip) => Some(ip),
+                GrantedHost::Name(_) => None,
+            })
+            .collect();
+        Ok(Destination { host: host.to_string(), port, explicit })
+    }
+
+    /// The addresses to connect to: the host's (an IP literal's own, or a name's as resolved
+    /// now), less any special-use address not granted explicitly. Refused when none is left.
+    fn permitted(&self, resolved: Vec<SocketAddr>) -> Result<Vec<SocketAddr>, Refusal> {
+        let mut refused = None;
+        let permitted: Vec<SocketAddr> = resolved
+            .into_iter()
+            .filter(|address| {
+                let ip = address.ip().to_canonical();
+                match special_use(ip) {
+                    Some(kind) if !self.explicit.contains(&ip) => {
+                        refused.get_or_insert((ip, kind));
+                        false
+                    }
+                    _ => true,
+                }
+            })
+            .collect();
+        match (permitted.is_empty(), refused) {
+            (true, Some((ip, kind))) => {
+                let granted = match (ip, self.port) {
+                    (IpAddr::V6(v6), port) => format!("[{v6}]:{port}"),
+                    (IpAddr::V4(v4), port) => format!("{v4}:{port}"),
+                };
+                Err(Refusal::SpecialAddress { host: self.host.clone(), ip, kind, granted })
+            }
+            _ => Ok(permitted),
+        }
+    }
+
+    async fn resolve(&self) -> std::io::Result<Vec<SocketAddr>> {
+        let bare = self.host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(&self.host);
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, self.port)]);
+        }
+        Ok(tokio::net::lookup_host((bare, self.port)).await?.collect())
+    }
+}
+
+/// What kind of address `ip` is, if it is one a slice must not reach unless granted it by
+/// address: this host, its network, the cloud's metadata service, anything not a public
+/// unicast address. IPv6 addresses that embed an IPv4 address are judged by it.
+fn special_use(ip: IpAddr) -> Option<&'static str> {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => special_use_v4(v4),
+        IpAddr::V6(v6) => {
+            let segments = v6.segments();
+            let embedded = |high: u16, low: u16| Ipv4Addr::from((u32::from(high) << 16) | u32::from(low));
+            if v6.is_unspecified() {
+                Some("unspecified")
+            } else if v6.is_loopback() {
+                Some("loopback")
+            } else if v6.is_multicast() {
+                Some("multicast")
+            } else if segments[0] & 0xffc0 == 0xfe80 {
+                Some("link-local")
+            } else if segments[0] & 0xfe00 == 0xfc00 || segments[0] & 0xffc0 == 0xfec0 {
+                Some("private (unique local)")
+            } else if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || segments[..6] == [0; 6] {
+                // NAT64 (64:ff9b::/96) and the old IPv4-compatible form (::/96).
+                special_use_v4(embedded(segments[6], segments[7]))
+            } else if segments[0] == 0x64 && segments[1] == 0xff9b && segments[2] == 1 {
+                Some("private (local NAT64)")
+            } else if segments[0] == 0x2002 {
+                // 6to4: the IPv4 address follows the prefix.
+                special_use_v4(embedded(segments[1], segments[2]))
+            } else {
+                None
+            }
+        }
+    }
+}
+
+fn special_use_v4(ip: Ipv4Addr) -> Option<&'static str> {
+    let [a, b, ..] = ip.octets();
+    if ip.is_unspecified() || a == 0 {
+        Some("unspecified")
+    } else if ip.is_loopback() {
+        Some("loopback")
+    } else if ip.is_link_local() {
+        Some("link-local")
+    } else if ip.is_private() {
+        Some("private")
+    } else if a == 100 && (64..128).contains(&b) {
+        Some("private (shared, carrier-grade NAT)")
+    } else if ip.is_broadcast() {
+        Some("broadcast")
+    } else if ip.is_multicast() {
+        Some("multicast")
+    } else if a >= 240 {
+        Some("reserved")
+    } else {
+        None
+    }
+}
+
+/// Where a slice's randomness comes from: the operating system's CSPRNG, or — when the grants
+/// fix `random_seed`, for tests — a repeatable generator.
+pub(super) enum SliceRandom {
+    Os,
+    Seeded(fastrand::Rng),
+}
+
+impl SliceRandom {
+    pub(super) fn for_grants(grants: Option<&Grants>) -> SliceRandom {
+        match grants.and_then(|g| g.random_seed) {
+            Some(seed) => SliceRandom::Seeded(fastrand::Rng::with_seed(seed)),
+            None => SliceRandom::Os,
+        }
+    }
+
+    fn fill(&mut self, bytes: &mut [u8]) -> Result<(), getrandom::Error> {
+        match self {
+            SliceRandom::Os => getrandom::fill(bytes),
+            SliceRandom::Seeded(rng) => {
+                rng.fill(bytes);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The generator WASI's `random` interfaces draw from when the grants fix a seed.
+struct SeededWasiRandom(fastrand::Rng);
+
+impl TryRng for SeededWasiRandom {
+    type Error = Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+        Ok(self.0.u32(..))
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+        Ok(self.0.u64(..))
+    }
+
+    fn try_fill_bytes(&mut self, bytes: &mut [u8]) -> Result<(), Infallible> {
+        self.0.fill(bytes);
+        Ok(())
+    }
 }
 
 impl Grants {
     /// Checks what can be checked before a slice runs: the extra authorities parse, the
     /// directories exist, each at its own absolute guest path, the variables are well formed.
     pub fn validate(&self) -> Result<(), String> {
+        for host in &self.http_hosts {
+            HostGrant::parse(host)?;
+        }
         if let Some(pem) = &self.http_ca_pem {
             http_client(Some(pem))?;
         }
@@ -129,10 +409,23 @@ impl Grants {
     }
 
     /// The WASI context of one invocation: the granted directories and variables, output to
-    /// `stdout`/`stderr`, nothing else.
+    /// `stdout`/`stderr`, randomness from the OS's CSPRNG (or the granted seed), nothing else.
     pub(super) fn wasi(grants: Option<&Grants>, stdout: Capture, stderr: Capture) -> Result<WasiCtx, String> {
         let mut wasi = WasiCtx::builder();
         wasi.stdout(stdout).stderr(stderr);
+        match grants.and_then(|g| g.random_seed) {
+            Some(seed) => {
+                wasi.secure_random(SeededWasiRandom(fastrand::Rng::with_seed(seed)))
+                    .insecure_random(SeededWasiRandom(fastrand::Rng::with_seed(seed ^ 1)))
+                    .insecure_random_seed(u128::from(seed));
+            }
+            None => {
+                // WASI's generators cannot fail: a source that does not work now refuses the
+                // invocation here rather than failing inside the guest's call.
+                getrandom::u64().map_err(|e| format!("the operating system's random source: {e}"))?;
+                wasi.secure_random(UnwrapErr(getrandom::SysRng));
+            }
+        }
         if let Some(grants) = grants {
             for (key, value) in &grants.env {
                 wasi.env(key, value);
@@ -161,14 +454,31 @@ impl effects::Host for InvocationState {
         if !matches!(uri.scheme_str(), Some("http" | "https")) {
             return Ok(Err(types::Error::InvalidInput(format!("{:?} is not an http:// or https:// URL", request.url))));
         }
-        let authority = uri.authority().map(|a| a.as_str().to_string()).unwrap_or_default();
-        let host = uri.host().unwrap_or_default();
-        if !grants.http_hosts.iter().any(|allowed| *allowed == authority || *allowed == host) {
-            return Ok(Err(types::Error::Rejected(format!("{authority} is not on this slice's allow-list"))));
+        if uri.host().is_none_or(str::is_empty) || uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Ok(Err(types::Error::InvalidInput(format!("{:?} names no host (or holds credentials)", request.url))));
         }
+        // Validated with the configuration: every entry parses.
+        let allowed: Vec<HostGrant> = grants.http_hosts.iter().filter_map(|h| HostGrant::parse(h).ok()).collect();
+        let destination = match Destination::check(&allowed, &uri) {
+            Ok(destination) => destination,
+            Err(refusal) => return Ok(Err(types::Error::Rejected(refusal.to_string()))),
+        };
+        let resolved = match destination.resolve().await {
+            Ok(resolved) if !resolved.is_empty() => resolved,
+            Ok(_) => return Ok(Err(types::Error::Store(format!("request failed: {} has no address", destination.host)))),
+            Err(e) => return Ok(Err(types::Error::Store(format!("request failed: resolving {}: {e}", destination.host)))),
+        };
+        let addresses = match destination.permitted(resolved) {
+            Ok(addresses) => addresses,
+            Err(refusal) => return Ok(Err(types::Error::Rejected(refusal.to_string()))),
+        };
         let mut builder = axum::http::Request::builder().method(request.method.as_str()).uri(uri);
         for (name, value) in &request.headers {
-            builder = builder.header(name.as_str(), value.as_str());
+            // `Host` comes from the URL (the client sets it): a slice must not reach a virtual
+            // host other than the one it was granted.
+            if !name.eq_ignore_ascii_case("host") {
+                builder = builder.header(name.as_str(), value.as_str());
+            }
         }
         let outbound = match builder.body(Full::new(Bytes::from(request.body))) {
             Ok(outbound) => outbound,
@@ -176,7 +486,7 @@ impl effects::Host for InvocationState {
         };
         let timeout = grants.http_timeout_ms.map_or(DEFAULT_TIMEOUT, Duration::from_millis);
         let max = grants.http_max_bytes.unwrap_or(DEFAULT_MAX_BYTES);
-        let client = self.http.clone();
+        let client = self.http.pinned_to(addresses);
         let exchange = async move {
             let response = client.request(outbound).await.map_err(|e| format!("request failed: {e}"))?;
             let status = response.status().as_u16();
@@ -212,7 +522,102 @@ impl effects::Host for InvocationState {
     }
 
     async fn random_bytes(&mut self, len: u32) -> wasmtime::Result<Vec<u8>> {
-        let len = len.min(1 << 16) as usize;
-        Ok((0..len).map(|_| self.rng.u8(..)).collect())
+        let mut bytes = vec![0; len.min(1 << 16) as usize];
+        self.rng.fill(&mut bytes).map_err(|e| wasmtime::format_err!("the operating system's random source failed: {e}"))?;
+        Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grants(hosts: &[&str]) -> Vec<HostGrant> {
+        hosts.iter().map(|h| HostGrant::parse(h).unwrap()).collect()
+    }
+
+    fn check(hosts: &[&str], url: &str) -> Result<Destination, Refusal> {
+        Destination::check(&grants(hosts), &url.parse().unwrap())
+    }
+
+    #[test]
+    fn special_use_addresses_are_named() {
+        for (ip, kind) in [
+            ("127.0.0.1", "loopback"),
+            ("127.1.2.3", "loopback"),
+            ("::1", "loopback"),
+            ("::ffff:127.0.0.1", "loopback"),
+            ("169.254.169.254", "link-local"),
+            ("fe80::1", "link-local"),
+            ("10.1.2.3", "private"),
+            ("172.16.0.1", "private"),
+            ("172.31.255.255", "private"),
+            ("192.168.1.1", "private"),
+            ("::ffff:10.0.0.1", "private"),
+            ("64:ff9b::a9fe:a9fe", "link-local"),
+            ("2002:7f00:1::", "loopback"),
+            ("fd00::1", "private (unique local)"),
+            ("fc00::1", "private (unique local)"),
+            ("100.64.0.1", "private (shared, carrier-grade NAT)"),
+            ("0.0.0.0", "unspecified"),
+            ("0.1.2.3", "unspecified"),
+            ("::", "unspecified"),
+            ("224.0.0.1", "multicast"),
+            ("ff02::1", "multicast"),
+            ("255.255.255.255", "broadcast"),
+            ("240.0.0.1", "reserved"),
+        ] {
+            assert_eq!(special_use(ip.parse().unwrap()), Some(kind), "{ip}");
+        }
+        for public in ["93.184.216.34", "172.32.0.1", "100.128.0.1", "2606:4700::1111", "8.8.8.8"] {
+            assert_eq!(special_use(public.parse().unwrap()), None, "{public}");
+        }
+    }
+
+    #[test]
+    fn a_bare_host_allows_only_the_default_port() {
+        assert_eq!(check(&["example.com"], "http://example.com/x").unwrap().port, 80);
+        assert_eq!(check(&["example.com"], "https://EXAMPLE.com/x").unwrap().port, 443);
+        assert_eq!(check(&["example.com"], "http://example.com:80/x").unwrap().port, 80);
+        let err = check(&["example.com"], "http://example.com:8080/x").unwrap_err();
+        assert!(matches!(err, Refusal::PortNotGranted { port: 8080, default: 80, .. }), "{err}");
+        let err = check(&["example.com:8080"], "http://example.com/x").unwrap_err();
+        assert!(matches!(err, Refusal::PortNotGranted { port: 80, .. }), "{err}");
+        assert!(check(&["example.com:8080"], "https://example.com:8080/x").is_ok());
+        assert!(matches!(check(&["example.com"], "http://example.org/x"), Err(Refusal::HostNotGranted { .. })));
+    }
+
+    #[test]
+    fn only_addresses_granted_as_literals_for_that_port_are_explicit() {
+        let destination = check(&["db.internal:5984", "10.0.0.5:5984", "10.0.0.6", "[fd00::5]:5984"], "http://db.internal:5984/").unwrap();
+        assert_eq!(destination.explicit, vec!["10.0.0.5".parse::<IpAddr>().unwrap(), "fd00::5".parse().unwrap()]);
+        let at = |ip: &str| SocketAddr::new(ip.parse().unwrap(), 5984);
+        assert_eq!(destination.permitted(vec![at("10.0.0.5"), at("10.0.0.7")]).unwrap(), vec![at("10.0.0.5")]);
+        assert_eq!(destination.permitted(vec![at("::ffff:10.0.0.5")]).unwrap().len(), 1, "a mapped address is its IPv4 address");
+        let err = destination.permitted(vec![at("10.0.0.6"), at("169.254.169.254")]).unwrap_err();
+        assert!(err.to_string().contains("10.0.0.6, a private address") && err.to_string().contains("\"10.0.0.6:5984\""), "{err}");
+        assert_eq!(destination.permitted(vec![at("93.184.216.34")]).unwrap().len(), 1, "public addresses need no literal grant");
+    }
+
+    #[test]
+    fn malformed_grants_are_refused() {
+        for bad in ["http://example.com", "user@example.com", "example.com:http", "example.com:0", "", "a b"] {
+            assert!(HostGrant::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(HostGrant::parse("[::1]:80").unwrap(), HostGrant { host: GrantedHost::Ip("::1".parse().unwrap()), port: Some(80) });
+        assert_eq!(HostGrant::parse("Example.COM.").unwrap().host, GrantedHost::Name("example.com".into()));
+    }
+
+    #[test]
+    fn randomness_comes_from_the_os_unless_a_seed_is_granted() {
+        assert!(matches!(SliceRandom::for_grants(None), SliceRandom::Os));
+        assert!(matches!(SliceRandom::for_grants(Some(&Grants::default())), SliceRandom::Os));
+        let seeded = Grants { random_seed: Some(7), ..Grants::default() };
+        let draw = || {
+            let mut bytes = [0u8; 16];
+            SliceRandom::for_grants(Some(&seeded)).fill(&mut bytes).unwrap();
+            bytes
+        };
+        assert_eq!(draw(), draw());
     }
 }

@@ -165,7 +165,7 @@ pub(crate) struct InvocationState {
     /// The slice's effects, if it is granted any.
     pub(super) grants: Option<std::sync::Arc<super::effects::Grants>>,
     pub(super) http: super::effects::HttpClient,
-    pub(super) rng: fastrand::Rng,
+    pub(super) rng: super::effects::SliceRandom,
     /// The read model's state, for a read model's `update` and `answer` only.
     pub(super) kv: Option<super::read_model_state::KvSession>,
 }
@@ -177,10 +177,7 @@ impl InvocationState {
         grants: Option<std::sync::Arc<super::effects::Grants>>,
         http: super::effects::HttpClient,
     ) -> Result<Self, String> {
-        let rng = match grants.as_ref().and_then(|g| g.random_seed) {
-            Some(seed) => fastrand::Rng::with_seed(seed),
-            None => fastrand::Rng::new(),
-        };
+        let rng = super::effects::SliceRandom::for_grants(grants.as_deref());
         let (stdout, stderr) = (Capture::default(), Capture::default());
         // No network or arguments, and no filesystem or environment but what is granted: a
         // slice gets only what the contract and its grants give it.

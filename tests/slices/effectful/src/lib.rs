@@ -1,14 +1,16 @@
 //! A slice that uses effects, for the host's grant tests: `fetch` calls a URL, `settings`
-//! reports its configuration, clock and random bytes, `files` reads and writes files through
+//! reports its configuration, clock and random bytes (the `effects` import's and WASI's), `files` reads and writes files through
 //! WASI's filesystem, and reports an environment variable.
 
 use counterpoint_sdk::effects;
 use counterpoint_sdk::prelude::*;
 
-/// `fetch`: GETs `url`; returns the status and the body as text.
+/// `fetch`: GETs `url` with `headers` (if any); returns the status and the body as text.
 #[derive(Deserialize)]
 pub struct Fetch {
     pub url: String,
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
 }
 
 #[derive(Serialize)]
@@ -21,12 +23,14 @@ impl Command for Fetch {
     const NAME: &'static str = "fetch";
     type Output = Fetched;
     fn run(self, _: &mut Context) -> Result<Fetched, Error> {
-        let response = effects::get(&self.url)?;
+        let request = effects::HttpRequest { method: "GET".into(), url: self.url, headers: self.headers, body: Vec::new() };
+        let response = effects::http(&request)?;
         Ok(Fetched { status: response.status, body: String::from_utf8_lossy(&response.body).into_owned() })
     }
 }
 
-/// `settings`: a configuration value, the clock, four random bytes.
+/// `settings`: a configuration value, the clock, four random bytes from the `effects` import
+/// and eight from WASI's `random` (through `getrandom`, as any library in a slice would).
 #[derive(Deserialize)]
 pub struct Settings {
     pub key: String,
@@ -37,13 +41,16 @@ pub struct Reported {
     pub value: Option<String>,
     pub now_ms: u64,
     pub random: Vec<u8>,
+    pub wasi_random: Vec<u8>,
 }
 
 impl Command for Settings {
     const NAME: &'static str = "settings";
     type Output = Reported;
     fn run(self, _: &mut Context) -> Result<Reported, Error> {
-        Ok(Reported { value: effects::config(&self.key), now_ms: effects::now_ms(), random: effects::random_bytes(4) })
+        let mut wasi_random = vec![0; 8];
+        getrandom::fill(&mut wasi_random).map_err(|e| Error::Rejected(format!("WASI random: {e}")))?;
+        Ok(Reported { value: effects::config(&self.key), now_ms: effects::now_ms(), random: effects::random_bytes(4), wasi_random })
     }
 }
 

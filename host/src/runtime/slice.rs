@@ -247,7 +247,7 @@ impl Slice {
         let limits = self.limits.clone();
         io.set_read_limit(limits.read_bytes);
         let http = self.http.clone().unwrap_or_else(|| self.runtime.http.clone());
-        let state = InvocationState::new(io, Limiter { limits, memory_refused: false }, self.grants.clone(), http)
+        let state = InvocationState::new(io, Limiter::new(limits), self.grants.clone(), http)
             .map_err(InvokeError::Store)?;
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|state| &mut state.limiter);

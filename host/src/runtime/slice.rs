@@ -2,6 +2,7 @@
 //! says about itself. Every invocation gets a fresh instance.
 
 use std::sync::Arc;
+use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Instant;
 
@@ -172,12 +173,12 @@ impl Slice {
         let io = slice.detached(Access::ReadOnly);
         let mut instance = slice.instantiate(io).await.map_err(|e| LoadError::Describe(e.to_string()))?;
         instance.arm();
-        let described = instance.bindings.call_describe(&mut instance.store).await;
+        let described = within(instance.deadline(), instance.bindings.call_describe(&mut instance.store)).await;
         let description = described.map_err(|e| LoadError::Describe(instance.failure("describe", e).to_string()))?;
         let mut description = SliceDescription::from_wit(description);
         if let Some(read_models) = instance.read_models.clone() {
             instance.arm();
-            let listed = read_models.call_read_models(&mut instance.store).await;
+            let listed = within(instance.deadline(), read_models.call_read_models(&mut instance.store)).await;
             let listed = listed.map_err(|e| LoadError::Describe(instance.failure("read-models", e).to_string()))?;
             description.read_models = listed
                 .into_iter()
@@ -257,7 +258,8 @@ impl Slice {
         store.epoch_deadline_callback(|ctx| {
             Ok(if Instant::now() >= ctx.data().deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
         });
-        store.data_mut().deadline = Instant::now() + self.limits.deadline;
+        let deadline = Instant::now() + self.limits.deadline;
+        store.data_mut().deadline = deadline;
         store.data_mut().kv = kv;
         let instantiated = async {
             let instance = self.exports.pre.instantiate_async(&mut store).await?;
@@ -265,7 +267,8 @@ impl Slice {
             let read_models = self.exports.read_models.as_ref().map(|r| r.load(&mut store, &instance)).transpose()?;
             wasmtime::Result::Ok((bindings, read_models))
         };
-        let instantiated: wasmtime::Result<_> = instantiated.await;
+        // The deadline covers instantiation too (a start function may wait on the host).
+        let instantiated: wasmtime::Result<_> = within(deadline, instantiated).await;
         match instantiated {
             Ok((bindings, read_models)) => {
                 Ok(Instance { slice: self, store, bindings, read_models, _live: LiveGuard::new(&self.runtime.live) })
@@ -286,7 +289,7 @@ impl Slice {
     pub async fn execute(&self, io: ReadAppender, command: &str, payload: &[u8]) -> Result<(Vec<u8>, ReadAppender), InvokeError> {
         let mut instance = self.instantiate(io).await?;
         instance.arm();
-        let result = instance.bindings.call_execute(&mut instance.store, command, payload).await;
+        let result = within(instance.deadline(), instance.bindings.call_execute(&mut instance.store, command, payload)).await;
         let result = match result {
             Ok(Ok(output)) => Ok(output),
             Ok(Err(err)) => Err(from_wit_error(err)),
@@ -300,7 +303,7 @@ impl Slice {
     pub async fn tags(&self, io: ReadAppender, event_type: &str, data: &[u8]) -> Result<Vec<String>, InvokeError> {
         let mut instance = self.instantiate(io).await?;
         instance.arm();
-        let result = instance.bindings.call_tags(&mut instance.store, event_type, data).await;
+        let result = within(instance.deadline(), instance.bindings.call_tags(&mut instance.store, event_type, data)).await;
         let result = match result {
             Ok(result) => result.map_err(from_wit_error),
             Err(trap) => Err(instance.failure("tags", trap)),
@@ -314,7 +317,7 @@ impl Slice {
         let mut instance = self.instantiate(io).await?;
         instance.arm();
         let event = types::SequencedEvent { position: to_wit_position(event.position), event: to_wit_event(event.event) };
-        let result = instance.bindings.call_react(&mut instance.store, automation, &event).await;
+        let result = within(instance.deadline(), instance.bindings.call_react(&mut instance.store, automation, &event)).await;
         let result = match result {
             Ok(Ok(calls)) => Ok(calls
                 .into_iter()
@@ -339,7 +342,7 @@ impl Slice {
             .into_iter()
             .map(|e| types::SequencedEvent { position: to_wit_position(e.position), event: to_wit_event(e.event) })
             .collect();
-        let result = match read_models.call_update(&mut instance.store, name, &events).await {
+        let result = match within(instance.deadline(), read_models.call_update(&mut instance.store, name, &events)).await {
             Ok(result) => result.map_err(from_wit_error),
             Err(trap) => Err(instance.failure("read model update", trap)),
         };
@@ -353,7 +356,7 @@ impl Slice {
         let mut instance = self.instantiate_with(self.detached(Access::None), Some(kv)).await?;
         let read_models = instance.read_models_export()?;
         instance.arm();
-        let result = match read_models.call_answer(&mut instance.store, name, params).await {
+        let result = match within(instance.deadline(), read_models.call_answer(&mut instance.store, name, params)).await {
             Ok(result) => result.map_err(from_wit_error),
             Err(trap) => Err(instance.failure("read model answer", trap)),
         };
@@ -400,6 +403,11 @@ impl Instance<'_> {
         self.store.data_mut().deadline = Instant::now() + self.slice.limits.deadline;
     }
 
+    /// When the current call must end.
+    fn deadline(&self) -> Instant {
+        self.store.data().deadline
+    }
+
     fn failure(&mut self, stage: &'static str, err: wasmtime::Error) -> InvokeError {
         Failure { slice: self.slice, store: &self.store }.classify(stage, err)
     }
@@ -407,7 +415,7 @@ impl Instance<'_> {
     pub async fn open_projection(&mut self, name: &str, params: &[u8]) -> Result<ProjectionHandle, InvokeError> {
         self.arm();
         let projection = self.bindings.projection();
-        match projection.call_open(&mut self.store, name, params).await {
+        match within(self.deadline(), projection.call_open(&mut self.store, name, params)).await {
             Ok(Ok(handle)) => Ok(ProjectionHandle(handle)),
             Ok(Err(err)) => Err(from_wit_error(err)),
             Err(trap) => Err(self.failure("projection open", trap)),
@@ -417,7 +425,7 @@ impl Instance<'_> {
     pub async fn projection_source(&mut self, handle: &ProjectionHandle) -> Result<(Query, ReadOptions), InvokeError> {
         self.arm();
         let projection = self.bindings.projection();
-        match projection.call_source(&mut self.store, handle.0).await {
+        match within(self.deadline(), projection.call_source(&mut self.store, handle.0)).await {
             Ok((query, options)) => Ok((from_wit_query(query), from_wit_options(options))),
             Err(trap) => Err(self.failure("projection source", trap)),
         }
@@ -430,7 +438,7 @@ impl Instance<'_> {
             .map(|e| types::SequencedEvent { position: to_wit_position(e.position), event: to_wit_event(e.event) })
             .collect();
         let projection = self.bindings.projection();
-        match projection.call_fold(&mut self.store, handle.0, &events).await {
+        match within(self.deadline(), projection.call_fold(&mut self.store, handle.0, &events)).await {
             Ok(result) => result.map_err(from_wit_error),
             Err(trap) => Err(self.failure("projection fold", trap)),
         }
@@ -439,7 +447,7 @@ impl Instance<'_> {
     pub async fn projection_finish(&mut self, handle: &ProjectionHandle) -> Result<Vec<u8>, InvokeError> {
         self.arm();
         let projection = self.bindings.projection();
-        match projection.call_finish(&mut self.store, handle.0).await {
+        match within(self.deadline(), projection.call_finish(&mut self.store, handle.0)).await {
             Ok(result) => result.map_err(from_wit_error),
             Err(trap) => Err(self.failure("projection finish", trap)),
         }
@@ -455,6 +463,21 @@ impl Instance<'_> {
     }
 }
 
+/// The wall-clock deadline of a call passed while the guest waited on the host (a sleep, an
+/// HTTP effect): the epoch callback only interrupts running wasm, this covers the rest.
+#[derive(Debug, thiserror::Error)]
+#[error("the wall-clock deadline passed")]
+struct DeadlinePassed;
+
+/// Runs one call into the guest until `deadline`. Past it the call's future is dropped, which
+/// cancels the guest on its fiber: the caller then drops the store, and its instance slot with it.
+async fn within<T>(deadline: Instant, call: impl Future<Output = wasmtime::Result<T>>) -> wasmtime::Result<T> {
+    match tokio::time::timeout_at(deadline.into(), call).await {
+        Ok(result) => result,
+        Err(_) => Err(wasmtime::Error::new(DeadlinePassed)),
+    }
+}
+
 /// Turns a wasmtime error into the host's verdict on the slice.
 struct Failure<'a> {
     slice: &'a Slice,
@@ -467,6 +490,9 @@ impl Failure<'_> {
         let state = self.store.data();
         if state.limiter.memory_refused {
             return InvokeError::OutOfMemory { slice, stage, limit_bytes: state.limiter.limits.memory_bytes };
+        }
+        if err.is::<DeadlinePassed>() {
+            return InvokeError::Timeout { slice, stage, ms: self.slice.limits.deadline.as_millis() };
         }
         match err.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => InvokeError::Timeout { slice, stage, ms: self.slice.limits.deadline.as_millis() },

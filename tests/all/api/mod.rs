@@ -11,6 +11,7 @@ mod isolation;
 mod positions;
 mod props;
 mod readmodels;
+mod starvation;
 mod stream;
 mod tenants;
 

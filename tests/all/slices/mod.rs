@@ -2,6 +2,7 @@
 
 mod commands;
 mod courses;
+mod deadline;
 mod isolation;
 mod loading;
 mod positions;

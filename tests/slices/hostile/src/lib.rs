@@ -22,6 +22,50 @@ impl Command for Spin {
     }
 }
 
+/// `sleep`: sleeps `ms` milliseconds (default an hour) through WASI's clocks, then appends a
+/// `Pinged`. Waiting on the host is not running wasm: only a wall-clock deadline stops it.
+#[derive(Deserialize)]
+pub struct Sleep {
+    pub ms: Option<u64>,
+}
+
+impl Command for Sleep {
+    const NAME: &'static str = "sleep";
+    type Output = ();
+    fn run(self, ctx: &mut Context) -> Result<(), Error> {
+        std::thread::sleep(std::time::Duration::from_millis(self.ms.unwrap_or(3_600_000)));
+        ctx.append(Pinged { stream: "slept".into(), n: 0 });
+        Ok(())
+    }
+}
+
+/// `doze`: a projection that sleeps `ms` milliseconds (default an hour) as it opens.
+pub struct Doze;
+
+#[derive(Deserialize)]
+pub struct DozeParams {
+    pub ms: Option<u64>,
+}
+
+impl Projection for Doze {
+    const NAME: &'static str = "doze";
+    type Params = DozeParams;
+    type Output = ();
+    fn init(params: &DozeParams) -> Self {
+        std::thread::sleep(std::time::Duration::from_millis(params.ms.unwrap_or(3_600_000)));
+        Doze
+    }
+    fn source(_: &DozeParams) -> Query {
+        Query::of::<Pinged>()
+    }
+    fn apply(&mut self, _: &Envelope) -> Result<(), Error> {
+        Ok(())
+    }
+    fn output(self) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
 /// `hog`: allocates (and touches) 1 MiB after 1 MiB until memory runs out.
 #[derive(Deserialize)]
 pub struct Hog {}
@@ -342,7 +386,8 @@ impl ReadModel for Peek {
 counterpoint_sdk::slice! {
     name: "hostile", version: env!("CARGO_PKG_VERSION"),
     events: [Pinged, Probed, Poked],
-    commands: [Spin, Hog, Recurse, Trap, Flood, Ping, Probe, Escape, Scribble],
+    commands: [Spin, Sleep, Hog, Recurse, Trap, Flood, Ping, Probe, Escape, Scribble],
+    projections: [Doze],
     automations: [Poke, Tick],
     read_models: [Peek],
 }

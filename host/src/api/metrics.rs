@@ -1,12 +1,16 @@
 //! Prometheus metrics: commands by slice and outcome, attempts, latencies, appends, store
 //! latency, live instances, deploys, and the background workers (automations, read models).
 
+use axum::http::HeaderMap;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+use super::ApiError;
+use crate::tenants::{hash_token, Config, Principal, Tenants};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CommandLabels {
@@ -122,4 +126,51 @@ impl Metrics {
 
 pub fn slice_labels(tenant: &str, slice: &str) -> SliceLabels {
     SliceLabels { tenant: tenant.into(), slice: slice.into() }
+}
+
+/// Who may read `/metrics`. The metrics name every tenant and slice, so they are not public by
+/// default: the metrics token or the admin token reads them, a tenant's token does not, and
+/// `metrics_public = true` opens them to anyone.
+#[derive(Clone, Debug)]
+pub struct MetricsAccess {
+    token_sha256: Option<String>,
+    admin_configured: bool,
+    public: bool,
+}
+
+impl MetricsAccess {
+    pub fn from_config(config: &Config) -> MetricsAccess {
+        MetricsAccess {
+            token_sha256: config.metrics_token_sha256.as_ref().map(|h| h.to_ascii_lowercase()),
+            admin_configured: config.admin_token_sha256.is_some(),
+            public: config.metrics_public,
+        }
+    }
+
+    /// `Ok` when the request's bearer token may read the metrics; otherwise `401 unauthorized`
+    /// (no token, or an unknown one) or `403 forbidden` (a tenant's token).
+    pub fn check(&self, headers: &HeaderMap, tenants: &Tenants) -> Result<(), ApiError> {
+        if self.public {
+            return Ok(());
+        }
+        if self.token_sha256.is_none() && !self.admin_configured {
+            return Err(ApiError::unauthorized(
+                "no token can read /metrics: configure metrics_token_sha256 (or an admin token), or metrics_public = true",
+            ));
+        }
+        let presented = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        let Some(token) = presented.map(str::trim) else {
+            return Err(ApiError::unauthorized("/metrics needs `Authorization: Bearer <token>`: the metrics token or the admin token"));
+        };
+        if self.token_sha256.as_deref() == Some(hash_token(token).as_str()) {
+            return Ok(());
+        }
+        match tenants.authenticate(token) {
+            Some(Principal::Admin) => Ok(()),
+            Some(Principal::Tenant(_)) => {
+                Err(ApiError::forbidden("a tenant's token cannot read /metrics, which names every tenant: use the metrics or the admin token"))
+            }
+            None => Err(ApiError::unauthorized("unknown token: /metrics takes the metrics token or the admin token")),
+        }
+    }
 }

@@ -50,6 +50,8 @@ pub struct AppState {
     pub read_models: Arc<ReadModels>,
     pub tenants: Arc<Tenants>,
     pub metrics: Metrics,
+    /// Who may read `/metrics`.
+    pub metrics_access: metrics::MetricsAccess,
     pub idempotency_retention: Duration,
     pub ready: std::sync::atomic::AtomicBool,
     /// Flips to true when the server starts shutting down: live streams end.
@@ -175,7 +177,8 @@ async fn ready(State(state): State<SharedState>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
+async fn metrics(State(state): State<SharedState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
+    state.metrics_access.check(&headers, &state.tenants)?;
     state.metrics.live_instances.set(state.runtime.live_instances());
     state.metrics.deployed_slices.set(state.registry.total() as i64);
     let workers = state.automations.workers().into_iter().map(|(id, p)| ("automation", id.tenant, id.slice, id.name, p.active, p.failures));
@@ -185,7 +188,7 @@ async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
         state.metrics.worker_active.get_or_create(&labels).set(i64::from(active));
         state.metrics.worker_failures.get_or_create(&labels).set(failures as i64);
     }
-    ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render())
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.render()))
 }
 
 /// What a server keeps its data in: the embedded store and the data directory, or a cluster.
@@ -265,6 +268,7 @@ pub async fn build_state(config: &Config) -> anyhow::Result<SharedState> {
         read_models,
         tenants,
         metrics: Metrics::new(),
+        metrics_access: metrics::MetricsAccess::from_config(config),
         idempotency_retention: Duration::from_secs(config.idempotency_retention_s),
         ready: std::sync::atomic::AtomicBool::new(true),
         shutdown: tokio::sync::watch::Sender::new(false),

@@ -8,6 +8,7 @@
 //! listen = "127.0.0.1:7070"
 //! data_dir = ".counterpoint"
 //! admin_token_sha256 = "…"          # may manage every tenant's slices
+//! metrics_token_sha256 = "…"        # may read /metrics (so may the admin token)
 //!
 //! [defaults]                        # every tenant's limits unless it says otherwise
 //! requests_per_second = 1000
@@ -50,6 +51,15 @@ pub struct Config {
     /// SHA-256 (hex) of the admin token. `COUNTERPOINT_ADMIN_TOKEN` adds a plain one.
     #[serde(default)]
     pub admin_token_sha256: Option<String>,
+    /// SHA-256 (hex) of the token that reads `/metrics` (so does the admin token; a tenant's
+    /// does not: the metrics name every tenant and slice). `COUNTERPOINT_METRICS_TOKEN` adds a
+    /// plain one.
+    #[serde(default)]
+    pub metrics_token_sha256: Option<String>,
+    /// Serves `/metrics` without a token: only where no one but the scraper reaches the listen
+    /// address.
+    #[serde(default)]
+    pub metrics_public: bool,
     /// How long an `Idempotency-Key` keeps returning the first result, in seconds.
     #[serde(default = "default_idempotency_retention")]
     pub idempotency_retention_s: u64,
@@ -209,8 +219,8 @@ pub fn hash_token(token: &str) -> String {
 }
 
 impl Config {
-    /// Reads the file (if any), then applies `COUNTERPOINT_LISTEN`, `COUNTERPOINT_DATA` and
-    /// `COUNTERPOINT_ADMIN_TOKEN`.
+    /// Reads the file (if any), then applies `COUNTERPOINT_LISTEN`, `COUNTERPOINT_DATA`,
+    /// `COUNTERPOINT_ADMIN_TOKEN` and `COUNTERPOINT_METRICS_TOKEN`.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let mut config = match path {
             Some(path) => {
@@ -227,6 +237,9 @@ impl Config {
         }
         if let Ok(token) = std::env::var("COUNTERPOINT_ADMIN_TOKEN") {
             config.admin_token_sha256 = Some(hash_token(&token));
+        }
+        if let Ok(token) = std::env::var("COUNTERPOINT_METRICS_TOKEN") {
+            config.metrics_token_sha256 = Some(hash_token(&token));
         }
         Ok(config)
     }
@@ -250,6 +263,9 @@ impl Config {
         }
         if let Some(hash) = &config.admin_token_sha256 {
             check_hash(hash).map_err(|e| format!("admin_token_sha256: {e}"))?;
+        }
+        if let Some(hash) = &config.metrics_token_sha256 {
+            check_hash(hash).map_err(|e| format!("metrics_token_sha256: {e}"))?;
         }
         match config.store.kind.as_str() {
             "embedded" | "fdb" => {}

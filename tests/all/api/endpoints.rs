@@ -111,7 +111,7 @@ async fn every_endpoint_does_what_it_says() {
     assert_eq!(notes[0]["position"], new_positions[0]);
 
     // Metrics: commands by slice and outcome, deploys, workers.
-    let metrics = http.get("/metrics", None).await;
+    let metrics = http.get("/metrics", Some(ADMIN)).await;
     assert_eq!(metrics.status.as_u16(), 200);
     let text = String::from_utf8_lossy(&metrics.body);
     assert!(

@@ -123,7 +123,7 @@ async fn every_error_code_has_its_status() {
     }
 
     // Errors are counted by status.
-    let metrics = http.get("/metrics", None).await;
+    let metrics = http.get("/metrics", Some(ADMIN)).await;
     let text = String::from_utf8_lossy(&metrics.body);
     for code in ["400", "401", "403", "404", "405", "409", "413", "422", "429", "502", "504"] {
         assert!(text.contains(&format!("counterpoint_http_errors_total{{code=\"{code}\"}}")), "{code} is counted: {text}");
@@ -145,7 +145,7 @@ async fn an_exhausted_instance_pool_is_slice_busy() {
         })
         .collect();
     eventually("both spins hold an instance", || async {
-        let metrics = http.get("/metrics", None).await;
+        let metrics = http.get("/metrics", Some(ADMIN)).await;
         String::from_utf8_lossy(&metrics.body).contains("counterpoint_live_instances 2")
     })
     .await;

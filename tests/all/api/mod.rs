@@ -8,6 +8,7 @@ mod errors;
 mod full_disk;
 mod idempotency;
 mod isolation;
+mod metrics;
 mod positions;
 mod props;
 mod readmodels;

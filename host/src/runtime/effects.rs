@@ -113,7 +113,7 @@ impl HttpClient {
     /// (a second answer could be another address: DNS rebinding). TLS still verifies the
     /// certificate against the URL's name.
     fn pinned_to(&self, addresses: Vec<SocketAddr>) -> Client<HttpsConnector<HttpConnector<Pinned>>, Full<Bytes>> {
-        let mut tcp = HttpConnector::new_with_resolver(Pinned(addresses.into()));
+        let mut tcp = HttpConnector::new_with_resolver(Pinned(addresses));
         tcp.enforce_http(false);
         // HTTP/1 only (no ALPN), `http://` in the clear and `https://` over TLS.
         let connector = HttpsConnector::from((tcp, self.tls.clone()));
@@ -123,7 +123,7 @@ impl HttpClient {
 
 /// A resolver that answers every name with addresses fixed in advance (already checked).
 #[derive(Clone)]
-struct Pinned(Arc<[SocketAddr]>);
+struct Pinned(Vec<SocketAddr>);
 
 impl tower_service::Service<Name> for Pinned {
     type Response = std::vec::IntoIter<SocketAddr>;
@@ -135,7 +135,7 @@ impl tower_service::Service<Name> for Pinned {
     }
 
     fn call(&mut self, _: Name) -> Self::Future {
-        std::future::ready(Ok(self.0.to_vec().into_iter()))
+        std::future::ready(Ok(self.0.clone().into_iter()))
     }
 }
 

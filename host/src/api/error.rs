@@ -96,6 +96,8 @@ impl From<DeployError> for ApiError {
             DeployError::Load(LoadError::Io(_)) | DeployError::Io(_) => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", message)
             }
+            DeployError::Load(LoadError::CompileTimeout { .. }) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "compile_timeout", message),
+            DeployError::UploadRate { .. } => Self::new(StatusCode::TOO_MANY_REQUESTS, "upload_rate_limited", message),
             DeployError::Load(_) | DeployError::WrongName { .. } => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_component", message)
             }

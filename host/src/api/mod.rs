@@ -245,6 +245,8 @@ pub async fn build_state(config: &Config) -> anyhow::Result<SharedState> {
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: Some(config.data_dir.join("cache")),
         max_instances: config.max_instances,
+        compile_concurrency: config.compile_concurrency,
+        compile_timeout: Duration::from_millis(config.compile_timeout_ms),
         ..Default::default()
     })?;
     let tenants = Arc::new(Tenants::from_config(config).with_created(&config.data_dir)?);

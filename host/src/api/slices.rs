@@ -1,10 +1,10 @@
 //! Deploying, listing and removing a tenant's slices.
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{json, Value};
 
 use super::{ApiError, SharedState};
@@ -48,17 +48,34 @@ pub async fn describe(
 
 #[utoipa::path(put, path = "/v1/t/{tenant}/slices/{slice}", params(("tenant" = String, Path), ("slice" = String, Path)),
     request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component"),
-    responses((status = 200, body = super::openapi::SliceDoc), (status = 422, description = "invalid_component or incompatible_contract", body = super::openapi::ErrorBody), (status = 400, body = super::openapi::ErrorBody), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody), (status = 429, body = super::openapi::ErrorBody)))]
+    responses((status = 200, body = super::openapi::SliceDoc), (status = 422, description = "invalid_component or incompatible_contract", body = super::openapi::ErrorBody), (status = 400, body = super::openapi::ErrorBody), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody), (status = 413, description = "payload_too_large: over the tenant's max_component_bytes", body = super::openapi::ErrorBody), (status = 429, description = "rate_limited, or upload_rate_limited: over the tenant's uploads_per_minute", body = super::openapi::ErrorBody), (status = 503, description = "compile_timeout", body = super::openapi::ErrorBody)))]
 /// `PUT /v1/t/{tenant}/slices/{slice}`: the component's bytes. Compiled and validated off the
-/// request path, then swapped in; the slice it describes must be `{slice}`.
+/// request path, then swapped in; the slice it describes must be `{slice}`. Counted against the
+/// tenant's `uploads_per_minute` (unless the admin uploads); read no further than its
+/// `max_component_bytes`.
 pub async fn deploy(
     State(state): State<SharedState>,
     Path((tenant, name)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let caller = state.authorize(&headers, &tenant)?;
-    let body = body?;
+    // The operator's own deploys (the admin token) are not a tenant's to ration.
+    let admin = matches!(state.tenants.authenticate(super::bearer(&headers)?), Some(crate::tenants::Principal::Admin));
+    if !admin {
+        state.registry.admit_upload(&caller.tenant)?;
+    }
+    let limit = caller.state.limits.max_component_bytes;
+    let too_large = || ApiError::payload_too_large(format!("tenant {} may upload components of at most {limit} bytes", caller.tenant));
+    let declared = headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let body = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) if err.is::<LengthLimitError>() => return Err(too_large()),
+        Err(err) => return Err(ApiError::invalid_input(format!("reading the component: {err}"))),
+    };
     if body.is_empty() {
         return Err(ApiError::invalid_input("send the component's bytes as the body"));
     }

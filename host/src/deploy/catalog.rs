@@ -37,6 +37,14 @@ pub trait Catalog: Send + Sync + 'static {
 
     async fn remove_slice(&self, tenant: &Tenant, name: &str) -> Result<(), DeployError>;
 
+    /// Deletes component `hash` if no tenant's manifest names it; says whether it did. A catalog
+    /// shared by hosts keeps its components (by default): another host may be deploying the
+    /// same one at this moment, and would be left with a manifest naming nothing.
+    async fn collect_component(&self, hash: &str) -> Result<bool, DeployError> {
+        let _ = hash;
+        Ok(false)
+    }
+
     /// Changes whenever a manifest may have changed elsewhere (another host); `None` for a
     /// catalog that only this process writes.
     fn changes(&self) -> Option<watch::Receiver<u64>>;
@@ -118,6 +126,33 @@ impl Catalog for FileCatalog {
             entries.remove(name);
         })
         .await
+    }
+
+    async fn collect_component(&self, hash: &str) -> Result<bool, DeployError> {
+        // Manifests are not written meanwhile; every tenant's counts, configured now or not.
+        let _writing = self.writing.lock().await;
+        let tenants = self.data_dir.join("tenants");
+        let dirs = match std::fs::read_dir(&tenants) {
+            Ok(dirs) => dirs,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io(&format!("listing {}", tenants.display()), e)),
+        };
+        for dir in dirs {
+            let dir = dir.map_err(|e| io(&format!("listing {}", tenants.display()), e))?;
+            if !dir.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let Ok(tenant) = Tenant::new(dir.file_name().to_string_lossy().to_string()) else { continue };
+            if self.manifest(&tenant).await?.iter().any(|entry| entry.hash == hash) {
+                return Ok(false);
+            }
+        }
+        let path = self.component_path(hash);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io(&format!("removing {}", path.display()), e)),
+        }
     }
 
     fn changes(&self) -> Option<watch::Receiver<u64>> {

@@ -7,6 +7,11 @@
 //! started on the old version finish on it. A bad component is refused with the reason and the
 //! old version keeps serving.
 //!
+//! Uploads are bounded per tenant: in size (`max_component_bytes`, checked as the body is read)
+//! and in rate (`uploads_per_minute`); what can be refused without compiling is (the contract,
+//! the imports, `max_slices`); compiling runs a few at a time with a timeout. A component no
+//! tenant runs any more, replaced or removed, is deleted with its compiled code.
+//!
 //! ```text
 //! <data dir>/components/<sha256>.wasm      every deployed component, by content
 //! <data dir>/tenants/<tenant>/slices.json  what each tenant runs: name → hash
@@ -17,11 +22,11 @@
 //! the files above on one host; on a cluster, the cluster itself, whose changes every host
 //! follows ([`Registry::follow_catalog`]), so a deploy on one host reaches them all.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 
 mod catalog;
@@ -43,6 +48,8 @@ pub enum DeployError {
     WrongName { expected: String, found: String },
     #[error("tenant {tenant} may deploy at most {limit} slices")]
     TooManySlices { tenant: Tenant, limit: usize },
+    #[error("tenant {tenant} may upload at most {per_minute} components a minute; try again later")]
+    UploadRate { tenant: Tenant, per_minute: u32 },
     #[error("no tenant named {0}")]
     UnknownTenant(Tenant),
     #[error("slice {name} imports effects, but tenant {tenant} grants it none (configure [tenants.{tenant}.effects.{name}])")]
@@ -73,6 +80,8 @@ pub struct Registry {
     deploys: AtomicU64,
     /// Bumped on every deploy and removal, for those who follow what is deployed.
     changes: tokio::sync::watch::Sender<u64>,
+    /// When each tenant's uploads of the last minute arrived.
+    uploads: std::sync::Mutex<HashMap<Tenant, VecDeque<Instant>>>,
 }
 
 fn io(context: &str, err: impl std::fmt::Display) -> DeployError {
@@ -100,6 +109,7 @@ impl Registry {
             writing: tokio::sync::Mutex::new(()),
             deploys: AtomicU64::new(0),
             changes: tokio::sync::watch::Sender::new(0),
+            uploads: Default::default(),
         };
         for tenant in registry.tenants.names() {
             let slices = registry.load_manifest(&tenant, &TenantSlices::new()).await?;
@@ -152,11 +162,54 @@ impl Registry {
             let slices = self.load_manifest(&tenant, &known).await?;
             let same = slices.len() == known.len() && slices.iter().all(|(name, d)| known.get(name).is_some_and(|k| Arc::ptr_eq(k, d)));
             if !same {
+                let gone: Vec<String> = known.values().map(|d| d.slice.hash().to_string()).collect();
                 self.deployed.write().expect("registry lock").insert(tenant, slices);
                 self.changes.send_modify(|n| *n += 1);
+                self.collect(gone).await;
             }
         }
         Ok(())
+    }
+
+    /// Counts one upload against the tenant's `uploads_per_minute`, or refuses it.
+    pub fn admit_upload(&self, tenant: &Tenant) -> Result<(), DeployError> {
+        let state = self.tenants.get(tenant).ok_or_else(|| DeployError::UnknownTenant(tenant.clone()))?;
+        let per_minute = state.limits.uploads_per_minute;
+        let now = Instant::now();
+        let mut uploads = self.uploads.lock().expect("uploads lock");
+        let recent = uploads.entry(tenant.clone()).or_default();
+        while recent.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60)) {
+            recent.pop_front();
+        }
+        if recent.len() >= per_minute as usize {
+            return Err(DeployError::UploadRate { tenant: tenant.clone(), per_minute });
+        }
+        recent.push_back(now);
+        Ok(())
+    }
+
+    /// Of `hashes` (components that were just replaced or removed), deletes those no tenant of
+    /// this host runs any more: their compiled code here, and the component from the catalog
+    /// when no manifest in it names them (a catalog shared by hosts may keep them).
+    async fn collect(&self, hashes: Vec<String>) {
+        let in_use: HashSet<String> = self
+            .deployed
+            .read()
+            .expect("registry lock")
+            .values()
+            .flat_map(|slices| slices.values().map(|d| d.slice.hash().to_string()))
+            .collect();
+        for hash in hashes.into_iter().collect::<HashSet<_>>() {
+            if in_use.contains(&hash) {
+                continue;
+            }
+            self.runtime.forget(&hash);
+            match self.catalog.collect_component(&hash).await {
+                Ok(true) => tracing::info!(hash = &hash[..hash.len().min(12)], "unused component deleted"),
+                Ok(false) => {}
+                Err(err) => tracing::warn!(hash = %hash, "cannot delete an unused component: {err}"),
+            }
+        }
     }
 
     fn limits_for(&self, tenant: &Tenant) -> Result<InvocationLimits, DeployError> {
@@ -187,6 +240,13 @@ impl Registry {
     pub async fn deploy(&self, tenant: &Tenant, wasm: Vec<u8>, expected_name: Option<&str>) -> Result<Arc<Deployed>, DeployError> {
         let limits = self.limits_for(tenant)?;
         let max_slices = self.tenants.get(tenant).map_or(0, |t| t.limits.max_slices);
+        // A new slice past the quota is refused before it is compiled (checked again below).
+        if let Some(expected) = expected_name {
+            let current = self.deployed.read().expect("registry lock").get(tenant).cloned().unwrap_or_default();
+            if !current.contains_key(expected) && current.len() >= max_slices {
+                return Err(DeployError::TooManySlices { tenant: tenant.clone(), limit: max_slices });
+            }
+        }
         let slice = self.grant(tenant, self.runtime.load_with_limits(wasm.clone(), limits).await?)?;
         let name = slice.name().to_string();
         if let Some(expected) = expected_name
@@ -203,24 +263,26 @@ impl Registry {
         let deployed = Arc::new(Deployed { slice: Arc::new(slice), deployed_at: now() });
         let entry = ManifestEntry { name: name.clone(), hash: deployed.slice.hash().to_string(), deployed_at: deployed.deployed_at };
         self.catalog.put_slice(tenant, &entry).await?;
-        next.insert(name.clone(), deployed.clone());
+        let replaced = next.insert(name.clone(), deployed.clone());
         self.deployed.write().expect("registry lock").insert(tenant.clone(), next);
         self.deploys.fetch_add(1, Ordering::Relaxed);
         self.changes.send_modify(|n| *n += 1);
         tracing::info!(tenant = %tenant, slice = %name, hash = &deployed.slice.hash()[..12], "slice deployed");
+        self.collect(replaced.into_iter().map(|d| d.slice.hash().to_string()).collect()).await;
         Ok(deployed)
     }
 
     pub async fn remove(&self, tenant: &Tenant, name: &str) -> Result<(), DeployError> {
         let _writing = self.writing.lock().await;
         let mut next = self.deployed.read().expect("registry lock").get(tenant).cloned().unwrap_or_default();
-        if next.remove(name).is_none() {
+        let Some(removed) = next.remove(name) else {
             return Err(DeployError::UnknownSlice { tenant: tenant.clone(), name: name.into() });
-        }
+        };
         self.catalog.remove_slice(tenant, name).await?;
         self.deployed.write().expect("registry lock").insert(tenant.clone(), next);
         self.changes.send_modify(|n| *n += 1);
         tracing::info!(tenant = %tenant, slice = name, "slice removed");
+        self.collect(vec![removed.slice.hash().to_string()]).await;
         Ok(())
     }
 

@@ -44,6 +44,17 @@ impl CompileCache {
         }
     }
 
+    /// Forgets the compilation of a component no one runs any more.
+    pub fn remove(&self, wasm_hash: &str) {
+        let path = self.path(wasm_hash);
+        match std::fs::remove_file(&path) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(path = %path.display(), "could not remove a compile cache entry: {err}");
+            }
+            _ => {}
+        }
+    }
+
     pub fn put(&self, wasm_hash: &str, component: &Component) {
         let path = self.path(wasm_hash);
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));

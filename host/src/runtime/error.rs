@@ -20,6 +20,8 @@ pub enum LoadError {
     Describe(String),
     #[error("the slice's description is invalid: {0}")]
     InvalidDescription(String),
+    #[error("compiling the component took longer than {ms} ms (waiting for a turn included); try again later")]
+    CompileTimeout { ms: u128 },
     #[error("{0}")]
     Io(String),
 }

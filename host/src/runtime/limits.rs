@@ -121,7 +121,7 @@ mod tests {
     /// The runtime's own engine (pooling allocator: one memory and one table per core module,
     /// slots sized by `limits`), and a store limited as an invocation's is.
     fn engine_and_store(limits: InvocationLimits) -> (Runtime, Store<Limiter>) {
-        let runtime = Runtime::new(RuntimeConfig { limits: limits.clone(), cache_dir: None, max_instances: 2 }).unwrap();
+        let runtime = Runtime::new(RuntimeConfig { limits: limits.clone(), max_instances: 2, ..Default::default() }).unwrap();
         let mut store = Store::new(&runtime.inner.engine, Limiter::new(limits));
         store.limiter(|limiter| limiter);
         store.set_epoch_deadline(1 << 40);
@@ -144,7 +144,7 @@ mod tests {
         let memory = module(&runtime, &[MEMORY_10]);
         Instance::new_async(&mut store, &memory, &[]).await.expect("one memory of 640 KiB fits");
         assert!(!store.data().memory_refused);
-        let err = Instance::new_async(&mut store, &memory, &[]).await.err().expect("refused: 1.25 MiB together");
+        let err = Instance::new_async(&mut store, &memory, &[]).await.expect_err("refused: 1.25 MiB together");
         assert!(format!("{err:#}").contains("exceeds memory limits"), "{err:#}");
         assert!(store.data().memory_refused);
     }
@@ -180,6 +180,6 @@ mod tests {
         // `(table 60000 funcref)`: under the limit once, not twice.
         let table = module(&runtime, &[&[0x04, 0x06, 0x01, 0x70, 0x00, 0xe0, 0xd4, 0x03]]);
         Instance::new_async(&mut store, &table, &[]).await.expect("one table fits");
-        Instance::new_async(&mut store, &table, &[]).await.err().expect("refused: 120000 elements together");
+        Instance::new_async(&mut store, &table, &[]).await.expect_err("refused: 120000 elements together");
     }
 }

@@ -5,9 +5,10 @@
 //!    pooling allocator (instance slots reused, memory cap built in) and epoch interruption
 //!    (a ticker thread advances the epoch; each call into a guest has a wall-time deadline);
 //!    the host's imports are linked once into one [`Linker`].
-//! 2. **load** (once per slice version): compile, or take the compiled code from the on-disk
-//!    cache; check the contract version *before* anything is instantiated; prepare an
-//!    `InstancePre`; ask the slice to describe itself and validate the answer.
+//! 2. **load** (once per slice version): check the contract version and the imports on the
+//!    bytes; compile (a bounded pool, with a timeout), or take the compiled code from the
+//!    on-disk cache; prepare an `InstancePre`; ask the slice to describe itself and validate
+//!    the answer.
 //! 3. **invoke** (per call): a fresh `Store` and instance, limits armed, the `store` import
 //!    bound to this invocation's tenant and [`ReadAppender`]. A trap, a timeout or running out
 //!    of memory fails that invocation and nothing else.
@@ -54,11 +55,21 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     /// Instances alive at once, across all slices (the pooling allocator's slots).
     pub max_instances: u32,
+    /// Components compiled at once; more wait for a turn.
+    pub compile_concurrency: usize,
+    /// How long a load may wait for its turn and compile; past it, [`LoadError::CompileTimeout`].
+    pub compile_timeout: Duration,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { limits: InvocationLimits::default(), cache_dir: None, max_instances: 512 }
+        RuntimeConfig {
+            limits: InvocationLimits::default(),
+            cache_dir: None,
+            max_instances: 512,
+            compile_concurrency: 2,
+            compile_timeout: Duration::from_secs(120),
+        }
     }
 }
 
@@ -82,6 +93,9 @@ pub(crate) struct RuntimeInner {
     live: Arc<std::sync::atomic::AtomicI64>,
     /// Compiled components by hash; a contract-checked component is never compiled twice.
     components: std::sync::Mutex<std::collections::HashMap<String, Component>>,
+    /// Turns to compile: compiling takes a core and much memory, so few run at once.
+    compiling: Arc<tokio::sync::Semaphore>,
+    compile_timeout: Duration,
     stop_ticker: Arc<AtomicBool>,
 }
 
@@ -137,12 +151,12 @@ impl Runtime {
             }
         })?;
         Ok(Runtime {
-            inner: Arc::new(RuntimeInner { detached: (Arc::new(crate::store::MemoryStore::new()), crate::store::Tenant::new("detached").expect("a valid name")), engine, linker, limits, max_instances: n, cache, http: effects::http_client(None).map_err(|e| anyhow::anyhow!("the outbound HTTP client: {e}"))?, live: Default::default(), components: Default::default(), stop_ticker }),
+            inner: Arc::new(RuntimeInner { detached: (Arc::new(crate::store::MemoryStore::new()), crate::store::Tenant::new("detached").expect("a valid name")), engine, linker, limits, max_instances: n, cache, http: effects::http_client(None).map_err(|e| anyhow::anyhow!("the outbound HTTP client: {e}"))?, live: Default::default(), components: Default::default(), compiling: Arc::new(tokio::sync::Semaphore::new(config.compile_concurrency.max(1))), compile_timeout: config.compile_timeout, stop_ticker }),
         })
     }
 
-    /// Compiles (or takes from the cache), checks and prepares a component, and asks it to
-    /// describe itself. Compilation runs off the async threads.
+    /// Checks, compiles (or takes from the cache) and prepares a component, and asks it to
+    /// describe itself. Compilation runs off the async threads, a few at a time.
     pub async fn load(&self, wasm: Vec<u8>) -> Result<Slice, LoadError> {
         self.load_with_limits(wasm, self.inner.limits.clone()).await
     }
@@ -158,21 +172,9 @@ impl Runtime {
         let component = match known {
             Some(component) => component,
             None => {
-                let inner = self.inner.clone();
-                let key = hash.clone();
-                let component = tokio::task::spawn_blocking(move || -> Result<Component, LoadError> {
-                    if let Some(component) = inner.cache.as_ref().and_then(|c| c.get(&inner.engine, &key)) {
-                        return Ok(component);
-                    }
-                    let component =
-                        Component::new(&inner.engine, &wasm).map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?;
-                    if let Some(cache) = &inner.cache {
-                        cache.put(&key, &component);
-                    }
-                    Ok(component)
-                })
-                .await
-                .map_err(|e| LoadError::Io(format!("the compile task failed: {e}")))??;
+                // What can be refused from the bytes is refused before anything is compiled.
+                contract::precheck(&wasm)?;
+                let component = self.compile(hash.clone(), wasm).await?;
                 self.inner.components.lock().expect("components lock").insert(hash.clone(), component.clone());
                 component
             }
@@ -192,6 +194,43 @@ impl Runtime {
             None => None,
         };
         Slice::new(self.inner.clone(), limits, imports_effects, Exports { pre, slice: exports, read_models }, hash, size).await
+    }
+
+    /// Compiles a component in its turn (or takes it from the cache). Past the timeout the caller
+    /// is answered; a compilation already running cannot be stopped, so it keeps its turn until
+    /// it ends and the pool stays bounded.
+    async fn compile(&self, hash: String, wasm: Vec<u8>) -> Result<Component, LoadError> {
+        let inner = self.inner.clone();
+        let timeout = inner.compile_timeout;
+        let compiled = async move {
+            let turn = inner.compiling.clone().acquire_owned().await.map_err(|e| LoadError::Io(e.to_string()))?;
+            tokio::task::spawn_blocking(move || -> Result<Component, LoadError> {
+                let _turn = turn;
+                if let Some(component) = inner.cache.as_ref().and_then(|c| c.get(&inner.engine, &hash)) {
+                    return Ok(component);
+                }
+                let component = Component::new(&inner.engine, &wasm).map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?;
+                if let Some(cache) = &inner.cache {
+                    cache.put(&hash, &component);
+                }
+                Ok(component)
+            })
+            .await
+            .map_err(|e| LoadError::Io(format!("the compile task failed: {e}")))?
+        };
+        match tokio::time::timeout(timeout, compiled).await {
+            Ok(compiled) => compiled,
+            Err(_) => Err(LoadError::CompileTimeout { ms: timeout.as_millis() }),
+        }
+    }
+
+    /// Forgets the compiled code of a component no deployed slice uses any more, in memory and in
+    /// the cache. Slices still running on it keep it until they are dropped.
+    pub fn forget(&self, hash: &str) {
+        self.inner.components.lock().expect("components lock").remove(hash);
+        if let Some(cache) = &self.inner.cache {
+            cache.remove(hash);
+        }
     }
 
     /// Reads and loads a component file.

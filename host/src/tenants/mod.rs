@@ -68,6 +68,12 @@ pub struct Config {
     /// address space) at start. Past it, an invocation gets `slice_busy`.
     #[serde(default = "default_max_instances")]
     pub max_instances: u32,
+    /// Uploaded components compiled at once on this host (more wait their turn), and how long
+    /// an upload may wait and compile before it is refused with `compile_timeout`.
+    #[serde(default = "default_compile_concurrency")]
+    pub compile_concurrency: usize,
+    #[serde(default = "default_compile_timeout_ms")]
+    pub compile_timeout_ms: u64,
     #[serde(default)]
     pub defaults: LimitOverrides,
     #[serde(default)]
@@ -124,6 +130,12 @@ fn default_idempotency_retention() -> u64 {
 fn default_max_instances() -> u32 {
     512
 }
+fn default_compile_concurrency() -> usize {
+    crate::runtime::RuntimeConfig::default().compile_concurrency
+}
+fn default_compile_timeout_ms() -> u64 {
+    crate::runtime::RuntimeConfig::default().compile_timeout.as_millis() as u64
+}
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -149,6 +161,8 @@ pub struct LimitOverrides {
     pub max_slices: Option<usize>,
     pub deadline_ms: Option<u64>,
     pub command_deadline_ms: Option<u64>,
+    pub max_component_bytes: Option<usize>,
+    pub uploads_per_minute: Option<u32>,
 }
 
 impl LimitOverrides {
@@ -158,6 +172,9 @@ impl LimitOverrides {
         }
         if self.command_deadline_ms.is_some_and(|ms| !(1..=3_600_000).contains(&ms)) {
             return Err("command_deadline_ms: between 1 and 3600000".into());
+        }
+        if self.max_component_bytes.is_some_and(|b| !(1..=64 << 20).contains(&b)) {
+            return Err("max_component_bytes: between 1 and 67108864 (64 MiB)".into());
         }
         Ok(())
     }
@@ -181,6 +198,10 @@ pub struct TenantLimits {
     /// How long a command may go on re-running after failed append conditions (a hot
     /// boundary) before it ends in `conflict`, in milliseconds.
     pub command_deadline_ms: u64,
+    /// Bytes of one uploaded component; past it, `payload_too_large` (before it is read whole).
+    pub max_component_bytes: usize,
+    /// Component uploads per minute, accepted or not; past it, `upload_rate_limited`.
+    pub uploads_per_minute: u32,
 }
 
 impl Default for TenantLimits {
@@ -194,6 +215,9 @@ impl Default for TenantLimits {
             max_slices: 100,
             deadline_ms: 1_000,
             command_deadline_ms: 10_000,
+            // A componentize-py slice (CPython inside) is about 18 MiB.
+            max_component_bytes: 32 << 20,
+            uploads_per_minute: 30,
         }
     }
 }
@@ -209,6 +233,8 @@ impl TenantLimits {
             max_slices: o.max_slices.unwrap_or(self.max_slices),
             deadline_ms: o.deadline_ms.unwrap_or(self.deadline_ms),
             command_deadline_ms: o.command_deadline_ms.unwrap_or(self.command_deadline_ms),
+            max_component_bytes: o.max_component_bytes.unwrap_or(self.max_component_bytes),
+            uploads_per_minute: o.uploads_per_minute.unwrap_or(self.uploads_per_minute),
         }
     }
 }
@@ -273,6 +299,9 @@ impl Config {
         }
         if !(1..=100_000).contains(&config.max_instances) {
             return Err(format!("max_instances: {} is not between 1 and 100000", config.max_instances));
+        }
+        if !(1..=64).contains(&config.compile_concurrency) || config.compile_timeout_ms == 0 {
+            return Err("compile_concurrency must be between 1 and 64, compile_timeout_ms more than 0".into());
         }
         if config.store.prefix.is_empty() || config.store.lease_ttl_ms < 100 {
             return Err("store: the prefix must not be empty and lease_ttl_ms must be at least 100".into());

@@ -1,8 +1,11 @@
 //! A slice or a tenant cannot starve others: a command waiting on the host is cancelled at its
-//! deadline and gives back its slot and its tenant's invocation permit.
+//! deadline and gives back its slot and its tenant's invocation permit; uploads are bounded in
+//! size, rate and compile time, refused before compiling when they can be, and collected when no
+//! one runs them.
 
 use std::time::{Duration, Instant};
 
+use axum::http::Method;
 use serde_json::json;
 
 use super::*;
@@ -21,4 +24,94 @@ async fn a_sleeping_command_is_a_timeout_and_frees_its_slot_and_permit() {
     // One slot, one permit: both came back.
     assert_eq!(http.command("acme", "hostile", "ok", json!({})).await.ok()["result"]["count"], 1);
     assert_eq!(http.log("acme").await.len(), 1, "the cancelled command appended nothing");
+}
+
+/// A build of `name` no other test (or run) has: its hash, and so its compiled code, is new.
+fn fresh(name: &str, what: &str) -> Vec<u8> {
+    let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    rebuilt(&wasm(name), &format!("{what}-{nonce}"))
+}
+
+/// The compile cache's entries for the component whose bytes hash to `hash`.
+fn cached(server: &Server, hash: &str) -> Vec<String> {
+    std::fs::read_dir(server.data_dir().join("cache"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.starts_with(hash))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_over_the_tenants_size_is_refused() {
+    // orders is about 430 kB, hostile about 940 kB.
+    let server = Server::with(&[("acme", "max_component_bytes = 600000")]).await;
+    let http = &server.http;
+    let reply = http.deploy_as(&token("acme"), "acme", "hostile", wasm("hostile")).await;
+    reply.error(413, "payload_too_large");
+    assert!(reply.json["error"]["message"].as_str().unwrap().contains("600000"), "{:?}", reply.json);
+    http.deploy_as(&token("acme"), "acme", "orders", wasm("orders")).await.ok();
+    assert_eq!(http.slices("acme").await.keys().collect::<Vec<_>>(), ["orders"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_uploads_is_rate_limited_per_tenant() {
+    let server = Server::with(&[("acme", "uploads_per_minute = 3"), ("globex", "")]).await;
+    let http = &server.http;
+    // Refused uploads count too: compiling them is what costs.
+    for _ in 0..3 {
+        http.deploy_as(&token("acme"), "acme", "orders", b"not a component".to_vec()).await.error(422, "invalid_component");
+    }
+    let reply = http.deploy_as(&token("acme"), "acme", "orders", wasm("orders")).await;
+    reply.error(429, "upload_rate_limited");
+    assert!(http.slices("acme").await.is_empty());
+    // Another tenant's budget is its own; the operator's (the admin token) is not rationed.
+    http.deploy_as(&token("globex"), "globex", "orders", wasm("orders")).await.ok();
+    http.deploy("acme", "orders", wasm("orders")).await.ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incompatible_contract_is_refused_before_compiling() {
+    let server = Server::start().await;
+    let future = fresh("future-version", "precheck");
+    let hash = counterpoint::runtime::hash_of(&future);
+    let started = std::time::Instant::now();
+    let reply = server.http.deploy_as(&token("acme"), "acme", "future-version", future).await;
+    reply.error(422, "incompatible_contract");
+    assert!(started.elapsed() < Duration::from_secs(5), "refused without compiling, quickly");
+    assert_eq!(cached(&server, &hash), Vec::<String>::new(), "nothing was compiled");
+    assert!(!server.data_dir().join(format!("components/{hash}.wasm")).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compiling_past_the_timeout_is_refused() {
+    let server = Server::configured("compile_timeout_ms = 1\ncompile_concurrency = 1", &[("acme", "")]).await;
+    let reply = server.http.deploy("acme", "orders", fresh("orders", "timeout")).await;
+    reply.error(503, "compile_timeout");
+    assert!(server.http.slices("acme").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_no_tenant_runs_is_deleted_with_its_compiled_code() {
+    let server = Server::start().await;
+    let http = &server.http;
+    let (first, second) = (fresh("orders", "gc-first"), fresh("orders", "gc-second"));
+    let (old, new) = (counterpoint::runtime::hash_of(&first), counterpoint::runtime::hash_of(&second));
+    let component = |hash: &str| server.data_dir().join(format!("components/{hash}.wasm"));
+    http.deploy("acme", "orders", first.clone()).await.ok();
+    http.deploy("globex", "orders", first).await.ok();
+    assert!(component(&old).exists() && !cached(&server, &old).is_empty());
+
+    // acme moves on; globex still runs the first build.
+    http.deploy("acme", "orders", second).await.ok();
+    assert!(component(&old).exists() && !cached(&server, &old).is_empty(), "still globex's");
+    // Now no one does.
+    http.send(Method::DELETE, &t("globex", "/slices/orders"), Some(ADMIN), &[], "").await.ok();
+    assert!(!component(&old).exists(), "the component is deleted");
+    assert!(cached(&server, &old).is_empty(), "its compiled code is deleted");
+    assert!(component(&new).exists() && !cached(&server, &new).is_empty(), "the one acme runs is kept");
+    // And the kept one still serves after a restart.
+    let mut server = server;
+    server.restart().await;
+    assert_eq!(server.http.slices("acme").await["orders"], new);
+    assert!(server.http.slices("globex").await.is_empty());
 }

@@ -24,7 +24,7 @@ const BOUND: Duration = Duration::from_secs(5);
 fn one_slot(deadline: Duration) -> Runtime {
     let limits = InvocationLimits { deadline, ..Default::default() };
     let cache_dir = Some(target_dir().join("test-compile-cache"));
-    Runtime::new(RuntimeConfig { limits, cache_dir, max_instances: 1 }).expect("runtime")
+    Runtime::new(RuntimeConfig { limits, cache_dir, max_instances: 1, ..Default::default() }).expect("runtime")
 }
 
 /// Runs `call` and checks that it ends with the deadline error of `stage` within the bound.

@@ -200,7 +200,8 @@ pub struct TenantLimits {
     pub command_deadline_ms: u64,
     /// Bytes of one uploaded component; past it, `payload_too_large` (before it is read whole).
     pub max_component_bytes: usize,
-    /// Component uploads per minute, accepted or not; past it, `upload_rate_limited`.
+    /// Component uploads per minute with the tenant's token (the admin's are not counted),
+    /// accepted or not; past it, `upload_rate_limited`.
     pub uploads_per_minute: u32,
 }
 

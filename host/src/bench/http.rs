@@ -8,6 +8,9 @@
 //! - `swap_failed_requests`: the same load while the orders slice is hot-swapped 10 times
 //!   between two builds (the second is `orders.wasm` plus a custom section, as a build that
 //!   stamps a build id: same code, other bytes, another hash, compiled on its first deploy).
+//! - `hot_64_conflicts`, `hot_64_commands_per_s`: the `courses` slice, one course with room for
+//!   everyone, 64 keep-alive connections subscribing distinct students to it (one hot consistency
+//!   boundary): requests answered `409 conflict` (target 0) and subscriptions decided per second.
 //! - `rss_mb_1000_slices`: a fresh server with 100 tenants × 10 deployed slices, idle. The 10 are
 //!   real, distinct slices: `counterpoint new` scaffolds built for wasm32-wasip2 (once, cached
 //!   under `<target>/bench-slices`), differing in their names. Every tenant deploys the same 10
@@ -113,6 +116,22 @@ async fn measure(scratch: &Path, slices: &Path, seconds: f64, stores: &mut Store
         "swap_failed_requests",
         during.failed as f64,
         format!("during {SWAPS} hot swaps under 64 connections ({} commands succeeded; target 0)", during.ok),
+    );
+
+    // One hot consistency boundary over HTTP.
+    let courses_path = slices.join("courses.wasm");
+    let courses = std::fs::read(&courses_path).with_context(|| format!("reading {} (build the slices first)", courses_path.display()))?;
+    client.deploy("bench", "courses", courses).await?;
+    let hot = hot_course(&client, duration).await?;
+    report.add(
+        "hot_64_conflicts",
+        hot.conflicts as f64,
+        "subscribe-student answered 409 conflict, 64 connections on one course with room for all (target 0)",
+    );
+    report.add(
+        "hot_64_commands_per_s",
+        hot.ok as f64 / hot.elapsed.as_secs_f64(),
+        format!("subscriptions decided per second on that one course over HTTP, {}", if embedded { "durable" } else { "on the FoundationDB cluster" }),
     );
     server.stop()?;
 
@@ -418,6 +437,67 @@ async fn load(client: &Http, duration: Duration, running: Option<Arc<AtomicBool>
     }
     measured.elapsed = start.elapsed();
     Ok(measured)
+}
+
+struct Hot {
+    ok: u64,
+    conflicts: u64,
+    elapsed: Duration,
+}
+
+/// 64 connections subscribing distinct students to one course, defined with room for all of
+/// them, for `duration`: every request must succeed or be a `409 conflict` (counted); anything
+/// else fails the bench, since no subscription here can be rejected.
+async fn hot_course(client: &Http, duration: Duration) -> anyhow::Result<Hot> {
+    let course = format!("hot-{:08x}", fastrand::u32(..));
+    let define = json!({"course_id": course, "capacity": 10_000_000}).to_string().into_bytes();
+    let (status, body) = client.send(Method::POST, "/v1/t/bench/slices/courses/commands/define-course", TOKEN, define).await?;
+    if status != 200 {
+        bail!("define-course: {status} {}", String::from_utf8_lossy(&body));
+    }
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..CONNECTIONS)
+        .map(|task| {
+            let (client, course) = (client.clone(), course.clone());
+            tokio::spawn(async move {
+                let (mut ok, mut conflicts) = (0u64, 0u64);
+                let mut i = 0u64;
+                while start.elapsed() < duration {
+                    let body = json!({"course_id": course, "student_id": format!("s{task}-{i}")}).to_string().into_bytes();
+                    i += 1;
+                    let (status, body) = client.send(Method::POST, "/v1/t/bench/slices/courses/commands/subscribe-student", TOKEN, body).await?;
+                    match status {
+                        200 => ok += 1,
+                        409 if error_code(&body) == Some("conflict") => conflicts += 1,
+                        _ => bail!("subscribe-student on the hot course: {status} {}", String::from_utf8_lossy(&body)),
+                    }
+                }
+                anyhow::Ok((ok, conflicts))
+            })
+        })
+        .collect();
+    let mut hot = Hot { ok: 0, conflicts: 0, elapsed: Duration::ZERO };
+    for task in tasks {
+        let (ok, conflicts) = task.await??;
+        hot.ok += ok;
+        hot.conflicts += conflicts;
+    }
+    hot.elapsed = start.elapsed();
+    Ok(hot)
+}
+
+/// The `error.code` of an error body, if it is one.
+fn error_code(body: &[u8]) -> Option<&str> {
+    #[derive(serde::Deserialize)]
+    struct Body<'a> {
+        #[serde(borrow)]
+        error: Error<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Error<'a> {
+        code: &'a str,
+    }
+    serde_json::from_slice::<Body>(body).ok().map(|b| b.error.code)
 }
 
 /// The version deployed by swap `n`: orders itself when even, the second build when odd.

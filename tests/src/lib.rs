@@ -79,3 +79,20 @@ pub mod slices {
         loaded.lock().unwrap().entry(name.to_string()).or_insert(slice).clone()
     }
 }
+
+pub mod chain {
+    //! The chain tests' event layout, shared by the tests and their child process.
+
+    /// Tasks extending the one chain at once.
+    pub const CHAINERS: usize = 16;
+    pub const CHAIN_TAG: &str = "chain";
+
+    /// Link `n`'s data: its number, one more than the link it was decided on.
+    pub fn link_data(n: u64) -> Vec<u8> {
+        format!("link {n}").into_bytes()
+    }
+
+    pub fn parse_link(data: &[u8]) -> Option<u64> {
+        std::str::from_utf8(data).ok()?.strip_prefix("link ")?.parse().ok()
+    }
+}

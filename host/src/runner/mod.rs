@@ -4,10 +4,16 @@
 //! A command is *decided* when it succeeds or the slice refuses it (`rejected`, invalid input,
 //! `not-found`); those and store errors come back at once: running again would not change
 //! them. A failed condition is never the command's fault, so it is not an answer: the command
-//! waits until the event that broke its condition is visible, then takes its turn on the
-//! boundary it read ([`contention`]): commands that raced re-run one after another, in
-//! arrival order, rather than invalidating each other again. Only a command still undecided at
-//! its deadline (`CommandRunner::deadline`) ends in `conflict`.
+//! takes its turn on the boundary it read ([`contention`]) and runs again: commands that raced
+//! re-run one after another, in arrival order, rather than invalidating each other again. Only
+//! a command still undecided at its deadline (`CommandRunner::deadline`) ends in `conflict`.
+//!
+//! A command reads the events the store has *accepted*, durable or not
+//! ([`EventStore::read_accepted`](crate::store::EventStore::read_accepted)), and hands its
+//! turn on to the next in line as soon as its own append is accepted: a hot boundary decides
+//! commands one after another without waiting for a disk flush in between. Nothing is answered
+//! before what it was decided on is durable: an append's own flush comes after the events it
+//! read, and a decision without an append waits for the store to settle.
 
 mod contention;
 
@@ -19,7 +25,7 @@ use tracing::Instrument;
 use serde::{Deserialize, Serialize};
 
 use crate::runtime::{Access, InvokeError, ReadAppender, Slice};
-use crate::store::{AppendCondition, Event, Position, Query, QueryItem, ReadOptions, SharedStore, StoreError, Tenant};
+use crate::store::{AcceptedAppend, AppendCondition, Event, Position, Query, QueryItem, ReadOptions, SharedStore, StoreError, Tenant};
 
 /// The type of the event that records a command's result under an idempotency key, appended
 /// atomically with (just before) the command's own events.
@@ -98,19 +104,10 @@ impl<'a> Retries<'a> {
         Ok(go)
     }
 
-    /// After a failed condition: waits until the event that broke it is visible (a re-run
-    /// before that would fail again), takes a turn on the boundary if it has none, and counts
-    /// the next attempt; `conflict` once the deadline has passed.
-    async fn after_conflict(&mut self, reads: &[AppendCondition], broke_at: Position) -> Result<(), InvokeError> {
-        // Bounded: a store that failed to flush never publishes it, and the re-run then meets
-        // the store's error rather than waiting out the deadline.
-        let visible_by = Instant::now() + Duration::from_secs(1);
-        let mut wait = Duration::from_micros(50);
-        while self.store.head(self.tenant).await? < broke_at && Instant::now() < visible_by {
-            self.check_deadline()?;
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_millis(5));
-        }
+    /// After a failed condition (the event that broke it is accepted, so the next run reads
+    /// it): takes a turn on the boundary if it has none, and counts the next attempt;
+    /// `conflict` once the deadline has passed.
+    async fn after_conflict(&mut self, reads: &[AppendCondition]) -> Result<(), InvokeError> {
         if self.turn.is_none() {
             self.take_turn(contention::boundaries(self.store, self.tenant, reads)).await?;
         }
@@ -118,6 +115,19 @@ impl<'a> Retries<'a> {
         tracing::debug!(attempt = self.attempt, "append condition failed; running the command again");
         self.attempt += 1;
         Ok(())
+    }
+
+    /// A decision made without an append of its own is answered only once everything it
+    /// may have read is durable.
+    async fn settled<T>(&self, decision: Result<T, InvokeError>) -> Result<T, InvokeError> {
+        self.store.settle(self.tenant).await?;
+        decision
+    }
+
+    /// The append was accepted: the next in line may decide on it now, while it is flushed.
+    async fn durable(&mut self, accepted: AcceptedAppend) -> Result<Vec<Position>, InvokeError> {
+        self.turn = None;
+        Ok(accepted.durable().await?)
     }
 
     async fn take_turn(&mut self, boundaries: Vec<contention::Boundary>) -> Result<(), InvokeError> {
@@ -196,7 +206,7 @@ impl CommandRunner {
                     if let (Some(out), _) = recorded(store, tenant, &record_query, slice, command, key).await? {
                         return Ok(out);
                     }
-                    return Err(err);
+                    return retries.settled(Err(err)).await;
                 }
             };
             let guard = AppendCondition::new(record_query.clone(), Some(seen));
@@ -214,10 +224,13 @@ impl CommandRunner {
             };
             let mut event = Event::new(IDEMPOTENCY_EVENT).tag(format!("idempotency:{}", key.key));
             event.data = rmp_serde::to_vec_named(&record).expect("the record encodes");
-            match io.commit_with(vec![event], vec![guard]).await {
-                Ok(positions) => return Ok(CommandOutput { output, positions, attempts: retries.attempt }),
-                Err(StoreError::ConditionFailed { position, .. }) => {
-                    if let Err(conflict) = retries.after_conflict(&reads, position).await {
+            match io.accept_with(vec![event], vec![guard]).await {
+                Ok(accepted) => {
+                    let positions = retries.durable(accepted).await?;
+                    return Ok(CommandOutput { output, positions, attempts: retries.attempt });
+                }
+                Err(StoreError::ConditionFailed { .. }) => {
+                    if let Err(conflict) = retries.after_conflict(&reads).await {
                         // Lost to a request with this key: its result is the answer.
                         if let (Some(out), _) = recorded(store, tenant, &record_query, slice, command, key).await? {
                             return Ok(out);
@@ -265,21 +278,26 @@ impl CommandRunner {
             let io = ReadAppender::new(store.clone(), tenant.clone(), Access::ReadAppend);
             let (output, io) = match slice.execute(io, command, payload).await {
                 Ok(done) => done,
-                Err(err) => return (Err(err), retries.attempt),
+                Err(err) => return (retries.settled(Err(err)).await, retries.attempt),
             };
             // A command that appends nothing has decided: nothing to guard.
-            if io.staged.is_some() {
-                match retries.may_append(&io.reads).await {
-                    Ok(true) => {}
-                    Ok(false) => continue,
-                    Err(err) => return (Err(err), retries.attempt),
-                }
+            if io.staged.is_none() {
+                let decided = Ok(CommandOutput { output, positions: Vec::new(), attempts: retries.attempt });
+                return (retries.settled(decided).await, retries.attempt);
+            }
+            match retries.may_append(&io.reads).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(err) => return (Err(err), retries.attempt),
             }
             let reads = io.reads.clone();
-            match io.commit().await {
-                Ok(positions) => return (Ok(CommandOutput { output, positions, attempts: retries.attempt }), retries.attempt),
-                Err(StoreError::ConditionFailed { position, .. }) => {
-                    if let Err(err) = retries.after_conflict(&reads, position).await {
+            match io.accept_with(Vec::new(), Vec::new()).await {
+                Ok(accepted) => {
+                    let done = retries.durable(accepted).await;
+                    return (done.map(|positions| CommandOutput { output, positions, attempts: retries.attempt }), retries.attempt);
+                }
+                Err(StoreError::ConditionFailed { .. }) => {
+                    if let Err(err) = retries.after_conflict(&reads).await {
                         return (Err(err), retries.attempt);
                     }
                 }
@@ -299,8 +317,11 @@ async fn recorded(
     command: &str,
     key: &IdempotencyKey,
 ) -> Result<(Option<CommandOutput>, Position), InvokeError> {
-    let (records, seen) = store.read(tenant, record_query.clone(), ReadOptions::default().backwards().limit(1)).await?.collect().await?;
+    // Accepted records too: a racing request's, not yet durable, is the answer once it is.
+    let options = ReadOptions::default().backwards().limit(1);
+    let (records, seen) = store.read_accepted(tenant, record_query.clone(), options).await?.collect().await?;
     let Some(found) = records.first() else { return Ok((None, seen)) };
+    store.settle(tenant).await?;
     let record: IdempotencyRecord = rmp_serde::from_slice(&found.event.data)
         .map_err(|e| InvokeError::Store(format!("an idempotency record does not decode: {e}")))?;
     if unix_now().saturating_sub(record.at) > key.retention.as_secs() {

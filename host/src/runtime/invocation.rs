@@ -14,7 +14,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::{counterpoint::slice::store, types};
 use super::limits::Limiter;
 use super::output::Capture;
-use crate::store::{AppendCondition, Event, Position, Query, QueryItem, ReadOptions, SharedStore, StoreError, Tenant};
+use crate::store::{AcceptedAppend, AppendCondition, Event, Position, Query, QueryItem, ReadOptions, SharedStore, StoreError, Tenant};
 
 /// What an invocation may do with the tenant's log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,16 +54,24 @@ impl ReadAppender {
     /// the command's (in the same atomic append) and `extra_conditions` added, even when the
     /// command staged nothing. Returns the positions of the command's events only.
     pub async fn commit_with(self, first: Vec<Event>, extra_conditions: Vec<AppendCondition>) -> Result<Vec<Position>, StoreError> {
+        self.accept_with(first, extra_conditions).await?.durable().await
+    }
+
+    /// The first stage of [`commit_with`](Self::commit_with): returns once the store has
+    /// accepted the append (see [`EventStore::append_accepted`]); the positions of the
+    /// command's events come with its `durable()`.
+    pub async fn accept_with(self, first: Vec<Event>, extra_conditions: Vec<AppendCondition>) -> Result<AcceptedAppend, StoreError> {
         let skip = first.len();
         let mut events = first;
         events.extend(self.staged.unwrap_or_default());
         if events.is_empty() {
-            return Ok(Vec::new());
+            return Ok(AcceptedAppend::durable_now(Vec::new()));
         }
         let mut conditions = self.reads;
         conditions.extend(extra_conditions);
-        let positions = self.store.append(&self.tenant, events, conditions).await?;
-        Ok(positions[skip..].to_vec())
+        let accepted = self.store.append_accepted(&self.tenant, events, conditions).await?;
+        let positions = accepted.positions()[skip..].to_vec();
+        Ok(AcceptedAppend::new(positions, async move { accepted.durable().await.map(drop) }))
     }
 
     pub fn tenant(&self) -> &Tenant {
@@ -83,7 +91,12 @@ impl ReadAppender {
         if self.access == Access::None {
             return Err(types::Error::InvalidInput("a read model cannot read the log: the host hands its events to `update`".into()));
         }
-        let mut stream = self.store.read(&self.tenant, query.clone(), options).await.map_err(|e| to_wit_error(&e))?;
+        // A command decides on accepted events too: see `EventStore::read_accepted`.
+        let read = match self.access {
+            Access::ReadAppend => self.store.read_accepted(&self.tenant, query.clone(), options).await,
+            _ => self.store.read(&self.tenant, query.clone(), options).await,
+        };
+        let mut stream = read.map_err(|e| to_wit_error(&e))?;
         let mut events = Vec::new();
         let mut bytes = 0usize;
         while let Some(batch) = stream.next_batch().await.map_err(|e| to_wit_error(&e))? {

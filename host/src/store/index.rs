@@ -242,8 +242,17 @@ pub(crate) struct ReadCursor {
 }
 
 impl ReadCursor {
+    /// A read of the published events.
     pub fn new(index: &TenantIndex, query: Query, after: u64, limit: Option<u64>, backwards: bool) -> Self {
-        let snapshot = index.published();
+        Self::at(index.published(), query, after, limit, backwards)
+    }
+
+    /// A read of every indexed event, the accepted but unpublished ones too (a command's read).
+    pub fn including_accepted(index: &TenantIndex, query: Query, after: u64, limit: Option<u64>, backwards: bool) -> Self {
+        Self::at(index.head(), query, after, limit, backwards)
+    }
+
+    fn at(snapshot: u64, query: Query, after: u64, limit: Option<u64>, backwards: bool) -> Self {
         let next = if backwards { snapshot } else { after.saturating_add(1) };
         ReadCursor {
             query,

@@ -24,6 +24,8 @@ mod memory;
 mod subscription;
 mod types;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -82,6 +84,65 @@ pub trait EventStore: Send + Sync + 'static {
     /// checks ask this; it does no I/O.
     fn health(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    /// Like [`read`](Self::read), and also sees the appends the store has accepted (their
+    /// conditions held, their positions are final) but not yet made durable. Only a command
+    /// reads this way: whatever it decides is held back until what it read is durable (its
+    /// own append is flushed after those events; a decision without an append waits for
+    /// [`settle`](Self::settle)), so no one ever learns of an event that could still be lost.
+    /// This is what lets a hot boundary decide more than one command per disk flush. Backends
+    /// without such a stage read as `read` does.
+    async fn read_accepted(&self, tenant: &Tenant, query: Query, options: ReadOptions) -> Result<ReadStream, StoreError> {
+        self.read(tenant, query, options).await
+    }
+
+    /// The first half of [`append`](Self::append): returns once the store has accepted the
+    /// append (its conditions held and its positions are assigned; appends accepted later are
+    /// checked against it), with the rest, [`AcceptedAppend::durable`], to await. On backends
+    /// without such a stage the append is durable when this returns.
+    async fn append_accepted(
+        &self,
+        tenant: &Tenant,
+        events: Vec<Event>,
+        conditions: Vec<AppendCondition>,
+    ) -> Result<AcceptedAppend, StoreError> {
+        let positions = self.append(tenant, events, conditions).await?;
+        Ok(AcceptedAppend::durable_now(positions))
+    }
+
+    /// Waits until every append of `tenant` accepted before the call is durable (or fails with
+    /// the store's error if it never will be). Immediate when nothing is pending.
+    async fn settle(&self, _tenant: &Tenant) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// An append the store has accepted but may not have made durable yet: nobody may be told of
+/// it until [`durable`](Self::durable) says so.
+pub struct AcceptedAppend {
+    positions: Vec<Position>,
+    durable: Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>,
+}
+
+impl AcceptedAppend {
+    pub fn new(positions: Vec<Position>, durable: impl Future<Output = Result<(), StoreError>> + Send + 'static) -> Self {
+        AcceptedAppend { positions, durable: Box::pin(durable) }
+    }
+
+    pub fn durable_now(positions: Vec<Position>) -> Self {
+        Self::new(positions, std::future::ready(Ok(())))
+    }
+
+    /// The positions the events will have once durable.
+    pub fn positions(&self) -> &[Position] {
+        &self.positions
+    }
+
+    /// Waits until the append is durable and returns its positions.
+    pub async fn durable(self) -> Result<Vec<Position>, StoreError> {
+        self.durable.await?;
+        Ok(self.positions)
     }
 }
 

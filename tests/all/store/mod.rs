@@ -1,5 +1,6 @@
 //! The event store: one conformance suite for every backend, racing and crash tests.
 
+mod chain;
 mod conformance;
 mod crash;
 mod embedded;

@@ -7,7 +7,8 @@
 //! ```
 //!
 //! Events are written once, sequentially, by a group-commit writer (writer.rs): concurrent
-//! appends share one `fdatasync`. The type and tag indexes are derived from the log: kept in
+//! appends share one `fdatasync`, and appends are accepted (checked and indexed) while the
+//! previous flush runs. The type and tag indexes are derived from the log: kept in
 //! memory and rebuilt by one sequential scan when the store opens, so an append writes its
 //! events and nothing else. A read resolves its query on the index and fetches the events with
 //! positioned reads, coalescing neighbours into one read.
@@ -19,7 +20,7 @@
 pub(super) mod log;
 mod writer;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::FileExt;
@@ -28,13 +29,13 @@ use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 use self::log::{decode_run, list_segments, scan_segment, segment_path, EventLoc};
-use self::writer::{Request, Writer};
+use self::writer::{Accepted, Writer};
 use super::index::{ReadCursor, TenantIndex};
 use super::{
-    AppendCondition, Event, EventBatches, EventStore, Limits, Position, Query, ReadOptions, ReadStream,
+    AcceptedAppend, AppendCondition, Event, EventBatches, EventStore, Limits, Position, Query, ReadOptions, ReadStream,
     SequencedEvent, StoreError, Subscription, Tenant, READ_BATCH,
 };
 
@@ -68,7 +69,8 @@ pub struct EmbeddedStore {
 
 struct Inner {
     shared: Arc<Shared>,
-    requests: Option<mpsc::Sender<Request>>,
+    /// The writer's queue; its lock is the accept lock (see writer.rs).
+    queue: Mutex<Option<mpsc::Sender<Accepted>>>,
     writer: Option<JoinHandle<()>>,
 }
 
@@ -76,7 +78,7 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // Closing the queue stops the writer once it has answered what is queued; joining it
         // releases the directory lock before the store is gone, so it can be reopened at once.
-        self.requests.take();
+        self.queue.lock().expect("append queue lock").take();
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
         }
@@ -101,8 +103,11 @@ pub(super) struct TenantState {
 #[derive(Default)]
 struct TenantLog {
     index: TenantIndex,
-    /// Where each event is: `locs[position - 1]`.
+    /// Where each published event is: `locs[position - 1]`.
     locs: Vec<EventLoc>,
+    /// The accepted events not yet published, oldest first (positions `published + 1..`):
+    /// a command's read takes them from here, since they may not be written yet.
+    accepted: VecDeque<Event>,
 }
 
 impl Shared {
@@ -167,6 +172,24 @@ impl Shared {
 }
 
 impl EmbeddedStore {
+    fn read_from(
+        &self,
+        tenant: &Tenant,
+        query: Query,
+        options: ReadOptions,
+        cursor: fn(&TenantIndex, Query, u64, Option<u64>, bool) -> ReadCursor,
+    ) -> Result<ReadStream, StoreError> {
+        let shared = &self.inner.shared;
+        shared.limits.check_read(&query, &options)?;
+        let state = shared.tenant(tenant);
+        let after = options.after.map_or(0, Position::dense);
+        let cursor = match &state {
+            Some(state) => cursor(&state.log.read().expect("tenant log lock").index, query, after, options.limit, options.backwards),
+            None => cursor(&TenantIndex::default(), query, after, options.limit, options.backwards),
+        };
+        Ok(ReadStream::new(Box::new(EmbeddedBatches { shared: shared.clone(), state, cursor })))
+    }
+
     /// Opens (or creates) the store in `dir` with default options.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
         Self::open_with(dir, EmbeddedOptions::default())
@@ -252,12 +275,12 @@ impl EmbeddedStore {
             segment_bytes: options.segment_bytes as u64,
             buf: Vec::with_capacity(1 << 20),
         };
-        let (requests, queue) = mpsc::channel();
+        let (queue, accepted) = mpsc::channel();
         let writer = std::thread::Builder::new()
             .name("counterpoint-store-writer".into())
-            .spawn(move || writer.run(queue))
+            .spawn(move || writer.run(accepted))
             .map_err(|e| StoreError::io("starting the writer thread", e))?;
-        Ok(EmbeddedStore { inner: Arc::new(Inner { shared, requests: Some(requests), writer: Some(writer) }) })
+        Ok(EmbeddedStore { inner: Arc::new(Inner { shared, queue: Mutex::new(Some(queue)), writer: Some(writer) }) })
     }
 
     /// The data directory.
@@ -345,36 +368,41 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 #[async_trait]
 impl EventStore for EmbeddedStore {
     async fn read(&self, tenant: &Tenant, query: Query, options: ReadOptions) -> Result<ReadStream, StoreError> {
-        let shared = &self.inner.shared;
-        shared.limits.check_read(&query, &options)?;
-        let state = shared.tenant(tenant);
-        let after = options.after.map_or(0, Position::dense);
-        let cursor = match &state {
-            Some(state) => {
-                let log = state.log.read().expect("tenant log lock");
-                ReadCursor::new(&log.index, query, after, options.limit, options.backwards)
-            }
-            None => ReadCursor::new(&TenantIndex::default(), query, after, options.limit, options.backwards),
-        };
-        Ok(ReadStream::new(Box::new(EmbeddedBatches { shared: shared.clone(), state, cursor })))
+        self.read_from(tenant, query, options, ReadCursor::new)
     }
 
-    async fn append(
+    async fn read_accepted(&self, tenant: &Tenant, query: Query, options: ReadOptions) -> Result<ReadStream, StoreError> {
+        self.read_from(tenant, query, options, ReadCursor::including_accepted)
+    }
+
+    async fn append(&self, tenant: &Tenant, events: Vec<Event>, conditions: Vec<AppendCondition>) -> Result<Vec<Position>, StoreError> {
+        self.append_accepted(tenant, events, conditions).await?.durable().await
+    }
+
+    async fn append_accepted(
         &self,
         tenant: &Tenant,
         mut events: Vec<Event>,
         conditions: Vec<AppendCondition>,
-    ) -> Result<Vec<Position>, StoreError> {
+    ) -> Result<AcceptedAppend, StoreError> {
         let shared = &self.inner.shared;
         shared.limits.check_append(&mut events, &conditions)?;
-        if let Some(reason) = shared.poisoned() {
-            return Err(StoreError::Unavailable(reason));
+        writer::accept(shared, &self.inner.queue, tenant, events, &conditions)
+    }
+
+    async fn settle(&self, tenant: &Tenant) -> Result<(), StoreError> {
+        let Some(state) = self.inner.shared.tenant(tenant) else { return Ok(()) };
+        let target = Position::new(state.log.read().expect("tenant log lock").index.head());
+        let mut heads = state.heads.subscribe();
+        loop {
+            if *heads.borrow_and_update() >= target {
+                return Ok(());
+            }
+            // Poisoned before the writer wakes this watch: checked after `borrow_and_update`,
+            // a failure is either seen here or wakes the wait below.
+            self.health()?;
+            heads.changed().await.map_err(|_| StoreError::Unavailable("the store has closed".into()))?;
         }
-        let (reply, answer) = oneshot::channel();
-        let request = Request { tenant: tenant.clone(), events, conditions, reply };
-        let closed = || StoreError::Unavailable("the store's writer has stopped".into());
-        self.inner.requests.as_ref().ok_or_else(closed)?.send(request).map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
     }
 
     async fn head(&self, tenant: &Tenant) -> Result<Position, StoreError> {
@@ -417,16 +445,33 @@ impl EventBatches for EmbeddedBatches {
         if self.cursor.is_done() {
             return Ok(None);
         }
-        let (positions, locs) = {
+        let (positions, published, locs, mut accepted) = {
             let log = state.log.read().expect("tenant log lock");
             let positions = self.cursor.next_positions(&log.index, READ_BATCH);
-            let locs: Vec<EventLoc> = positions.iter().map(|&p| log.locs[p as usize - 1]).collect();
-            (positions, locs)
+            if positions.iter().any(|&p| p > log.index.head()) {
+                // Accepted when the read began, forgotten since: a flush failed.
+                return Err(StoreError::Unavailable("the store failed to write events this read saw".into()));
+            }
+            let published = log.index.published();
+            let (mut locs, mut accepted) = (Vec::new(), Vec::new());
+            for &p in &positions {
+                if p <= published {
+                    locs.push(log.locs[p as usize - 1]);
+                } else {
+                    let event = log.accepted[(p - published - 1) as usize].clone();
+                    accepted.push(SequencedEvent { position: Position::new(p), event });
+                }
+            }
+            (positions, published, locs, accepted.into_iter())
         };
         if positions.is_empty() {
             return Ok(None);
         }
-        self.shared.fetch(&positions, &locs).map(Some)
+        let on_disk: Vec<u64> = positions.iter().copied().filter(|&p| p <= published).collect();
+        let mut fetched = self.shared.fetch(&on_disk, &locs)?.into_iter();
+        // Back in the read's order (accepted events are all newer than published ones).
+        let batch = positions.iter().map(|&p| if p <= published { fetched.next() } else { accepted.next() }).collect::<Option<Vec<_>>>();
+        Ok(Some(batch.expect("one event per position")))
     }
 
     fn consistency_position(&self) -> Position {

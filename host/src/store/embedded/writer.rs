@@ -1,37 +1,76 @@
-//! Group commit: one writer thread turns every append waiting in its queue into one write and
-//! one `fdatasync`.
+//! Appends in two stages: accepted by the caller, made durable by one writer thread.
 //!
-//! The writer takes the first waiting append, then whatever else is queued (no timer: an
-//! append that is alone is written at once). It checks each append's conditions in arrival
-//! order against the log *and* the appends it accepted earlier in the same batch (they are
-//! already in the index, unpublished), encodes the accepted ones as frames, writes and syncs
-//! once, then publishes the new heads and answers every caller.
+//! **Accept** ([`accept`]), on the appending task, under one lock (the queue's): check the
+//! append's conditions against every indexed event, published or not; index its events as
+//! *accepted* (readers of published events do not see them; a command's read does, see
+//! [`EventStore::read_accepted`](crate::store::EventStore::read_accepted)); encode its frame and
+//! queue it. The lock makes the queue's order the log's order, and every append is checked
+//! against all accepted before it.
+//!
+//! **Flush** ([`Writer::run`]): the writer takes everything queued (no timer: an append that is
+//! alone is written at once), writes it in one write, `fdatasync`s once, then publishes the new
+//! heads and answers every caller. Accepting goes on meanwhile, so a chain of commands on one
+//! boundary, each deciding on the one before, is not held to one command per flush.
+//!
+//! If a write or a flush fails, the store is poisoned: every accepted, unpublished event is
+//! forgotten, every caller still waiting gets the error, and nothing is accepted any more until
+//! the store is reopened, so nothing decided on a lost event can ever be acknowledged.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
 use super::log::{encode_frame, frame_len, segment_path, EventLoc};
 use super::{Shared, TenantState};
-use crate::store::{AppendCondition, Event, Position, StoreError, Tenant};
+use crate::store::{AcceptedAppend, AppendCondition, Event, Position, StoreError, Tenant};
 
 /// A batch stops growing at this many bytes (one append may exceed it alone).
 const MAX_BATCH_BYTES: usize = 32 << 20;
 
-pub(super) struct Request {
-    pub tenant: Tenant,
-    pub events: Vec<Event>,
-    pub conditions: Vec<AppendCondition>,
-    pub reply: oneshot::Sender<Result<Vec<Position>, StoreError>>,
+/// An accepted append, waiting to be written.
+pub(super) struct Accepted {
+    state: Arc<TenantState>,
+    /// Its encoded frame, and each event's span in it.
+    frame: Vec<u8>,
+    spans: Vec<(usize, usize)>,
+    reply: oneshot::Sender<Result<(), StoreError>>,
 }
 
-impl Request {
-    fn frame_len(&self) -> usize {
-        frame_len(self.tenant.as_str(), &self.events)
+/// Accepts an append: checks its conditions, indexes its events as accepted and queues its frame
+/// for the writer, which says when it is durable.
+pub(super) fn accept(
+    shared: &Shared,
+    queue: &Mutex<Option<Sender<Accepted>>>,
+    tenant: &Tenant,
+    events: Vec<Event>,
+    conditions: &[AppendCondition],
+) -> Result<AcceptedAppend, StoreError> {
+    let queue = queue.lock().expect("append queue lock");
+    let closed = || StoreError::Unavailable("the store's writer has stopped".into());
+    let sender = queue.as_ref().ok_or_else(closed)?;
+    let state = shared.tenant_or_create(tenant);
+    let mut log = state.log.write().expect("tenant log lock");
+    // Checked under the tenant's lock: a failed flush poisons first, then forgets each
+    // tenant's accepted events under this lock, so nothing slips in between.
+    if let Some(reason) = shared.poisoned() {
+        return Err(StoreError::Unavailable(reason));
     }
+    log.index.check(conditions)?;
+    let first = log.index.head() + 1;
+    let mut frame = Vec::with_capacity(frame_len(tenant.as_str(), &events));
+    let spans = encode_frame(&mut frame, tenant.as_str(), first, &events);
+    let positions: Vec<Position> = (first..first + events.len() as u64).map(Position::new).collect();
+    for (event, position) in events.into_iter().zip(first..) {
+        log.index.insert(position, &event);
+        log.accepted.push_back(event);
+    }
+    drop(log);
+    let (reply, durable) = oneshot::channel();
+    sender.send(Accepted { state, frame, spans, reply }).map_err(|_| closed())?;
+    Ok(AcceptedAppend::new(positions, async move { durable.await.map_err(|_| closed())? }))
 }
 
 pub(super) struct Writer {
@@ -45,97 +84,90 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub fn run(mut self, requests: Receiver<Request>) {
-        while let Ok(first) = requests.recv() {
-            let mut bytes = first.frame_len();
+    pub fn run(mut self, queue: Receiver<Accepted>) {
+        while let Ok(first) = queue.recv() {
+            let mut bytes = first.frame.len();
             let mut batch = vec![first];
             while bytes < MAX_BATCH_BYTES {
-                match requests.try_recv() {
-                    Ok(request) => {
-                        bytes += request.frame_len();
-                        batch.push(request);
+                match queue.try_recv() {
+                    Ok(accepted) => {
+                        bytes += accepted.frame.len();
+                        batch.push(accepted);
                     }
                     Err(_) => break,
                 }
             }
-            self.commit(batch, bytes as u64);
+            self.flush(batch, bytes as u64);
         }
     }
 
-    fn commit(&mut self, batch: Vec<Request>, bytes: u64) {
+    fn flush(&mut self, batch: Vec<Accepted>, bytes: u64) {
         if let Some(reason) = self.shared.poisoned() {
-            return reply_all(batch, || Err(StoreError::Unavailable(reason.clone())));
+            return reply_all(batch, &reason);
         }
         if self.len > 0
             && self.len + bytes > self.segment_bytes
             && let Err(err) = self.roll_segment()
         {
-            let reason = self.shared.poison(format!("cannot start a new log segment: {err}"));
-            return reply_all(batch, || Err(StoreError::Unavailable(reason.clone())));
+            return self.fail(batch, format!("cannot start a new log segment: {err}"));
         }
 
         self.buf.clear();
-        let mut outcomes = Vec::with_capacity(batch.len());
-        let mut touched: Vec<(Arc<TenantState>, Vec<usize>)> = Vec::new();
-        for (i, request) in batch.iter().enumerate() {
-            let state = self.shared.tenant_or_create(&request.tenant);
+        let mut locs: Vec<Vec<EventLoc>> = Vec::with_capacity(batch.len());
+        for accepted in &batch {
+            let at = self.len + self.buf.len() as u64;
+            locs.push(
+                accepted
+                    .spans
+                    .iter()
+                    .map(|&(offset, len)| EventLoc { segment: self.segment, offset: (at + offset as u64) as u32, len: len as u32 })
+                    .collect(),
+            );
+            self.buf.extend_from_slice(&accepted.frame);
+        }
+        if let Err(err) = self.file.write_all_at(&self.buf, self.len).and_then(|()| self.file.sync_data()) {
+            return self.fail(batch, format!("writing the log failed: {err}"));
+        }
+        self.len += self.buf.len() as u64;
+
+        // Publish in queue order: per tenant that is position order, and this batch holds the
+        // oldest of its accepted events.
+        let mut touched: Vec<&Arc<TenantState>> = Vec::new();
+        for (accepted, locs) in batch.iter().zip(locs) {
+            let mut log = accepted.state.log.write().expect("tenant log lock");
+            let published = log.index.published() + locs.len() as u64;
+            log.accepted.drain(..locs.len());
+            log.locs.extend(locs);
+            log.index.publish(published);
+            if !touched.iter().any(|t| Arc::ptr_eq(t, &accepted.state)) {
+                touched.push(&accepted.state);
+            }
+        }
+        for state in touched {
+            let published = state.log.read().expect("tenant log lock").index.published();
+            state.heads.send_replace(Position::new(published));
+        }
+        for accepted in batch {
+            let _ = accepted.reply.send(Ok(()));
+        }
+    }
+
+    /// After a failed write or flush: the kernel may have dropped the dirty pages, so the file's
+    /// contents are unknown and no further write is trusted until the store reopens and recovers
+    /// from what is really on disk. Every accepted event is forgotten.
+    fn fail(&mut self, batch: Vec<Accepted>, reason: String) {
+        let reason = self.shared.poison(reason);
+        let _ = self.file.set_len(self.len);
+        let tenants: Vec<Arc<TenantState>> = self.shared.tenants.read().expect("tenants lock").values().cloned().collect();
+        for state in tenants {
             let mut log = state.log.write().expect("tenant log lock");
-            if let Err(err) = log.index.check(&request.conditions) {
-                outcomes.push(Err(err));
-                continue;
-            }
-            let first = log.index.head() + 1;
-            let spans = encode_frame(&mut self.buf, request.tenant.as_str(), first, &request.events);
-            let mut positions = Vec::with_capacity(request.events.len());
-            for ((event, (at, len)), position) in request.events.iter().zip(spans).zip(first..) {
-                log.index.insert(position, event);
-                let offset = (self.len + at as u64) as u32;
-                log.locs.push(EventLoc { segment: self.segment, offset, len: len as u32 });
-                positions.push(Position::new(position));
-            }
+            let forgotten: Vec<Event> = log.accepted.drain(..).collect();
+            log.index.rollback(&forgotten);
             drop(log);
-            outcomes.push(Ok(positions));
-            match touched.iter_mut().find(|(t, _)| Arc::ptr_eq(t, &state)) {
-                Some((_, accepted)) => accepted.push(i),
-                None => touched.push((state, vec![i])),
-            }
+            // Wakes whoever waits for these events to settle: they never will.
+            state.heads.send_modify(|_| {});
         }
-
-        if !self.buf.is_empty() {
-            let written = self.file.write_all_at(&self.buf, self.len).and_then(|()| self.file.sync_data());
-            match written {
-                Ok(()) => {
-                    self.len += self.buf.len() as u64;
-                    for (state, _) in &touched {
-                        let head = {
-                            let mut log = state.log.write().expect("tenant log lock");
-                            let head = log.index.head();
-                            log.index.publish(head);
-                            head
-                        };
-                        state.heads.send_replace(Position::new(head));
-                    }
-                }
-                Err(err) => {
-                    for (state, accepted) in &touched {
-                        let mut log = state.log.write().expect("tenant log lock");
-                        log.index.rollback(accepted.iter().flat_map(|&i| &batch[i].events));
-                        let published = log.index.published() as usize;
-                        log.locs.truncate(published);
-                    }
-                    // After a failed fsync the kernel may have dropped the dirty pages: the file's
-                    // contents are unknown, so no further write is trusted until the store reopens
-                    // and recovers from what is really on disk.
-                    let _ = self.file.set_len(self.len);
-                    let reason = self.shared.poison(format!("writing the log failed: {err}"));
-                    return reply_all(batch, || Err(StoreError::Unavailable(reason.clone())));
-                }
-            }
-        }
-
-        for (request, outcome) in batch.into_iter().zip(outcomes) {
-            let _ = request.reply.send(outcome);
-        }
+        reply_all(batch, &reason);
     }
 
     fn roll_segment(&mut self) -> std::io::Result<()> {
@@ -151,8 +183,8 @@ impl Writer {
     }
 }
 
-fn reply_all(batch: Vec<Request>, outcome: impl Fn() -> Result<Vec<Position>, StoreError>) {
-    for request in batch {
-        let _ = request.reply.send(outcome());
+fn reply_all(batch: Vec<Accepted>, reason: &str) {
+    for accepted in batch {
+        let _ = accepted.reply.send(Err(StoreError::Unavailable(reason.to_string())));
     }
 }

@@ -13,6 +13,7 @@ macro_rules! out {
 
 mod context;
 mod demo;
+mod store;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -132,6 +133,12 @@ enum Command {
         #[arg(long, default_value = "{}")]
         json: String,
     },
+    /// The embedded store's log, offline: `check` says where it is damaged and what a repair
+    /// loses (exit 2 when the store does not open); `repair --cut-after-damage` cuts it there.
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
+    },
     /// Print the SHA-256 of a token, as the configuration file stores it.
     HashToken { token: String },
     /// Run a benchmark: prints a table and writes target/bench/NAME.json.
@@ -147,6 +154,18 @@ enum Command {
         /// Where the JSON goes.
         #[arg(long, default_value = "target/bench")]
         out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreAction {
+    /// Report every segment, any damage, and what cutting the log at it would lose. Changes nothing.
+    Check,
+    /// Cut the log at its first damage, keeping the cut bytes beside the segment.
+    Repair {
+        /// Really cut: without it, only say what would be cut and lost.
+        #[arg(long)]
+        cut_after_damage: bool,
     },
 }
 
@@ -269,6 +288,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Readmodels { ref action, ref read_model, ref json } => readmodels(&cli, action, read_model.as_deref(), json).await?,
+        Command::Store { ref action } => {
+            return match action {
+                StoreAction::Check => store::check(&cli.data_dir),
+                StoreAction::Repair { cut_after_damage } => store::repair(&cli.data_dir, *cut_after_damage),
+            };
+        }
         Command::HashToken { ref token } => out!("{}", counterpoint::tenants::hash_token(token)),
         Command::Bench { ref name, seconds, log_events, ref out } => {
             let scratch = cli.data_dir.join("bench-scratch");

@@ -31,6 +31,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
+/// Offline checks and repairs of an embedded store's log (`counterpoint store check|repair`).
+pub use embedded::check as embedded_check;
 pub use error::StoreError;
 #[cfg(feature = "fdb")]
 pub use fdb::{default_limits as fdb_default_limits, FdbOptions, FdbStore};

@@ -3,6 +3,7 @@
 mod chain;
 mod conformance;
 mod crash;
+mod damage;
 mod embedded;
 mod fdb;
 mod racing;

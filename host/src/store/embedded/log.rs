@@ -7,14 +7,16 @@
 //!           (key_len:u16 key value_len:u32 value)* data_len:u32 data
 //! ```
 //!
-//! A frame is all of one append or, after a crash, a torn tail that fails its checksum and is
-//! cut off when the store opens: a partial append is never visible.
+//! A frame is all of one append. After a crash the last frame may be torn: it runs past the end
+//! of the file or fails its checksum with no valid frame after it, and the store cuts it off
+//! when it opens, so a partial append is never visible. A bad frame with valid frames after it
+//! is damage, not a crash: the store refuses to open and `counterpoint store check` / `store
+//! repair` take over (check.rs). Scanning works on readers and byte slices, not on files.
 
-use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use crate::store::{Event, Position, SequencedEvent};
+use crate::store::{Event, Position, SequencedEvent, Tenant};
 
 const FRAME_HEADER: usize = 8;
 /// Frames larger than this are damage, not data (an append is at most a few tens of MiB).
@@ -177,45 +179,134 @@ pub(super) struct RecoveredFrame {
 
 /// What a segment scan found.
 pub(super) struct SegmentScan {
-    /// Bytes of complete, valid frames.
+    /// Bytes of complete, valid frames before the first damage (all of them when undamaged).
     pub valid_len: u64,
-    /// True when bytes after `valid_len` do not form a valid frame (a torn tail).
-    pub torn: bool,
+    /// The first damage: bytes at `valid_len` that do not form a valid frame.
+    pub damage: Option<Damage>,
 }
 
-/// Reads every valid frame of a segment, calling `on_frame` for each, and stops at the first
-/// torn or damaged frame.
-pub(super) fn scan_segment(
-    path: &Path,
-    segment: u32,
-    mut on_frame: impl FnMut(RecoveredFrame) -> Result<(), String>,
-) -> Result<SegmentScan, String> {
-    let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let file_len = file.metadata().map_err(|e| e.to_string())?.len();
-    let mut reader = BufReader::with_capacity(1 << 20, file);
-    let mut at: u64 = 0;
-    let mut payload = Vec::new();
-    loop {
-        let mut header = [0u8; FRAME_HEADER];
-        match read_full(&mut reader, &mut header).map_err(|e| e.to_string())? {
-            0 => return Ok(SegmentScan { valid_len: at, torn: false }),
-            n if n < FRAME_HEADER => return Ok(SegmentScan { valid_len: at, torn: true }),
-            _ => {}
-        }
-        let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
-        if len > MAX_FRAME || at + (FRAME_HEADER + len) as u64 > file_len {
-            return Ok(SegmentScan { valid_len: at, torn: true });
-        }
-        payload.resize(len, 0);
-        if read_full(&mut reader, &mut payload).map_err(|e| e.to_string())? < len || crc32fast::hash(&payload) != crc {
-            return Ok(SegmentScan { valid_len: at, torn: true });
-        }
-        let frame = parse_frame(&payload, segment, at + FRAME_HEADER as u64)
-            .map_err(|e| format!("{} at byte {at}: {e}", path.display()))?;
-        on_frame(frame).map_err(|e| format!("{} at byte {at}: {e}", path.display()))?;
-        at += (FRAME_HEADER + len) as u64;
+/// Bytes of a segment that do not form a valid frame, from `offset` on.
+pub(super) struct Damage {
+    pub offset: u64,
+    /// Where the next valid frame after the damage starts, if there is one. None means the
+    /// damage runs to the end of the segment: in the last segment, a torn write.
+    pub next_frame: Option<u64>,
+    /// The segment's bytes from `offset` to its end, for whoever needs to look further.
+    pub rest: Vec<u8>,
+}
+
+impl Damage {
+    /// The damaged bytes: up to the next valid frame, or to the end of the segment.
+    pub fn len(&self) -> u64 {
+        self.next_frame.unwrap_or(self.offset + self.rest.len() as u64) - self.offset
     }
+}
+
+/// Reads every valid frame of a segment from `reader` (`len` bytes), calling `on_frame` with
+/// each frame and its offset, and stops at the first damaged frame. To tell a torn write from
+/// damage it then reads the rest of the segment and looks for a valid frame after it.
+///
+/// A frame whose checksum holds but whose contents do not decode is an error, not damage:
+/// the checksum says these are the bytes that were written.
+pub(super) fn scan_segment(
+    mut reader: impl Read,
+    len: u64,
+    segment: u32,
+    mut on_frame: impl FnMut(u64, RecoveredFrame) -> Result<(), String>,
+) -> Result<SegmentScan, String> {
+    let mut at: u64 = 0;
+    let mut frame = Vec::new();
+    loop {
+        if at == len {
+            return Ok(SegmentScan { valid_len: at, damage: None });
+        }
+        frame.resize(FRAME_HEADER, 0);
+        let mut filled = read_full(&mut reader, &mut frame).map_err(|e| e.to_string())?;
+        let payload_len = (filled == FRAME_HEADER).then(|| header_len(&frame, len - at)).flatten();
+        if let Some(payload_len) = payload_len {
+            frame.resize(FRAME_HEADER + payload_len, 0);
+            filled += read_full(&mut reader, &mut frame[FRAME_HEADER..]).map_err(|e| e.to_string())?;
+        }
+        if payload_len.is_none() || filled < frame.len() || !checksum_holds(&frame) {
+            // What was read of the bad frame is the start of the rest; read what remains.
+            let mut rest = frame[..filled].to_vec();
+            reader.take((len - at).saturating_sub(filled as u64)).read_to_end(&mut rest).map_err(|e| e.to_string())?;
+            let next_frame = find_frame(&rest, 1, segment).map(|i| at + i as u64);
+            return Ok(SegmentScan { valid_len: at, damage: Some(Damage { offset: at, next_frame, rest }) });
+        }
+        let parsed = parse_frame(&frame[FRAME_HEADER..], segment, at + FRAME_HEADER as u64)
+            .map_err(|e| format!("the frame at byte {at}: {e}"))?;
+        on_frame(at, parsed).map_err(|e| format!("the frame at byte {at}: {e}"))?;
+        at += frame.len() as u64;
+    }
+}
+
+/// One step through bytes of a segment that may be damaged: see [`scan_bytes`].
+pub(super) enum Item {
+    Frame { offset: u64, frame: RecoveredFrame },
+    Damage { offset: u64, len: u64 },
+}
+
+/// Walks `bytes` (a segment's bytes from offset `base`): each valid frame, and each run of
+/// bytes between them that is not one, resynchronising on the next valid frame.
+pub(super) fn scan_bytes(bytes: &[u8], base: u64, segment: u32, mut on_item: impl FnMut(Item)) {
+    let mut at = 0;
+    while at < bytes.len() {
+        match frame_at(bytes, at, segment, base) {
+            Some((frame, len)) => {
+                on_item(Item::Frame { offset: base + at as u64, frame });
+                at += len;
+            }
+            None => {
+                let next = find_frame(bytes, at + 1, segment).unwrap_or(bytes.len());
+                on_item(Item::Damage { offset: base + at as u64, len: (next - at) as u64 });
+                at = next;
+            }
+        }
+    }
+}
+
+/// The smallest payload: a one-letter tenant, the first position, a count.
+const MIN_PAYLOAD: usize = 1 + 1 + 8 + 4;
+
+/// The payload length a frame header announces, if it is plausible and fits in `remaining`
+/// bytes. An all-zero header (a file extended but never written) is not a frame.
+fn header_len(header: &[u8], remaining: u64) -> Option<usize> {
+    let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
+    let fits = (MIN_PAYLOAD..=MAX_FRAME).contains(&len) && (FRAME_HEADER + len) as u64 <= remaining;
+    fits.then_some(len)
+}
+
+/// Whether a whole frame's (header and payload) checksum holds.
+fn checksum_holds(frame: &[u8]) -> bool {
+    let crc = u32::from_le_bytes(frame[4..8].try_into().expect("4 bytes"));
+    crc32fast::hash(&frame[FRAME_HEADER..]) == crc
+}
+
+/// The valid frame starting at `bytes[at]` and its length. Valid means: a plausible header,
+/// the whole frame present, its checksum holds, and it decodes with a well-formed tenant name.
+fn frame_at(bytes: &[u8], at: usize, segment: u32, base: u64) -> Option<(RecoveredFrame, usize)> {
+    let header = bytes.get(at..at + FRAME_HEADER)?;
+    let len = header_len(header, (bytes.len() - at) as u64)?;
+    let frame = &bytes[at..at + FRAME_HEADER + len];
+    // Cheap before the checksum: most garbage fails on the tenant name's length or first letter.
+    let tenant_len = frame[FRAME_HEADER] as usize;
+    let first = *frame.get(FRAME_HEADER + 1)?;
+    let tenant_char = first.is_ascii_lowercase() || first.is_ascii_digit() || first == b'-' || first == b'_';
+    if tenant_len == 0 || tenant_len > Tenant::MAX_LEN || !tenant_char {
+        return None;
+    }
+    if !checksum_holds(frame) {
+        return None;
+    }
+    let parsed = parse_frame(&frame[FRAME_HEADER..], segment, base + (at + FRAME_HEADER) as u64).ok()?;
+    Tenant::new(parsed.tenant.clone()).ok()?;
+    Some((parsed, FRAME_HEADER + len))
+}
+
+/// The offset of the first valid frame in `bytes` at or after `from`.
+fn find_frame(bytes: &[u8], from: usize, segment: u32) -> Option<usize> {
+    (from..bytes.len().saturating_sub(FRAME_HEADER + MIN_PAYLOAD - 1)).find(|&at| frame_at(bytes, at, segment, 0).is_some())
 }
 
 fn parse_frame(payload: &[u8], segment: u32, payload_offset: u64) -> Result<RecoveredFrame, String> {

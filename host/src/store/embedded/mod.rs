@@ -14,15 +14,18 @@
 //! positioned reads, coalescing neighbours into one read.
 //!
 //! Durability: an append is acknowledged only after its frame is synced. When the store opens,
-//! a torn frame at the end of the last segment (a crash during a write) is cut off.
+//! a torn frame at the end of the last segment (a crash during a write) is cut off; damage
+//! with valid frames after it stops the store from opening (check.rs says what to do).
 
+/// `counterpoint store check|repair`.
+pub mod check;
 // The FoundationDB backend reuses the event record encoding.
 pub(super) mod log;
 mod writer;
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
+use std::io::{BufReader, ErrorKind, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
@@ -31,6 +34,7 @@ use std::thread::JoinHandle;
 use async_trait::async_trait;
 use tokio::sync::watch;
 
+use self::check::damage_report;
 use self::log::{decode_run, list_segments, scan_segment, segment_path, EventLoc};
 use self::writer::{Accepted, Writer};
 use super::index::{ReadCursor, TenantIndex};
@@ -218,7 +222,15 @@ impl EmbeddedStore {
                 return Err(corrupt(format!("log segment {expected} is missing")));
             }
             let path = segment_path(&dir, number);
-            let scan = scan_segment(&path, number, |frame| {
+            let is_last = expected + 1 == segment_numbers.len();
+            let file = OpenOptions::new()
+                .read(true)
+                .write(is_last)
+                .open(&path)
+                .map_err(|e| StoreError::io(&format!("opening {}", path.display()), e))?;
+            let len = file.metadata().map_err(|e| StoreError::io(&format!("reading {}", path.display()), e))?.len();
+            let reader = BufReader::with_capacity(1 << 20, &file);
+            let scan = scan_segment(reader, len, number, |_, frame| {
                 let tenant = Tenant::new(frame.tenant).map_err(|e| e.to_string())?;
                 let log = tenants.entry(tenant).or_default();
                 if frame.first != log.index.head() + 1 {
@@ -230,18 +242,20 @@ impl EmbeddedStore {
                 }
                 Ok(())
             })
-            .map_err(corrupt)?;
-            let is_last = expected + 1 == segment_numbers.len();
-            if scan.torn && !is_last {
-                return Err(corrupt(format!("{} ends in a damaged frame", path.display())));
-            }
-            let file = OpenOptions::new()
-                .read(true)
-                .write(is_last)
-                .open(&path)
-                .map_err(|e| StoreError::io(&format!("opening {}", path.display()), e))?;
-            if scan.torn {
-                tracing::warn!(segment = %path.display(), valid_bytes = scan.valid_len, "cutting off a torn append left by a crash");
+            .map_err(|e| corrupt(format!("{}: {e}", path.display())))?;
+            if let Some(damage) = &scan.damage {
+                // Only the very end of the log can be a write cut short by a crash: a bad frame
+                // with valid frames after it, or in a sealed segment, is damage, and cutting it
+                // off would silently drop acknowledged appends.
+                if damage.next_frame.is_some() || !is_last {
+                    return Err(corrupt(damage_report(&path, damage)));
+                }
+                tracing::warn!(
+                    segment = %path.display(),
+                    offset = damage.offset,
+                    bytes = damage.len(),
+                    "cutting off a torn append left by a crash (no valid frame follows it)"
+                );
                 file.set_len(scan.valid_len).and_then(|()| file.sync_all()).map_err(|e| StoreError::io("truncating a torn append", e))?;
             }
             last_len = scan.valid_len;

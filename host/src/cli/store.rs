@@ -1,0 +1,102 @@
+//! `counterpoint store check|repair`: the embedded store's log, offline.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use counterpoint::store::embedded_check::{self, StoreCheck};
+use counterpoint::store::EmbeddedStore;
+
+/// The exit code of a check that found damage the store does not open with, and of a repair
+/// that was not asked to cut.
+const DAMAGED: u8 = 2;
+
+/// The store in the data directory (`DIR/events`), or `DIR` itself when it is one.
+fn store_dir(data_dir: &Path) -> PathBuf {
+    let events = data_dir.join("events");
+    if !events.exists() && data_dir.join("FORMAT").exists() {
+        return data_dir.to_path_buf();
+    }
+    events
+}
+
+pub fn check(data_dir: &Path) -> anyhow::Result<ExitCode> {
+    let report = embedded_check::check(&store_dir(data_dir))?;
+    print(&report);
+    if report.opens() {
+        out!("ok: the store opens{}", if report.cut.is_some() { " (and cuts its torn final write)" } else { "" });
+        Ok(ExitCode::SUCCESS)
+    } else {
+        if report.problems.is_empty() {
+            out!("damaged: the store does not open; `counterpoint store repair --cut-after-damage` cuts the log at the damage, losing what is listed above");
+        } else {
+            out!("damaged in a way cutting the log does not fix; the store does not open");
+        }
+        Ok(ExitCode::from(DAMAGED))
+    }
+}
+
+pub fn repair(data_dir: &Path, cut_after_damage: bool) -> anyhow::Result<ExitCode> {
+    let dir = store_dir(data_dir);
+    if !cut_after_damage {
+        let report = embedded_check::check(&dir)?;
+        print(&report);
+        if report.cut.is_none() {
+            out!("nothing to repair");
+            return Ok(ExitCode::SUCCESS);
+        }
+        out!("nothing changed: run `counterpoint store repair --cut-after-damage` to cut the log as above");
+        return Ok(ExitCode::from(DAMAGED));
+    }
+    let repair = embedded_check::repair(&dir)?;
+    print(&repair.before);
+    if repair.before.cut.is_none() {
+        out!("nothing to repair");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for path in &repair.set_aside {
+        out!("kept the cut bytes in {}", path.display());
+    }
+    // The proof that the repair worked: the store opens.
+    drop(EmbeddedStore::open(&dir)?);
+    out!("repaired: the store opens");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print(report: &StoreCheck) {
+    out!("store {}", report.dir.display());
+    for segment in &report.segments {
+        let name = segment.path.file_name().unwrap_or_default().to_string_lossy();
+        out!("  {name}: {} bytes, {} valid frames, {} events", segment.bytes, segment.frames, segment.events);
+        for (offset, len) in &segment.damage {
+            out!("    damaged at byte {offset}: {len} bytes that are not a valid frame");
+        }
+        if segment.frames_after_damage > 0 {
+            out!("    {} valid frames, {} events after the damage", segment.frames_after_damage, segment.events_after_damage);
+        }
+    }
+    for problem in &report.problems {
+        out!("  problem: {problem}");
+    }
+    if let Some(cut) = &report.cut {
+        let name = cut.path.file_name().unwrap_or_default().to_string_lossy();
+        if cut.torn {
+            out!("torn final write in {name} at byte {} ({} bytes): never acknowledged, cut when the store opens", cut.offset, cut.damaged_bytes);
+            return;
+        }
+        out!(
+            "first damage: {name} byte {} ({} bytes); a repair cuts the log there{} and loses {} append(s), {} event(s):",
+            cut.offset,
+            cut.damaged_bytes,
+            if cut.later_segments.is_empty() { String::new() } else { format!(" and sets aside {} later segments", cut.later_segments.len()) },
+            cut.frames_lost,
+            cut.events_lost,
+        );
+        for (tenant, lost) in &cut.tenants_lost {
+            out!("  tenant {tenant}: {} event(s), positions {} to {}", lost.events, lost.first, lost.last);
+        }
+    }
+    let kept = if report.cut.as_ref().is_some_and(|cut| !cut.torn) { ", kept by a repair" } else { "" };
+    for (tenant, head) in &report.heads {
+        out!("  tenant {tenant}: positions 1 to {head}{kept}");
+    }
+}

@@ -1,0 +1,303 @@
+//! Checking and repairing a damaged log, offline (`counterpoint store check` / `store repair`).
+//!
+//! The store cuts a torn final frame by itself when it opens: that frame was never
+//! acknowledged. Damage anywhere else stops it from opening, because cutting there would drop
+//! acknowledged appends. `check` says, without changing anything, where the damage is and what
+//! a cut would lose; `repair` cuts the log at the first damage only when asked, keeping the
+//! cut bytes beside the segment (`<segment>.log.damaged-<offset>`) and setting later segments
+//! aside the same way, so that the log stays a prefix with dense positions.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, ErrorKind, Read, Write};
+use std::path::{Path, PathBuf};
+
+use super::log::{list_segments, scan_bytes, scan_segment, segment_path, Damage, Item, RecoveredFrame};
+use super::{lock_dir, sync_dir, FORMAT_PREFIX, FORMAT_VERSION};
+use crate::store::{StoreError, Tenant};
+
+/// What `check` found in an embedded store's directory.
+#[derive(Clone, Debug)]
+pub struct StoreCheck {
+    pub dir: PathBuf,
+    pub segments: Vec<SegmentCheck>,
+    /// The first damage, where a repair would cut, and what cutting there loses.
+    pub cut: Option<Cut>,
+    /// Each tenant's last position before the cut (what the store holds after a repair).
+    pub heads: BTreeMap<String, u64>,
+    /// What no cut fixes: a missing segment, an unknown format, a frame that passes its
+    /// checksum but does not decode, positions that jump before any damage.
+    pub problems: Vec<String>,
+}
+
+/// One segment file.
+#[derive(Clone, Debug)]
+pub struct SegmentCheck {
+    pub number: u32,
+    pub path: PathBuf,
+    pub bytes: u64,
+    /// Valid frames (appends) and their events before the log's first damage.
+    pub frames: u64,
+    pub events: u64,
+    /// Every run of bytes that is not a valid frame: (offset, length).
+    pub damage: Vec<(u64, u64)>,
+    /// Valid frames and events in this segment after the log's first damage.
+    pub frames_after_damage: u64,
+    pub events_after_damage: u64,
+}
+
+/// Where a repair cuts the log, and what it loses.
+#[derive(Clone, Debug)]
+pub struct Cut {
+    pub segment: u32,
+    pub path: PathBuf,
+    pub offset: u64,
+    /// The damaged bytes at the cut (up to the next valid frame, or the end of the segment).
+    pub damaged_bytes: u64,
+    /// A torn final write: nothing valid follows, the store cuts it itself when it opens.
+    pub torn: bool,
+    /// Whole segments after the cut, set aside by a repair.
+    pub later_segments: Vec<u32>,
+    /// Valid appends (frames) and events after the cut: lost by a repair.
+    pub frames_lost: u64,
+    pub events_lost: u64,
+    /// Per tenant, the positions lost: events and the first and last position.
+    pub tenants_lost: BTreeMap<String, LostPositions>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct LostPositions {
+    pub events: u64,
+    pub first: u64,
+    pub last: u64,
+}
+
+impl StoreCheck {
+    /// Whether the store opens as it is (a torn final write is cut when it opens).
+    pub fn opens(&self) -> bool {
+        self.problems.is_empty() && self.cut.as_ref().is_none_or(|cut| cut.torn)
+    }
+}
+
+/// What `repair` did.
+#[derive(Clone, Debug)]
+pub struct Repair {
+    /// What the log looked like before: `cut` is what was cut and lost.
+    pub before: StoreCheck,
+    /// The files holding the bytes taken out of the log.
+    pub set_aside: Vec<PathBuf>,
+}
+
+/// Checks the store in `dir` without changing anything. Refuses while a process has it open
+/// (its log may be mid-write).
+pub fn check(dir: &Path) -> Result<StoreCheck, StoreError> {
+    let dir = store_dir(dir)?;
+    let _lock = lock_shared(&dir)?;
+    check_locked(&dir)
+}
+
+/// Cuts the log at its first damage, keeping what is cut beside it; with no damage does
+/// nothing. Refuses when the log has problems a cut does not fix.
+pub fn repair(dir: &Path) -> Result<Repair, StoreError> {
+    let dir = store_dir(dir)?;
+    let _lock = lock_dir(&dir)?;
+    let before = check_locked(&dir)?;
+    if !before.problems.is_empty() {
+        return Err(StoreError::Corrupt {
+            dir: dir.clone(),
+            detail: format!("cutting the log does not fix this: {}", before.problems.join("; ")),
+        });
+    }
+    let Some(cut) = &before.cut else { return Ok(Repair { before, set_aside: Vec::new() }) };
+    let io = |what: &str, e| StoreError::io(what, e);
+    let mut set_aside = Vec::new();
+
+    // The order keeps every interruption repairable by running repair again: first a synced
+    // copy of the cut bytes, then later segments renamed away from the highest down (the log
+    // never has a gap), then the cut itself.
+    let aside = aside_path(&cut.path, cut.offset);
+    let tmp = aside.with_extension("tmp");
+    {
+        let mut segment = File::open(&cut.path).map_err(|e| io("opening the damaged segment", e))?;
+        let mut bytes = Vec::new();
+        std::io::Seek::seek(&mut segment, std::io::SeekFrom::Start(cut.offset))
+            .and_then(|_| segment.read_to_end(&mut bytes))
+            .map_err(|e| io("reading the damaged segment", e))?;
+        let mut copy = File::create(&tmp).map_err(|e| io("saving the cut bytes", e))?;
+        copy.write_all(&bytes).and_then(|()| copy.sync_all()).map_err(|e| io("saving the cut bytes", e))?;
+        std::fs::rename(&tmp, &aside).map_err(|e| io("saving the cut bytes", e))?;
+        sync_dir(&dir)?;
+    }
+    set_aside.push(aside);
+    for &number in cut.later_segments.iter().rev() {
+        let path = segment_path(&dir, number);
+        let to = aside_path(&path, 0);
+        std::fs::rename(&path, &to).map_err(|e| io("setting a later segment aside", e))?;
+        sync_dir(&dir)?;
+        set_aside.push(to);
+    }
+    let segment = OpenOptions::new().write(true).open(&cut.path).map_err(|e| io("opening the damaged segment", e))?;
+    segment.set_len(cut.offset).and_then(|()| segment.sync_all()).map_err(|e| io("cutting the damaged segment", e))?;
+    tracing::warn!(segment = %cut.path.display(), offset = cut.offset, events_lost = cut.events_lost, "cut the log at its first damage");
+    Ok(Repair { before, set_aside })
+}
+
+/// Where the bytes cut from `segment` at `offset` are kept.
+pub fn aside_path(segment: &Path, offset: u64) -> PathBuf {
+    let mut name = segment.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".damaged-{offset}"));
+    segment.with_file_name(name)
+}
+
+/// The message of the error that stops the store from opening on damage.
+pub(super) fn damage_report(path: &Path, damage: &Damage) -> String {
+    let after = match damage.next_frame {
+        Some(next) => format!("{} damaged bytes, then valid frames again from byte {next}", damage.len()),
+        None => format!("{} damaged bytes to the end of a segment that is not the last", damage.len()),
+    };
+    format!(
+        "log segment {} is damaged at byte {} ({after}); this is not a write torn by a crash, and cutting it off \
+         would lose acknowledged appends, so the store does not open. `counterpoint store check` says what follows \
+         the damage; `counterpoint store repair --cut-after-damage` cuts the log there and keeps the cut bytes",
+        path.display(),
+        damage.offset
+    )
+}
+
+/// `dir` itself when it holds a store, else an error naming it.
+fn store_dir(dir: &Path) -> Result<PathBuf, StoreError> {
+    let dir = dir.canonicalize().map_err(|e| StoreError::io(&format!("opening {}", dir.display()), e))?;
+    let has_log = !list_segments(&dir).map_err(|e| StoreError::io("listing the log", e))?.is_empty();
+    if !has_log && !dir.join("FORMAT").exists() {
+        return Err(StoreError::InvalidInput(format!("{} holds no event store", dir.display())));
+    }
+    Ok(dir)
+}
+
+/// A shared lock on the directory: no store has it open while we look.
+fn lock_shared(dir: &Path) -> Result<Option<File>, StoreError> {
+    let path = dir.join("LOCK");
+    let mut file = match File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StoreError::io(&format!("opening {}", path.display()), e)),
+    };
+    match file.try_lock_shared() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            Err(StoreError::Locked { dir: dir.to_path_buf(), pid: pid.trim().to_string() })
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::io(&format!("locking {}", path.display()), e)),
+    }
+}
+
+fn check_locked(dir: &Path) -> Result<StoreCheck, StoreError> {
+    let mut report =
+        StoreCheck { dir: dir.to_path_buf(), segments: Vec::new(), cut: None, heads: BTreeMap::new(), problems: Vec::new() };
+    match std::fs::read_to_string(dir.join("FORMAT")) {
+        Ok(text) if text.trim() == format!("{FORMAT_PREFIX}{FORMAT_VERSION}") => {}
+        Ok(text) => report.problems.push(format!("FORMAT says {:?}; this build reads {FORMAT_PREFIX}{FORMAT_VERSION}", text.trim())),
+        Err(e) => report.problems.push(format!("FORMAT cannot be read: {e}")),
+    }
+    let numbers = list_segments(dir).map_err(|e| StoreError::io("listing the log", e))?;
+    for (expected, &number) in numbers.iter().enumerate() {
+        if number as usize != expected {
+            report.problems.push(format!("log segment {expected} is missing"));
+            break;
+        }
+        let path = segment_path(dir, number);
+        let file = File::open(&path).map_err(|e| StoreError::io(&format!("opening {}", path.display()), e))?;
+        let bytes = file.metadata().map_err(|e| StoreError::io(&format!("reading {}", path.display()), e))?.len();
+        report.segments.push(SegmentCheck {
+            number,
+            path: path.clone(),
+            bytes,
+            frames: 0,
+            events: 0,
+            damage: Vec::new(),
+            frames_after_damage: 0,
+            events_after_damage: 0,
+        });
+        let mut items = Vec::new();
+        let walked = walk_segment(BufReader::with_capacity(1 << 20, file), bytes, number, |item| items.push(item));
+        for item in items {
+            record(&mut report, number, item);
+        }
+        if let Err(e) = walked {
+            report.problems.push(format!("{}: {e}", path.display()));
+        }
+    }
+    if let Some(cut) = &mut report.cut {
+        let last = report.segments.last().map(|s| s.number);
+        cut.later_segments = report.segments.iter().map(|s| s.number).filter(|&n| n > cut.segment).collect();
+        cut.torn = Some(cut.segment) == last && cut.frames_lost == 0;
+    }
+    Ok(report)
+}
+
+/// Every frame and every damaged run of one segment, in order.
+fn walk_segment(reader: impl Read, len: u64, number: u32, mut on_item: impl FnMut(Item)) -> Result<(), String> {
+    let scan = scan_segment(reader, len, number, |offset, frame| {
+        on_item(Item::Frame { offset, frame });
+        Ok(())
+    })?;
+    if let Some(damage) = scan.damage {
+        on_item(Item::Damage { offset: damage.offset, len: damage.len() });
+        if let Some(next) = damage.next_frame {
+            scan_bytes(&damage.rest[(next - damage.offset) as usize..], next, number, on_item);
+        }
+    }
+    Ok(())
+}
+
+fn record(report: &mut StoreCheck, number: u32, item: Item) {
+    let segment = report.segments.last_mut().expect("the segment being walked");
+    match item {
+        Item::Damage { offset, len } => {
+            segment.damage.push((offset, len));
+            if report.cut.is_none() {
+                report.cut = Some(Cut {
+                    segment: number,
+                    path: segment.path.clone(),
+                    offset,
+                    damaged_bytes: len,
+                    torn: false,
+                    later_segments: Vec::new(),
+                    frames_lost: 0,
+                    events_lost: 0,
+                    tenants_lost: BTreeMap::new(),
+                });
+            }
+        }
+        Item::Frame { offset, frame } => {
+            let RecoveredFrame { tenant, first, events, .. } = frame;
+            let count = events.len() as u64;
+            match &mut report.cut {
+                None => {
+                    segment.frames += 1;
+                    segment.events += count;
+                    let head = report.heads.entry(tenant.clone()).or_default();
+                    if first != head.saturating_add(1) || Tenant::new(tenant.clone()).is_err() {
+                        report.problems.push(format!(
+                            "{} at byte {offset}: tenant {tenant:?}'s positions jump from {head} to {first}",
+                            segment.path.display()
+                        ));
+                    }
+                    *head = first.saturating_add(count).saturating_sub(1);
+                }
+                Some(cut) => {
+                    segment.frames_after_damage += 1;
+                    segment.events_after_damage += count;
+                    cut.frames_lost += 1;
+                    cut.events_lost += count;
+                    let lost = cut.tenants_lost.entry(tenant).or_insert(LostPositions { events: 0, first, last: 0 });
+                    lost.events += count;
+                    lost.first = lost.first.min(first);
+                    lost.last = lost.last.max(first.saturating_add(count).saturating_sub(1));
+                }
+            }
+        }
+    }
+}

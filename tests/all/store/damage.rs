@@ -1,0 +1,198 @@
+//! A damaged log is not a torn tail: the embedded store cuts only a torn final write when it
+//! opens, refuses to open on damage with valid appends after it, and `store check` / `store
+//! repair` (the library functions behind the CLI) say what is lost and cut only when asked.
+
+use std::path::{Path, PathBuf};
+
+use counterpoint::store::embedded_check::{self, aside_path};
+use counterpoint::store::{EmbeddedOptions, EmbeddedStore, Event, EventStore, Position, Query, ReadOptions, StoreError, Tenant};
+
+fn acme() -> Tenant {
+    Tenant::new("acme").unwrap()
+}
+
+fn other() -> Tenant {
+    Tenant::new("other").unwrap()
+}
+
+fn segment(dir: &Path, number: u32) -> PathBuf {
+    dir.join(format!("{number:010}.log"))
+}
+
+/// The offset of every frame in a segment file (walking the length fields of an intact file).
+fn frame_offsets(path: &Path) -> Vec<usize> {
+    let bytes = std::fs::read(path).unwrap();
+    let mut offsets = Vec::new();
+    let mut at = 0;
+    while at + 8 <= bytes.len() {
+        offsets.push(at);
+        at += 8 + u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    }
+    assert_eq!(at, bytes.len(), "an intact segment is whole frames");
+    offsets
+}
+
+/// Flips one bit in the payload of the frame at `offset`.
+fn flip_bit(path: &Path, offset: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[offset + 8 + 5] ^= 0x10;
+    std::fs::write(path, bytes).unwrap();
+}
+
+async fn types(store: &EmbeddedStore, tenant: &Tenant) -> Vec<(u64, String)> {
+    let (events, _) = store.read(tenant, Query::all(), ReadOptions::default()).await.unwrap().collect().await.unwrap();
+    events.into_iter().map(|e| (e.position.dense(), e.event.event_type)).collect()
+}
+
+/// Six appends in one segment: acme A1, other O1, acme A2 (two events), acme A3, other O2, acme A4.
+async fn six_appends(dir: &Path) {
+    let store = EmbeddedStore::open(dir).unwrap();
+    for (tenant, events) in [
+        (acme(), vec![Event::new("A1")]),
+        (other(), vec![Event::new("O1")]),
+        (acme(), vec![Event::new("A2").data(vec![7; 300]), Event::new("A2")]),
+        (acme(), vec![Event::new("A3")]),
+        (other(), vec![Event::new("O2")]),
+        (acme(), vec![Event::new("A4")]),
+    ] {
+        store.append(&tenant, events, vec![]).await.unwrap();
+    }
+}
+
+/// A store of [`six_appends`] with a bit flipped in its third frame (A2): its directory, the
+/// segment, every frame's offset and the segment's bytes after the flip.
+async fn damaged_in_the_middle() -> (tempfile::TempDir, PathBuf, Vec<usize>, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    six_appends(dir.path()).await;
+    let path = segment(dir.path(), 0);
+    let offsets = frame_offsets(&path);
+    flip_bit(&path, offsets[2]);
+    let bytes = std::fs::read(&path).unwrap();
+    (dir, path, offsets, bytes)
+}
+
+#[tokio::test]
+async fn a_bit_flip_mid_segment_stops_the_store_with_the_segment_and_offset() {
+    let (dir, path, offsets, before) = damaged_in_the_middle().await;
+    let damaged = offsets[2];
+
+    let err = EmbeddedStore::open(dir.path()).err().expect("damage with valid appends after it must stop the store");
+    let message = err.to_string();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    assert!(message.contains("0000000000.log") && message.contains(&format!("at byte {damaged}")), "{message}");
+    assert!(message.contains("counterpoint store check") && message.contains("counterpoint store repair"), "{message}");
+    assert_eq!(std::fs::read(&path).unwrap(), before, "a refused open cuts nothing");
+}
+
+#[tokio::test]
+async fn check_reports_the_damage_and_what_a_repair_would_lose_without_changing_anything() {
+    let (dir, path, offsets, before) = damaged_in_the_middle().await;
+
+    let report = embedded_check::check(dir.path()).unwrap();
+    assert!(!report.opens());
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let cut = report.cut.as_ref().expect("the damage");
+    assert_eq!((cut.segment, cut.offset, cut.torn), (0, offsets[2] as u64, false));
+    assert_eq!(cut.damaged_bytes, (offsets[3] - offsets[2]) as u64, "the damaged frame, up to the next valid one");
+    // After the damaged frame (A2, positions 2-3): A3, O2, A4 are valid and would be lost.
+    assert_eq!((cut.frames_lost, cut.events_lost), (3, 3));
+    let lost: Vec<(String, u64, u64, u64)> =
+        cut.tenants_lost.iter().map(|(t, l)| (t.clone(), l.events, l.first, l.last)).collect();
+    assert_eq!(lost, vec![("acme".into(), 2, 4, 5), ("other".into(), 1, 2, 2)]);
+    assert_eq!(report.heads.get("acme"), Some(&1));
+    assert_eq!(report.heads.get("other"), Some(&1));
+    let segment_report = &report.segments[0];
+    assert_eq!((segment_report.frames, segment_report.events), (2, 2));
+    assert_eq!(segment_report.damage, vec![(offsets[2] as u64, (offsets[3] - offsets[2]) as u64)]);
+    assert_eq!(std::fs::read(&path).unwrap(), before, "check changes nothing");
+}
+
+#[tokio::test]
+async fn repair_cuts_at_the_damage_keeps_the_cut_bytes_and_the_store_opens_with_what_came_before() {
+    let (dir, path, offsets, before) = damaged_in_the_middle().await;
+    let damaged = offsets[2];
+
+    let repair = embedded_check::repair(dir.path()).unwrap();
+    let aside = aside_path(&path.canonicalize().unwrap(), damaged as u64);
+    assert_eq!(repair.set_aside, vec![aside.clone()]);
+    assert_eq!(std::fs::read(&aside).unwrap(), before[damaged..], "the cut bytes are kept");
+    assert_eq!(std::fs::read(&path).unwrap(), before[..damaged]);
+
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(types(&store, &acme()).await, vec![(1, "A1".to_string())]);
+    assert_eq!(types(&store, &other()).await, vec![(1, "O1".to_string())]);
+    assert_eq!(store.append(&acme(), vec![Event::new("A5")], vec![]).await.unwrap(), vec![Position::new(2)]);
+    // An open store is neither checked nor repaired behind its back.
+    assert!(matches!(embedded_check::check(dir.path()), Err(StoreError::Locked { .. })));
+    assert!(matches!(embedded_check::repair(dir.path()), Err(StoreError::Locked { .. })));
+    drop(store);
+    let report = embedded_check::check(dir.path()).unwrap();
+    assert!(report.opens() && report.cut.is_none(), "{report:?}");
+}
+
+#[tokio::test]
+async fn a_torn_final_frame_is_still_cut_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    six_appends(dir.path()).await;
+    let path = segment(dir.path(), 0);
+    let last = *frame_offsets(&path).last().unwrap();
+    // The last append's bytes reached the disk only in part: its checksum fails, nothing follows.
+    flip_bit(&path, last);
+    let report = embedded_check::check(dir.path()).unwrap();
+    assert!(report.opens(), "{report:?}");
+    assert!(report.cut.as_ref().is_some_and(|cut| cut.torn && cut.frames_lost == 0 && cut.offset == last as u64));
+
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(types(&store, &acme()).await.last(), Some(&(4, "A3".to_string())), "the torn append A4 is gone");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), last as u64);
+    drop(store);
+
+    // A file extended by zeros that were never written (a power cut after the size reached
+    // the disk, before the data) is a torn tail too, not a frame.
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(last as u64 + 4096).unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(types(&store, &acme()).await.len(), 4);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), last as u64);
+}
+
+#[tokio::test]
+async fn damage_in_a_sealed_segment_is_reported_and_repaired_with_the_later_segments_set_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = EmbeddedOptions { segment_bytes: 300, ..Default::default() };
+    {
+        let store = EmbeddedStore::open_with(dir.path(), options.clone()).unwrap();
+        for i in 0..8 {
+            store.append(&acme(), vec![Event::new(format!("E{i}")).data(vec![1; 100])], vec![]).await.unwrap();
+        }
+    }
+    let first = segment(dir.path(), 0);
+    let offsets = frame_offsets(&first);
+    assert!(offsets.len() >= 2 && segment(dir.path(), 3).exists(), "small segments roll: {offsets:?}");
+    let kept = offsets.len() - 1;
+    flip_bit(&first, offsets[kept]);
+
+    let err = EmbeddedStore::open_with(dir.path(), options.clone()).err().expect("must refuse");
+    assert!(err.to_string().contains("0000000000.log") && err.to_string().contains(&format!("at byte {}", offsets[kept])), "{err}");
+
+    let report = embedded_check::check(dir.path()).unwrap();
+    let cut = report.cut.clone().expect("the damage");
+    assert!(!report.opens() && !cut.torn);
+    let later: Vec<u32> = report.segments.iter().skip(1).map(|s| s.number).collect();
+    assert_eq!(cut.later_segments, later);
+    assert_eq!(cut.events_lost, 8 - kept as u64 - 1, "every valid append after the damage, in every later segment");
+    assert_eq!(cut.tenants_lost["acme"].first, kept as u64 + 2);
+    assert_eq!(cut.tenants_lost["acme"].last, 8);
+
+    let repair = embedded_check::repair(dir.path()).unwrap();
+    assert_eq!(repair.set_aside.len(), 1 + later.len());
+    for &number in &later {
+        assert!(!segment(dir.path(), number).exists());
+        assert!(aside_path(&segment(dir.path(), number), 0).exists());
+    }
+    let store = EmbeddedStore::open_with(dir.path(), options).unwrap();
+    let expected: Vec<(u64, String)> = (0..kept).map(|i| (i as u64 + 1, format!("E{i}"))).collect();
+    assert_eq!(types(&store, &acme()).await, expected);
+    let next = store.append(&acme(), vec![Event::new("After").data(vec![1; 100])], vec![]).await.unwrap();
+    assert_eq!(next, vec![Position::new(kept as u64 + 1)]);
+}

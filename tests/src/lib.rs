@@ -4,6 +4,28 @@ pub mod crash {
     //! The crash test's event layout, shared by the test and its child process.
 
     pub const WRITERS: usize = 16;
+    /// Writers that race to append to one tag under a condition, so that some are refused.
+    pub const RACERS: usize = 4;
+    /// The tag the racers append to, in every cycle.
+    pub const RACE_TAG: &str = "race";
+    /// Small segments, so that the log rolls to a new segment every few batches and kills land
+    /// during rolls too.
+    pub const SEGMENT_BYTES: u32 = 64 << 10;
+
+    /// The tag that identifies one racer's append.
+    pub fn race_tag(cycle: u64, racer: usize, seq: u64) -> String {
+        format!("race:{cycle}-{racer}-{seq}")
+    }
+
+    /// A racer's event data: the position of the last race event it saw (0 for none), which its
+    /// condition says is still the last one when its append lands.
+    pub fn race_data(after: u64) -> Vec<u8> {
+        format!("after {after}").into_bytes()
+    }
+
+    pub fn parse_race_data(data: &[u8]) -> Option<u64> {
+        std::str::from_utf8(data).ok()?.strip_prefix("after ")?.parse().ok()
+    }
 
     /// The tag that identifies one append.
     pub fn append_tag(cycle: u64, writer: usize, seq: u64) -> String {

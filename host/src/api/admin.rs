@@ -25,12 +25,7 @@ impl From<TenantError> for ApiError {
 }
 
 fn admin(state: &SharedState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| ApiError::unauthorized("send `Authorization: Bearer <admin token>`"))?;
-    match state.tenants.authenticate(token.trim()) {
+    match state.tenants.authenticate(super::bearer(headers)?) {
         Some(Principal::Admin) => Ok(()),
         Some(Principal::Tenant(_)) => Err(ApiError::forbidden("only the admin token manages tenants")),
         None => Err(ApiError::unauthorized("unknown token")),
@@ -85,6 +80,7 @@ pub async fn list(State(state): State<SharedState>, headers: HeaderMap) -> Resul
                     "max_slices": limits.max_slices,
                     "deadline_ms": limits.deadline_ms,
                     "command_deadline_ms": limits.command_deadline_ms,
+                    "max_streams": limits.max_streams,
                 },
                 "slices": state.registry.list(&tenant).len(),
             }))
@@ -101,4 +97,15 @@ pub async fn remove(State(state): State<SharedState>, Path(tenant): Path<String>
     let tenant = Tenant::new(tenant).map_err(|e| ApiError::not_found(e.to_string()))?;
     state.tenants.remove(&tenant)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/v1/admin/tenants/{tenant}/token", params(("tenant" = String, Path)),
+    responses((status = 200, description = "`{tenant, token}`: the new token, shown once"), (status = 404, body = super::openapi::ErrorBody), (status = 409, body = super::openapi::ErrorBody)))]
+/// `POST /v1/admin/tenants/{tenant}/token`: replaces the tokens of a tenant created through this
+/// API with a new one. The old ones stop working at once and the streams they opened end.
+pub async fn replace_token(State(state): State<SharedState>, Path(tenant): Path<String>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    admin(&state, &headers)?;
+    let tenant = Tenant::new(tenant).map_err(|e| ApiError::not_found(e.to_string()))?;
+    let token = state.tenants.replace_tokens(&tenant)?;
+    Ok(Json(json!({ "tenant": tenant, "token": token })))
 }

@@ -13,11 +13,13 @@ use axum::Json;
 use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::commands::json_body;
 use super::{ApiError, SharedState};
 use crate::codec::{data_from_json, event_to_json};
 use crate::store::{AppendCondition, Event, Position, Query, QueryItem, ReadOptions, Subscription};
+use crate::tenants::AccessWatch;
 
 /// The most events one read response holds; page on with `after`.
 pub const MAX_READ: u64 = 10_000;
@@ -115,10 +117,11 @@ pub async fn append(
         ("query" = Option<String>, Query, description = "A JSON query instead of type/tag"),
         ("after" = Option<String>, Query, pattern = "^[0-9]+$", description = super::schema::POSITION_AFTER),
         ("Last-Event-ID" = Option<String>, Header, pattern = "^[0-9]+$", description = "The `id` of the last event received (a position): resume after it")),
-    responses((status = 200, description = "text/event-stream: id = position, data = the event", content_type = "text/event-stream"), (status = 400, body = super::openapi::ErrorBody), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody), (status = 429, body = super::openapi::ErrorBody)))]
+    responses((status = 200, description = "text/event-stream: id = position, data = the event", content_type = "text/event-stream"), (status = 400, body = super::openapi::ErrorBody), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody), (status = 429, description = "rate_limited, or too_many_streams: the tenant has `max_streams` open", body = super::openapi::ErrorBody)))]
 /// `GET /v1/t/{tenant}/events/stream?type=T&tag=x&after=N` (or `query=<JSON query>`): every
 /// matching event after `N` (or after `Last-Event-ID`), then each new one as it is appended.
-/// Each SSE event has `id` = its position (decimal) and `data` = the event as JSON.
+/// Each SSE event has `id` = its position (decimal) and `data` = the event as JSON. A tenant has
+/// at most `max_streams` open; a stream ends when its token is replaced or its tenant removed.
 pub async fn stream(
     State(state): State<SharedState>,
     Path(tenant): Path<String>,
@@ -126,6 +129,14 @@ pub async fn stream(
     RawQuery(raw): RawQuery,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let caller = state.authorize(&headers, &tenant)?;
+    // Taken first, so a refused stream costs no parsing and no subscription.
+    let slot = caller.state.streams.clone().try_acquire_owned().map_err(|_| {
+        ApiError::too_many_streams(format!(
+            "tenant {} has all its {} live streams open; close one first",
+            caller.tenant, caller.state.limits.max_streams
+        ))
+    })?;
+    let access = state.tenants.watch_access(super::bearer(&headers)?, &caller.tenant, caller.state.clone());
     let mut item = QueryItem::default();
     let mut query: Option<Query> = None;
     let mut after: Option<Position> = None;
@@ -153,11 +164,12 @@ pub async fn stream(
     };
     let subscription = state.store.subscribe(&caller.tenant, query, after).await?;
     let shutdown = state.shutdown.subscribe();
-    let live = Live { subscription, shutdown, _state: state.clone() };
+    let live = Live { subscription, shutdown, access, _slot: slot, _state: state.clone() };
     let events = futures_util::stream::unfold(live, |mut live| async move {
         let next = tokio::select! {
             next = live.subscription.next() => Some(next),
             _ = live.shutdown.wait_for(|stopping| *stopping) => None,
+            () = live.access.lost() => None,
         };
         match next? {
             Ok(event) => {
@@ -175,10 +187,14 @@ pub async fn stream(
 }
 
 /// A live stream's subscription and the server state it keeps alive, dropped in this order: once
-/// the server sees its state released at shutdown, no stream holds the store either.
+/// the server sees its state released at shutdown, no stream holds the store either. The stream
+/// ends when the server shuts down or the token it was opened with stops giving access; its slot
+/// among the tenant's streams is given back when it is dropped (the client went away, or it ended).
 struct Live {
     subscription: Subscription,
     shutdown: tokio::sync::watch::Receiver<bool>,
+    access: AccessWatch,
+    _slot: OwnedSemaphorePermit,
     _state: SharedState,
 }
 

@@ -69,12 +69,8 @@ pub struct Caller {
 impl AppState {
     /// Checks the bearer token against `tenant` and takes one request from its rate limit.
     pub fn authorize(&self, headers: &HeaderMap, tenant: &str) -> Result<Caller, ApiError> {
-        let token = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| ApiError::unauthorized("send `Authorization: Bearer <token>`"))?;
-        let principal = self.tenants.authenticate(token.trim()).ok_or_else(|| ApiError::unauthorized("unknown token"))?;
+        let token = bearer(headers)?;
+        let principal = self.tenants.authenticate(token).ok_or_else(|| ApiError::unauthorized("unknown token"))?;
         let tenant = Tenant::new(tenant).map_err(|e| ApiError::not_found(e.to_string()))?;
         match principal {
             Principal::Admin => {}
@@ -90,6 +86,16 @@ impl AppState {
         }
         Ok(Caller { tenant, state })
     }
+}
+
+/// The request's bearer token.
+pub(crate) fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| ApiError::unauthorized("send `Authorization: Bearer <token>`"))
 }
 
 impl Caller {
@@ -143,6 +149,7 @@ pub fn router(state: SharedState) -> Router {
         .nest("/v1/t/{tenant}", tenant_routes)
         .route("/v1/admin/tenants", get(admin::list).post(admin::create))
         .route("/v1/admin/tenants/{tenant}", axum::routing::delete(admin::remove))
+        .route("/v1/admin/tenants/{tenant}/token", post(admin::replace_token))
         .route("/v1/openapi.json", get(openapi::document))
         .route("/console", get(|| async { axum::response::Html(include_str!("console.html")) }))
         .route("/healthz", get(|| async { "ok" }))

@@ -30,6 +30,7 @@ Positions are decimal strings everywhere (JSON bodies, SSE ids); integers are ac
         super::admin::create,
         super::admin::list,
         super::admin::remove,
+        super::admin::replace_token,
     ),
     components(schemas(
         PositionDoc, ErrorBody, ErrorDetail, CommandResponse, ProjectionResponse, QueryDoc, QueryItemDoc, ReadRequestDoc,

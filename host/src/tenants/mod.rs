@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 
 use crate::runtime::Grants;
 use crate::store::Tenant;
@@ -163,6 +163,7 @@ pub struct LimitOverrides {
     pub command_deadline_ms: Option<u64>,
     pub max_component_bytes: Option<usize>,
     pub uploads_per_minute: Option<u32>,
+    pub max_streams: Option<u32>,
 }
 
 impl LimitOverrides {
@@ -203,6 +204,8 @@ pub struct TenantLimits {
     /// Component uploads per minute with the tenant's token (the admin's are not counted),
     /// accepted or not; past it, `upload_rate_limited`.
     pub uploads_per_minute: u32,
+    /// Live event streams (SSE) open at once; past it, `too_many_streams`.
+    pub max_streams: u32,
 }
 
 impl Default for TenantLimits {
@@ -219,6 +222,7 @@ impl Default for TenantLimits {
             // A componentize-py slice (CPython inside) is about 18 MiB.
             max_component_bytes: 32 << 20,
             uploads_per_minute: 30,
+            max_streams: 64,
         }
     }
 }
@@ -236,8 +240,42 @@ impl TenantLimits {
             command_deadline_ms: o.command_deadline_ms.unwrap_or(self.command_deadline_ms),
             max_component_bytes: o.max_component_bytes.unwrap_or(self.max_component_bytes),
             uploads_per_minute: o.uploads_per_minute.unwrap_or(self.uploads_per_minute),
+            max_streams: o.max_streams.unwrap_or(self.max_streams),
         }
     }
+}
+
+/// What a token holds open (a live stream) keeps one of these, to end when access goes.
+pub struct AccessWatch {
+    tenants: Arc<Tenants>,
+    changes: watch::Receiver<u64>,
+    token_sha256: String,
+    tenant: Tenant,
+    state: Arc<TenantState>,
+}
+
+impl AccessWatch {
+    /// Resolves once the token no longer gives access to the tenant: revoked or replaced, or
+    /// the tenant removed. Cancel-safe: it checks again each time it is polled anew.
+    pub async fn lost(&mut self) {
+        loop {
+            // Marked seen before the check, so a change during it wakes the wait below.
+            self.changes.borrow_and_update();
+            if !self.tenants.grants(&self.token_sha256, &self.tenant, &self.state) {
+                return;
+            }
+            if self.changes.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// A new random token (64 hex digits).
+fn new_token() -> Result<String, TenantError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| TenantError::Io(format!("no randomness for a token: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The SHA-256 of a token, hex: what configuration files hold.
@@ -354,6 +392,9 @@ pub struct Tenants {
     defaults: TenantLimits,
     /// Where tenants created at run time are kept; `None`: they are not kept.
     created_file: Option<PathBuf>,
+    /// Counts changes of who may access what (a tenant removed, its tokens replaced), so what a
+    /// token holds open can check whether it still may.
+    access: watch::Sender<u64>,
 }
 
 #[derive(Default)]
@@ -383,6 +424,8 @@ pub struct TenantState {
     pub effects: HashMap<String, Grants>,
     bucket: Mutex<(f64, Instant)>,
     pub invocations: Arc<Semaphore>,
+    /// One permit per live stream open.
+    pub streams: Arc<Semaphore>,
 }
 
 impl TenantState {
@@ -391,6 +434,7 @@ impl TenantState {
             effects,
             bucket: Mutex::new((limits.burst as f64, Instant::now())),
             invocations: Arc::new(Semaphore::new(limits.concurrent_invocations as usize)),
+            streams: Arc::new(Semaphore::new(limits.max_streams as usize)),
             limits,
         }
     }
@@ -431,7 +475,7 @@ impl Tenants {
         for (name, tenant_config) in &config.tenants {
             table.add(Tenant::new(name.clone()).expect("validated when parsed"), tenant_config, &defaults);
         }
-        Tenants { inner: RwLock::new(table), defaults, created_file: None }
+        Tenants { inner: RwLock::new(table), defaults, created_file: None, access: watch::Sender::new(0) }
     }
 
     /// Adds the tenants created through the admin API, kept under `data_dir`, and keeps the
@@ -477,9 +521,7 @@ impl Tenants {
 
     /// Creates a tenant with `limits` and returns its first token (only its hash is kept).
     pub fn create(&self, tenant: &Tenant, limits: LimitOverrides) -> Result<String, TenantError> {
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).map_err(|e| TenantError::Io(format!("no randomness for a token: {e}")))?;
-        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let token = new_token()?;
         let config = TenantConfig { tokens_sha256: vec![hash_token(&token)], limits, effects: HashMap::new() };
         let mut table = self.inner.write().expect("tenants lock");
         if table.tenants.contains_key(tenant) {
@@ -508,7 +550,51 @@ impl Tenants {
         table.tenants.remove(tenant);
         table.by_token.retain(|_, principal| *principal != Principal::Tenant(tenant.clone()));
         table.created = created;
+        drop(table);
+        self.access.send_modify(|n| *n += 1);
         Ok(())
+    }
+
+    /// Replaces every token of a tenant created through the admin API with a new one, returned
+    /// once: the old ones stop working at once, and the streams they opened end.
+    pub fn replace_tokens(&self, tenant: &Tenant) -> Result<String, TenantError> {
+        let token = new_token()?;
+        let mut table = self.inner.write().expect("tenants lock");
+        if !table.tenants.contains_key(tenant) {
+            return Err(TenantError::Unknown(tenant.clone()));
+        }
+        let mut created = table.created.clone();
+        let config = created.get_mut(tenant.as_str()).ok_or_else(|| TenantError::Configured(tenant.clone()))?;
+        config.tokens_sha256 = vec![hash_token(&token)];
+        self.keep(&created)?;
+        table.by_token.retain(|_, principal| *principal != Principal::Tenant(tenant.clone()));
+        table.by_token.insert(hash_token(&token), Principal::Tenant(tenant.clone()));
+        table.created = created;
+        drop(table);
+        self.access.send_modify(|n| *n += 1);
+        Ok(token)
+    }
+
+    /// Watches whether `token` still gives access to `tenant`, whose state `state` is (so a
+    /// tenant removed and created again under the same name counts as gone).
+    pub fn watch_access(self: &Arc<Self>, token: &str, tenant: &Tenant, state: Arc<TenantState>) -> AccessWatch {
+        AccessWatch {
+            changes: self.access.subscribe(),
+            tenants: self.clone(),
+            token_sha256: hash_token(token),
+            tenant: tenant.clone(),
+            state,
+        }
+    }
+
+    fn grants(&self, token_sha256: &str, tenant: &Tenant, state: &Arc<TenantState>) -> bool {
+        let table = self.inner.read().expect("tenants lock");
+        let holder = match table.by_token.get(token_sha256) {
+            Some(Principal::Admin) => true,
+            Some(Principal::Tenant(own)) => own == tenant,
+            None => false,
+        };
+        holder && table.tenants.get(tenant).is_some_and(|current| Arc::ptr_eq(current, state))
     }
 
     fn keep(&self, created: &BTreeMap<String, TenantConfig>) -> Result<(), TenantError> {
@@ -552,6 +638,36 @@ mod tests {
         assert!(Config::parse("[tenants.acme]\ntokens_sha256 = [\"plain-token\"]").unwrap_err().contains("hash-token"));
         assert!(Config::parse("[tenants.\"Bad Name\"]").is_err());
         assert!(Config::parse("unknown_key = 1").is_err());
+    }
+
+    /// What a token holds open ends when the token is replaced or its tenant removed, and not
+    /// when another tenant changes.
+    #[tokio::test]
+    async fn access_is_lost_when_the_token_is_replaced_or_the_tenant_removed() {
+        let tenants = Arc::new(Tenants::single(&Tenant::new("acme").unwrap()));
+        let (initech, globex) = (Tenant::new("initech").unwrap(), Tenant::new("globex").unwrap());
+        let first = tenants.create(&initech, LimitOverrides::default()).unwrap();
+        tenants.create(&globex, LimitOverrides::default()).unwrap();
+        let watch = |token: &str, tenant: &Tenant| tenants.watch_access(token, tenant, tenants.get(tenant).unwrap());
+        let lost = |mut w: AccessWatch| tokio::spawn(async move { w.lost().await });
+        let replaced = lost(watch(&first, &initech));
+        let unaffected = lost(watch(&first, &initech));
+        tenants.replace_tokens(&globex).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!replaced.is_finished(), "another tenant's change leaves the stream open");
+        let second = tenants.replace_tokens(&initech).unwrap();
+        replaced.await.unwrap();
+        unaffected.await.unwrap();
+        assert_eq!(tenants.authenticate(&first), None);
+
+        let removed = lost(watch(&second, &initech));
+        tenants.remove(&initech).unwrap();
+        removed.await.unwrap();
+        // Created again under the same name: the old state's watchers still count it as gone.
+        let third = tenants.create(&initech, LimitOverrides::default()).unwrap();
+        let mut stale = tenants.watch_access(&third, &initech, Arc::new(TenantState::new(TenantLimits::default(), HashMap::new())));
+        tokio::time::timeout(std::time::Duration::from_secs(5), stale.lost()).await.unwrap();
+        assert!(matches!(tenants.replace_tokens(&Tenant::new("acme").unwrap()), Err(TenantError::Configured(_))));
     }
 
     #[test]

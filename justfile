@@ -14,7 +14,7 @@ demo: slices
 
 # Build every slice component (examples and test fixtures) for wasm32-wasip2.
 slices:
-    cargo build --release --target wasm32-wasip2 -p orders -p inventory -p hostile -p future-version -p effectful -p courses
+    cargo build --release --target wasm32-wasip2 -p orders -p inventory -p hostile -p future-version -p effectful -p courses -p catchall
 
 # The orders slice in Python and JavaScript (componentize-py from PyPI, componentize-qjs from npm,
 # pinned) next to the Rust one; build times go to target/wasm32-wasip2/release/build-times.json.

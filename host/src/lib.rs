@@ -11,12 +11,14 @@
 //! - [`codec`]: JSON at the edges, MessagePack inside;
 //! - [`api`]: `counterpoint serve`, the HTTP/JSON API;
 //! - [`automations`]: workers that follow the log and react, with checkpoints and dead letters;
+//! - [`delivery`]: what automations and read models are handed of the log (no host records);
 //! - [`bench`]: the benchmarks behind `counterpoint bench`.
 
 pub mod api;
 pub mod automations;
 pub mod bench;
 pub mod codec;
+pub mod delivery;
 pub mod deploy;
 pub mod leases;
 pub mod projections;

@@ -26,6 +26,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
+use crate::delivery::Feed;
 use crate::deploy::Registry;
 use crate::leases::{while_holding, Leases};
 use crate::runner::CommandRunner;
@@ -273,17 +274,19 @@ impl Automations {
         progress.lock().expect("progress lock").active = true;
         let (mut checkpoint, mut guard) = self.checkpoint(id).await?;
         progress.lock().expect("progress lock").checkpoint = checkpoint;
-        let mut events = self.store.subscribe(&id.tenant, query, Some(checkpoint)).await?;
+        let mut events = Feed::new(self.store.subscribe(&id.tenant, query, Some(checkpoint)).await?);
+        // Events reacted to since the last checkpoint written. Host records (this worker's own
+        // checkpoints among them) are never delivered, so they never count: a checkpoint is
+        // written only after real work, and cannot call for another one.
         let mut since_checkpoint = 0u64;
         loop {
-            let event = events.next().await?;
-            // The host's own records never trigger automations.
-            if !event.event.is_host_record() {
-                self.handle(id, &event, progress).await?;
+            let delivery = events.next(CHECKPOINT_EVERY as usize).await?;
+            for event in &delivery.events {
+                self.handle(id, event, progress).await?;
             }
-            checkpoint = event.position;
-            since_checkpoint += 1;
-            if since_checkpoint >= CHECKPOINT_EVERY || events.buffered() == 0 {
+            since_checkpoint += delivery.events.len() as u64;
+            if since_checkpoint > 0 && (since_checkpoint >= CHECKPOINT_EVERY || events.buffered() == 0) {
+                checkpoint = delivery.reached;
                 let record = record(CHECKPOINT_EVENT, id, &CheckpointRecord { position: checkpoint.get().to_string() });
                 let condition = AppendCondition::new(id.query(CHECKPOINT_EVENT), Some(guard));
                 guard = self.store.append(&id.tenant, vec![record], vec![condition]).await?[0];

@@ -35,10 +35,11 @@ pub use self::embedded::EmbeddedState;
 #[cfg(feature = "fdb")]
 pub use self::fdb::FdbState;
 pub use self::state::{Checkpoint, MemoryState, ReadModelId, SharedState, StateStore};
+use crate::delivery::{Delivery, Feed};
 use crate::deploy::Registry;
 use crate::leases::Leases;
 use crate::runtime::{InvokeError, KvSession};
-use crate::store::{Position, Query, ReadOptions, SequencedEvent, SharedStore, StoreError};
+use crate::store::{Position, Query, ReadOptions, SharedStore, StoreError};
 
 /// Events per `update` call, at most.
 const BATCH: usize = 512;
@@ -314,17 +315,13 @@ impl ReadModels {
         let mut checkpoint = self.checkpoint_for(id, source).await?;
         let after = checkpoint.as_ref().map(|c| c.position);
         progress.lock().expect("progress lock").checkpoint = after.unwrap_or(Position::ZERO);
-        let mut events = self.events.subscribe(&id.tenant, source.clone(), after).await?;
+        let mut events = Feed::new(self.events.subscribe(&id.tenant, source.clone(), after).await?);
         loop {
-            let first = tokio::select! {
+            let batch = tokio::select! {
                 biased;
                 _ = stop.wait_for(|s| *s) => return Ok(()),
-                event = events.next() => event?,
+                batch = events.next(BATCH) => batch?,
             };
-            let mut batch = vec![first];
-            while batch.len() < BATCH && events.buffered() > 0 {
-                batch.push(events.next().await?);
-            }
             match self.apply_with_retries(id, &fingerprint, checkpoint.as_ref(), batch, progress, Some(&mut stop)).await {
                 Ok(reached) => checkpoint = Some(reached),
                 Err(ReadModelError::Stopped) => return Ok(()),
@@ -339,7 +336,7 @@ impl ReadModels {
         id: &ReadModelId,
         fingerprint: &str,
         from: Option<&Checkpoint>,
-        batch: Vec<SequencedEvent>,
+        batch: Delivery,
         progress: &Mutex<Progress>,
         mut stop: Option<&mut watch::Receiver<bool>>,
     ) -> Result<Checkpoint, ReadModelError> {
@@ -373,11 +370,12 @@ impl ReadModels {
         }
     }
 
-    /// Folds `batch` into the state and commits it with the new checkpoint.
-    async fn apply(&self, id: &ReadModelId, fingerprint: &str, from: Option<&Checkpoint>, batch: Vec<SequencedEvent>) -> Result<Checkpoint, ReadModelError> {
-        let to = Checkpoint { position: batch.last().expect("batches are not empty").position, source: fingerprint.to_string() };
-        // The host's own records are not the slice's business.
-        let events: Vec<SequencedEvent> = batch.into_iter().filter(|e| !e.event.is_host_record()).collect();
+    /// Folds `batch` into the state and commits it with the new checkpoint. A batch of host
+    /// records only commits the checkpoint alone: a query waiting for a position past them sees
+    /// the read model get there.
+    async fn apply(&self, id: &ReadModelId, fingerprint: &str, from: Option<&Checkpoint>, batch: Delivery) -> Result<Checkpoint, ReadModelError> {
+        let to = Checkpoint { position: batch.reached, source: fingerprint.to_string() };
+        let events = batch.events;
         let writes = if events.is_empty() {
             Default::default()
         } else {
@@ -455,7 +453,8 @@ impl ReadModels {
         let mut stream = self.events.read(&id.tenant, source.clone(), ReadOptions { after, limit: None, backwards: false }).await?;
         while let Some(batch) = stream.next_batch().await? {
             for chunk in batch.chunks(BATCH) {
-                checkpoint = Some(self.apply_with_retries(id, &fingerprint, checkpoint.as_ref(), chunk.to_vec(), &tracker, None).await?);
+                let Some(delivery) = Delivery::of(chunk.to_vec()) else { continue };
+                checkpoint = Some(self.apply_with_retries(id, &fingerprint, checkpoint.as_ref(), delivery, &tracker, None).await?);
                 done += chunk.len() as u64;
                 if let Some(report) = progress {
                     report(done, total);

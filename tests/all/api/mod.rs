@@ -6,6 +6,7 @@ mod deploy;
 mod endpoints;
 mod errors;
 mod full_disk;
+mod host_records;
 mod idempotency;
 mod isolation;
 mod metrics;

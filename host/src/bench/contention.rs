@@ -28,7 +28,8 @@ pub async fn contention(scratch: &Path, slices: &Path, seconds: f64) -> anyhow::
     let fsync = fsync_per_s(scratch, duration)?;
     report.add("fsync_per_s", fsync, "raw 4 KiB append + fdatasync, this disk, this run");
 
-    let bench = Bench { slice: courses, store: Arc::new(EmbeddedStore::open(scratch.join("store"))?), tenant: Tenant::new("bench")? };
+    let store = EmbeddedStore::open(scratch.join("store"))?;
+    let bench = Bench { slice: courses, store: Arc::new(store.clone()), tenant: Tenant::new("bench")? };
     let (_, cold_alone) = bench.measure(&[], 64, duration).await?;
     report.add("cold_64_commands_per_s", cold_alone.per_s, "64 tasks, each subscribing students to a course of its own, durable");
     let (hot, cold) = bench.measure(&[Load { course: "hot".into(), tasks: 64 }], 64, duration).await?;
@@ -37,9 +38,12 @@ pub async fn contention(scratch: &Path, slices: &Path, seconds: f64) -> anyhow::
     report.add("hot_64_p99_ms", hot.p99_ms, "99th percentile of one subscription on the hot course");
     report.add("cold_64_commands_per_s_during_hot", cold.per_s, "64 tasks on courses of their own while the 64 hot ones run");
     report.add("cold_during_hot_ratio", cold.per_s / cold_alone.per_s, "cold commands per second with the hot load / without it (target >= 0.8)");
+    let flushes = store.flushes();
     let (hot, _) = bench.measure(&[Load { course: "hot".into(), tasks: 256 }], 0, duration).await?;
+    let per_flush = hot.decided as f64 / (store.flushes() - flushes).max(1) as f64;
     report.add("hot_256_conflicts", hot.conflicts as f64, "commands that ended in conflict, 256 tasks on one course with room for all (target 0)");
     report.add("hot_256_commands_per_s", hot.per_s, "subscriptions decided per second on the one course, 256 tasks");
+    report.add("hot_256_decisions_per_flush", per_flush, "subscriptions on the one course per flush of the log (1 or less: one boundary held to the flush rate)");
     let exact = bench.student_limit().await?;
     report.add("student_limit_exact", if exact { 1.0 } else { 0.0 }, "8..64 concurrent subscriptions of one student to distinct courses: exactly 5 succeed, the rest rejected (1 = true)");
     drop(bench);
@@ -60,6 +64,7 @@ struct Load {
 }
 
 struct Outcome {
+    decided: u64,
     per_s: f64,
     p99_ms: f64,
     conflicts: u64,
@@ -165,7 +170,7 @@ impl Samples {
     fn outcome(mut self, elapsed: f64) -> Outcome {
         self.latencies.sort_unstable();
         let p99 = self.latencies.get(self.latencies.len() * 99 / 100).or(self.latencies.last()).map_or(0.0, |d| d.as_secs_f64() * 1e3);
-        Outcome { per_s: self.latencies.len() as f64 / elapsed, p99_ms: p99, conflicts: self.conflicts }
+        Outcome { decided: self.latencies.len() as u64, per_s: self.latencies.len() as f64 / elapsed, p99_ms: p99, conflicts: self.conflicts }
     }
 }
 

@@ -17,7 +17,7 @@
 
 mod contention;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tracing::Instrument;
@@ -117,6 +117,38 @@ impl<'a> Retries<'a> {
         Ok(())
     }
 
+    /// The io of the next run. A first attempt's stops at its first read of a hot boundary
+    /// (it could not append before those queued anyway, and running it to the end would only
+    /// take time from them), and names what it read so far for [`queued`](Self::queued).
+    fn io(&self) -> (ReadAppender, Arc<Mutex<Option<Vec<contention::Boundary>>>>) {
+        let io = ReadAppender::new(self.store.clone(), self.tenant.clone(), Access::ReadAppend);
+        let hot = Arc::new(Mutex::new(None));
+        if self.turn.is_some() {
+            return (io, hot);
+        }
+        let (store, tenant, seen) = (self.store.clone(), self.tenant.clone(), hot.clone());
+        let io = io.refuse_reads_when(Box::new(move |reads, query| {
+            let mut reads = reads.to_vec();
+            reads.push(AppendCondition::new(query.clone(), None));
+            let boundaries = contention::boundaries(&store, &tenant, &reads);
+            let hot = CONTENTION.is_hot(&boundaries);
+            if hot {
+                *seen.lock().expect("hot reads lock") = Some(boundaries);
+            }
+            hot
+        }));
+        (io, hot)
+    }
+
+    /// Whether the run was stopped at a hot boundary: then it has taken its turn there (the
+    /// run's outcome is moot), and runs again.
+    async fn queued(&mut self, hot: &Mutex<Option<Vec<contention::Boundary>>>) -> Result<bool, InvokeError> {
+        let Some(boundaries) = hot.lock().expect("hot reads lock").take() else { return Ok(false) };
+        self.take_turn(boundaries).await?;
+        self.attempt += 1;
+        Ok(true)
+    }
+
     /// A decision made without an append of its own is answered only once everything it
     /// may have read is durable.
     async fn settled<T>(&self, decision: Result<T, InvokeError>) -> Result<T, InvokeError> {
@@ -197,8 +229,12 @@ impl CommandRunner {
             if let Some(out) = earlier {
                 return Ok(out);
             }
-            let io = ReadAppender::new(store.clone(), tenant.clone(), Access::ReadAppend);
-            let (output, io) = match slice.execute(io, command, payload).await {
+            let (io, hot) = retries.io();
+            let run = slice.execute(io, command, payload).await;
+            if retries.queued(&hot).await? {
+                continue;
+            }
+            let (output, io) = match run {
                 Ok(done) => done,
                 Err(err) => {
                     // A racing request with this key may have run the command meanwhile (this
@@ -275,8 +311,14 @@ impl CommandRunner {
     ) -> (Result<CommandOutput, InvokeError>, u32) {
         let mut retries = Retries::new(self, store, tenant, command);
         loop {
-            let io = ReadAppender::new(store.clone(), tenant.clone(), Access::ReadAppend);
-            let (output, io) = match slice.execute(io, command, payload).await {
+            let (io, hot) = retries.io();
+            let run = slice.execute(io, command, payload).await;
+            match retries.queued(&hot).await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(err) => return (Err(err), retries.attempt),
+            }
+            let (output, io) = match run {
                 Ok(done) => done,
                 Err(err) => return (retries.settled(Err(err)).await, retries.attempt),
             };

@@ -27,12 +27,17 @@ pub enum Access {
     None,
 }
 
+/// Asked before each read of a command with the reads so far and the next query: `true` fails
+/// the read with `conflict` (see [`ReadAppender::refuse_reads_when`]).
+pub type ReadGate = Box<dyn Fn(&[AppendCondition], &Query) -> bool + Send + Sync>;
+
 /// What the host does for one invocation: the reads it recorded and the events staged.
 pub struct ReadAppender {
     store: SharedStore,
     tenant: Tenant,
     access: Access,
     read_bytes_limit: usize,
+    gate: Option<ReadGate>,
     /// Every read: its query and consistency position, the append's conditions.
     pub reads: Vec<AppendCondition>,
     /// The events of the command's one append, written by [`commit`](Self::commit).
@@ -41,7 +46,7 @@ pub struct ReadAppender {
 
 impl ReadAppender {
     pub fn new(store: SharedStore, tenant: Tenant, access: Access) -> Self {
-        ReadAppender { store, tenant, access, read_bytes_limit: usize::MAX, reads: Vec::new(), staged: None }
+        ReadAppender { store, tenant, access, read_bytes_limit: usize::MAX, gate: None, reads: Vec::new(), staged: None }
     }
 
     /// Appends the staged events (if any), guarded by every recorded read. A failed condition
@@ -74,6 +79,14 @@ impl ReadAppender {
         Ok(AcceptedAppend::new(positions, async move { accepted.durable().await.map(drop) }))
     }
 
+    /// Fails every read for which `gate` says so with `conflict`: the runner stops a first
+    /// attempt at its first read of a boundary that others queue on, since it could not append
+    /// before them anyway.
+    pub fn refuse_reads_when(mut self, gate: ReadGate) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
     pub fn tenant(&self) -> &Tenant {
         &self.tenant
     }
@@ -90,6 +103,9 @@ impl ReadAppender {
     async fn read(&mut self, query: Query, options: ReadOptions) -> Result<types::ReadResult, types::Error> {
         if self.access == Access::None {
             return Err(types::Error::InvalidInput("a read model cannot read the log: the host hands its events to `update`".into()));
+        }
+        if self.gate.as_ref().is_some_and(|gate| gate(&self.reads, &query)) {
+            return Err(types::Error::Conflict("others are queued on what this command reads: it runs again in its turn".into()));
         }
         // A command decides on accepted events too: see `EventStore::read_accepted`.
         let read = match self.access {

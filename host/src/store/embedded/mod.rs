@@ -28,6 +28,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, ErrorKind, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
@@ -96,6 +97,8 @@ pub(super) struct Shared {
     /// Every segment, by number.
     segments: RwLock<Vec<Arc<File>>>,
     poisoned: Mutex<Option<String>>,
+    /// Successful flushes (`write` + `fdatasync` of a batch) since the store opened.
+    flushes: AtomicU64,
     _lock: File,
 }
 
@@ -279,6 +282,7 @@ impl EmbeddedStore {
             tenants: RwLock::new(tenants),
             segments: RwLock::new(segments),
             poisoned: Mutex::new(None),
+            flushes: AtomicU64::new(0),
             _lock: lock,
         });
         let writer = Writer {
@@ -300,6 +304,12 @@ impl EmbeddedStore {
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.inner.shared.dir
+    }
+
+    /// How many batches the writer has flushed since the store opened: appends per flush is
+    /// what group commit and accepted reads buy.
+    pub fn flushes(&self) -> u64 {
+        self.inner.shared.flushes.load(Ordering::Relaxed)
     }
 }
 

@@ -129,6 +129,7 @@ impl Writer {
             return self.fail(batch, format!("writing the log failed: {err}"));
         }
         self.len += self.buf.len() as u64;
+        self.shared.flushes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 
         // Publish in queue order: per tenant that is position order, and this batch holds the
         // oldest of its accepted events.

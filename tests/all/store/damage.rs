@@ -112,9 +112,15 @@ async fn repair_cuts_at_the_damage_keeps_the_cut_bytes_and_the_store_opens_with_
     let (dir, path, offsets, before) = damaged_in_the_middle().await;
     let damaged = offsets[2];
 
-    let repair = embedded_check::repair(dir.path()).unwrap();
+    // What an earlier repair kept under the same name is not overwritten.
+    let earlier = aside_path(&path.canonicalize().unwrap(), damaged as u64);
+    std::fs::write(&earlier, b"kept by an earlier repair").unwrap();
     let aside = aside_path(&path.canonicalize().unwrap(), damaged as u64);
+    assert_ne!(aside, earlier);
+
+    let repair = embedded_check::repair(dir.path()).unwrap();
     assert_eq!(repair.set_aside, vec![aside.clone()]);
+    assert_eq!(std::fs::read(&earlier).unwrap(), b"kept by an earlier repair");
     assert_eq!(std::fs::read(&aside).unwrap(), before[damaged..], "the cut bytes are kept");
     assert_eq!(std::fs::read(&path).unwrap(), before[..damaged]);
 
@@ -188,7 +194,7 @@ async fn damage_in_a_sealed_segment_is_reported_and_repaired_with_the_later_segm
     assert_eq!(repair.set_aside.len(), 1 + later.len());
     for &number in &later {
         assert!(!segment(dir.path(), number).exists());
-        assert!(aside_path(&segment(dir.path(), number), 0).exists());
+        assert!(dir.path().join(format!("{number:010}.log.damaged-0")).exists());
     }
     let store = EmbeddedStore::open_with(dir.path(), options).unwrap();
     let expected: Vec<(u64, String)> = (0..kept).map(|i| (i as u64 + 1, format!("E{i}"))).collect();

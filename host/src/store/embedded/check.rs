@@ -142,11 +142,14 @@ pub fn repair(dir: &Path) -> Result<Repair, StoreError> {
     Ok(Repair { before, set_aside })
 }
 
-/// Where the bytes cut from `segment` at `offset` are kept.
+/// Where the bytes cut from `segment` at `offset` are kept (a `.N` suffix is added when an
+/// earlier repair already used the name).
 pub fn aside_path(segment: &Path, offset: u64) -> PathBuf {
     let mut name = segment.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".damaged-{offset}"));
-    segment.with_file_name(name)
+    let path = segment.with_file_name(&name);
+    // Never overwrite what an earlier repair kept.
+    (1..).map(|n| if n == 1 { path.clone() } else { PathBuf::from(format!("{}.{n}", path.display())) }).find(|p| !p.exists()).expect("a free name")
 }
 
 /// The message of the error that stops the store from opening on damage.

@@ -46,6 +46,11 @@ impl ApiError {
         Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_streams", message)
     }
 
+    /// No format the client accepts can answer the request.
+    pub fn not_acceptable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_ACCEPTABLE, "not_acceptable", message)
+    }
+
     pub fn payload_too_large(message: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
     }

@@ -16,8 +16,9 @@ use serde_json::{json, Value};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::commands::json_body;
+use super::read_formats::{self, Format};
 use super::{ApiError, SharedState};
-use crate::codec::{data_from_json, event_to_json};
+use crate::codec::data_from_json;
 use crate::store::{AppendCondition, Event, Position, Query, QueryItem, ReadOptions, Subscription};
 use crate::tenants::AccessWatch;
 
@@ -39,26 +40,37 @@ struct ReadRequest {
     backwards: bool,
 }
 
-#[utoipa::path(post, path = "/v1/t/{tenant}/events/read", params(("tenant" = String, Path)),
-    request_body = super::openapi::ReadRequestDoc, responses((status = 200, body = super::openapi::ReadResponse), (status = 400, body = super::openapi::ErrorBody), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody), (status = 429, body = super::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/t/{tenant}/events/read",
+    params(("tenant" = String, Path), ("Accept" = Option<String>, Header, description = super::schema::READ_FORMATS)),
+    request_body = super::openapi::ReadRequestDoc,
+    responses((status = 200, description = super::schema::READ_FORMATS, content((super::openapi::ReadResponse = "application/json"),
+            (super::openapi::StreamedValueDoc = "application/x-ndjson"), (super::openapi::StreamedValueDoc = "application/msgpack"))),
+        (status = 400, body = super::openapi::ErrorBody), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody),
+        (status = 406, description = "not_acceptable: Accept names none of the formats", body = super::openapi::ErrorBody), (status = 429, body = super::openapi::ErrorBody)))]
 /// `POST /v1/t/{tenant}/events/read`: `{query: {items: [{types, tags}]}, after, limit, backwards}`
-/// → `{events, position}`, at most 10,000 events per response.
+/// → `{events, position}`, at most 10,000 events per response; with `Accept:
+/// application/x-ndjson` or `application/msgpack`, the whole read streamed, then its position.
 pub async fn read(
     State(state): State<SharedState>,
     Path(tenant): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let caller = state.authorize(&headers, &tenant)?;
+    let format = Format::negotiate(&headers)?;
     let request: ReadRequest = parse(json_body(body)?, "read request")?;
     if request.limit == Some(0) {
         return Err(ApiError::invalid_input("limit must be at least 1 (omit it to read everything)"));
     }
+    if format != Format::Json {
+        // Streamed: no page cap, memory bounded by the store's batches.
+        let options = ReadOptions { after: request.after, limit: request.limit, backwards: request.backwards };
+        return Ok(read_formats::stream(format, state.store.read(&caller.tenant, request.query, options).await?));
+    }
     let limit = request.limit.unwrap_or(MAX_READ).min(MAX_READ);
     let options = ReadOptions { after: request.after, limit: Some(limit), backwards: request.backwards };
     let (events, position) = state.store.read(&caller.tenant, request.query, options).await?.collect().await?;
-    let events: Vec<Value> = events.iter().map(event_to_json).collect();
-    Ok(Json(json!({ "events": events, "position": position })))
+    Ok(read_formats::json_page(&events, position))
 }
 
 #[derive(Deserialize)]
@@ -174,7 +186,7 @@ pub async fn stream(
         match next? {
             Ok(event) => {
                 let id = event.position.to_string();
-                let sse = SseEvent::default().id(id).event("event").data(event_to_json(&event).to_string());
+                let sse = SseEvent::default().id(id).event("event").data(read_formats::event_json(&event));
                 Some((Ok(sse), live))
             }
             Err(err) => {

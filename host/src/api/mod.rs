@@ -11,6 +11,7 @@ mod error;
 mod events;
 pub mod metrics;
 mod openapi;
+mod read_formats;
 mod readmodels;
 mod schema;
 mod slices;
@@ -28,6 +29,7 @@ use axum::Router;
 use tokio::sync::OwnedSemaphorePermit;
 
 pub use self::error::ApiError;
+pub use self::read_formats::event_json;
 use self::metrics::Metrics;
 use crate::automations::{Automations, RetryPolicy};
 use crate::deploy::Registry;

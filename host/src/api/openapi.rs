@@ -34,7 +34,7 @@ Positions are decimal strings everywhere (JSON bodies, SSE ids); integers are ac
     ),
     components(schemas(
         PositionDoc, ErrorBody, ErrorDetail, CommandResponse, ProjectionResponse, QueryDoc, QueryItemDoc, ReadRequestDoc,
-        ReadResponse, EventDoc, DataDoc, AppendRequestDoc, NewEventDoc, ConditionDoc, AppendResponse, SliceDoc, SliceList
+        ReadResponse, StreamedValueDoc, EventDoc, DataDoc, AppendRequestDoc, NewEventDoc, ConditionDoc, AppendResponse, SliceDoc, SliceList
     ))
 )]
 struct Document;
@@ -46,7 +46,7 @@ pub async fn document() -> Json<Value> {
 /// Every error: a stable `code` (`condition_failed`, `conflict`, `rejected`, `invalid_input`,
 /// `not_found`, `unauthorized`, `forbidden`, `payload_too_large`, `rate_limited`,
 /// `quota_exceeded`, `slice_trapped`, `slice_timeout`, `slice_out_of_memory`, `slice_busy`,
-/// `invalid_component`, `incompatible_contract`, `store_unavailable`, `method_not_allowed`)
+/// `invalid_component`, `incompatible_contract`, `store_unavailable`, `method_not_allowed`, `not_acceptable`)
 /// and a message for people.
 #[derive(ToSchema)]
 #[allow(dead_code)]
@@ -111,6 +111,22 @@ pub struct ReadResponse {
     events: Vec<EventDoc>,
     /// Up to where the read saw every matching event; guard an append with it.
     position: PositionDoc,
+}
+
+/// One value of a streamed read (`application/x-ndjson`: a line; `application/msgpack`: a
+/// MessagePack value): an event, or — last, without `type` — `{"position": "N"}`, the read's
+/// consistency position. MessagePack events carry `data` as `bin`, the stored bytes.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct StreamedValueDoc {
+    /// The event's position; in the last value, the read's consistency position.
+    position: PositionDoc,
+    /// Absent in the last value.
+    #[schema(rename = "type")]
+    event_type: Option<String>,
+    tags: Option<Vec<String>>,
+    data: Option<DataDoc>,
+    metadata: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(ToSchema)]

@@ -20,3 +20,16 @@ pub const POSITION_AT_LEAST: &str =
 #[schema(as = Position, pattern = "^[0-9]+$", example = "42", description = POSITION)]
 #[allow(dead_code)]
 pub struct PositionDoc(String);
+
+/// The media types `events/read` answers in (`Accept`).
+pub const MEDIA_JSON: &str = "application/json";
+pub const MEDIA_NDJSON: &str = "application/x-ndjson";
+pub const MEDIA_MSGPACK: &str = "application/msgpack";
+
+/// What `events/read` says about its formats.
+pub const READ_FORMATS: &str = "By `Accept`: `application/json` (the default) answers `{events, position}`, at most 10,000 \
+events per response (page on with `after`). `application/x-ndjson` and `application/msgpack` stream the whole read \
+(chunked, no page cap; `limit` still applies): one value per event, then a last value `{\"position\": \"N\"}` — the \
+read's consistency position, and the sign that the read completed (a stream cut short has none). NDJSON events are the \
+JSON events, one per line; MessagePack events are maps with `position` (decimal string), `type`, `tags`, `data` \
+(`bin`: the stored bytes, not re-encoded) and `metadata`. Any other type is `406 not_acceptable`.";

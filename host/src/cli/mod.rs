@@ -22,7 +22,8 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
-use counterpoint::codec::{event_to_json, json_to_msgpack, msgpack_to_json};
+use counterpoint::api::event_json;
+use counterpoint::codec::{json_to_msgpack, msgpack_to_json};
 use counterpoint::store::{Position, Query, QueryItem, ReadOptions};
 
 use self::context::Host;
@@ -230,7 +231,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut last = after;
             while let Some(batch) = stream.next_batch().await? {
                 for event in batch {
-                    out!("{}", event_to_json(&event));
+                    out!("{}", event_json(&event));
                     last = Some(last.map_or(event.position, |l: Position| l.max(event.position)));
                 }
             }
@@ -238,7 +239,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let mut live = store.subscribe(&tenant, query, Some(last.unwrap_or(stream.consistency_position()))).await?;
                 loop {
                     tokio::select! {
-                        event = live.next() => out!("{}", event_to_json(&event?)),
+                        event = live.next() => out!("{}", event_json(&event?)),
                         _ = tokio::signal::ctrl_c() => break,
                     }
                 }

@@ -12,6 +12,7 @@ mod isolation;
 mod metrics;
 mod positions;
 mod props;
+mod read_formats;
 mod readmodels;
 mod starvation;
 mod stream;

@@ -12,6 +12,7 @@ mod polyglot;
 mod automations;
 mod contention;
 mod runtime;
+mod scale;
 mod store;
 
 use std::fs::OpenOptions;
@@ -27,6 +28,7 @@ pub use polyglot::polyglot;
 pub use automations::automations;
 pub use contention::contention;
 pub use runtime::runtime;
+pub use scale::{scale, scale_dir};
 pub use store::store;
 
 /// A benchmark's results: named numbers, in the order they were measured. A key with dots,

@@ -144,14 +144,14 @@ enum Command {
     HashToken { token: String },
     /// Run a benchmark: prints a table and writes target/bench/NAME.json.
     Bench {
-        /// Which benchmark: store, runtime, automations, contention, polyglot, http.
+        /// Which benchmark: store, scale, runtime, automations, contention, polyglot, http.
         name: String,
         /// Seconds per timed case.
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
-        /// Events in the log the read cases run on.
-        #[arg(long, default_value_t = 1_000_000)]
-        log_events: u64,
+        /// Events in the log the read cases run on (default: 1,000,000 for store, 100,000,000 for scale).
+        #[arg(long)]
+        log_events: Option<u64>,
         /// Where the JSON goes.
         #[arg(long, default_value = "target/bench")]
         out: PathBuf,
@@ -300,13 +300,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let scratch = cli.data_dir.join("bench-scratch");
             let slices = cli.slices.first().cloned().unwrap_or_else(|| PathBuf::from("target/wasm32-wasip2/release"));
             let report = match name.as_str() {
-                "store" => counterpoint::bench::store(&scratch, seconds, log_events).await,
+                "store" => counterpoint::bench::store(&scratch, seconds, log_events.unwrap_or(1_000_000)).await,
+                "scale" => {
+                    let dir = counterpoint::bench::scale_dir(&cli.data_dir);
+                    counterpoint::bench::scale(&dir, seconds, log_events.unwrap_or(100_000_000)).await
+                }
                 "runtime" => counterpoint::bench::runtime(&scratch, &slices, seconds).await,
                 "automations" => counterpoint::bench::automations(&scratch, &slices, seconds).await,
                 "contention" => counterpoint::bench::contention(&scratch, &slices, seconds).await,
                 "polyglot" => counterpoint::bench::polyglot(&scratch, &slices, seconds).await,
                 "http" => counterpoint::bench::http(&scratch, &slices, seconds).await,
-                other => anyhow::bail!("unknown benchmark {other:?}; try: store, runtime, automations, contention, polyglot, http"),
+                other => anyhow::bail!("unknown benchmark {other:?}; try: store, scale, runtime, automations, contention, polyglot, http"),
             }
             .with_context(|| format!("benchmark {name}"))?;
             report.finish(out)?;

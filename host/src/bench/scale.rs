@@ -1,0 +1,250 @@
+//! `bench scale`: the embedded store on a big log — how long a fresh process takes to open it,
+//! the memory it holds, and reads, condition checks and appends on it.
+//!
+//! The log (`--log-events`, default 100,000,000) is built in `<data dir>/bench-scale/<N>/` with a
+//! progress bar: appends of 10,000 events of four types, each event tagged with one of N / 10
+//! keys (about 10 events per tag) and 64 bytes of data. A finished log is kept (a `BUILT` file
+//! says so) and reused by the next run of the same size, since building 100 M events takes a
+//! while; the measured appends then grow it a little.
+//!
+//! Everything after the build runs in a fresh child process (this binary again, told by
+//! `COUNTERPOINT_BENCH_SCALE_CHILD`), so that `open_s` includes nothing cached in this one and the
+//! memory figures (`VmRSS`) are the store's alone: open and answer one tag read (`open_s`,
+//! `rss_mb_after_open`), 100,000 random tag reads (`tag_read_per_s`, `rss_mb_after_reads`),
+//! 64 writers each reading a random old tag and appending under the condition that nothing
+//! matching it came after the read (`condition_check_per_s`), 64 writers appending on their
+//! own tags (`append_64w_per_s`), and one full read (`full_read_events_per_s`).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use super::{fsync_per_s, Backend, Report};
+use crate::store::{AppendCondition, EmbeddedStore, Event, EventStore, Position, Query, QueryItem, ReadOptions, Tenant};
+
+/// Set in the child process to the store's directory.
+const CHILD_VAR: &str = "COUNTERPOINT_BENCH_SCALE_CHILD";
+const TAG_READS: u64 = 100_000;
+const LOAD_BATCH: u64 = 10_000;
+
+/// Runs the benchmark on a log of `log_events` events kept under `dir`; each timed append case
+/// runs for `seconds`. In the child process, measures the store it is pointed at instead.
+pub async fn scale(dir: &Path, seconds: f64, log_events: u64) -> anyhow::Result<Report> {
+    Backend::embedded_only("scale")?;
+    let duration = Duration::from_secs_f64(seconds);
+    if let Some(store_dir) = std::env::var_os(CHILD_VAR) {
+        return measure(Path::new(&store_dir), log_events, duration).await;
+    }
+    anyhow::ensure!(log_events >= 10, "--log-events must be at least 10");
+    let store_dir = dir.join(log_events.to_string());
+    let mut report = Report::new("scale");
+    report.add("log_events", log_events as f64, "events in the log before the measured appends");
+    let built = build(&store_dir, log_events).await?;
+    report.add("build_s", built, "building the log (0: reused from an earlier run)");
+    report.add("disk_bytes_per_event", disk_bytes(&store_dir)? as f64 / log_events as f64, "every file of the store");
+    report.add("fsync_per_s", fsync_per_s(dir, duration)?, "raw 4 KiB append + fdatasync, this disk, this run");
+
+    let child_out = dir.join("child-report");
+    let _ = std::fs::remove_dir_all(&child_out);
+    let status = std::process::Command::new(std::env::current_exe()?)
+        .args(["bench", "scale", "--log-events", &log_events.to_string(), "--seconds", &seconds.to_string(), "--out"])
+        .arg(&child_out)
+        .env(CHILD_VAR, &store_dir)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("starting the measuring process")?;
+    anyhow::ensure!(status.success(), "the measuring process failed: {status}");
+    let path = child_out.join("scale-child.json");
+    let child: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?)?;
+    let fsync = report.get("fsync_per_s");
+    for (key, note) in [
+        ("open_s", "a fresh process opens the store and answers one tag read (target <= 1 at 100 M)".to_string()),
+        ("rss_mb_after_open", "the process's resident memory then".into()),
+        ("rss_mb_after_reads", format!("after {TAG_READS} random tag reads (target <= 512 at 100 M)")),
+        ("tag_read_per_s", "~10 events by one random tag (target >= 50,000)".into()),
+        ("condition_check_per_s", "64 writers: read a random old tag, append under a condition on it".into()),
+        ("condition_conflicts", "of those, appends refused by their condition".into()),
+        ("append_64w_per_s", format!("64 writers on their own tags (target >= {:.0})", (32.0 * fsync).min(50_000.0))),
+        ("full_read_events_per_s", "one forward read of the whole log (target >= 5,000,000)".into()),
+    ] {
+        let value = child.get(key).and_then(serde_json::Value::as_f64).with_context(|| format!("the child reported no {key}"))?;
+        report.add(key, value, note);
+    }
+    let _ = std::fs::remove_dir_all(&child_out);
+    Ok(report)
+}
+
+/// Builds the log in `dir` unless a finished one of `log_events` events is there; the seconds
+/// spent.
+async fn build(dir: &Path, log_events: u64) -> anyhow::Result<f64> {
+    let marker = dir.join("BUILT");
+    if std::fs::read_to_string(&marker).is_ok_and(|text| text.trim() == log_events.to_string()) {
+        eprintln!("reusing the log of {log_events} events in {}", dir.display());
+        return Ok(0.0);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    let start = Instant::now();
+    let store = EmbeddedStore::open(dir)?;
+    let tenant = Tenant::new("bench")?;
+    let keys = keys(log_events);
+    let bar = indicatif::ProgressBar::new(log_events).with_style(
+        indicatif::ProgressStyle::with_template("building the log [{bar:40}] {pos}/{len} events, {per_sec}, eta {eta}")?
+            .progress_chars("=> "),
+    );
+    let mut loaded = 0;
+    let mut rng = fastrand::Rng::with_seed(log_events);
+    // The next batch is encoded while the previous one is written.
+    let mut pending: Option<tokio::task::JoinHandle<anyhow::Result<()>>> = None;
+    while loaded < log_events {
+        let n = (log_events - loaded).min(LOAD_BATCH);
+        let events: Vec<Event> = (loaded..loaded + n)
+            .map(|i| Event::new(format!("Type{}", i % 4)).tag(format!("key:{}", rng.u64(0..keys))).data(vec![1u8; 64]))
+            .collect();
+        if let Some(previous) = pending.take() {
+            previous.await??;
+        }
+        let (store, tenant) = (store.clone(), tenant.clone());
+        pending = Some(tokio::spawn(async move { store.append(&tenant, events, vec![]).await.map(drop).map_err(Into::into) }));
+        loaded += n;
+        bar.set_position(loaded);
+    }
+    if let Some(previous) = pending {
+        previous.await??;
+    }
+    bar.finish();
+    drop(store);
+    std::fs::write(&marker, format!("{log_events}\n"))?;
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// The keys the log's events are tagged with: about ten events each.
+fn keys(log_events: u64) -> u64 {
+    (log_events / 10).max(1)
+}
+
+fn disk_bytes(dir: &Path) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            total += entry.metadata()?.len();
+        }
+    }
+    Ok(total)
+}
+
+/// The process's resident memory, in MiB.
+fn rss_mb() -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS in /proc/self/status")?;
+    Ok(kb / 1024.0)
+}
+
+fn tag(key: u64) -> Query {
+    Query::item(QueryItem::tags([format!("key:{key}")]))
+}
+
+/// The child's measurements on the store in `dir`.
+async fn measure(dir: &Path, log_events: u64, duration: Duration) -> anyhow::Result<Report> {
+    let mut report = Report::new("scale-child");
+    let keys = keys(log_events);
+    let tenant = Tenant::new("bench")?;
+
+    let start = Instant::now();
+    let store = Arc::new(EmbeddedStore::open(dir)?);
+    let (events, _) = store.read(&tenant, tag(fastrand::u64(0..keys)), ReadOptions::default()).await?.collect().await?;
+    anyhow::ensure!(!events.is_empty(), "a tag read found nothing: is {} the benchmark's log?", dir.display());
+    report.add("open_s", start.elapsed().as_secs_f64(), "");
+    report.add("rss_mb_after_open", rss_mb()?, "");
+
+    let start = Instant::now();
+    let mut seen = 0;
+    for _ in 0..TAG_READS {
+        let (events, _) = store.read(&tenant, tag(fastrand::u64(0..keys)), ReadOptions::default()).await?.collect().await?;
+        seen += events.len() as u64;
+    }
+    report.add("tag_read_per_s", TAG_READS as f64 / start.elapsed().as_secs_f64(), "");
+    report.add("rss_mb_after_reads", rss_mb()?, "");
+    anyhow::ensure!(seen > TAG_READS, "tag reads found {seen} events in {TAG_READS} reads");
+
+    let (checked, conflicts) = writers(&store, &tenant, duration, move |store, tenant, _, _| async move {
+        let query = tag(fastrand::u64(0..keys));
+        let read = store.read(&tenant, query.clone(), ReadOptions::default()).await?;
+        let (_, after) = read.collect().await?;
+        let event = Event::new("Checked").tag(format!("key:{}", fastrand::u64(0..keys))).data(vec![2u8; 64]);
+        Ok((vec![event], AppendCondition::new(query, Some(after))))
+    })
+    .await?;
+    report.add("condition_check_per_s", checked, "");
+    report.add("condition_conflicts", conflicts as f64, "");
+
+    let (appends, _) = writers(&store, &tenant, duration, |_, _, w, last| async move {
+        let stream = format!("stream:{w}");
+        let event = Event::new("Deposited").tag(stream.clone()).data(vec![7u8; 48]);
+        Ok((vec![event], AppendCondition::new(Query::item(QueryItem::tags([stream])), last)))
+    })
+    .await?;
+    report.add("append_64w_per_s", appends, "");
+
+    let start = Instant::now();
+    let mut stream = store.read(&tenant, Query::all(), ReadOptions::default()).await?;
+    let mut total = 0u64;
+    while let Some(batch) = stream.next_batch().await? {
+        total += batch.len() as u64;
+    }
+    anyhow::ensure!(total >= log_events, "the full read returned {total} of at least {log_events} events");
+    report.add("full_read_events_per_s", total as f64 / start.elapsed().as_secs_f64(), "");
+    Ok(report)
+}
+
+/// 64 writers, each appending what `next` makes (given the writer's number and its last
+/// position) for `duration`; the successful appends per second and the appends refused by
+/// their condition.
+async fn writers<F, Fut>(store: &Arc<EmbeddedStore>, tenant: &Tenant, duration: Duration, next: F) -> anyhow::Result<(f64, u64)>
+where
+    F: Fn(Arc<EmbeddedStore>, Tenant, usize, Option<Position>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<(Vec<Event>, AppendCondition)>> + Send,
+{
+    let (done, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..64)
+        .map(|w| {
+            let (store, tenant, next, done, refused) = (store.clone(), tenant.clone(), next.clone(), done.clone(), refused.clone());
+            tokio::spawn(async move {
+                let mut last = None;
+                while start.elapsed() < duration {
+                    let (events, condition) = next(store.clone(), tenant.clone(), w, last).await?;
+                    match store.append(&tenant, events, vec![condition]).await {
+                        Ok(positions) => {
+                            last = positions.last().copied();
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) if e.is_condition_failed() => {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    Ok((done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64(), refused.load(Ordering::Relaxed)))
+}
+
+/// Where the CLI keeps the benchmark's logs: beside the other benchmarks' scratch directory,
+/// which they empty.
+pub fn scale_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("bench-scale")
+}

@@ -12,6 +12,7 @@
 //! - [`api`]: `counterpoint serve`, the HTTP/JSON API;
 //! - [`automations`]: workers that follow the log and react, with checkpoints and dead letters;
 //! - [`delivery`]: what automations and read models are handed of the log (no host records);
+//! - [`transfer`]: `counterpoint export` and `import`, moving logs between backends;
 //! - [`bench`]: the benchmarks behind `counterpoint bench`.
 
 pub mod api;
@@ -29,3 +30,4 @@ pub mod scaffold;
 pub mod store;
 pub mod tenants;
 pub mod testing;
+pub mod transfer;

@@ -29,7 +29,7 @@ use axum::Router;
 use tokio::sync::OwnedSemaphorePermit;
 
 pub use self::error::ApiError;
-pub use self::read_formats::event_json;
+pub use self::read_formats::{event_json, write_json_with, write_msgpack};
 use self::metrics::Metrics;
 use crate::automations::{Automations, RetryPolicy};
 use crate::deploy::Registry;

@@ -174,6 +174,12 @@ pub fn event_json(event: &SequencedEvent) -> String {
 /// `{"position":"N","type":…,"tags":[…],"data":{"json":…}|{"base64":"…"},"metadata":{…}}`:
 /// data as JSON when it is MessagePack JSON can hold, else base64.
 pub fn write_json(out: &mut Vec<u8>, event: &SequencedEvent) {
+    write_json_with(out, event, write_data_json);
+}
+
+/// As [`write_json`], with `data` written by `write_data` (`counterpoint export` adds the exact
+/// bytes where the JSON form would not give them back).
+pub fn write_json_with(out: &mut Vec<u8>, event: &SequencedEvent, write_data: impl FnOnce(&mut Vec<u8>, &[u8])) {
     out.extend_from_slice(b"{\"position\":\"");
     write_decimal(out, event.position);
     out.extend_from_slice(b"\",\"type\":");
@@ -186,7 +192,7 @@ pub fn write_json(out: &mut Vec<u8>, event: &SequencedEvent) {
         json_str(out, tag);
     }
     out.extend_from_slice(b"],\"data\":");
-    write_data_json(out, &event.event.data);
+    write_data(out, &event.event.data);
     out.extend_from_slice(b",\"metadata\":{");
     for (i, (key, value)) in distinct_metadata(&event.event.metadata).enumerate() {
         if i > 0 {

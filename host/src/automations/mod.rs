@@ -149,6 +149,30 @@ fn decode<T: for<'de> Deserialize<'de>>(event: &SequencedEvent) -> Result<T, Sto
     })
 }
 
+/// Rewrites the positions an automation's record holds (checkpoints, dead letters and their
+/// resolutions) with `map`, for `counterpoint import`: positions are the backend's own, so a record
+/// moved to another log must name the moved events. Other events are left as they are.
+pub fn translate_record(event: &mut SequencedEvent, map: impl Fn(Position) -> Position) -> Result<(), StoreError> {
+    let moved = |text: &str| position_of(text).map(|p| map(p).get().to_string());
+    let data = match event.event.event_type.as_str() {
+        CHECKPOINT_EVENT => {
+            let record: CheckpointRecord = decode(event)?;
+            rmp_serde::to_vec_named(&CheckpointRecord { position: moved(&record.position)? })
+        }
+        DEAD_LETTER_EVENT => {
+            let record: DeadLetterRecord = decode(event)?;
+            rmp_serde::to_vec_named(&DeadLetterRecord { position: moved(&record.position)?, ..record })
+        }
+        RESOLVED_EVENT => {
+            let record: ResolvedRecord = decode(event)?;
+            rmp_serde::to_vec_named(&ResolvedRecord { dead_letter: moved(&record.dead_letter)?, ..record })
+        }
+        _ => return Ok(()),
+    };
+    event.event.data = data.expect("records encode");
+    Ok(())
+}
+
 struct Worker {
     query: Query,
     handle: JoinHandle<()>,

@@ -8,6 +8,7 @@
 //! so "any event" needs no list at all.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 
 use super::{AppendCondition, Event, Position, Query, StoreError};
 
@@ -77,7 +78,7 @@ impl TenantIndex {
         if after >= self.head {
             return None;
         }
-        self.resolve(query).next(after + 1, self.head)
+        never_fails(self.resolve(query).next(after + 1, self.head))
     }
 
     /// Fails with the first condition that a stored event breaks.
@@ -91,33 +92,20 @@ impl TenantIndex {
         Ok(())
     }
 
-    fn resolve<'a>(&'a self, query: &Query) -> Resolved<'a> {
-        if query.items.is_empty() {
-            return Resolved { every_event: true, items: Vec::new() };
-        }
-        let items = query
-            .items
-            .iter()
-            .filter_map(|item| {
-                let types: Vec<&[u64]> =
-                    item.types.iter().filter_map(|t| self.by_type.get(t.as_str())).map(Vec::as_slice).collect();
-                if !item.types.is_empty() && types.is_empty() {
-                    return None; // none of its types was ever written
-                }
-                let tags: Option<Vec<&[u64]>> =
-                    item.tags.iter().map(|t| self.by_tag.get(t.as_str()).map(Vec::as_slice)).collect();
-                let mut tags = tags?; // a tag never written: the item matches nothing
-                tags.sort_by_key(|list| list.len()); // most selective first
-                let every_type = item.types.is_empty();
-                if every_type && tags.is_empty() {
-                    return Some(ResolvedItem::Every);
-                }
-                Some(ResolvedItem::Lists { types, tags, every_type })
-            })
-            .collect::<Vec<_>>();
-        let every_event = items.iter().any(|item| matches!(item, ResolvedItem::Every));
-        Resolved { every_event, items }
+    fn resolve(&self, query: &Query) -> Resolved<&[u64]> {
+        never_fails(Resolved::new(query, |kind, name| {
+            let map = match kind {
+                KeyKind::Type => &self.by_type,
+                KeyKind::Tag => &self.by_tag,
+            };
+            Ok(map.get(name).map(Vec::as_slice))
+        }))
     }
+}
+
+/// The value of a search in memory, which cannot fail.
+fn never_fails<T>(result: Result<T, Infallible>) -> T {
+    result.unwrap_or_else(|never| match never {})
 }
 
 fn push_posting(map: &mut HashMap<Box<str>, Vec<u64>>, key: &str, position: u64) {
@@ -129,41 +117,135 @@ fn push_posting(map: &mut HashMap<Box<str>, Vec<u64>>, key: &str, position: u64)
     }
 }
 
-struct Resolved<'a> {
+/// What a posting list's key names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum KeyKind {
+    Type = 0,
+    Tag = 1,
+}
+
+/// An ascending list of positions that a search jumps in: in memory, or in an index file
+/// (whose reads can fail).
+pub(crate) trait PostingList {
+    type Error;
+    /// The smallest position `>= x`.
+    fn next_at_least(&self, x: u64) -> Result<Option<u64>, Self::Error>;
+    /// The largest position `<= x`.
+    fn last_at_most(&self, x: u64) -> Result<Option<u64>, Self::Error>;
+    /// How many positions: the shortest list is searched first.
+    fn len(&self) -> u64;
+}
+
+impl PostingList for &[u64] {
+    type Error = Infallible;
+    fn next_at_least(&self, x: u64) -> Result<Option<u64>, Infallible> {
+        Ok(self.get(self.partition_point(|&p| p < x)).copied())
+    }
+    fn last_at_most(&self, x: u64) -> Result<Option<u64>, Infallible> {
+        Ok(self.partition_point(|&p| p <= x).checked_sub(1).map(|i| self[i]))
+    }
+    fn len(&self) -> u64 {
+        <[u64]>::len(self) as u64
+    }
+}
+
+/// A query resolved to posting lists: a union of items, each the union of its types' lists
+/// intersected with its tags' lists.
+pub(crate) struct Resolved<L> {
     every_event: bool,
-    items: Vec<ResolvedItem<'a>>,
+    items: Vec<ResolvedItem<L>>,
 }
 
-enum ResolvedItem<'a> {
+enum ResolvedItem<L> {
     Every,
-    Lists { types: Vec<&'a [u64]>, tags: Vec<&'a [u64]>, every_type: bool },
+    Lists { types: Vec<L>, tags: Vec<L>, every_type: bool },
 }
 
-/// The first element of the ascending `list` that is `>= x`.
-fn next_in(list: &[u64], x: u64) -> Option<u64> {
-    list.get(list.partition_point(|&p| p < x)).copied()
-}
+impl<L: PostingList> Resolved<L> {
+    /// Resolves `query` with `lookup`, which finds the list of a type or a tag (None: no event
+    /// has it).
+    pub fn new(query: &Query, mut lookup: impl FnMut(KeyKind, &str) -> Result<Option<L>, L::Error>) -> Result<Self, L::Error> {
+        if query.items.is_empty() {
+            return Ok(Resolved { every_event: true, items: Vec::new() });
+        }
+        let mut items = Vec::with_capacity(query.items.len());
+        'items: for item in &query.items {
+            let mut types = Vec::with_capacity(item.types.len());
+            for t in &item.types {
+                types.extend(lookup(KeyKind::Type, t)?);
+            }
+            if !item.types.is_empty() && types.is_empty() {
+                continue; // none of its types was ever written
+            }
+            let mut tags = Vec::with_capacity(item.tags.len());
+            for t in &item.tags {
+                match lookup(KeyKind::Tag, t)? {
+                    Some(list) => tags.push(list),
+                    None => continue 'items, // a tag never written: the item matches nothing
+                }
+            }
+            tags.sort_by_key(|list| list.len()); // most selective first
+            let every_type = item.types.is_empty();
+            items.push(if every_type && tags.is_empty() { ResolvedItem::Every } else { ResolvedItem::Lists { types, tags, every_type } });
+        }
+        let every_event = items.iter().any(|item| matches!(item, ResolvedItem::Every));
+        Ok(Resolved { every_event, items })
+    }
 
-/// The last element of the ascending `list` that is `<= x`.
-fn prev_in(list: &[u64], x: u64) -> Option<u64> {
-    list.partition_point(|&p| p <= x).checked_sub(1).map(|i| list[i])
-}
-
-impl ResolvedItem<'_> {
     /// The smallest matching position in `x..=hi`.
-    fn next(&self, mut x: u64, hi: u64) -> Option<u64> {
+    pub fn next(&self, x: u64, hi: u64) -> Result<Option<u64>, L::Error> {
+        if self.every_event {
+            return Ok((x <= hi).then_some(x));
+        }
+        let mut best: Option<u64> = None;
+        for item in &self.items {
+            if let Some(p) = item.next(x, best.map_or(hi, |b| b.min(hi)))? {
+                best = Some(best.map_or(p, |b| b.min(p)));
+            }
+        }
+        Ok(best)
+    }
+
+    /// The largest matching position in `lo..=x`.
+    pub fn prev(&self, x: u64, lo: u64) -> Result<Option<u64>, L::Error> {
+        if self.every_event {
+            return Ok((x >= lo && x > 0).then_some(x));
+        }
+        let mut best: Option<u64> = None;
+        for item in &self.items {
+            if let Some(p) = item.prev(x, best.map_or(lo, |b| b.max(lo)))? {
+                best = Some(best.map_or(p, |b| b.max(p)));
+            }
+        }
+        Ok(best)
+    }
+}
+
+impl<L: PostingList> ResolvedItem<L> {
+    /// The smallest matching position in `x..=hi`.
+    fn next(&self, mut x: u64, hi: u64) -> Result<Option<u64>, L::Error> {
         let ResolvedItem::Lists { types, tags, every_type } = self else {
-            return (x <= hi).then_some(x);
+            return Ok((x <= hi).then_some(x));
         };
         loop {
             if x > hi {
-                return None;
+                return Ok(None);
             }
-            let mut candidate =
-                if *every_type { x } else { types.iter().filter_map(|list| next_in(list, x)).min()? };
+            let mut candidate = if *every_type {
+                x
+            } else {
+                let mut min = None;
+                for list in types {
+                    if let Some(p) = list.next_at_least(x)? {
+                        min = Some(min.map_or(p, |m: u64| m.min(p)));
+                    }
+                }
+                let Some(min) = min else { return Ok(None) };
+                min
+            };
             let mut agreed = true;
             for list in tags {
-                let found = next_in(list, candidate)?;
+                let Some(found) = list.next_at_least(candidate)? else { return Ok(None) };
                 if found != candidate {
                     candidate = found;
                     agreed = false;
@@ -171,26 +253,36 @@ impl ResolvedItem<'_> {
                 }
             }
             if agreed {
-                return (candidate <= hi).then_some(candidate);
+                return Ok((candidate <= hi).then_some(candidate));
             }
             x = candidate;
         }
     }
 
     /// The largest matching position in `lo..=x`.
-    fn prev(&self, mut x: u64, lo: u64) -> Option<u64> {
+    fn prev(&self, mut x: u64, lo: u64) -> Result<Option<u64>, L::Error> {
         let ResolvedItem::Lists { types, tags, every_type } = self else {
-            return (x >= lo).then_some(x);
+            return Ok((x >= lo).then_some(x));
         };
         loop {
             if x < lo {
-                return None;
+                return Ok(None);
             }
-            let mut candidate =
-                if *every_type { x } else { types.iter().filter_map(|list| prev_in(list, x)).max()? };
+            let mut candidate = if *every_type {
+                x
+            } else {
+                let mut max = None;
+                for list in types {
+                    if let Some(p) = list.last_at_most(x)? {
+                        max = Some(max.map_or(p, |m: u64| m.max(p)));
+                    }
+                }
+                let Some(max) = max else { return Ok(None) };
+                max
+            };
             let mut agreed = true;
             for list in tags {
-                let found = prev_in(list, candidate)?;
+                let Some(found) = list.last_at_most(candidate)? else { return Ok(None) };
                 if found != candidate {
                     candidate = found;
                     agreed = false;
@@ -198,26 +290,10 @@ impl ResolvedItem<'_> {
                 }
             }
             if agreed {
-                return (candidate >= lo).then_some(candidate);
+                return Ok((candidate >= lo).then_some(candidate));
             }
             x = candidate;
         }
-    }
-}
-
-impl Resolved<'_> {
-    fn next(&self, x: u64, hi: u64) -> Option<u64> {
-        if self.every_event {
-            return (x <= hi).then_some(x);
-        }
-        self.items.iter().filter_map(|item| item.next(x, hi)).min()
-    }
-
-    fn prev(&self, x: u64, lo: u64) -> Option<u64> {
-        if self.every_event {
-            return (x >= lo && x > 0).then_some(x);
-        }
-        self.items.iter().filter_map(|item| item.prev(x, lo)).max()
     }
 }
 
@@ -277,9 +353,9 @@ impl ReadCursor {
         let mut out = Vec::new();
         while out.len() < max && !self.done {
             let found = if self.backwards {
-                if self.next <= self.after { None } else { resolved.prev(self.next, self.after.saturating_add(1)) }
+                if self.next <= self.after { None } else { never_fails(resolved.prev(self.next, self.after.saturating_add(1))) }
             } else {
-                resolved.next(self.next, self.snapshot)
+                never_fails(resolved.next(self.next, self.snapshot))
             };
             if self.remaining == Some(0) {
                 // A forward read records the last delivered event only when it really was cut

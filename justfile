@@ -87,8 +87,10 @@ bench NAME *ARGS: slices polyglot
 cluster-demo: slices
     tests/cluster-demo.sh
 
-# The crash test with many more kill -9 cycles.
-soak CYCLES="300":
+# The fault-injection tests at length: power loss on a simulated disk for SEEDS seeds, then the
+# crash test with CYCLES kill -9 cycles of a writer process.
+soak SEEDS="20000" CYCLES="300":
+    COUNTERPOINT_SIM_SEEDS={{SEEDS}} cargo test --release --test all -- store::power_loss --nocapture
     CRASH_CYCLES={{CYCLES}} cargo test --release --test all -- store::crash --nocapture
 
 # Run the counterpoint CLI, e.g. `just cli events --type OrderPlaced`.

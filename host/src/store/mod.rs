@@ -33,6 +33,9 @@ use async_trait::async_trait;
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
 /// Offline checks and repairs of an embedded store's log (`counterpoint store check|repair`).
 pub use embedded::check as embedded_check;
+/// The embedded store's file I/O ([`EmbeddedStore::open_on`]): the real file system or a
+/// simulated disk that injects power loss, torn writes and bit flips by seed.
+pub use embedded::{disk as embedded_disk, sim_disk};
 pub use error::StoreError;
 #[cfg(feature = "fdb")]
 pub use fdb::{default_limits as fdb_default_limits, FdbOptions, FdbStore};

@@ -6,6 +6,7 @@ mod crash;
 mod damage;
 mod embedded;
 mod fdb;
+mod power_loss;
 mod racing;
 
 use counterpoint::store::{EmbeddedStore, MemoryStore, SharedStore};

@@ -13,7 +13,8 @@ use std::io::{BufReader, ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::log::{list_segments, scan_bytes, scan_segment, segment_path, Damage, Item, RecoveredFrame};
-use super::{lock_dir, sync_dir, FORMAT_PREFIX, FORMAT_VERSION};
+use super::disk::{Disk, RealDisk};
+use super::{sync_dir, FORMAT_PREFIX, FORMAT_VERSION};
 use crate::store::{StoreError, Tenant};
 
 /// What `check` found in an embedded store's directory.
@@ -100,7 +101,7 @@ pub fn check(dir: &Path) -> Result<StoreCheck, StoreError> {
 /// nothing. Refuses when the log has problems a cut does not fix.
 pub fn repair(dir: &Path) -> Result<Repair, StoreError> {
     let dir = store_dir(dir)?;
-    let _lock = lock_dir(&dir)?;
+    let _lock = RealDisk.lock(&dir)?;
     let before = check_locked(&dir)?;
     if !before.problems.is_empty() {
         return Err(StoreError::Corrupt {
@@ -126,14 +127,14 @@ pub fn repair(dir: &Path) -> Result<Repair, StoreError> {
         let mut copy = File::create(&tmp).map_err(|e| io("saving the cut bytes", e))?;
         copy.write_all(&bytes).and_then(|()| copy.sync_all()).map_err(|e| io("saving the cut bytes", e))?;
         std::fs::rename(&tmp, &aside).map_err(|e| io("saving the cut bytes", e))?;
-        sync_dir(&dir)?;
+        sync_dir(&RealDisk, &dir)?;
     }
     set_aside.push(aside);
     for &number in cut.later_segments.iter().rev() {
         let path = segment_path(&dir, number);
         let to = aside_path(&path, 0);
         std::fs::rename(&path, &to).map_err(|e| io("setting a later segment aside", e))?;
-        sync_dir(&dir)?;
+        sync_dir(&RealDisk, &dir)?;
         set_aside.push(to);
     }
     let segment = OpenOptions::new().write(true).open(&cut.path).map_err(|e| io("opening the damaged segment", e))?;
@@ -170,7 +171,7 @@ pub(super) fn damage_report(path: &Path, damage: &Damage) -> String {
 /// `dir` itself when it holds a store, else an error naming it.
 fn store_dir(dir: &Path) -> Result<PathBuf, StoreError> {
     let dir = dir.canonicalize().map_err(|e| StoreError::io(&format!("opening {}", dir.display()), e))?;
-    let has_log = !list_segments(&dir).map_err(|e| StoreError::io("listing the log", e))?.is_empty();
+    let has_log = !list_segments(&RealDisk, &dir).map_err(|e| StoreError::io("listing the log", e))?.is_empty();
     if !has_log && !dir.join("FORMAT").exists() {
         return Err(StoreError::InvalidInput(format!("{} holds no event store", dir.display())));
     }
@@ -204,7 +205,7 @@ fn check_locked(dir: &Path) -> Result<StoreCheck, StoreError> {
         Ok(text) => report.problems.push(format!("FORMAT says {:?}; this build reads {FORMAT_PREFIX}{FORMAT_VERSION}", text.trim())),
         Err(e) => report.problems.push(format!("FORMAT cannot be read: {e}")),
     }
-    let numbers = list_segments(dir).map_err(|e| StoreError::io("listing the log", e))?;
+    let numbers = list_segments(&RealDisk, dir).map_err(|e| StoreError::io("listing the log", e))?;
     for (expected, &number) in numbers.iter().enumerate() {
         if number as usize != expected {
             report.problems.push(format!("log segment {expected} is missing"));

@@ -16,6 +16,7 @@
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+use super::disk::Disk;
 use crate::store::{Event, Position, SequencedEvent, Tenant};
 
 const FRAME_HEADER: usize = 8;
@@ -35,15 +36,9 @@ pub(super) fn segment_path(dir: &Path, segment: u32) -> PathBuf {
 }
 
 /// The segment numbers present in `dir`, ascending.
-pub(super) fn list_segments(dir: &Path) -> io::Result<Vec<u32>> {
-    let mut segments = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let name = entry?.file_name();
-        let name = name.to_string_lossy();
-        if let Some(number) = name.strip_suffix(".log").and_then(|n| n.parse().ok()) {
-            segments.push(number);
-        }
-    }
+pub(super) fn list_segments(disk: &dyn Disk, dir: &Path) -> io::Result<Vec<u32>> {
+    let mut segments: Vec<u32> =
+        disk.list(dir)?.iter().filter_map(|name| name.strip_suffix(".log").and_then(|n| n.parse().ok())).collect();
     segments.sort_unstable();
     Ok(segments)
 }

@@ -19,14 +19,15 @@
 
 /// `counterpoint store check|repair`.
 pub mod check;
+pub mod disk;
+pub mod sim_disk;
 // The FoundationDB backend reuses the event record encoding.
 pub(super) mod log;
 mod writer;
 
+use std::any::Any;
 use std::collections::{HashMap, VecDeque};
-use std::fs::{File, OpenOptions};
-use std::io::{BufReader, ErrorKind, Read, Write};
-use std::os::unix::fs::FileExt;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
@@ -36,6 +37,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use self::check::damage_report;
+use self::disk::{Disk, DiskFile, OpenMode, RealDisk};
 use self::log::{decode_run, list_segments, scan_segment, segment_path, EventLoc};
 use self::writer::{Accepted, Writer};
 use super::index::{ReadCursor, TenantIndex};
@@ -91,15 +93,16 @@ impl Drop for Inner {
 }
 
 pub(super) struct Shared {
+    disk: Arc<dyn Disk>,
     dir: PathBuf,
     limits: Limits,
     tenants: RwLock<HashMap<Tenant, Arc<TenantState>>>,
     /// Every segment, by number.
-    segments: RwLock<Vec<Arc<File>>>,
+    segments: RwLock<Vec<Arc<dyn DiskFile>>>,
     poisoned: Mutex<Option<String>>,
     /// Successful flushes (`write` + `fdatasync` of a batch) since the store opened.
     flushes: AtomicU64,
-    _lock: File,
+    _lock: Box<dyn Any + Send + Sync>,
 }
 
 pub(super) struct TenantState {
@@ -203,16 +206,21 @@ impl EmbeddedStore {
     }
 
     pub fn open_with(dir: impl AsRef<Path>, options: EmbeddedOptions) -> Result<Self, StoreError> {
+        Self::open_on(Arc::new(RealDisk), dir, options)
+    }
+
+    /// Opens the store in `dir` on `disk` (a simulated disk in fault-injection tests).
+    pub fn open_on(disk: Arc<dyn Disk>, dir: impl AsRef<Path>, options: EmbeddedOptions) -> Result<Self, StoreError> {
         let dir = dir.as_ref();
         check_options(&options)?;
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::io(&format!("creating {}", dir.display()), e))?;
-        let dir = dir.canonicalize().map_err(|e| StoreError::io(&format!("opening {}", dir.display()), e))?;
-        let lock = lock_dir(&dir)?;
-        let mut segment_numbers = list_segments(&dir).map_err(|e| StoreError::io("listing the log", e))?;
-        check_format(&dir, !segment_numbers.is_empty())?;
+        disk.create_dir_all(dir).map_err(|e| StoreError::io(&format!("creating {}", dir.display()), e))?;
+        let dir = disk.canonicalize(dir).map_err(|e| StoreError::io(&format!("opening {}", dir.display()), e))?;
+        let lock = disk.lock(&dir)?;
+        let mut segment_numbers = list_segments(&*disk, &dir).map_err(|e| StoreError::io("listing the log", e))?;
+        check_format(&*disk, &dir, !segment_numbers.is_empty())?;
         if segment_numbers.is_empty() {
-            File::create(segment_path(&dir, 0)).map_err(|e| StoreError::io("creating the log", e))?;
-            sync_dir(&dir)?;
+            disk.open(&segment_path(&dir, 0), OpenMode::CreateNew).map_err(|e| StoreError::io("creating the log", e))?;
+            sync_dir(&*disk, &dir)?;
             segment_numbers.push(0);
         }
 
@@ -226,14 +234,10 @@ impl EmbeddedStore {
             }
             let path = segment_path(&dir, number);
             let is_last = expected + 1 == segment_numbers.len();
-            let file = OpenOptions::new()
-                .read(true)
-                .write(is_last)
-                .open(&path)
-                .map_err(|e| StoreError::io(&format!("opening {}", path.display()), e))?;
-            let len = file.metadata().map_err(|e| StoreError::io(&format!("reading {}", path.display()), e))?.len();
-            let reader = BufReader::with_capacity(1 << 20, &file);
-            let scan = scan_segment(reader, len, number, |_, frame| {
+            let mode = if is_last { OpenMode::ReadWrite } else { OpenMode::Read };
+            let file = disk.open(&path, mode).map_err(|e| StoreError::io(&format!("opening {}", path.display()), e))?;
+            let len = file.len().map_err(|e| StoreError::io(&format!("reading {}", path.display()), e))?;
+            let scan = scan_segment(file.reader(len), len, number, |_, frame| {
                 let tenant = Tenant::new(frame.tenant).map_err(|e| e.to_string())?;
                 let log = tenants.entry(tenant).or_default();
                 if frame.first != log.index.head() + 1 {
@@ -259,10 +263,12 @@ impl EmbeddedStore {
                     bytes = damage.len(),
                     "cutting off a torn append left by a crash (no valid frame follows it)"
                 );
-                file.set_len(scan.valid_len).and_then(|()| file.sync_all()).map_err(|e| StoreError::io("truncating a torn append", e))?;
+                file.set_len(scan.valid_len)
+                    .and_then(|()| file.sync_data())
+                    .map_err(|e| StoreError::io("truncating a torn append", e))?;
             }
             last_len = scan.valid_len;
-            segments.push(Arc::new(file));
+            segments.push(file);
         }
 
         let tenants = tenants
@@ -277,6 +283,7 @@ impl EmbeddedStore {
         let file = segments.last().expect("at least one segment").clone();
         let segment = (segments.len() - 1) as u32;
         let shared = Arc::new(Shared {
+            disk,
             dir,
             limits: options.limits,
             tenants: RwLock::new(tenants),
@@ -330,35 +337,11 @@ fn check_options(options: &EmbeddedOptions) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn lock_dir(dir: &Path) -> Result<File, StoreError> {
-    let path = dir.join("LOCK");
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| StoreError::io(&format!("opening {}", path.display()), e))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut pid = String::new();
-            let _ = file.read_to_string(&mut pid);
-            let pid = if pid.trim().is_empty() { "unknown".to_string() } else { pid.trim().to_string() };
-            return Err(StoreError::Locked { dir: dir.to_path_buf(), pid });
-        }
-        Err(std::fs::TryLockError::Error(e)) => return Err(StoreError::io(&format!("locking {}", path.display()), e)),
-    }
-    file.set_len(0)
-        .and_then(|()| file.write_all(std::process::id().to_string().as_bytes()))
-        .map_err(|e| StoreError::io(&format!("writing {}", path.display()), e))?;
-    Ok(file)
-}
-
-fn check_format(dir: &Path, has_log: bool) -> Result<(), StoreError> {
+fn check_format(disk: &dyn Disk, dir: &Path, has_log: bool) -> Result<(), StoreError> {
     let path = dir.join("FORMAT");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
+    match disk.open(&path, OpenMode::Read).and_then(|file| file.read_all()) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
             let found = text.trim().strip_prefix(FORMAT_PREFIX).unwrap_or(text.trim());
             if found != FORMAT_VERSION.to_string() {
                 return Err(StoreError::UnsupportedFormat {
@@ -371,11 +354,14 @@ fn check_format(dir: &Path, has_log: bool) -> Result<(), StoreError> {
         }
         Err(e) if e.kind() == ErrorKind::NotFound && !has_log => {
             let tmp = dir.join("FORMAT.tmp");
-            std::fs::write(&tmp, format!("{FORMAT_PREFIX}{FORMAT_VERSION}\n"))
-                .and_then(|()| File::open(&tmp)?.sync_all())
-                .and_then(|()| std::fs::rename(&tmp, &path))
+            disk.open(&tmp, OpenMode::CreateTruncate)
+                .and_then(|file| {
+                    file.write_all_at(format!("{FORMAT_PREFIX}{FORMAT_VERSION}\n").as_bytes(), 0)?;
+                    file.sync_data()
+                })
+                .and_then(|()| disk.rename(&tmp, &path))
                 .map_err(|e| StoreError::io("writing FORMAT", e))?;
-            sync_dir(dir)
+            sync_dir(disk, dir)
         }
         Err(e) if e.kind() == ErrorKind::NotFound => Err(StoreError::Corrupt {
             dir: dir.to_path_buf(),
@@ -385,8 +371,8 @@ fn check_format(dir: &Path, has_log: bool) -> Result<(), StoreError> {
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| StoreError::io("syncing the data directory", e))
+fn sync_dir(disk: &dyn Disk, dir: &Path) -> Result<(), StoreError> {
+    disk.sync_dir(dir).map_err(|e| StoreError::io("syncing the data directory", e))
 }
 
 #[async_trait]

@@ -16,13 +16,12 @@
 //! forgotten, every caller still waiting gets the error, and nothing is accepted any more until
 //! the store is reopened, so nothing decided on a lost event can ever be acknowledged.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
+use super::disk::{DiskFile, OpenMode};
 use super::log::{encode_frame, frame_len, segment_path, EventLoc};
 use super::{Shared, TenantState};
 use crate::store::{AcceptedAppend, AppendCondition, Event, Position, StoreError, Tenant};
@@ -77,7 +76,7 @@ pub(super) struct Writer {
     pub shared: Arc<Shared>,
     /// The segment being appended to, and its valid length.
     pub segment: u32,
-    pub file: Arc<File>,
+    pub file: Arc<dyn DiskFile>,
     pub len: u64,
     pub segment_bytes: u64,
     pub buf: Vec<u8>,
@@ -174,8 +173,8 @@ impl Writer {
     fn roll_segment(&mut self) -> std::io::Result<()> {
         let next = self.segment + 1;
         let path = segment_path(&self.shared.dir, next);
-        let file = Arc::new(OpenOptions::new().read(true).write(true).create_new(true).open(&path)?);
-        File::open(&self.shared.dir)?.sync_all()?;
+        let file = self.shared.disk.open(&path, OpenMode::CreateNew)?;
+        self.shared.disk.sync_dir(&self.shared.dir)?;
         self.shared.segments.write().expect("segments lock").push(file.clone());
         self.segment = next;
         self.file = file;

@@ -1,0 +1,186 @@
+//! The embedded store's file I/O, behind an interface a simulator can drive.
+//!
+//! The store touches its data directory only through [`Disk`] and [`DiskFile`]: the real file
+//! system ([`RealDisk`]) in production, or [`SimDisk`](super::sim_disk::SimDisk), which loses
+//! what was not synced, tears writes and flips bits by seed, so power loss is tested rather
+//! than hoped away (a `kill -9` keeps the page cache and cannot tell whether the store syncs).
+//!
+//! The interface is what a log-structured store needs and no more: positioned reads and
+//! writes, `fdatasync`, truncation, directory listing, rename and directory sync.
+
+use std::any::Any;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::store::StoreError;
+
+/// How a file is opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenMode {
+    Read,
+    ReadWrite,
+    /// Read and write; the file must not exist yet.
+    CreateNew,
+    /// Read and write; created if missing, emptied if present.
+    CreateTruncate,
+}
+
+/// A data directory's file system.
+pub trait Disk: Send + Sync + 'static {
+    /// Creates `dir` and any missing parents; the new entries are synced.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// The absolute, symlink-free form of an existing path.
+    fn canonicalize(&self, path: &Path) -> io::Result<PathBuf>;
+    /// The names of the entries in `dir`.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn DiskFile>>;
+    /// Renames a file; durable once its directory is synced.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Makes the directory's entries (created, renamed files) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Takes the directory's exclusive lock for this process, held until the guard drops.
+    fn lock(&self, dir: &Path) -> Result<Box<dyn Any + Send + Sync>, StoreError>;
+}
+
+/// An open file.
+#[allow(clippy::len_without_is_empty)] // the length is an I/O result, not a collection's size
+pub trait DiskFile: Send + Sync {
+    fn len(&self) -> io::Result<u64>;
+    /// Fills `buf` from `offset`; an error if the file ends first.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// `fdatasync`: the written bytes (and the length) survive a power cut once this returns.
+    fn sync_data(&self) -> io::Result<()>;
+    fn set_len(&self, len: u64) -> io::Result<()>;
+}
+
+impl dyn DiskFile {
+    /// A sequential reader over the first `len` bytes, for scanning.
+    pub fn reader(self: &Arc<Self>, len: u64) -> impl Read + '_ {
+        io::BufReader::with_capacity(1 << 20, FileReader { file: self.as_ref(), at: 0, len })
+    }
+
+    /// The whole file.
+    pub fn read_all(&self) -> io::Result<Vec<u8>> {
+        let mut bytes = vec![0; self.len()? as usize];
+        self.read_exact_at(&mut bytes, 0)?;
+        Ok(bytes)
+    }
+}
+
+struct FileReader<'a> {
+    file: &'a dyn DiskFile,
+    at: u64,
+    len: u64,
+}
+
+impl Read for FileReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min((self.len - self.at) as usize);
+        self.file.read_exact_at(&mut buf[..n], self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+/// The operating system's file system.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RealDisk;
+
+impl Disk for RealDisk {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        // Sync each created directory's parent, from the top down, so the new entries survive.
+        let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.as_os_str().is_empty() && !d.exists()).collect();
+        std::fs::create_dir_all(dir)?;
+        for created in missing.iter().rev() {
+            if let Some(parent) = created.parent().filter(|p| !p.as_os_str().is_empty()) {
+                self.sync_dir(parent)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn canonicalize(&self, path: &Path) -> io::Result<PathBuf> {
+        path.canonicalize()
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        std::fs::read_dir(dir)?.map(|entry| Ok(entry?.file_name().to_string_lossy().into_owned())).collect()
+    }
+
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn DiskFile>> {
+        let mut options = OpenOptions::new();
+        options.read(true);
+        match mode {
+            OpenMode::Read => {}
+            OpenMode::ReadWrite => {
+                options.write(true);
+            }
+            OpenMode::CreateNew => {
+                options.write(true).create_new(true);
+            }
+            OpenMode::CreateTruncate => {
+                options.write(true).create(true).truncate(true);
+            }
+        }
+        Ok(Arc::new(options.open(path)?))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn lock(&self, dir: &Path) -> Result<Box<dyn Any + Send + Sync>, StoreError> {
+        let path = dir.join("LOCK");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| StoreError::io(&format!("opening {}", path.display()), e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                let pid = if pid.trim().is_empty() { "unknown".to_string() } else { pid.trim().to_string() };
+                return Err(StoreError::Locked { dir: dir.to_path_buf(), pid });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(StoreError::io(&format!("locking {}", path.display()), e)),
+        }
+        file.set_len(0)
+            .and_then(|()| file.write_all(std::process::id().to_string().as_bytes()))
+            .map_err(|e| StoreError::io(&format!("writing {}", path.display()), e))?;
+        Ok(Box::new(file))
+    }
+}
+
+impl DiskFile for File {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        FileExt::read_exact_at(self, buf, offset)
+    }
+
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        FileExt::write_all_at(self, buf, offset)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        File::sync_data(self)
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        File::set_len(self, len)
+    }
+}

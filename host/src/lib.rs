@@ -1,6 +1,7 @@
 //! Counterpoint: a host for event-sourced backends made of WebAssembly feature slices.
 //!
 //! - [`store`]: the DCB event store (embedded durable default, in-memory);
+//! - [`backup`]: online backup and restore of a data directory on the embedded store;
 //! - [`runtime`]: loads slices (WebAssembly components) and runs them, one fresh instance per call;
 //! - [`runner`]: the CommandRunner: a command's reads guard its append; conflicts re-run it;
 //! - [`projections`]: on-demand projections folded in the guest from a streamed read;
@@ -17,6 +18,7 @@
 
 pub mod api;
 pub mod automations;
+pub mod backup;
 pub mod bench;
 pub mod codec;
 pub mod delivery;

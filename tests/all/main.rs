@@ -2,6 +2,7 @@
 
 mod api;
 mod automations;
+mod backup;
 mod catalog;
 mod cluster;
 mod effects;

@@ -24,7 +24,7 @@ impl From<TenantError> for ApiError {
     }
 }
 
-fn admin(state: &SharedState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn admin(state: &SharedState, headers: &HeaderMap) -> Result<(), ApiError> {
     match state.tenants.authenticate(super::bearer(headers)?) {
         Some(Principal::Admin) => Ok(()),
         Some(Principal::Tenant(_)) => Err(ApiError::forbidden("only the admin token manages tenants")),

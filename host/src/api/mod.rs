@@ -6,6 +6,7 @@
 
 mod admin;
 mod automations;
+mod backup;
 mod commands;
 mod error;
 mod events;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub ready: std::sync::atomic::AtomicBool,
     /// Flips to true when the server starts shutting down: live streams end.
     pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// What `POST /v1/admin/backup` copies; `None` on FoundationDB.
+    pub backup: Option<Arc<crate::backup::Source>>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -152,6 +155,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/admin/tenants", get(admin::list).post(admin::create))
         .route("/v1/admin/tenants/{tenant}", axum::routing::delete(admin::remove))
         .route("/v1/admin/tenants/{tenant}/token", post(admin::replace_token))
+        .route("/v1/admin/backup", post(backup::backup))
         .route("/v1/openapi.json", get(openapi::document))
         .route("/console", get(|| async { axum::response::Html(include_str!("console.html")) }))
         .route("/healthz", get(|| async { "ok" }))
@@ -206,17 +210,23 @@ struct Backends {
     state: crate::readmodels::SharedState,
     catalog: Arc<dyn crate::deploy::Catalog>,
     leases: Option<crate::leases::Leases>,
+    backup: Option<Arc<crate::backup::Source>>,
 }
 
 fn backends(config: &Config) -> anyhow::Result<Backends> {
     match config.store.kind.as_str() {
         "fdb" => fdb_backends(config),
-        _ => Ok(Backends {
-            store: Arc::new(EmbeddedStore::open(config.data_dir.join("events"))?),
-            state: Arc::new(EmbeddedState::open(config.data_dir.join("readmodels.redb"))?),
-            catalog: Arc::new(crate::deploy::FileCatalog::new(&config.data_dir)),
-            leases: None,
-        }),
+        _ => {
+            let store = EmbeddedStore::open(config.data_dir.join("events"))?;
+            let state = Arc::new(EmbeddedState::open(config.data_dir.join("readmodels.redb"))?);
+            Ok(Backends {
+                backup: Some(Arc::new(crate::backup::Source::new(store.clone(), state.clone(), &config.data_dir))),
+                store: Arc::new(store),
+                state,
+                catalog: Arc::new(crate::deploy::FileCatalog::new(&config.data_dir)),
+                leases: None,
+            })
+        }
     }
 }
 
@@ -240,6 +250,7 @@ fn fdb_backends(config: &Config) -> anyhow::Result<Backends> {
         state: Arc::new(state),
         catalog: Arc::new(crate::deploy::FdbCatalog::new(db, &config.store.prefix)),
         leases: Some(leases),
+        backup: None,
     })
 }
 
@@ -250,7 +261,7 @@ fn fdb_backends(_config: &Config) -> anyhow::Result<Backends> {
 
 /// Opens the store, restores the deployed slices, starts the drop-zone watcher and the workers.
 pub async fn build_state(config: &Config) -> anyhow::Result<SharedState> {
-    let Backends { store, state, catalog, leases } = backends(config)?;
+    let Backends { store, state, catalog, leases, backup } = backends(config)?;
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: Some(config.data_dir.join("cache")),
         max_instances: config.max_instances,
@@ -283,6 +294,7 @@ pub async fn build_state(config: &Config) -> anyhow::Result<SharedState> {
         idempotency_retention: Duration::from_secs(config.idempotency_retention_s),
         ready: std::sync::atomic::AtomicBool::new(true),
         shutdown: tokio::sync::watch::Sender::new(false),
+        backup,
     }))
 }
 

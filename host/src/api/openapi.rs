@@ -31,10 +31,12 @@ Positions are decimal strings everywhere (JSON bodies, SSE ids); integers are ac
         super::admin::list,
         super::admin::remove,
         super::admin::replace_token,
+        super::backup::backup,
     ),
     components(schemas(
         PositionDoc, ErrorBody, ErrorDetail, CommandResponse, ProjectionResponse, QueryDoc, QueryItemDoc, ReadRequestDoc,
-        ReadResponse, StreamedValueDoc, EventDoc, DataDoc, AppendRequestDoc, NewEventDoc, ConditionDoc, AppendResponse, SliceDoc, SliceList
+        ReadResponse, StreamedValueDoc, EventDoc, DataDoc, AppendRequestDoc, NewEventDoc, ConditionDoc, AppendResponse, SliceDoc, SliceList,
+        crate::backup::BackupReport
     ))
 )]
 struct Document;

@@ -11,6 +11,7 @@ macro_rules! out {
     }};
 }
 
+mod backup;
 mod context;
 mod demo;
 mod store;
@@ -174,6 +175,19 @@ enum Command {
         #[command(subcommand)]
         action: StoreAction,
     },
+    /// Back up the data directory into DEST while the server runs (through it, with --server),
+    /// or from the data directory when no server has it open; adds to an earlier backup in DEST.
+    Backup {
+        dest: PathBuf,
+        /// The running server that has the data directory open, e.g. http://127.0.0.1:8080.
+        #[arg(long, env = "COUNTERPOINT_SERVER")]
+        server: Option<String>,
+        /// The admin token (for --server).
+        #[arg(long, env = "COUNTERPOINT_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// Restore the backup in SRC into --data-dir, which must be new or empty; checks every file.
+    Restore { src: PathBuf },
     /// Print the SHA-256 of a token, as the configuration file stores it.
     HashToken { token: String },
     /// Run a benchmark: prints a table and writes target/bench/NAME.json.
@@ -339,6 +353,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 StoreAction::Repair { cut_after_damage } => store::repair(&cli.data_dir, *cut_after_damage),
             };
         }
+        Command::Backup { ref dest, ref server, ref token } => backup::backup(&cli.data_dir, dest, server.as_deref(), token.as_deref()).await?,
+        Command::Restore { ref src } => backup::restore(src, &cli.data_dir)?,
         Command::HashToken { ref token } => out!("{}", counterpoint::tenants::hash_token(token)),
         Command::Bench { ref name, seconds, log_events, ref out } => {
             let scratch = cli.data_dir.join("bench-scratch");

@@ -70,6 +70,12 @@ impl EmbeddedState {
             Err(e) => Err(unavailable(&self.path, "reading", e)),
         }
     }
+
+    /// The database, for an online backup: one read transaction is a consistent snapshot of
+    /// every read model's state and checkpoint.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
 }
 
 #[async_trait]

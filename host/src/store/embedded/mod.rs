@@ -318,6 +318,26 @@ impl EmbeddedStore {
     pub fn flushes(&self) -> u64 {
         self.inner.shared.flushes.load(Ordering::Relaxed)
     }
+
+    /// A consistent cut of the log at this instant, for an online backup: the last segment
+    /// holding published frames and its length up to which every frame is complete, synced and
+    /// published (earlier segments are sealed, whole), and each tenant's head at that length.
+    /// Appends go on meanwhile and land after the cut.
+    pub fn published_cut(&self) -> (u32, u64, Vec<(Tenant, Position)>) {
+        let tenants = self.inner.shared.tenants.read().expect("tenants lock");
+        // Every tenant's lock at once: the writer publishes one frame at a time, in log order,
+        // so what is published at this instant is a prefix of the log.
+        let logs: Vec<_> = tenants.iter().map(|(tenant, state)| (tenant, state.log.read().expect("tenant log lock"))).collect();
+        let mut end = (0, 0);
+        let mut heads = Vec::with_capacity(logs.len());
+        for (tenant, log) in &logs {
+            if let Some(loc) = log.locs.last() {
+                end = end.max((loc.segment, u64::from(loc.offset) + u64::from(loc.len)));
+                heads.push(((*tenant).clone(), Position::new(log.locs.len() as u64)));
+            }
+        }
+        (end.0, end.1, heads)
+    }
 }
 
 fn check_options(options: &EmbeddedOptions) -> Result<(), StoreError> {

@@ -7,6 +7,7 @@ mod catalog;
 mod cluster;
 mod effects;
 mod leases;
+mod migrate;
 mod polyglot;
 mod readmodels;
 mod slices;

@@ -7,6 +7,7 @@
 //! - [`projections`]: on-demand projections folded in the guest from a streamed read;
 //! - [`tenants`]: the server's configuration: tenants, hashed tokens, limits;
 //! - [`deploy`]: deployed slices per tenant, hot deploy by upload or drop zone;
+//! - [`durable`]: files in the data directory that survive a power cut;
 //! - [`testing`]: given/when/then scenarios for compiled slices (`counterpoint test`);
 //! - [`scaffold`]: `counterpoint new`, a slice crate that builds and passes its tests;
 //! - [`codec`]: JSON at the edges, MessagePack inside;
@@ -23,6 +24,7 @@ pub mod bench;
 pub mod codec;
 pub mod delivery;
 pub mod deploy;
+pub mod durable;
 pub mod leases;
 pub mod projections;
 pub mod readmodels;

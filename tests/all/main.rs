@@ -4,6 +4,7 @@ mod api;
 mod automations;
 mod backup;
 mod catalog;
+mod catalog_damage;
 mod cluster;
 mod effects;
 mod leases;

@@ -26,7 +26,14 @@ pub(super) fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, Ap
 }
 
 fn slice_of(state: &SharedState, tenant: &crate::store::Tenant, name: &str) -> Result<std::sync::Arc<Slice>, ApiError> {
-    state.registry.get(tenant, name).ok_or_else(|| ApiError::not_found(format!("tenant {tenant} has no slice named {name}")))
+    state.registry.get(tenant, name).ok_or_else(|| {
+        // A slice (or the tenant's manifest) left out as damaged says so, not "no such slice".
+        let damaged = state.registry.unavailable(tenant).into_iter().find(|(slice, _)| slice.as_deref().is_none_or(|s| s == name));
+        match damaged {
+            Some((_, why)) => ApiError::catalog_damaged(why),
+            None => ApiError::not_found(format!("tenant {tenant} has no slice named {name}")),
+        }
+    })
 }
 
 #[utoipa::path(post, path = "/v1/t/{tenant}/slices/{slice}/commands/{command}",

@@ -29,6 +29,11 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// A file of the slice catalog is damaged (the message names it and says what to do).
+    pub fn catalog_damaged(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "catalog_damaged", message)
+    }
+
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }
@@ -114,6 +119,7 @@ impl From<DeployError> for ApiError {
             DeployError::TooManySlices { .. } => Self::new(StatusCode::FORBIDDEN, "quota_exceeded", message),
             DeployError::NotGranted { .. } => Self::forbidden(message),
             DeployError::UnknownTenant(_) | DeployError::UnknownSlice { .. } => Self::not_found(message),
+            DeployError::Damaged { .. } => Self::catalog_damaged(message),
         }
     }
 }

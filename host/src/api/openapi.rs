@@ -48,7 +48,7 @@ pub async fn document() -> Json<Value> {
 /// Every error: a stable `code` (`condition_failed`, `conflict`, `rejected`, `invalid_input`,
 /// `not_found`, `unauthorized`, `forbidden`, `payload_too_large`, `rate_limited`,
 /// `quota_exceeded`, `slice_trapped`, `slice_timeout`, `slice_out_of_memory`, `slice_busy`,
-/// `invalid_component`, `incompatible_contract`, `store_unavailable`, `method_not_allowed`, `not_acceptable`)
+/// `invalid_component`, `incompatible_contract`, `store_unavailable`, `catalog_damaged`, `method_not_allowed`, `not_acceptable`)
 /// and a message for people.
 #[derive(ToSchema)]
 #[allow(dead_code)]
@@ -200,4 +200,8 @@ pub struct SliceDoc {
 #[allow(dead_code)]
 pub struct SliceList {
     slices: Vec<SliceDoc>,
+    /// What the tenant's catalog holds but could not load because a file is damaged:
+    /// `{"name": slice (null: the whole manifest), "error": the file and what to do}`. Deploying
+    /// the slice again heals it.
+    unavailable: Vec<Value>,
 }

@@ -29,7 +29,10 @@ fn describe_deployed(deployed: &Deployed) -> Value {
 pub async fn list(State(state): State<SharedState>, Path(tenant): Path<String>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     let caller = state.authorize(&headers, &tenant)?;
     let slices: Vec<Value> = state.registry.list(&caller.tenant).iter().map(|d| describe_deployed(d)).collect();
-    Ok(Json(json!({ "slices": slices })))
+    // What the catalog holds but could not load (damaged): deploying the slice again heals it.
+    let unavailable: Vec<Value> =
+        state.registry.unavailable(&caller.tenant).into_iter().map(|(name, error)| json!({"name": name, "error": error})).collect();
+    Ok(Json(json!({ "slices": slices, "unavailable": unavailable })))
 }
 
 #[utoipa::path(get, path = "/v1/t/{tenant}/slices/{slice}", params(("tenant" = String, Path), ("slice" = String, Path)),

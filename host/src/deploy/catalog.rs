@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::DeployError;
+use crate::durable;
 use crate::store::Tenant;
 
 /// One slice a tenant runs.
@@ -60,6 +61,10 @@ fn io(context: &str, err: impl std::fmt::Display) -> DeployError {
 /// <data dir>/components/<sha256>.wasm      every deployed component, by content
 /// <data dir>/tenants/<tenant>/slices.json  what each tenant runs: name → hash
 /// ```
+///
+/// Files are written whole or not at all, across a power cut ([`durable::write`]). A component
+/// is checked against its name when read, and a damaged one is written over by the next deploy
+/// of the same bytes; a manifest that does not decode is reported, never written over.
 pub struct FileCatalog {
     data_dir: PathBuf,
     /// Manifests are read, changed and written whole: one change at a time.
@@ -67,8 +72,14 @@ pub struct FileCatalog {
 }
 
 impl FileCatalog {
+    /// The catalog in `data_dir`; removes the temporary files a crash left in it.
     pub fn new(data_dir: &Path) -> Self {
-        FileCatalog { data_dir: data_dir.to_path_buf(), writing: tokio::sync::Mutex::new(()) }
+        let catalog = FileCatalog { data_dir: data_dir.to_path_buf(), writing: tokio::sync::Mutex::new(()) };
+        durable::remove_leftover_temp_files(&data_dir.join("components"));
+        for tenant in std::fs::read_dir(data_dir.join("tenants")).into_iter().flatten().flatten() {
+            durable::remove_leftover_temp_files(&tenant.path());
+        }
+        catalog
     }
 
     fn component_path(&self, hash: &str) -> PathBuf {
@@ -93,22 +104,44 @@ impl FileCatalog {
 impl Catalog for FileCatalog {
     async fn component(&self, hash: &str) -> Result<Option<Vec<u8>>, DeployError> {
         let path = self.component_path(hash);
-        match std::fs::read(&path) {
-            Ok(wasm) => Ok(Some(wasm)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io(&format!("reading {}", path.display()), e)),
+        let wasm = match std::fs::read(&path) {
+            Ok(wasm) => wasm,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(&format!("reading {}", path.display()), e)),
+        };
+        // The name is the content's SHA-256: a bit flipped or a file cut short shows.
+        let found = crate::runtime::hash_of(&wasm);
+        if found != hash {
+            return Err(DeployError::Damaged {
+                what: path.display().to_string(),
+                detail: format!("its {} bytes hash to {found}, not to the SHA-256 its name records; deploy the slice again (upload it, or drop it in the drop zone) to rewrite it", wasm.len()),
+            });
         }
+        Ok(Some(wasm))
     }
 
     async fn put_component(&self, hash: &str, wasm: &[u8]) -> Result<(), DeployError> {
+        // A file kept already is trusted only if it holds these very bytes: a damaged one is
+        // written again.
         let path = self.component_path(hash);
-        if path.exists() { Ok(()) } else { write_durably(&path, wasm) }
+        match std::fs::read(&path) {
+            Ok(kept) if kept == wasm => return Ok(()),
+            Ok(_) => tracing::warn!(file = %path.display(), "the kept component is damaged: writing it again"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&format!("reading {}", path.display()), e)),
+        }
+        write_durably(&path, wasm)
     }
 
     async fn manifest(&self, tenant: &Tenant) -> Result<Vec<ManifestEntry>, DeployError> {
         let path = self.manifest_path(tenant);
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| io(&format!("{} is damaged", path.display()), e)),
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| DeployError::Damaged {
+                what: path.display().to_string(),
+                detail: format!(
+                    "it does not decode ({e}); restore it from a backup, or move it aside and deploy the tenant's slices again (nothing is written over it meanwhile)"
+                ),
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(io(&format!("reading {}", path.display()), e)),
         }
@@ -160,20 +193,9 @@ impl Catalog for FileCatalog {
     }
 }
 
-/// Writes a file so that it is either complete or absent after a crash.
+/// Writes a file so that it is either complete or absent after a crash or a power cut.
 pub(super) fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), DeployError> {
-    use std::io::Write;
-    let dir = path.parent().expect("a file in a directory");
-    std::fs::create_dir_all(dir).map_err(|e| io(&format!("creating {}", dir.display()), e))?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let written = std::fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .and_then(|()| std::fs::File::open(dir)?.sync_all());
-    written.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io(&format!("writing {}", path.display()), e)
-    })
+    durable::write(path, bytes).map_err(|e| io(&format!("writing {}", path.display()), e))
 }
 
 /// A catalog in memory that several registries in one process share, as hosts share a

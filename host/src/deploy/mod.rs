@@ -58,6 +58,10 @@ pub enum DeployError {
     UnknownSlice { tenant: Tenant, name: String },
     #[error("keeping the deployed slice failed: {0}")]
     Io(String),
+    /// A file (or entry) of the catalog does not hold what was written: the detail says what
+    /// to do. Nothing is written over it meanwhile.
+    #[error("{what} is damaged: {detail}")]
+    Damaged { what: String, detail: String },
 }
 
 /// One deployed version of a slice.
@@ -82,6 +86,9 @@ pub struct Registry {
     changes: tokio::sync::watch::Sender<u64>,
     /// When each tenant's uploads of the last minute arrived.
     uploads: std::sync::Mutex<HashMap<Tenant, VecDeque<Instant>>>,
+    /// Per tenant, what of its catalog could not be loaded (damaged), by slice name (`None`:
+    /// its manifest): served by nothing until deployed again.
+    unavailable: RwLock<HashMap<Tenant, BTreeMap<Option<String>, String>>>,
 }
 
 fn io(context: &str, err: impl std::fmt::Display) -> DeployError {
@@ -110,33 +117,83 @@ impl Registry {
             deploys: AtomicU64::new(0),
             changes: tokio::sync::watch::Sender::new(0),
             uploads: Default::default(),
+            unavailable: Default::default(),
         };
+        // A damaged file of one tenant's catalog takes that tenant's slice (or slices) out, not
+        // the host: the others serve, and the slice comes back when it is deployed again.
         for tenant in registry.tenants.names() {
-            let slices = registry.load_manifest(&tenant, &TenantSlices::new()).await?;
+            let slices = match registry.load_manifest(&tenant, &TenantSlices::new()).await {
+                Ok(slices) => slices,
+                Err(err @ DeployError::Damaged { .. }) => {
+                    tracing::error!(tenant = %tenant, "the tenant's slices cannot be loaded: {err}");
+                    registry.unavailable.write().expect("registry lock").entry(tenant.clone()).or_default().insert(None, err.to_string());
+                    TenantSlices::new()
+                }
+                Err(err) => return Err(err),
+            };
             registry.deployed.write().expect("registry lock").insert(tenant, slices);
         }
         Ok(registry)
     }
 
     /// The tenant's slices as its manifest in the catalog says, reusing the `known` ones whose
-    /// hash has not changed.
+    /// hash has not changed. A slice whose component is damaged or missing is left out (the
+    /// `known` version stays, if any) and recorded as unavailable.
     async fn load_manifest(&self, tenant: &Tenant, known: &TenantSlices) -> Result<TenantSlices, DeployError> {
         let mut slices = TenantSlices::new();
+        let mut unavailable = BTreeMap::new();
         for entry in self.catalog.manifest(tenant).await? {
             if let Some(same) = known.get(&entry.name).filter(|d| d.slice.hash() == entry.hash) {
                 slices.insert(entry.name, same.clone());
                 continue;
             }
-            let wasm = self
-                .catalog
-                .component(&entry.hash)
-                .await?
-                .ok_or_else(|| DeployError::Io(format!("component {} of slice {} is missing from the catalog", entry.hash, entry.name)))?;
-            let slice = self.grant(tenant, self.runtime.load_with_limits(wasm, self.limits_for(tenant)?).await?)?;
-            tracing::info!(tenant = %tenant, slice = slice.name(), hash = &slice.hash()[..12], "slice loaded");
-            slices.insert(entry.name, Arc::new(Deployed { slice: Arc::new(slice), deployed_at: entry.deployed_at }));
+            match self.load_entry(tenant, &entry).await {
+                Ok(slice) => {
+                    tracing::info!(tenant = %tenant, slice = slice.name(), hash = &slice.hash()[..12], "slice loaded");
+                    slices.insert(entry.name, Arc::new(Deployed { slice: Arc::new(slice), deployed_at: entry.deployed_at }));
+                }
+                Err(err @ DeployError::Damaged { .. }) => {
+                    tracing::error!(tenant = %tenant, slice = %entry.name, "the slice cannot be loaded: {err}");
+                    if let Some(stale) = known.get(&entry.name) {
+                        slices.insert(entry.name.clone(), stale.clone());
+                    }
+                    unavailable.insert(Some(entry.name), err.to_string());
+                }
+                Err(err) => return Err(err),
+            }
         }
+        self.unavailable.write().expect("registry lock").insert(tenant.clone(), unavailable);
         Ok(slices)
+    }
+
+    /// Loads one slice of a manifest, checking that the component is the one it names.
+    async fn load_entry(&self, tenant: &Tenant, entry: &ManifestEntry) -> Result<Slice, DeployError> {
+        let missing = || DeployError::Damaged {
+            what: format!("the catalog entry of slice {} of tenant {tenant}", entry.name),
+            detail: format!("its component {} is missing; deploy the slice again", entry.hash),
+        };
+        let wasm = self.catalog.component(&entry.hash).await?.ok_or_else(missing)?;
+        let slice = self.grant(tenant, self.runtime.load_with_limits(wasm, self.limits_for(tenant)?).await?)?;
+        // Whatever the catalog checks itself: the bytes are the ones named, of the slice named.
+        if slice.hash() != entry.hash || slice.name() != entry.name {
+            return Err(DeployError::Damaged {
+                what: format!("the catalog entry of slice {} of tenant {tenant}", entry.name),
+                detail: format!(
+                    "it names component {}, which holds slice {} with hash {}; deploy the slice again",
+                    entry.hash,
+                    slice.name(),
+                    slice.hash()
+                ),
+            });
+        }
+        Ok(slice)
+    }
+
+    /// What of the tenant's catalog could not be loaded: (slice name, or `None` for the whole
+    /// manifest; why). Deploying the slice again brings it back.
+    pub fn unavailable(&self, tenant: &Tenant) -> Vec<(Option<String>, String)> {
+        let unavailable = self.unavailable.read().expect("registry lock");
+        unavailable.get(tenant).map(|u| u.iter().map(|(name, why)| (name.clone(), why.clone())).collect()).unwrap_or_default()
     }
 
     /// Follows the catalog's changes made by other hosts (when it has any): each change
@@ -263,6 +320,11 @@ impl Registry {
         let deployed = Arc::new(Deployed { slice: Arc::new(slice), deployed_at: now() });
         let entry = ManifestEntry { name: name.clone(), hash: deployed.slice.hash().to_string(), deployed_at: deployed.deployed_at };
         self.catalog.put_slice(tenant, &entry).await?;
+        if let Some(unavailable) = self.unavailable.write().expect("registry lock").get_mut(tenant) {
+            // The manifest was written whole: it reads again, and this slice is whole.
+            unavailable.remove(&None);
+            unavailable.remove(&Some(name.clone()));
+        }
         let replaced = next.insert(name.clone(), deployed.clone());
         self.deployed.write().expect("registry lock").insert(tenant.clone(), next);
         self.deploys.fetch_add(1, Ordering::Relaxed);
@@ -275,14 +337,20 @@ impl Registry {
     pub async fn remove(&self, tenant: &Tenant, name: &str) -> Result<(), DeployError> {
         let _writing = self.writing.lock().await;
         let mut next = self.deployed.read().expect("registry lock").get(tenant).cloned().unwrap_or_default();
-        let Some(removed) = next.remove(name) else {
+        let removed = next.remove(name);
+        // A slice left out as damaged can be removed too.
+        let damaged = self.unavailable.read().expect("registry lock").get(tenant).is_some_and(|u| u.contains_key(&Some(name.to_string())));
+        if removed.is_none() && !damaged {
             return Err(DeployError::UnknownSlice { tenant: tenant.clone(), name: name.into() });
-        };
+        }
         self.catalog.remove_slice(tenant, name).await?;
+        if let Some(unavailable) = self.unavailable.write().expect("registry lock").get_mut(tenant) {
+            unavailable.remove(&Some(name.to_string()));
+        }
         self.deployed.write().expect("registry lock").insert(tenant.clone(), next);
         self.changes.send_modify(|n| *n += 1);
         tracing::info!(tenant = %tenant, slice = name, "slice removed");
-        self.collect(vec![removed.slice.hash().to_string()]).await;
+        self.collect(removed.into_iter().map(|d| d.slice.hash().to_string()).collect()).await;
         Ok(())
     }
 

@@ -482,8 +482,9 @@ impl Tenants {
     /// ones created from now on there too.
     pub fn with_created(mut self, data_dir: &Path) -> Result<Tenants, ConfigError> {
         let path = data_dir.join("tenants").join("created.toml");
+        crate::durable::remove_leftover_temp_files(&data_dir.join("tenants"));
         if path.exists() {
-            let created = Config::load(Some(&path))?;
+            let created = read_created(&path)?;
             let table = self.inner.get_mut().expect("tenants lock");
             for (name, config) in created.tenants {
                 let tenant = Tenant::new(name.clone()).expect("validated when parsed");
@@ -608,14 +609,37 @@ impl Tenants {
                 text.push_str(&format!("[tenants.{name}.limits]\n{limits}"));
             }
         }
-        let dir = path.parent().expect("a file in a directory");
-        let tmp = path.with_extension("toml.tmp");
-        std::fs::create_dir_all(dir)
-            .and_then(|()| std::fs::write(&tmp, text))
-            .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-            .and_then(|()| std::fs::rename(&tmp, path))
-            .map_err(|e| TenantError::Io(format!("writing {}: {e}", path.display())))
+        text.push_str(&format!("{CHECKSUM_LINE}{}\n", hash_token(&text)));
+        crate::durable::write(path, text.as_bytes()).map_err(|e| TenantError::Io(format!("writing {}: {e}", path.display())))
     }
+}
+
+/// The last line of `created.toml`: the SHA-256 of everything before it. TOML has no checksum of
+/// its own, and a flipped bit could rename a tenant or change a limit and still parse.
+const CHECKSUM_LINE: &str = "# sha256 ";
+
+/// Reads `created.toml`, refusing it if its checksum line does not match (a file without one,
+/// edited by hand, is read as it is).
+fn read_created(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+    let damaged = |message: String| ConfigError::Invalid {
+        path: path.into(),
+        message: format!(
+            "the tenants created through the admin API are damaged ({message}); restore the file from a backup, or repair it by hand and delete its last line (`{}…`)",
+            CHECKSUM_LINE.trim_end()
+        ),
+    };
+    let body = match text.trim_end_matches('\n').rsplit_once('\n') {
+        Some((body, last)) if last.starts_with(CHECKSUM_LINE) => {
+            let body = format!("{body}\n");
+            if last[CHECKSUM_LINE.len()..] != hash_token(&body) {
+                return Err(damaged("its checksum does not match".into()));
+            }
+            body
+        }
+        _ => text,
+    };
+    Config::parse(&body).map_err(damaged)
 }
 
 #[cfg(test)]

@@ -297,3 +297,79 @@ async fn with_leases_one_host_follows_and_the_other_takes_over_when_it_stops() {
     assert!(active(other.status(&host.tenant).await.unwrap()), "the other host took the lease over");
     other.stop().await;
 }
+
+/// A state with stock levels of distinctively named products, its host closed: the directory,
+/// and the answer the state gave.
+async fn a_closed_state() -> (tempfile::TempDir, Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let host = host(dir.path()).await;
+    for (sku, qty) in [("quince-7f3a", 10), ("medlar-9b2c", 3), ("quince-7f3a", 5)] {
+        host.run("inventory", "receive-stock", json!({"sku": sku, "qty": qty})).await;
+    }
+    let read_models = host.read_models();
+    read_models.catch_up(&stock_levels(&host.tenant)).await.unwrap();
+    let answer = levels(&read_models, &host.tenant, None).await;
+    assert_eq!(available(&answer), BTreeMap::from([("medlar-9b2c".into(), 3), ("quince-7f3a".into(), 15)]));
+    (dir, answer)
+}
+
+/// Flips a bit in every copy of `needle` in the file (the live pages and any older ones).
+fn flip_every(path: &std::path::Path, needle: &[u8]) -> usize {
+    let mut bytes = std::fs::read(path).unwrap();
+    let at: Vec<usize> = bytes.windows(needle.len()).enumerate().filter(|(_, w)| *w == needle).map(|(i, _)| i).collect();
+    for &i in &at {
+        bytes[i + 2] ^= 0x01;
+    }
+    std::fs::write(path, bytes).unwrap();
+    at.len()
+}
+
+/// A state file damaged between two runs (a bit flipped in its pages, cut short, overwritten) is
+/// found at open, set aside (kept, never deleted) and replaced with an empty one; the read model
+/// rebuilds from the log and answers as before — never from the damaged file, and never a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_state_file_is_set_aside_and_the_read_model_rebuilds_from_the_log() {
+    type Damage = fn(&std::path::Path);
+    let damages: [(&str, Damage); 3] = [
+        ("a bit flipped in every copy of a key", |path| assert!(flip_every(path, b"quince-7f3a") > 0, "the key is in the file")),
+        ("cut to half its length", |path| {
+            let len = std::fs::metadata(path).unwrap().len();
+            std::fs::OpenOptions::new().write(true).open(path).unwrap().set_len(len / 2).unwrap();
+        }),
+        ("its header overwritten", |path| {
+            let mut bytes = std::fs::read(path).unwrap();
+            bytes[..64].fill(0x5a);
+            std::fs::write(path, bytes).unwrap();
+        }),
+    ];
+    for (what, damage) in damages {
+        let (dir, before) = a_closed_state().await;
+        let file = dir.path().join("readmodels.redb");
+        damage(&file);
+
+        let reopened = EmbeddedState::open(&file).unwrap_or_else(|e| panic!("{what}: the open sets the file aside, not {e}"));
+        let aside = reopened.set_aside().unwrap_or_else(|| panic!("{what}: the damage is found at open")).clone();
+        assert_eq!(aside.path, dir.path().join("readmodels.redb.damaged-1"), "{what}");
+        // Kept for inspection (as redb left it after refusing it), never deleted.
+        assert!(aside.path.is_file(), "{what}: the damaged file is kept");
+        assert!(!aside.damage.is_empty());
+        drop(reopened);
+        // The host opens the fresh file: nothing of the damaged one is read.
+        let host = host(dir.path()).await;
+        let read_models = host.read_models();
+        assert_eq!(read_models.status(&host.tenant).await.unwrap()[0].checkpoint, Position::ZERO, "{what}");
+        read_models.catch_up(&stock_levels(&host.tenant)).await.unwrap();
+        assert_eq!(levels(&read_models, &host.tenant, None).await, before, "{what}: rebuilt from the log, the same answer");
+    }
+}
+
+/// A state file another handle holds is refused with a clear error, and never taken for damage.
+#[tokio::test]
+async fn a_state_file_in_use_is_refused_and_not_set_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("readmodels.redb");
+    let _first = EmbeddedState::open(&file).unwrap();
+    let err = EmbeddedState::open(&file).err().expect("one handle at a time");
+    assert!(err.to_string().contains("in use"), "{err}");
+    assert!(!dir.path().join("readmodels.redb.damaged-1").exists(), "a file in use is not damaged");
+}

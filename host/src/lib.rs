@@ -14,6 +14,7 @@
 //! - [`api`]: `counterpoint serve`, the HTTP/JSON API;
 //! - [`automations`]: workers that follow the log and react, with checkpoints and dead letters;
 //! - [`delivery`]: what automations and read models are handed of the log (no host records);
+//! - [`telemetry`]: traces over OTLP, and the process's log lines;
 //! - [`transfer`]: `counterpoint export` and `import`, moving logs between backends;
 //! - [`bench`]: the benchmarks behind `counterpoint bench`.
 
@@ -32,6 +33,7 @@ pub mod runner;
 pub mod runtime;
 pub mod scaffold;
 pub mod store;
+pub mod telemetry;
 pub mod tenants;
 pub mod testing;
 pub mod transfer;

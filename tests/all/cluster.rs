@@ -168,10 +168,8 @@ async fn two_hosts_share_deploys_and_run_each_worker_once() {
 /// test leaves no server behind.
 struct ServerProcess {
     name: &'static str,
-    child: Option<std::process::Child>,
+    process: crate::process::ServeProcess,
     http: crate::api::Http,
-    /// Everything it wrote on stderr, for the failure messages.
-    log: Arc<std::sync::Mutex<String>>,
     _dir: tempfile::TempDir,
 }
 
@@ -179,7 +177,6 @@ impl ServerProcess {
     /// Starts a server with its own data directory on the deployment `prefix` of the cluster named
     /// by `FDB_CLUSTER_FILE`, and waits until it listens.
     fn start(name: &'static str, prefix: &str) -> ServerProcess {
-        use std::io::BufRead;
         let dir = tempfile::tempdir().unwrap();
         // The compiled slices are cached for every test server (keyed by component and engine).
         let shared = counterpoint_tests::slices::target_dir().join("test-compile-cache");
@@ -193,29 +190,8 @@ impl ServerProcess {
         );
         let config_path = dir.path().join("counterpoint.toml");
         std::fs::write(&config_path, config).unwrap();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_counterpoint-serve"))
-            .arg(&config_path)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("start counterpoint-serve");
-        let (log, stderr) = (Arc::new(std::sync::Mutex::new(String::new())), child.stderr.take().unwrap());
-        let (address_tx, address_rx) = std::sync::mpsc::channel();
-        let kept = log.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(address) = line.strip_prefix("counterpoint serving on http://") {
-                    let _ = address_tx.send(address.parse::<std::net::SocketAddr>().expect("the address it listens on"));
-                }
-                kept.lock().unwrap().push_str(&format!("{line}\n"));
-            }
-        });
-        let Ok(address) = address_rx.recv_timeout(Duration::from_secs(120)) else {
-            let _ = child.kill();
-            panic!("server {name} did not start: {}", log.lock().unwrap());
-        };
-        ServerProcess { name, child: Some(child), http: crate::api::Http::new(address), log, _dir: dir }
+        let process = crate::process::ServeProcess::start(&config_path);
+        ServerProcess { name, http: crate::api::Http::new(process.address), process, _dir: dir }
     }
 
     /// What `GET path` (with the tenant's token) answers, as JSON.
@@ -239,24 +215,12 @@ impl ServerProcess {
     }
 
     fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.process.log()
     }
 
     /// Sends `signal` and waits for the process to end.
     fn signal(&mut self, signal: i32) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("a running server");
-        // SAFETY: a plain kill(2) on our own child, which has not been waited for yet.
-        assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0, "kill {}", self.name);
-        child.wait().unwrap()
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.signal(signal)
     }
 }
 

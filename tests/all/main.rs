@@ -10,10 +10,12 @@ mod effects;
 mod leases;
 mod migrate;
 mod polyglot;
+mod process;
 mod readmodels;
 mod slices;
 mod state_conformance;
 mod store;
+mod traces;
 
 /// `backend_cases!([case, ...]; backend => fixture, #[attr]...; ...)`: for each backend, a module
 /// holding one test per case, `case(fixture).await`, with that backend's attributes: a suite

@@ -16,6 +16,7 @@ mod read_formats;
 mod readmodels;
 mod schema;
 mod slices;
+mod trace;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -167,6 +168,7 @@ pub fn router(state: SharedState) -> Router {
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::map_response_with_state(state.clone(), count_errors))
+        .layer(axum::middleware::from_fn(trace::request_span))
         .with_state(state)
 }
 

@@ -313,7 +313,8 @@ impl Automations {
                 checkpoint = delivery.reached;
                 let record = record(CHECKPOINT_EVENT, id, &CheckpointRecord { position: checkpoint.get().to_string() });
                 let condition = AppendCondition::new(id.query(CHECKPOINT_EVENT), Some(guard));
-                guard = self.store.append(&id.tenant, vec![record], vec![condition]).await?[0];
+                let span = crate::telemetry::store_append(&id.tenant, 1);
+                guard = crate::telemetry::store_call(span, self.store.append(&id.tenant, vec![record], vec![condition])).await?[0];
                 since_checkpoint = 0;
                 progress.lock().expect("progress lock").checkpoint = checkpoint;
             }
@@ -350,6 +351,13 @@ impl Automations {
     /// The slice's reaction to `event`, and the commands it asks for. A command that is
     /// rejected has been decided: that is done, not a failure.
     async fn react(&self, id: &AutomationId, event: &SequencedEvent) -> Result<(), InvokeError> {
+        let empty = tracing::field::Empty;
+        let span = tracing::info_span!("automation.react", tenant = %id.tenant, slice = id.slice, automation = id.name,
+            position = %event.position, event_type = event.event.event_type, outcome = empty, otel.status_code = empty);
+        crate::telemetry::invoke(span, self.react_untraced(id, event)).await
+    }
+
+    async fn react_untraced(&self, id: &AutomationId, event: &SequencedEvent) -> Result<(), InvokeError> {
         let slice = self
             .registry
             .get(&id.tenant, &id.slice)

@@ -203,6 +203,9 @@ enum Command {
         /// Where the JSON goes.
         #[arg(long, default_value = "target/bench")]
         out: PathBuf,
+        /// Trace the benchmark, exporting to this OTLP/HTTP collector: what tracing costs.
+        #[arg(long)]
+        otlp_endpoint: Option<String>,
     },
 }
 
@@ -220,10 +223,13 @@ enum StoreAction {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    // `serve` (and a traced `bench`) sets up its own, with the traces asked for.
+    if !matches!(cli.command, Command::Serve { .. } | Command::Bench { otlp_endpoint: Some(_), .. })
+        && let Err(err) = counterpoint::telemetry::Telemetry::logs_only()
+    {
+        eprintln!("error: {err:#}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -328,7 +334,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(listen) = listen {
                 config.listen = listen.clone();
             }
-            counterpoint::api::serve(config).await?;
+            let telemetry = counterpoint::telemetry::Telemetry::install(&config.telemetry)?;
+            let served = counterpoint::api::serve(config).await;
+            telemetry.shutdown().await;
+            served?;
         }
         Command::Automations => {
             let (tenant, automations) = Host::automations(&cli.data_dir, &cli.tenant).await?;
@@ -356,7 +365,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backup { ref dest, ref server, ref token } => backup::backup(&cli.data_dir, dest, server.as_deref(), token.as_deref()).await?,
         Command::Restore { ref src } => backup::restore(src, &cli.data_dir)?,
         Command::HashToken { ref token } => out!("{}", counterpoint::tenants::hash_token(token)),
-        Command::Bench { ref name, seconds, log_events, ref out } => {
+        Command::Bench { ref name, seconds, log_events, ref out, ref otlp_endpoint } => {
+            let telemetry = match otlp_endpoint {
+                Some(endpoint) => {
+                    let config = counterpoint::telemetry::TelemetryConfig { otlp_endpoint: Some(endpoint.clone()), ..Default::default() };
+                    config.validate().map_err(|e| anyhow::anyhow!("--otlp-endpoint: {e}"))?;
+                    Some(counterpoint::telemetry::Telemetry::install(&config)?)
+                }
+                None => None,
+            };
             let scratch = cli.data_dir.join("bench-scratch");
             let slices = cli.slices.first().cloned().unwrap_or_else(|| PathBuf::from("target/wasm32-wasip2/release"));
             let report = match name.as_str() {
@@ -373,6 +390,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 other => anyhow::bail!("unknown benchmark {other:?}; try: store, scale, runtime, automations, contention, polyglot, http"),
             }
             .with_context(|| format!("benchmark {name}"))?;
+            if let Some(telemetry) = telemetry {
+                telemetry.shutdown().await;
+            }
             report.finish(out)?;
         }
     }

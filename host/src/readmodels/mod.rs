@@ -343,7 +343,7 @@ impl ReadModels {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.apply(id, fingerprint, from, batch.clone()).await {
+            match self.apply_traced(id, fingerprint, from, batch.clone()).await {
                 Ok(checkpoint) => {
                     let mut progress = progress.lock().expect("progress lock");
                     progress.checkpoint = checkpoint.position;
@@ -368,6 +368,16 @@ impl ReadModels {
                 Err(err) => return Err(err),
             }
         }
+    }
+
+    /// [`apply`](Self::apply) in a span: one read-model batch, with its events and outcome.
+    async fn apply_traced(&self, id: &ReadModelId, fingerprint: &str, from: Option<&Checkpoint>, batch: Delivery) -> Result<Checkpoint, ReadModelError> {
+        let empty = tracing::field::Empty;
+        let span = tracing::info_span!("readmodel.batch", tenant = %id.tenant, slice = id.slice, read_model = id.name,
+            events = batch.events.len(), outcome = empty, otel.status_code = empty);
+        let applied = tracing::Instrument::instrument(self.apply(id, fingerprint, from, batch), span.clone()).await;
+        crate::telemetry::record_outcome(&span, if applied.is_ok() { "ok" } else { "error" });
+        applied
     }
 
     /// Folds `batch` into the state and commits it with the new checkpoint. A batch of host

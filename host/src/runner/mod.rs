@@ -153,6 +153,18 @@ impl<'a> Retries<'a> {
         Ok(true)
     }
 
+    /// Runs the command once. `Err` when the run was stopped at a hot boundary: it runs again
+    /// in its turn (or, when no turn could be had, is decided).
+    async fn execute(&mut self, slice: &Slice, command: &str, payload: &[u8]) -> Result<Result<(Vec<u8>, ReadAppender), InvokeError>, Step<CommandOutput>> {
+        let (io, hot) = self.io();
+        let run = slice.execute(io, command, payload).await;
+        match self.queued(&hot).await {
+            Ok(true) => Err(Step::Again("queued")),
+            Ok(false) => Ok(run),
+            Err(err) => Err(Step::Decided(Err(err))),
+        }
+    }
+
     /// A decision made without an append of its own is answered only once everything it
     /// may have read is durable.
     async fn settled<T>(&self, decision: Result<T, InvokeError>) -> Result<T, InvokeError> {
@@ -163,7 +175,8 @@ impl<'a> Retries<'a> {
     /// The append was accepted: the next in line may decide on it now, while it is flushed.
     async fn durable(&mut self, accepted: AcceptedAppend) -> Result<Vec<Position>, InvokeError> {
         self.turn = None;
-        Ok(accepted.durable().await?)
+        let span = tracing::info_span!("store.durable", outcome = tracing::field::Empty, otel.status_code = tracing::field::Empty);
+        Ok(crate::telemetry::store_call(span, accepted.durable()).await?)
     }
 
     async fn take_turn(&mut self, boundaries: Vec<contention::Boundary>) -> Result<(), InvokeError> {
@@ -184,6 +197,25 @@ impl<'a> Retries<'a> {
             self.runner.deadline.as_millis()
         ))
     }
+}
+
+/// Where one attempt left the command: run again (and why), or decided.
+enum Step<T> {
+    Again(&'static str),
+    Decided(Result<T, InvokeError>),
+}
+
+/// The span of one command, from its first attempt to its decision.
+fn command_span(tenant: &Tenant, slice: &Slice, command: &str) -> tracing::Span {
+    let empty = tracing::field::Empty;
+    tracing::info_span!("command", tenant = %tenant, slice = slice.name(), command, attempts = empty, outcome = empty, otel.status_code = empty)
+}
+
+/// The span of one run of a command (and its append): `outcome` is `queued` or
+/// `condition_failed` when it runs again.
+fn attempt_span(attempt: u32) -> tracing::Span {
+    let empty = tracing::field::Empty;
+    tracing::info_span!("attempt", attempt, outcome = empty, otel.status_code = empty)
 }
 
 /// A command that succeeded.
@@ -225,61 +257,73 @@ impl CommandRunner {
         if key.key.is_empty() || key.key.len() > 200 || key.key.chars().any(char::is_control) {
             return Err(InvokeError::InvalidInput("an Idempotency-Key is 1 to 200 printable characters".into()));
         }
-        let record_query = Query::item(QueryItem::types([IDEMPOTENCY_EVENT]).with_tag(format!("idempotency:{}", key.key)));
+        let span = command_span(tenant, slice, command);
         let mut retries = Retries::new(self, store, tenant, command);
-        loop {
-            // An earlier result under this key?
-            let (earlier, seen) = recorded(store, tenant, &record_query, slice, command, key).await?;
-            if let Some(out) = earlier {
-                return Ok(out);
+        let result = Self::decide(&mut retries, slice, command, payload, Some(key)).instrument(span.clone()).await;
+        span.record("attempts", retries.attempt);
+        crate::telemetry::record_outcome(&span, crate::telemetry::outcome(&result));
+        result
+    }
+
+    /// One run of a command under an idempotency key: the earlier result if there is one, else
+    /// the command and its append with the record of its result.
+    async fn attempt_with_key(retries: &mut Retries<'_>, slice: &Slice, command: &str, payload: &[u8], key: &IdempotencyKey) -> Step<CommandOutput> {
+        let (store, tenant) = (retries.store, retries.tenant);
+        let record_query = Query::item(QueryItem::types([IDEMPOTENCY_EVENT]).with_tag(format!("idempotency:{}", key.key)));
+        // An earlier result under this key?
+        let seen = match recorded(store, tenant, &record_query, slice, command, key).await {
+            Ok((Some(out), _)) => return Step::Decided(Ok(out)),
+            Ok((None, seen)) => seen,
+            Err(err) => return Step::Decided(Err(err)),
+        };
+        let run = match retries.execute(slice, command, payload).await {
+            Ok(run) => run,
+            Err(step) => return step,
+        };
+        let (output, io) = match run {
+            Ok(done) => done,
+            Err(err) => {
+                // A racing request with this key may have run the command meanwhile (this run
+                // then saw its events: "already placed"): its result is the answer.
+                return Step::Decided(match recorded(store, tenant, &record_query, slice, command, key).await {
+                    Ok((Some(out), _)) => Ok(out),
+                    Ok((None, _)) => retries.settled(Err(err)).await,
+                    Err(err) => Err(err),
+                });
             }
-            let (io, hot) = retries.io();
-            let run = slice.execute(io, command, payload).await;
-            if retries.queued(&hot).await? {
-                continue;
+        };
+        let guard = AppendCondition::new(record_query.clone(), Some(seen));
+        let mut reads = io.reads.clone();
+        reads.push(guard.clone());
+        match retries.may_append(&reads).await {
+            Ok(true) => {}
+            Ok(false) => return Step::Again("queued"),
+            Err(err) => return Step::Decided(Err(err)),
+        }
+        let record = IdempotencyRecord {
+            slice: slice.name().into(),
+            command: command.into(),
+            output: output.clone(),
+            events: io.staged.as_ref().map_or(0, |e| e.len() as u64),
+            at: unix_now(),
+        };
+        let mut event = Event::new(IDEMPOTENCY_EVENT).tag(format!("idempotency:{}", key.key));
+        event.data = rmp_serde::to_vec_named(&record).expect("the record encodes");
+        match io.accept_with(vec![event], vec![guard]).await {
+            Ok(accepted) => {
+                let done = retries.durable(accepted).await;
+                Step::Decided(done.map(|positions| CommandOutput { output, positions, attempts: retries.attempt }))
             }
-            let (output, io) = match run {
-                Ok(done) => done,
-                Err(err) => {
-                    // A racing request with this key may have run the command meanwhile (this
-                    // run then saw its events: "already placed"): its result is the answer.
-                    if let (Some(out), _) = recorded(store, tenant, &record_query, slice, command, key).await? {
-                        return Ok(out);
-                    }
-                    return retries.settled(Err(err)).await;
-                }
-            };
-            let guard = AppendCondition::new(record_query.clone(), Some(seen));
-            let mut reads = io.reads.clone();
-            reads.push(guard.clone());
-            if !retries.may_append(&reads).await? {
-                continue;
-            }
-            let record = IdempotencyRecord {
-                slice: slice.name().into(),
-                command: command.into(),
-                output: output.clone(),
-                events: io.staged.as_ref().map_or(0, |e| e.len() as u64),
-                at: unix_now(),
-            };
-            let mut event = Event::new(IDEMPOTENCY_EVENT).tag(format!("idempotency:{}", key.key));
-            event.data = rmp_serde::to_vec_named(&record).expect("the record encodes");
-            match io.accept_with(vec![event], vec![guard]).await {
-                Ok(accepted) => {
-                    let positions = retries.durable(accepted).await?;
-                    return Ok(CommandOutput { output, positions, attempts: retries.attempt });
-                }
-                Err(StoreError::ConditionFailed { .. }) => {
-                    if let Err(conflict) = retries.after_conflict(&reads).await {
-                        // Lost to a request with this key: its result is the answer.
-                        if let (Some(out), _) = recorded(store, tenant, &record_query, slice, command, key).await? {
-                            return Ok(out);
-                        }
-                        return Err(conflict);
-                    }
-                }
-                Err(err) => return Err(InvokeError::StoreFailed(err)),
-            }
+            Err(StoreError::ConditionFailed { .. }) => match retries.after_conflict(&reads).await {
+                Ok(()) => Step::Again("condition_failed"),
+                // Lost to a request with this key: its result is the answer.
+                Err(conflict) => Step::Decided(match recorded(store, tenant, &record_query, slice, command, key).await {
+                    Ok((Some(out), _)) => Ok(out),
+                    Ok((None, _)) => Err(conflict),
+                    Err(err) => Err(err),
+                }),
+            },
+            Err(err) => Step::Decided(Err(InvokeError::StoreFailed(err))),
         }
     }
 
@@ -292,11 +336,12 @@ impl CommandRunner {
         command: &str,
         payload: &[u8],
     ) -> (Result<CommandOutput, InvokeError>, u32) {
-        let span = tracing::debug_span!("command", tenant = %tenant, slice = slice.name(), command, attempts = tracing::field::Empty);
+        let span = command_span(tenant, slice, command);
         let started = Instant::now();
         let (result, attempts) = self.attempts(slice, store, tenant, command, payload).instrument(span.clone()).await;
         let _entered = span.enter();
         span.record("attempts", attempts);
+        crate::telemetry::record_outcome(&span, crate::telemetry::outcome(&result));
         let elapsed_us = started.elapsed().as_micros() as u64;
         match &result {
             Ok(out) => tracing::debug!(elapsed_us, appended = out.positions.len(), "command succeeded"),
@@ -314,41 +359,65 @@ impl CommandRunner {
         payload: &[u8],
     ) -> (Result<CommandOutput, InvokeError>, u32) {
         let mut retries = Retries::new(self, store, tenant, command);
+        let result = Self::decide(&mut retries, slice, command, payload, None).await;
+        (result, retries.attempt)
+    }
+
+    /// Runs attempts, each in its span, until one decides (under `key`, if any).
+    async fn decide(
+        retries: &mut Retries<'_>,
+        slice: &Slice,
+        command: &str,
+        payload: &[u8],
+        key: Option<&IdempotencyKey>,
+    ) -> Result<CommandOutput, InvokeError> {
         loop {
-            let (io, hot) = retries.io();
-            let run = slice.execute(io, command, payload).await;
-            match retries.queued(&hot).await {
-                Ok(true) => continue,
-                Ok(false) => {}
-                Err(err) => return (Err(err), retries.attempt),
-            }
-            let (output, io) = match run {
-                Ok(done) => done,
-                Err(err) => return (retries.settled(Err(err)).await, retries.attempt),
+            let span = attempt_span(retries.attempt);
+            let step = match key {
+                Some(key) => Self::attempt_with_key(retries, slice, command, payload, key).instrument(span.clone()).await,
+                None => Self::attempt(retries, slice, command, payload).instrument(span.clone()).await,
             };
-            // A command that appends nothing has decided: nothing to guard.
-            if io.staged.is_none() {
-                let decided = Ok(CommandOutput { output, positions: Vec::new(), attempts: retries.attempt });
-                return (retries.settled(decided).await, retries.attempt);
-            }
-            match retries.may_append(&io.reads).await {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(err) => return (Err(err), retries.attempt),
-            }
-            let reads = io.reads.clone();
-            match io.accept_with(Vec::new(), Vec::new()).await {
-                Ok(accepted) => {
-                    let done = retries.durable(accepted).await;
-                    return (done.map(|positions| CommandOutput { output, positions, attempts: retries.attempt }), retries.attempt);
+            match step {
+                Step::Again(why) => crate::telemetry::record_outcome(&span, why),
+                Step::Decided(result) => {
+                    crate::telemetry::record_outcome(&span, crate::telemetry::outcome(&result));
+                    return result;
                 }
-                Err(StoreError::ConditionFailed { .. }) => {
-                    if let Err(err) = retries.after_conflict(&reads).await {
-                        return (Err(err), retries.attempt);
-                    }
-                }
-                Err(err) => return (Err(InvokeError::StoreFailed(err)), retries.attempt),
             }
+        }
+    }
+
+    /// One run of the command, and its append if it has one.
+    async fn attempt(retries: &mut Retries<'_>, slice: &Slice, command: &str, payload: &[u8]) -> Step<CommandOutput> {
+        let run = match retries.execute(slice, command, payload).await {
+            Ok(run) => run,
+            Err(step) => return step,
+        };
+        let (output, io) = match run {
+            Ok(done) => done,
+            Err(err) => return Step::Decided(retries.settled(Err(err)).await),
+        };
+        // A command that appends nothing has decided: nothing to guard.
+        if io.staged.is_none() {
+            let decided = Ok(CommandOutput { output, positions: Vec::new(), attempts: retries.attempt });
+            return Step::Decided(retries.settled(decided).await);
+        }
+        match retries.may_append(&io.reads).await {
+            Ok(true) => {}
+            Ok(false) => return Step::Again("queued"),
+            Err(err) => return Step::Decided(Err(err)),
+        }
+        let reads = io.reads.clone();
+        match io.accept_with(Vec::new(), Vec::new()).await {
+            Ok(accepted) => {
+                let done = retries.durable(accepted).await;
+                Step::Decided(done.map(|positions| CommandOutput { output, positions, attempts: retries.attempt }))
+            }
+            Err(StoreError::ConditionFailed { .. }) => match retries.after_conflict(&reads).await {
+                Ok(()) => Step::Again("condition_failed"),
+                Err(err) => Step::Decided(Err(err)),
+            },
+            Err(err) => Step::Decided(Err(InvokeError::StoreFailed(err))),
         }
     }
 }
@@ -365,7 +434,8 @@ async fn recorded(
 ) -> Result<(Option<CommandOutput>, Position), InvokeError> {
     // Accepted records too: a racing request's, not yet durable, is the answer once it is.
     let options = ReadOptions::default().backwards().limit(1);
-    let (records, seen) = store.read_accepted(tenant, record_query.clone(), options).await?.collect().await?;
+    let read = store.read_accepted(tenant, record_query.clone(), options);
+    let (records, seen) = crate::telemetry::store_call(crate::telemetry::store_read(tenant), async { read.await?.collect().await }).await?;
     let Some(found) = records.first() else { return Ok((None, seen)) };
     store.settle(tenant).await?;
     let record: IdempotencyRecord = rmp_serde::from_slice(&found.event.data)
@@ -377,7 +447,8 @@ async fn recorded(
         return Err(InvokeError::InvalidInput(format!("Idempotency-Key {:?} was used for {} {}", key.key, record.slice, record.command)));
     }
     let options = ReadOptions::default().after(found.position).limit(record.events.max(1));
-    let (events, _) = store.read(tenant, Query::all(), options).await?.collect().await?;
+    let read = store.read(tenant, Query::all(), options);
+    let (events, _) = crate::telemetry::store_call(crate::telemetry::store_read(tenant), async { read.await?.collect().await }).await?;
     let positions = events.iter().take(record.events as usize).map(|e| e.position).collect();
     Ok((Some(CommandOutput { output: record.output, positions, attempts: 0 }), seen))
 }

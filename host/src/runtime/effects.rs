@@ -23,6 +23,7 @@ use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use serde::Deserialize;
+use tracing::Instrument as _;
 
 use super::bindings::counterpoint::slice::effects;
 use super::bindings::types;
@@ -105,6 +106,12 @@ pub(super) fn http_client(extra_ca_pem: Option<&str>) -> Result<HttpClient, Stri
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(HttpClient { tls: Arc::new(tls) })
+}
+
+/// TLS trusting the public authorities only: for the host's own outbound calls (the OTLP
+/// exporter's).
+pub(crate) fn public_tls() -> Arc<rustls::ClientConfig> {
+    http_client(None).expect("the built-in roots make a TLS configuration with ring's defaults").tls
 }
 
 impl HttpClient {
@@ -480,10 +487,15 @@ impl effects::Host for InvocationState {
                 builder = builder.header(name.as_str(), value.as_str());
             }
         }
-        let outbound = match builder.body(Full::new(Bytes::from(request.body))) {
+        let mut outbound = match builder.body(Full::new(Bytes::from(request.body))) {
             Ok(outbound) => outbound,
             Err(e) => return Ok(Err(types::Error::InvalidInput(format!("bad request: {e}")))),
         };
+        let empty = tracing::field::Empty;
+        let span = tracing::info_span!("effect.http", otel.kind = "client", http.request.method = request.method.as_str(),
+            server.address = destination.host.as_str(), http.response.status_code = empty, outcome = empty, otel.status_code = empty);
+        // The called service continues this trace (the host's `traceparent` replaces a slice's).
+        crate::telemetry::propagate(&span, outbound.headers_mut());
         let timeout = grants.http_timeout_ms.map_or(DEFAULT_TIMEOUT, Duration::from_millis);
         let max = grants.http_max_bytes.unwrap_or(DEFAULT_MAX_BYTES);
         let client = self.http.pinned_to(addresses);
@@ -503,11 +515,19 @@ impl effects::Host for InvocationState {
                 .to_vec();
             Ok::<_, String>(effects::HttpResponse { status, headers, body })
         };
-        Ok(match tokio::time::timeout(timeout, exchange).await {
+        let answer = match tokio::time::timeout(timeout, exchange).instrument(span.clone()).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(message)) => Err(types::Error::Store(message)),
             Err(_) => Err(types::Error::Store(format!("no response within {} ms", timeout.as_millis()))),
-        })
+        };
+        match &answer {
+            Ok(response) => {
+                span.record("http.response.status_code", response.status);
+                crate::telemetry::record_outcome(&span, "ok");
+            }
+            Err(_) => crate::telemetry::record_outcome(&span, "error"),
+        }
+        Ok(answer)
     }
 
     async fn config(&mut self, key: String) -> wasmtime::Result<Option<String>> {

@@ -8,6 +8,8 @@
 
 use std::time::Instant;
 
+use tracing::Instrument as _;
+
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -74,7 +76,8 @@ impl ReadAppender {
         }
         let mut conditions = self.reads;
         conditions.extend(extra_conditions);
-        let accepted = self.store.append_accepted(&self.tenant, events, conditions).await?;
+        let span = crate::telemetry::store_append(&self.tenant, events.len());
+        let accepted = crate::telemetry::store_call(span, self.store.append_accepted(&self.tenant, events, conditions)).await?;
         let positions = accepted.positions()[skip..].to_vec();
         Ok(AcceptedAppend::new(positions, async move { accepted.durable().await.map(drop) }))
     }
@@ -107,6 +110,20 @@ impl ReadAppender {
         if self.gate.as_ref().is_some_and(|gate| gate(&self.reads, &query)) {
             return Err(types::Error::Conflict("others are queued on what this command reads: it runs again in its turn".into()));
         }
+        let span = crate::telemetry::store_read(&self.tenant);
+        let read = self.fetch(query, options).instrument(span.clone()).await;
+        match &read {
+            Ok(read) => {
+                span.record("events", read.events.len());
+                crate::telemetry::record_outcome(&span, "ok");
+            }
+            Err(_) => crate::telemetry::record_outcome(&span, "error"),
+        }
+        read
+    }
+
+    /// The read itself: the events (within the read limit) and its consistency position, recorded.
+    async fn fetch(&mut self, query: Query, options: ReadOptions) -> Result<types::ReadResult, types::Error> {
         // A command decides on accepted events too: see `EventStore::read_accepted`.
         let read = match self.access {
             Access::ReadAppend => self.store.read_accepted(&self.tenant, query.clone(), options).await,

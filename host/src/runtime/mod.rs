@@ -35,6 +35,7 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 
 pub use contract::{CONTRACT_PACKAGE, CONTRACT_VERSION};
 pub use effects::{DirGrant, Grants};
+pub(crate) use effects::public_tls;
 pub use error::{InvokeError, LoadError};
 pub use invocation::{Access, ReadAppender};
 pub use read_model_state::KvSession;

@@ -238,6 +238,13 @@ impl Slice {
         ReadAppender::new(store.clone(), tenant.clone(), access)
     }
 
+    /// The span of one call into the slice: `call` (`execute`, `react`, `update`, ...) of `name`
+    /// (the command, automation, read model or projection).
+    pub(crate) fn span(&self, call: &'static str, name: &str) -> tracing::Span {
+        let empty = tracing::field::Empty;
+        tracing::info_span!("slice.invoke", slice = self.name(), call, name, outcome = empty, otel.status_code = empty)
+    }
+
     /// A fresh instance whose `store` import is bound to `io`.
     pub(crate) async fn instantiate(&self, io: ReadAppender) -> Result<Instance<'_>, InvokeError> {
         self.instantiate_with(io, None).await
@@ -287,6 +294,10 @@ impl Slice {
     /// Runs a command once in a fresh instance. On success, returns its output and what the
     /// host recorded for it (reads, staged events), for the caller to commit.
     pub async fn execute(&self, io: ReadAppender, command: &str, payload: &[u8]) -> Result<(Vec<u8>, ReadAppender), InvokeError> {
+        crate::telemetry::invoke(self.span("execute", command), self.execute_untraced(io, command, payload)).await
+    }
+
+    async fn execute_untraced(&self, io: ReadAppender, command: &str, payload: &[u8]) -> Result<(Vec<u8>, ReadAppender), InvokeError> {
         let mut instance = self.instantiate(io).await?;
         instance.arm();
         let result = within(instance.deadline(), instance.bindings.call_execute(&mut instance.store, command, payload)).await;
@@ -301,6 +312,10 @@ impl Slice {
 
     /// The tags of an event of one of this slice's types.
     pub async fn tags(&self, io: ReadAppender, event_type: &str, data: &[u8]) -> Result<Vec<String>, InvokeError> {
+        crate::telemetry::invoke(self.span("tags", event_type), self.tags_untraced(io, event_type, data)).await
+    }
+
+    async fn tags_untraced(&self, io: ReadAppender, event_type: &str, data: &[u8]) -> Result<Vec<String>, InvokeError> {
         let mut instance = self.instantiate(io).await?;
         instance.arm();
         let result = within(instance.deadline(), instance.bindings.call_tags(&mut instance.store, event_type, data)).await;
@@ -314,6 +329,10 @@ impl Slice {
 
     /// What an automation does about one event.
     pub async fn react(&self, io: ReadAppender, automation: &str, event: SequencedEvent) -> Result<Vec<CommandCall>, InvokeError> {
+        crate::telemetry::invoke(self.span("react", automation), self.react_untraced(io, automation, event)).await
+    }
+
+    async fn react_untraced(&self, io: ReadAppender, automation: &str, event: SequencedEvent) -> Result<Vec<CommandCall>, InvokeError> {
         let mut instance = self.instantiate(io).await?;
         instance.arm();
         let event = types::SequencedEvent { position: to_wit_position(event.position), event: to_wit_event(event.event) };
@@ -335,6 +354,10 @@ impl Slice {
     /// Folds a batch of events into read model `name` in a fresh instance. Returns the batch's
     /// writes, for the caller to commit with the checkpoint.
     pub async fn update_read_model(&self, kv: KvSession, name: &str, events: Vec<SequencedEvent>) -> Result<KvSession, InvokeError> {
+        crate::telemetry::invoke(self.span("update", name), self.update_untraced(kv, name, events)).await
+    }
+
+    async fn update_untraced(&self, kv: KvSession, name: &str, events: Vec<SequencedEvent>) -> Result<KvSession, InvokeError> {
         let mut instance = self.instantiate_with(self.detached(Access::None), Some(kv)).await?;
         let read_models = instance.read_models_export()?;
         instance.arm();
@@ -353,6 +376,10 @@ impl Slice {
 
     /// Answers a query of read model `name` from its state; `params` and the answer are MessagePack.
     pub async fn answer_read_model(&self, kv: KvSession, name: &str, params: &[u8]) -> Result<Vec<u8>, InvokeError> {
+        crate::telemetry::invoke(self.span("answer", name), self.answer_untraced(kv, name, params)).await
+    }
+
+    async fn answer_untraced(&self, kv: KvSession, name: &str, params: &[u8]) -> Result<Vec<u8>, InvokeError> {
         let mut instance = self.instantiate_with(self.detached(Access::None), Some(kv)).await?;
         let read_models = instance.read_models_export()?;
         instance.arm();

@@ -10,6 +10,9 @@
 //! admin_token_sha256 = "…"          # may manage every tenant's slices
 //! metrics_token_sha256 = "…"        # may read /metrics (so may the admin token)
 //!
+//! [telemetry]                       # traces over OTLP/HTTP; none without an endpoint
+//! otlp_endpoint = "http://localhost:4318"
+//!
 //! [defaults]                        # every tenant's limits unless it says otherwise
 //! requests_per_second = 1000
 //!
@@ -81,6 +84,9 @@ pub struct Config {
     /// Where the logs, read models, deployed slices and leases live.
     #[serde(default)]
     pub store: StoreConfig,
+    /// Traces over OTLP (off without an endpoint).
+    #[serde(default)]
+    pub telemetry: crate::telemetry::TelemetryConfig,
 }
 
 /// `[store]`: the embedded default (the data directory), or a FoundationDB cluster that several
@@ -332,6 +338,7 @@ impl Config {
         if let Some(hash) = &config.metrics_token_sha256 {
             check_hash(hash).map_err(|e| format!("metrics_token_sha256: {e}"))?;
         }
+        config.telemetry.validate().map_err(|e| format!("telemetry.{e}"))?;
         match config.store.kind.as_str() {
             "embedded" | "fdb" => {}
             other => return Err(format!("store.kind: {other:?} is not a store; use \"embedded\" or \"fdb\"")),

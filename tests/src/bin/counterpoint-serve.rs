@@ -3,7 +3,8 @@
 //! binary (it belongs to another package and is not built for this one's tests), so this calls
 //! what its `serve` subcommand calls, after the same configuration loading:
 //! `counterpoint-serve CONFIG`. Prints `counterpoint serving on http://ADDRESS` on stderr once it
-//! listens; stops gracefully on SIGTERM or Ctrl-C and exits 0, or 1 with the error on stderr.
+//! listens; stops gracefully on SIGTERM or Ctrl-C (sending the traces still buffered, when
+//! `[telemetry]` names a collector) and exits 0, or 1 with the error on stderr.
 
 use std::process::ExitCode;
 
@@ -15,7 +16,10 @@ fn main() -> ExitCode {
     let served = tokio::runtime::Runtime::new().map_err(anyhow::Error::from).and_then(|runtime| {
         runtime.block_on(async {
             let config = counterpoint::tenants::Config::load(Some(std::path::Path::new(&config)))?;
-            counterpoint::api::serve(config).await
+            let telemetry = counterpoint::telemetry::Telemetry::install(&config.telemetry)?;
+            let served = counterpoint::api::serve(config).await;
+            telemetry.shutdown().await;
+            served
         })
     });
     match served {

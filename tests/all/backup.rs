@@ -355,3 +355,30 @@ fn last_segment(backup: &Path) -> PathBuf {
     segments.sort();
     segments.pop().unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backup_route_takes_the_admin_token_and_an_absolute_directory() {
+    let mut server = Server::start().await;
+    let http = &server.http;
+    let dest = tempfile::tempdir().unwrap();
+    let openapi = http.get("/v1/openapi.json", None).await.ok();
+    assert!(openapi["paths"]["/v1/admin/backup"]["post"].is_object(), "documented in the OpenAPI document");
+    assert!(openapi["components"]["schemas"]["BackupReport"].is_object(), "with its answer's schema");
+
+    let body = json!({"dest": dest.path()});
+    http.post("/v1/admin/backup", None, &body).await.error(401, "unauthorized");
+    http.post("/v1/admin/backup", Some(&token("acme")), &body).await.error(403, "forbidden");
+    http.post("/v1/admin/backup", Some(ADMIN), &json!({"dest": "relative/dir"})).await.error(400, "invalid_input");
+    http.post("/v1/admin/backup", Some(ADMIN), &json!({})).await.error(400, "invalid_input");
+    http.post("/v1/admin/backup", Some(ADMIN), &json!({"dest": dest.path(), "extra": 1})).await.error(400, "invalid_input");
+
+    // A directory holding another log's backup is refused, not added to.
+    let (_other, other_backup) = Data::backed_up(40).await;
+    let refused = http.post("/v1/admin/backup", Some(ADMIN), &json!({"dest": other_backup.path()})).await;
+    refused.error(409, "conflict");
+    assert!(refused.json["error"]["message"].as_str().unwrap().contains("another log"), "{:?}", refused.json);
+
+    let report = backup(http, dest.path()).await;
+    assert_eq!((report["generation"].as_u64(), report["incremental"].as_bool()), (Some(1), Some(false)));
+    server.stop().await;
+}

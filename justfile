@@ -44,10 +44,10 @@ test: slices test-polyglot
 serve CONFIG *ARGS: slices
     cargo run --release -p counterpoint -- serve --config {{CONFIG}} {{ARGS}}
 
-# Run a benchmark: prints a table and writes target/bench/NAME.json (store, scale, runtime, automations, contention, polyglot, http).
+# Run a benchmark: prints a table and writes target/bench/NAME.json (store, scale, runtime, automations, contention, polyglot, http, migrate).
 # `--backend fdb` (store, http): on a one-process FoundationDB cluster started for the run
 # (tests/fdb.sh), the binary built with `--features fdb`; writes target/bench/NAME-fdb.json.
-[doc("Run a benchmark (store, scale, runtime, automations, polyglot, http; `--backend fdb` for store, http on FoundationDB).")]
+[doc("Run a benchmark (store, scale, runtime, automations, polyglot, http, migrate; `--backend fdb` for store, http on FoundationDB).")]
 bench NAME *ARGS: slices polyglot
     #!/usr/bin/env bash
     set -euo pipefail

@@ -285,3 +285,34 @@ async fn acknowledged_appends_survive_power_loss_on_a_simulated_disk() {
     );
     assert!(found.cut_mid_run > 0 && found.torn > 0 && found.acked > 0, "the seeds exercised power cuts, torn writes and acknowledgements");
 }
+
+/// A decision made on an accepted event is answered only once that event is durable (`settle`),
+/// and never if its flush fails: the read saw it, the failure forgets it, `settle` says so, also
+/// when asked after the failure (when nothing accepted is left to wait for).
+#[tokio::test]
+async fn nothing_settles_on_an_accepted_event_whose_flush_fails() {
+    let disk = SimDisk::new(7, Faults::default());
+    let store = EmbeddedStore::open_on(Arc::new(disk.clone()), DIR, options(4096)).unwrap();
+    let tenant = &tenants()[0];
+    store.append(tenant, vec![Event::new("Before")], vec![]).await.unwrap();
+
+    disk.hold_syncs();
+    disk.set_faults(Faults { sync_error: 1.0, ..Faults::default() });
+    let accepted = store.append_accepted(tenant, vec![Event::new("Lost")], vec![]).await.unwrap();
+    let (seen, _) = store.read_accepted(tenant, Query::all(), ReadOptions::default()).await.unwrap().collect().await.unwrap();
+    assert_eq!(seen.len(), 2, "a command's read sees the accepted event while its flush runs");
+    let settle = {
+        let store = store.clone();
+        let tenant = tenant.clone();
+        tokio::spawn(async move { store.settle(&tenant).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(!settle.is_finished(), "settle waits for the flush");
+
+    disk.release_syncs();
+    assert!(matches!(accepted.durable().await, Err(StoreError::Unavailable(_))), "the append's flush failed");
+    assert!(matches!(settle.await.unwrap(), Err(StoreError::Unavailable(_))), "what was read never settles");
+    assert!(matches!(store.settle(tenant).await, Err(StoreError::Unavailable(_))), "nor does it when asked after the failure");
+    let (visible, _) = store.read_accepted(tenant, Query::all(), ReadOptions::default()).await.unwrap().collect().await.unwrap();
+    assert_eq!(visible.len(), 1, "the lost event is forgotten");
+}

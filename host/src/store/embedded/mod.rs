@@ -421,6 +421,10 @@ impl EventStore for EmbeddedStore {
     }
 
     async fn settle(&self, tenant: &Tenant) -> Result<(), StoreError> {
+        // After a failed flush, what the caller read may have been forgotten: nothing settles
+        // any more. Checked first, since once the accepted events are rolled back the head no
+        // longer shows anything to wait for.
+        self.health()?;
         let Some(state) = self.inner.shared.tenant(tenant) else { return Ok(()) };
         let target = Position::new(state.log.read().expect("tenant log lock").index.head());
         let mut heads = state.heads.subscribe();

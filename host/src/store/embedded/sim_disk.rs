@@ -17,7 +17,7 @@ use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::disk::{Disk, DiskFile, OpenMode};
 use crate::store::StoreError;
@@ -39,6 +39,8 @@ pub struct Faults {
 #[derive(Clone)]
 pub struct SimDisk {
     state: Arc<Mutex<State>>,
+    /// While true, every `fdatasync` waits (see [`SimDisk::hold_syncs`]).
+    held: Arc<(Mutex<bool>, Condvar)>,
 }
 
 struct State {
@@ -98,7 +100,7 @@ impl SimDisk {
             locked: BTreeSet::new(),
             journal: Vec::new(),
         };
-        SimDisk { state: Arc::new(Mutex::new(state)) }
+        SimDisk { state: Arc::new(Mutex::new(state)), held: Arc::default() }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -162,7 +164,23 @@ impl SimDisk {
             locked: BTreeSet::new(),
             journal,
         };
-        SimDisk { state: Arc::new(Mutex::new(state)) }
+        SimDisk { state: Arc::new(Mutex::new(state)), held: Arc::default() }
+    }
+
+    /// Replaces the faults to inject from now on.
+    pub fn set_faults(&self, faults: Faults) {
+        self.state().faults = faults;
+    }
+
+    /// Makes every `fdatasync` wait until [`release_syncs`](Self::release_syncs): a test can
+    /// then act while writes are accepted but not yet durable.
+    pub fn hold_syncs(&self) {
+        *self.held.0.lock().expect("sync gate lock") = true;
+    }
+
+    pub fn release_syncs(&self) {
+        *self.held.0.lock().expect("sync gate lock") = false;
+        self.held.1.notify_all();
     }
 
     /// Flips one bit of durable data in a file whose name ends with `suffix`; returns where.
@@ -388,6 +406,8 @@ impl DiskFile for SimFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        let (held, released) = &*self.disk.held;
+        drop(released.wait_while(held.lock().expect("sync gate lock"), |held| *held).expect("sync gate lock"));
         let mut state = self.disk.state();
         state.op()?;
         let sync_error = state.faults.sync_error;

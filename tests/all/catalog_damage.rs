@@ -189,7 +189,9 @@ fn parse_trace(trace: &str) -> Vec<Op> {
     let mut ops = Vec::new();
     let quoted = |s: &str| -> Vec<PathBuf> { s.split('"').skip(1).step_by(2).map(PathBuf::from).collect() };
     for line in trace.lines() {
+        // `PID call(...) = result`, the pid padded to a width.
         let (pid, rest) = line.split_once(' ').unwrap_or(("", line));
+        let rest = rest.trim_start();
         let call = if let Some(start) = rest.strip_suffix(" <unfinished ...>") {
             unfinished.insert(pid.to_string(), start.to_string());
             continue;
@@ -274,4 +276,27 @@ fn every_file_and_directory_written_survives_a_power_cut() {
     ];
     let lost: Vec<String> = written.iter().filter_map(|path| survives(&ops, path).err()).collect();
     assert!(lost.is_empty(), "lost in a power cut:\n{}\n(traced: {ops:?})", lost.join("\n"));
+}
+
+/// Compiled code in the cache is run as it is read, so it carries a checksum: an entry with a
+/// bit flipped or cut short is compiled again (and written again), never run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_compile_cache_entry_is_compiled_again_never_run() {
+    use counterpoint::runtime::{Runtime, RuntimeConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    // A new runtime each time: one keeps what it compiled in memory.
+    let runtime = || Runtime::new(RuntimeConfig { cache_dir: Some(cache.clone()), max_instances: 8, ..Default::default() }).unwrap();
+    runtime().load(wasm("orders")).await.unwrap();
+    let entry = std::fs::read_dir(&cache).unwrap().flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|e| e == "cwasm"));
+    let entry = entry.expect("the compiled code is cached");
+    let good = std::fs::read(&entry).unwrap();
+    let mut flipped = good.clone();
+    flipped[good.len() / 2] ^= 0x40;
+    for (what, damaged) in [("a bit flipped", flipped), ("cut short", good[..good.len() - 100].to_vec())] {
+        std::fs::write(&entry, &damaged).unwrap();
+        let slice = runtime().load(wasm("orders")).await.unwrap_or_else(|e| panic!("{what}: compiled again, not {e}"));
+        assert_eq!(slice.name(), "orders");
+        assert!(std::fs::read(&entry).unwrap() != damaged, "{what}: the entry is written again from a fresh compilation");
+    }
 }

@@ -291,7 +291,7 @@ async fn damaged_or_partial_backups_are_refused_naming_the_file() {
     assert!(matches!(err, BackupError::NotABackup(_)) && err.to_string().contains("MANIFEST.json"), "{err}");
 
     // A file the manifest names is gone.
-    let err = damaged_copy(|backup| std::fs::remove_file(backup.join("events/FORMAT")).unwrap()).await;
+    let err = damaged_copy(|backup| std::fs::remove_file(backup.join("state-1/FORMAT")).unwrap()).await;
     assert!(err.to_string().contains("FORMAT") && err.to_string().contains("missing"), "{err}");
 
     // The read-model state changed.
@@ -381,4 +381,29 @@ async fn the_backup_route_takes_the_admin_token_and_an_absolute_directory() {
     let report = backup(http, dest.path()).await;
     assert_eq!((report["generation"].as_u64(), report["incremental"].as_bool()), (Some(1), Some(false)));
     server.stop().await;
+}
+
+#[tokio::test]
+async fn a_backup_that_stopped_half_way_leaves_the_earlier_one_whole() {
+    let (data, dest) = Data::backed_up(100).await;
+    data.append("acme", 30, 100).await;
+    // What a second backup leaves when it stops before its manifest: bytes past the earlier
+    // lengths, a state directory of its own.
+    let last = last_segment(dest.path());
+    let mut file = std::fs::OpenOptions::new().append(true).open(&last).unwrap();
+    std::io::Write::write_all(&mut file, b"half of a frame").unwrap();
+    std::fs::create_dir_all(dest.path().join("state-2/tenants")).unwrap();
+    std::fs::write(dest.path().join("state-2/readmodels.redb"), "half").unwrap();
+
+    let restored = tempfile::tempdir().unwrap();
+    let done = restore(dest.path(), restored.path()).expect("the earlier backup restores");
+    assert_eq!(done.heads["acme"].get(), 100);
+    assert_eq!(events_in(restored.path(), "acme").await.len(), 100);
+
+    // The next backup writes over what was left, and copies only what is new.
+    let next = data.source.backup(dest.path()).unwrap();
+    assert_eq!((next.generation, next.heads["acme"].get()), (2, 130));
+    let again = tempfile::tempdir().unwrap();
+    restore(dest.path(), again.path()).unwrap();
+    assert_eq!(events_in(again.path(), "acme").await.len(), 130);
 }

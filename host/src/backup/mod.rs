@@ -4,8 +4,7 @@
 //! ```text
 //! <backup>/MANIFEST.json             written last, atomically: format, heads, every file's length and SHA-256
 //! <backup>/events/0000000000.log     the log's segments, up to one cut
-//! <backup>/events/FORMAT
-//! <backup>/state-<generation>/       readmodels.redb, tenants/… (replaced whole by each backup)
+//! <backup>/state-<generation>/       the store's FORMAT, readmodels.redb, tenants/… (new with each backup)
 //! <backup>/components/<sha256>.wasm  deployed components (by content: only new ones are copied)
 //! <backup>/LOCK                      held while a backup writes here
 //! ```
@@ -131,8 +130,10 @@ impl Source {
 
         let log = segments::copy_log(self.store.dir(), dest, last, last_len, previous.as_ref())?;
         let mut files = vec![entry_of(&dest.join(&redb), &redb, "readmodels.redb")?];
-        let format = "events/FORMAT";
-        files.push(copy_file(&self.store.dir().join("FORMAT"), &dest.join(format), format, format)?);
+        // Into this generation's directory: rewriting the earlier backup's copy in place would
+        // damage it if this backup stopped half-way.
+        let format = format!("{state_dir}/FORMAT");
+        files.push(copy_file(&self.store.dir().join("FORMAT"), &dest.join(&format), &format, "events/FORMAT")?);
         files.extend(self.copy_tenant_files(dest, &state_dir)?);
         let components = self.copy_components(dest, previous.as_ref())?;
         let other_bytes_copied =

@@ -14,6 +14,11 @@
 //! 64 writers each reading a random old tag and appending under the condition that nothing
 //! matching it came after the read (`condition_check_per_s`), 64 writers appending on their
 //! own tags (`append_64w_per_s`), and one full read (`full_read_events_per_s`).
+//!
+//! Then the on-disk index format of sealed segments (`store/embedded/segment_index.rs`, which
+//! the store does not read yet) is measured on the log's first segment: `index.build_s`, its
+//! size per event, what opening it reads and keeps per event, `index.open_ms`, and lookups of
+//! random tags (`index.tag_lookups_per_s`).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -75,6 +80,20 @@ pub async fn scale(dir: &Path, seconds: f64, log_events: u64) -> anyhow::Result<
         report.add(key, value, note);
     }
     let _ = std::fs::remove_dir_all(&child_out);
+
+    // The on-disk index format (issue 16) on this log's first segment, not yet used by the store.
+    let keys = keys(log_events);
+    let probe = tokio::task::spawn_blocking(move || {
+        crate::store::probe_segment_index(&store_dir, 0, TAG_READS, |_| format!("key:{}", fastrand::u64(0..keys)))
+    })
+    .await??;
+    let events = probe.events.max(1) as f64;
+    report.add("index.segment_events", probe.events as f64, format!("the first segment ({} bytes)", probe.segment_bytes));
+    report.add("index.build_s", probe.build_s, "scanning it and writing its index file");
+    report.add("index.file_bytes_per_event", probe.file_bytes as f64 / events, "the index file");
+    report.add("index.open_bytes_per_event", probe.meta_bytes as f64 / events, "what opening it reads and keeps (key index, bloom filters)");
+    report.add("index.open_ms", probe.open_ms, "opening it");
+    report.add("index.tag_lookups_per_s", probe.lookups_per_s, "a random tag's positions and locations in it");
     Ok(report)
 }
 

@@ -404,7 +404,7 @@ impl Registry {
 
     /// Makes a (new) tenant's drop zone.
     pub fn prepare(&self, tenant: &Tenant) -> Result<(), DeployError> {
-        std::fs::create_dir_all(self.drop_zone(tenant)).map_err(|e| io("creating the drop zone", e))
+        crate::durable::create_dir(&self.drop_zone(tenant)).map_err(|e| io("creating the drop zone", e))
     }
 
     /// The drop zone of a tenant.
@@ -417,6 +417,8 @@ impl Registry {
     pub fn watch(self: &Arc<Self>) -> Result<(), DeployError> {
         use notify::{RecursiveMode, Watcher};
         let root = self.data_dir.join("deploy");
+        // Made even with no tenant yet: tenants created later get their zone under it.
+        crate::durable::create_dir(&root).map_err(|e| io("creating the drop zone", e))?;
         for tenant in self.tenants.names() {
             self.prepare(&tenant)?;
         }

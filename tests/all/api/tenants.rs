@@ -76,3 +76,19 @@ async fn the_store_section_is_checked_when_the_configuration_loads() {
         assert!(format!("{err:#}").contains("--features fdb"), "{err:#}");
     }
 }
+
+/// A host configured with no tenant yet starts (its drop zones' root is made for the tenants to
+/// come), and a tenant created over the API deploys and runs.
+#[tokio::test]
+async fn a_host_with_no_tenant_yet_starts_and_takes_one_created_later() {
+    let server = Server::with(&[]).await;
+    let http = &server.http;
+    let created = http.post("/v1/admin/tenants", Some(ADMIN), &json!({"name": "initech"})).await.ok();
+    let initech = created["token"].as_str().expect("a token").to_string();
+    http.deploy_as(&initech, "initech", "orders", wasm("orders")).await.ok();
+    let placed = http
+        .send(Method::POST, &t("initech", "/slices/orders/commands/place-order"), Some(&initech), &[], json!({"order_id": "o", "customer_id": "c"}).to_string())
+        .await
+        .ok();
+    assert_eq!(placed["result"]["status"], "placed");
+}

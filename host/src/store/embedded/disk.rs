@@ -92,15 +92,7 @@ pub struct RealDisk;
 
 impl Disk for RealDisk {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        // Sync each created directory's parent, from the top down, so the new entries survive.
-        let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.as_os_str().is_empty() && !d.exists()).collect();
-        std::fs::create_dir_all(dir)?;
-        for created in missing.iter().rev() {
-            if let Some(parent) = created.parent().filter(|p| !p.as_os_str().is_empty()) {
-                self.sync_dir(parent)?;
-            }
-        }
-        Ok(())
+        crate::durable::create_dir(dir)
     }
 
     fn canonicalize(&self, path: &Path) -> io::Result<PathBuf> {

@@ -955,6 +955,44 @@ mod tests {
     }
 
     #[test]
+    fn a_power_cut_while_an_index_is_written_leaves_it_whole_or_absent() {
+        use crate::store::embedded::sim_disk::{Faults, SimDisk};
+        let real = tempfile::tempdir().unwrap();
+        let (len, _) = write_segment(real.path(), 0, 1_000);
+        build_from_segment(&RealDisk, real.path(), 0, len).unwrap();
+        let good = std::fs::read(index_path(real.path(), 0)).unwrap();
+        let dir = Path::new("/data");
+        let setup = SimDisk::new(1, Faults::default());
+        setup.create_dir_all(dir).unwrap();
+        setup.set_contents(&segment_path(dir, 0), std::fs::read(segment_path(real.path(), 0)).unwrap());
+        let cache = || Arc::new(BlockCache::new(1 << 20));
+        let (mut whole, mut absent) = (0, 0);
+        for cut in 0..8 {
+            for seed in 0..4 {
+                let disk = setup.power_cut(seed);
+                disk.set_faults(Faults { power_cut_after: Some(cut), ..Faults::default() });
+                let built = build_from_segment(&disk, dir, 0, len);
+                let after = disk.power_cut(seed);
+                match SegmentIndex::open(&after, dir, 0, len, cache()) {
+                    Ok(_) => {
+                        assert_eq!(after.contents(&index_path(dir, 0)).unwrap(), good, "cut after {cut} operations");
+                        whole += 1;
+                    }
+                    Err(IndexFileError::Missing { .. }) => {
+                        assert!(built.is_err(), "a built index survives the cut (cut after {cut})");
+                        absent += 1;
+                    }
+                    Err(other) => panic!("cut after {cut} operations, seed {seed}: {other}"),
+                }
+                let index = SegmentIndex::open_or_rebuild(&after, dir, 0, len, cache()).unwrap();
+                assert!(index.range("acme").is_some());
+                assert_eq!(after.contents(&index_path(dir, 0)).unwrap(), good);
+            }
+        }
+        assert!(whole > 0 && absent > 0, "cuts before and after the index was durable: {whole} whole, {absent} absent");
+    }
+
+    #[test]
     fn a_damaged_segment_is_not_indexed() {
         let dir = tempfile::tempdir().unwrap();
         let (len, _) = write_segment(dir.path(), 0, 500);

@@ -324,6 +324,39 @@ async fn an_interrupted_import_resumes_without_duplicating_or_skipping() {
     }
 }
 
+/// The same, with the import in a child process killed by SIGKILL in the middle, twice.
+#[test]
+fn an_import_killed_mid_way_resumes_without_duplicating_or_skipping() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (source, tenant, _source_dir) = runtime.block_on(synthetic_log(20_000));
+    let source_events = runtime.block_on(async { source.read(&tenant, Query::all(), ReadOptions::default()).await.unwrap().collect().await.unwrap().0 });
+    let dir = tempfile::tempdir().unwrap();
+    let stream = dir.path().join("stream.cpx");
+    std::fs::write(&stream, runtime.block_on(export(source.as_ref(), &tenant, Encoding::Binary))).unwrap();
+    let target_dir = dir.path().join("target");
+    for _ in 0..2 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_importer")).arg(&stream).arg(&target_dir).stdout(Stdio::piped()).spawn().expect("start importer");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("the importer's first line");
+        assert_eq!(line.trim(), "READY");
+        std::thread::sleep(Duration::from_millis(fastrand::u64(50..300)));
+        child.kill().expect("SIGKILL");
+        child.wait().unwrap();
+    }
+    runtime.block_on(async {
+        let target: SharedStore = Arc::new(EmbeddedStore::open(target_dir.join("events")).unwrap());
+        let held = target.event_count(&tenant).await.unwrap();
+        assert!(held > 0 && held < source_events.len() as u64, "killed in the middle: {held} events");
+        let (summary, _) = import(target.as_ref(), &std::fs::read(&stream).unwrap(), 1000).await;
+        assert_eq!(summary.unwrap().verified, held);
+        let (moved, _) = target.read(&tenant, Query::all(), ReadOptions::default()).await.unwrap().collect().await.unwrap();
+        assert_eq!(moved, source_events, "every event once, in order");
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoints_are_rewritten_to_the_new_positions() {
     // A stream from a backend with gaps between positions (FoundationDB's): events at 10, 20,

@@ -459,3 +459,17 @@ async fn damaged_streams_are_refused_and_append_nothing_wrong() {
         assert_eq!(all, source_events, "{what}");
     }
 }
+
+/// An export of a tenant nobody configured or created and whose log is empty is refused (a
+/// misspelt name would otherwise export nothing without a word); a known tenant exports even
+/// when empty, and a log with events exports whatever the configuration says.
+#[tokio::test]
+async fn an_export_of_an_unknown_empty_tenant_is_refused() {
+    let (store, tenant, _dir) = synthetic_log(3).await;
+    let misspelt = Tenant::new("acmee").unwrap();
+    let refused = transfer::check_exportable(store.as_ref(), &misspelt, &[]).await;
+    assert!(matches!(&refused, Err(TransferError::UnknownTenant { tenant }) if *tenant == misspelt), "{refused:?}");
+    assert!(refused.unwrap_err().to_string().contains("no tenant acmee"));
+    transfer::check_exportable(store.as_ref(), &misspelt, std::slice::from_ref(&misspelt)).await.expect("a configured tenant, empty");
+    transfer::check_exportable(store.as_ref(), &tenant, &[]).await.expect("a log with events");
+}

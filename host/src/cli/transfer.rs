@@ -58,12 +58,14 @@ fn open_fdb(_config: &Config) -> anyhow::Result<SharedStore> {
 /// `counterpoint export`: `tenant`'s log, or every tenant's, to `output` (stdout when `None` or `-`).
 pub async fn export(source: &Source, tenant: &str, all: bool, encoding: Encoding, output: Option<&Path>) -> anyhow::Result<()> {
     let (config, store) = source.open()?;
+    let known = Tenants::from_config(&config).with_created(&config.data_dir)?.names();
     let tenants = if all {
-        let names = Tenants::from_config(&config).with_created(&config.data_dir)?.names();
-        anyhow::ensure!(!names.is_empty(), "--all-tenants: the configuration names no tenant (pass --config, or export one with --tenant)");
-        names
+        anyhow::ensure!(!known.is_empty(), "--all-tenants: the configuration names no tenant (pass --config, or export one with --tenant)");
+        known
     } else {
-        vec![Tenant::new(tenant)?]
+        let tenant = Tenant::new(tenant)?;
+        transfer::check_exportable(store.as_ref(), &tenant, &known).await?;
+        vec![tenant]
     };
     let out: Box<dyn Write> = match output {
         None => Box::new(std::io::stdout()),

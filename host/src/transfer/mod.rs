@@ -22,7 +22,7 @@ pub use format::{Encoding, FormatError, Record, StreamReader, StreamWriter};
 pub use import::{import, ImportOptions, ImportSummary};
 pub use position_map::{MappingFile, PositionMap};
 
-use crate::store::{Position, StoreError, Tenant};
+use crate::store::{EventStore, Position, StoreError, Tenant};
 
 /// Why an export or an import stopped.
 #[derive(Debug, thiserror::Error)]
@@ -50,4 +50,24 @@ pub enum TransferError {
          stop every host and client writing to it, then import again into an empty tenant"
     )]
     TargetChanged { tenant: Tenant, position: Position },
+    /// An export names a tenant nobody configured or created, whose log is empty: most likely
+    /// a misspelt name, which would otherwise export nothing without a word.
+    #[error(
+        "no tenant {tenant}: it is not in the configuration, was not created over the API and has no events \
+         (check the name, or pass the host's --config)"
+    )]
+    UnknownTenant { tenant: Tenant },
+}
+
+/// Whether `tenant` can be exported: it is one of `known` (configured or created; its log may be
+/// empty), or its log holds events.
+pub async fn check_exportable(store: &dyn EventStore, tenant: &Tenant, known: &[Tenant]) -> Result<(), TransferError> {
+    if known.contains(tenant) {
+        return Ok(());
+    }
+    let head = store.head(tenant).await.map_err(|source| TransferError::Store { tenant: tenant.clone(), source })?;
+    if head == Position::ZERO {
+        return Err(TransferError::UnknownTenant { tenant: tenant.clone() });
+    }
+    Ok(())
 }

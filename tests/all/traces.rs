@@ -212,3 +212,24 @@ async fn one_command_is_traced_from_the_request_to_the_store() {
     let batches = received.spans.iter().filter(|s| s.name == "readmodel.batch" && has(s, &[("tenant", "acme"), ("slice", "catchall"), ("outcome", "ok")]));
     assert!(batches.count() >= 1, "the read model's batches are spans");
 }
+
+/// A collector that cannot be reached is said in the host's log (the spans are dropped; requests
+/// are not held up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_cannot_be_reached_is_said_in_the_log() {
+    let unreachable = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = unreachable.local_addr().unwrap();
+    drop(unreachable); // nothing listens there now
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!("{}[telemetry]\notlp_endpoint = \"http://{address}\"\n", config_text(dir.path(), &[("acme", "")]));
+    let config_path = dir.path().join("counterpoint.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let mut server = ServeProcess::start(&config_path);
+    let http = Http::new(server.address);
+    http.deploy("acme", "orders", wasm("orders")).await.ok();
+    http.command("acme", "orders", "place-order", json!({"order_id": "o-1", "customer_id": "c-1"})).await.ok();
+    let stopped = server.signal(libc::SIGTERM);
+    assert!(stopped.success(), "the server exited with {stopped}: {}", server.log());
+    let log = server.log();
+    assert!(log.contains("exporting traces failed") && log.contains(&address.to_string()), "the log says the export failed:\n{log}");
+}

@@ -2,7 +2,8 @@
 //! the public authorities), driven on the server's tokio runtime whatever thread the SDK's batch
 //! processor exports from (it blocks on the export outside any runtime).
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use http_body_util::{BodyExt, Full, Limited};
@@ -14,6 +15,19 @@ use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
 
 /// A collector answers an export with a small status message; more is not read.
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
+
+/// A collector that is down fails every export, every few seconds: said at most this often.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+static LAST_WARNING: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// Logs a failed export (the SDK's own logging is off), at most once per [`WARN_EVERY`].
+fn warn_failed(what: std::fmt::Arguments<'_>) {
+    let mut last = LAST_WARNING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if last.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+        *last = Some(Instant::now());
+        tracing::warn!("exporting traces failed: {what}; those spans are dropped (said at most once a minute)");
+    }
+}
 
 #[derive(Clone)]
 pub(super) struct Transport {
@@ -40,7 +54,7 @@ impl std::fmt::Debug for Transport {
 #[async_trait]
 impl HttpClient for Transport {
     async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
-        let (client, timeout) = (self.client.clone(), self.timeout);
+        let (client, timeout, uri) = (self.client.clone(), self.timeout, request.uri().clone());
         let exchange = async move {
             let response = client.request(request.map(Full::new)).await?;
             let (parts, body) = response.into_parts();
@@ -48,6 +62,16 @@ impl HttpClient for Transport {
             Ok::<_, HttpError>(Response::from_parts(parts, body))
         };
         // The timer too is made on the runtime: the calling thread has none.
-        self.runtime.spawn(async move { tokio::time::timeout(timeout, exchange).await }).await??
+        let result = match self.runtime.spawn(async move { tokio::time::timeout(timeout, exchange).await }).await {
+            Ok(Ok(answered)) => answered,
+            Ok(Err(elapsed)) => Err(elapsed.into()),
+            Err(join) => Err(join.into()),
+        };
+        match &result {
+            Err(err) => warn_failed(format_args!("{uri}: {err}")),
+            Ok(response) if !response.status().is_success() => warn_failed(format_args!("{uri} answered {}", response.status())),
+            Ok(_) => {}
+        }
+        result
     }
 }

@@ -109,9 +109,9 @@ enum Command {
         /// Import a one-tenant stream into this tenant instead of the one it names.
         #[arg(long)]
         into: Option<String>,
-        /// Events per append at most.
-        #[arg(long, default_value_t = 4096)]
-        batch: usize,
+        /// Events per append at most (1 or more).
+        #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+        batch: u32,
         /// Append to the store this configuration names (`[store]`); default: the embedded store in --data-dir.
         #[arg(long, env = "COUNTERPOINT_CONFIG")]
         config: Option<PathBuf>,
@@ -306,7 +306,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Import { ref input, ref mapping, ref into, batch, ref config } => {
             let source = transfer::Source { config: config.clone(), data_dir: cli.data_dir.clone() };
             let into = into.as_deref().map(counterpoint::store::Tenant::new).transpose()?;
-            let options = counterpoint::transfer::ImportOptions { batch, into };
+            let options = counterpoint::transfer::ImportOptions { batch: batch as usize, into };
             transfer::import(&source, input.as_deref(), mapping.as_deref(), &options).await?;
         }
         Command::Slices => {
@@ -461,4 +461,18 @@ async fn test(data_dir: &std::path::Path, component: &std::path::Path, specs: &[
     }
     out!("{passed} passed, {failed} failed");
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::Cli;
+
+    #[test]
+    fn an_import_batch_of_zero_events_is_refused() {
+        let refused = Cli::try_parse_from(["counterpoint", "import", "--batch", "0", "stream.cpx"]).err().expect("refused");
+        assert!(refused.to_string().contains("--batch"), "{refused}");
+        assert!(Cli::try_parse_from(["counterpoint", "import", "--batch", "1", "stream.cpx"]).is_ok());
+    }
 }

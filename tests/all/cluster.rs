@@ -354,8 +354,8 @@ async fn two_server_processes_on_foundationdb_and_one_killed() {
     let head = store.head(&tenant).await.unwrap().get();
     let answer = b.http.post(&format!("/v1/t/acme/slices/inventory/readmodels/stock-levels?at_least={head}&wait_ms=30000"), Some(&crate::api::token("acme")), &json!({"sku": "apple"})).await.ok();
     assert_eq!(answer["result"][0]["available"], 1, "b's read model holds the state after the kill");
-    let on_b = b.workers().await;
-    assert!(on_b.values().all(|active| *active), "b runs every worker now: {on_b:?}");
+    // Each worker's lease expires on its own: the last of them may still be held by the dead A.
+    eventually("b runs every worker", async || b.workers().await.values().all(|active| *active).then_some(())).await;
 
     // B stops as on SIGTERM: gracefully, exit code 0.
     let stopped = b.signal(libc::SIGTERM);

@@ -3,6 +3,7 @@
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{json, Value};
@@ -61,28 +62,36 @@ pub async fn deploy(
     Path((tenant, name)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let caller = state.authorize(&headers, &tenant)?;
+) -> Result<(StatusCode, Json<Value>), Response> {
+    // Refused before its body is read: the connection is closed after the answer, so a client
+    // does not send its next request on a connection that still carries the unread upload.
+    let unread = |err: ApiError| {
+        let mut response = err.into_response();
+        response.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+        response
+    };
+    let caller = state.authorize(&headers, &tenant).map_err(unread)?;
     // The operator's own deploys (the admin token) are not a tenant's to ration.
-    let admin = matches!(state.tenants.authenticate(super::bearer(&headers)?), Some(crate::tenants::Principal::Admin));
+    let principal = super::bearer(&headers).map_err(unread)?;
+    let admin = matches!(state.tenants.authenticate(principal), Some(crate::tenants::Principal::Admin));
     if !admin {
-        state.registry.admit_upload(&caller.tenant)?;
+        state.registry.admit_upload(&caller.tenant).map_err(|e| unread(e.into()))?;
     }
     let limit = caller.state.limits.max_component_bytes;
     let too_large = || ApiError::payload_too_large(format!("tenant {} may upload components of at most {limit} bytes", caller.tenant));
     let declared = headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
+        return Err(unread(too_large()));
     }
     let body = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(err) if err.is::<LengthLimitError>() => return Err(too_large()),
-        Err(err) => return Err(ApiError::invalid_input(format!("reading the component: {err}"))),
+        Err(err) if err.is::<LengthLimitError>() => return Err(unread(too_large())),
+        Err(err) => return Err(unread(ApiError::invalid_input(format!("reading the component: {err}")))),
     };
     if body.is_empty() {
-        return Err(ApiError::invalid_input("send the component's bytes as the body"));
+        return Err(ApiError::invalid_input("send the component's bytes as the body").into_response());
     }
-    let deployed = state.registry.deploy(&caller.tenant, body.to_vec(), Some(&name)).await?;
+    let deployed = state.registry.deploy(&caller.tenant, body.to_vec(), Some(&name)).await.map_err(|e| ApiError::from(e).into_response())?;
     state.metrics.deploys.inc();
     Ok((StatusCode::OK, Json(describe_deployed(&deployed))))
 }

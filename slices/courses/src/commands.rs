@@ -4,7 +4,8 @@ use crate::events::{
     CourseCapacityChanged, CourseDefined, StudentSubscribedToCourse, StudentUnsubscribedFromCourse, course_tag,
     student_tag,
 };
-use crate::projections::{Course, CourseRef, StudentCourses, StudentRef, fold};
+use crate::projections::{StudentCourses, StudentRef};
+use crate::seats::{capacity, seats_taken};
 
 /// The most courses a student may be subscribed to at once.
 pub const MAX_COURSES_PER_STUDENT: usize = 5;
@@ -54,24 +55,18 @@ impl Command for ChangeCapacity {
     const DESCRIPTION: &'static str = "Changes a course's number of seats, never below its subscriptions";
     type Output = CourseReceipt;
 
-    // The boundary: the course's definition and its subscriptions. Not its capacity: the new one
-    // replaces it whatever it is, so two changes of capacity do not conflict.
+    // The boundary: the course's definition and its seats. Not its capacity: the new one
+    // replaces it whatever it is, so two changes of capacity do not conflict. The seats are read
+    // from the course's last seat event alone, however many students it has (`seats`).
     fn run(self, ctx: &mut Context) -> Result<CourseReceipt, Error> {
         not_empty(&[("course_id", &self.course_id)])?;
         at_least_one_seat(self.capacity)?;
-        let course_ref = CourseRef { course_id: self.course_id.clone() };
-        let events = ctx.read(
-            Query::of::<CourseDefined>()
-                .or_of::<StudentSubscribedToCourse>()
-                .or_of::<StudentUnsubscribedFromCourse>()
-                .tag(course_tag(&self.course_id)),
-        )?;
-        let course: Course = fold(&course_ref, events.iter())?;
+        let defined = ctx.read(Query::of::<CourseDefined>().tag(course_tag(&self.course_id)))?;
         let Self { course_id, capacity } = self;
-        if !course.defined {
+        if !defined.has::<CourseDefined>() {
             return Err(Error::rejected(format!("course {course_id} does not exist")));
         }
-        let subscribed = count(&course.students);
+        let subscribed = seats_taken(ctx, &course_id)?;
         if capacity < subscribed {
             return Err(Error::rejected(format!(
                 "course {course_id} has {subscribed} students subscribed: its capacity cannot be {capacity}"
@@ -105,39 +100,38 @@ impl Command for SubscribeStudent {
         "Subscribes a student to a course that has a free seat, up to 5 courses per student";
     type Output = Subscription;
 
-    // Two boundaries in one read: the course's events (defined? capacity? who is subscribed?)
-    // and the student's subscriptions. A subscription event carries both tags, so it is read
-    // once and counts on both sides.
+    // Two boundaries: the course's (defined? its capacity? its seats taken?) and the student's
+    // subscriptions. The course's is the hot one, so it is read in bounded time: its last
+    // capacity event and its last seat event, which carries the seats taken (`seats`); a
+    // racing subscription to the course still fails this one's append, which then runs again
+    // and reads it. The student's subscriptions are few: read in full, they also say whether the
+    // student is already subscribed to this course.
     fn run(self, ctx: &mut Context) -> Result<Subscription, Error> {
         not_empty(&[("course_id", &self.course_id), ("student_id", &self.student_id)])?;
-        let course_ref = CourseRef { course_id: self.course_id.clone() };
-        let student_ref = StudentRef { student_id: self.student_id.clone() };
-        let events = ctx.read(Course::source(&course_ref).or(StudentCourses::source(&student_ref)))?;
-        let (course_tag, student_tag) = (course_tag(&self.course_id), student_tag(&self.student_id));
-        let course: Course = fold(&course_ref, events.iter().filter(|e| e.tags().contains(&course_tag)))?;
-        let student: StudentCourses = fold(&student_ref, events.iter().filter(|e| e.tags().contains(&student_tag)))?;
-
         let Self { course_id, student_id } = self;
-        if !course.defined {
+        let Some(capacity) = capacity(ctx, &course_id)? else {
             return Err(Error::rejected(format!("course {course_id} does not exist")));
-        }
-        if course.students.contains(&student_id) {
+        };
+        let student: StudentCourses = ctx.fold(StudentRef { student_id: student_id.clone() })?;
+        if student.courses.contains(&course_id) {
             return Err(Error::rejected(format!("student {student_id} is already subscribed to course {course_id}")));
         }
-        if course.is_full() {
-            return Err(Error::rejected(format!(
-                "course {course_id} is full: all {} seats are taken",
-                course.capacity
-            )));
+        let taken = seats_taken(ctx, &course_id)?;
+        if taken >= capacity {
+            return Err(Error::rejected(format!("course {course_id} is full: all {capacity} seats are taken")));
         }
         if student.courses.len() >= MAX_COURSES_PER_STUDENT {
             return Err(Error::rejected(format!(
                 "student {student_id} is already subscribed to {MAX_COURSES_PER_STUDENT} courses, the most a student may take"
             )));
         }
-        ctx.append(StudentSubscribedToCourse { course_id: course_id.clone(), student_id: student_id.clone() });
+        ctx.append(StudentSubscribedToCourse {
+            course_id: course_id.clone(),
+            student_id: student_id.clone(),
+            seats_taken: Some(taken + 1),
+        });
         Ok(Subscription {
-            seats_left: course.capacity - count(&course.students) - 1,
+            seats_left: capacity - taken - 1,
             student_courses: count(&student.courses) + 1,
             course_id,
             student_id,
@@ -156,8 +150,9 @@ impl Command for UnsubscribeStudent {
     const DESCRIPTION: &'static str = "Unsubscribes a student from a course";
     type Output = ();
 
-    // The boundary: this student's subscriptions to this course only (events with both tags),
-    // so it conflicts with nobody else's subscriptions.
+    // The boundaries: this student's subscriptions to this course, and the course's seats (the
+    // unsubscription carries the seats taken after it): two unsubscriptions from one course
+    // conflict, as a subscription and an unsubscription do; other courses' do not.
     fn run(self, ctx: &mut Context) -> Result<(), Error> {
         not_empty(&[("course_id", &self.course_id), ("student_id", &self.student_id)])?;
         let events = ctx.read(
@@ -170,7 +165,12 @@ impl Command for UnsubscribeStudent {
         if !events.last().is_some_and(Envelope::is::<StudentSubscribedToCourse>) {
             return Err(Error::rejected(format!("student {student_id} is not subscribed to course {course_id}")));
         }
-        ctx.append(StudentUnsubscribedFromCourse { course_id, student_id });
+        let Some(taken) = seats_taken(ctx, &course_id)?.checked_sub(1) else {
+            return Err(Error::store(format!(
+                "course {course_id} counts no seat taken while student {student_id} is subscribed: its seat events disagree"
+            )));
+        };
+        ctx.append(StudentUnsubscribedFromCourse { course_id, student_id, seats_taken: Some(taken) });
         Ok(())
     }
 }

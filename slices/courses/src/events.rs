@@ -41,6 +41,11 @@ impl Event for CourseCapacityChanged {
 pub struct StudentSubscribedToCourse {
     pub course_id: String,
     pub student_id: String,
+    /// The course's seats taken after this subscription: the running count a decision reads
+    /// from the course's last seat event alone (see [`seats_taken`](crate::seats_taken)).
+    /// Absent from events written before the count was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seats_taken: Option<u32>,
 }
 
 impl Event for StudentSubscribedToCourse {
@@ -55,6 +60,10 @@ impl Event for StudentSubscribedToCourse {
 pub struct StudentUnsubscribedFromCourse {
     pub course_id: String,
     pub student_id: String,
+    /// The course's seats taken after this unsubscription (see
+    /// [`StudentSubscribedToCourse::seats_taken`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seats_taken: Option<u32>,
 }
 
 impl Event for StudentUnsubscribedFromCourse {

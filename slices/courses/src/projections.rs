@@ -121,13 +121,3 @@ impl Projection for StudentCourses {
         Ok(self)
     }
 }
-
-/// Folds `events` into a fresh `P`: a decision model from (a part of) a command's read.
-pub(crate) fn fold<'e, P: Projection>(
-    params: &P::Params,
-    events: impl IntoIterator<Item = &'e Envelope>,
-) -> Result<P, Error> {
-    let mut state = P::init(params);
-    events.into_iter().try_for_each(|event| state.apply(event))?;
-    Ok(state)
-}

@@ -151,13 +151,20 @@ fn invalid_input() {
 struct DryRun<'a> {
     store: &'a mut TestStore,
     reads: Vec<Query>,
+    /// How many events each read returned.
+    read_events: Vec<usize>,
     appended: Vec<RawEvent>,
 }
 
 impl Store for DryRun<'_> {
     fn read(&mut self, query: &Query, options: ReadOptions) -> Result<ReadResult, Error> {
+        // Every read guards its whole query after the head (see `conflict`): a forward read cut
+        // by its limit would guard less, and none of these commands makes one.
+        assert!(options.backwards || options.limit.is_none(), "a forward read cut by a limit: {query:?}");
         self.reads.push(query.clone());
-        self.store.read(query, options)
+        let result = self.store.read(query, options)?;
+        self.read_events.push(result.events.len());
+        Ok(result)
     }
 
     fn append(&mut self, events: &[RawEvent]) -> Result<(), Error> {
@@ -176,7 +183,13 @@ enum Cmd<'a> {
 
 /// Runs `cmd` dry: its reads and the events it would append.
 fn dry_run(store: &mut TestStore, cmd: Cmd) -> (Vec<Query>, Vec<RawEvent>) {
-    let mut dry = DryRun { store, reads: Vec::new(), appended: Vec::new() };
+    let dry = dry_run_counted(store, cmd);
+    (dry.reads, dry.appended)
+}
+
+/// Runs `cmd` dry: what it read (and how many events each read returned) and would append.
+fn dry_run_counted<'a>(store: &'a mut TestStore, cmd: Cmd) -> DryRun<'a> {
+    let mut dry = DryRun { store, reads: Vec::new(), read_events: Vec::new(), appended: Vec::new() };
     let result = match cmd {
         Cmd::Define(c) => exec(&mut dry, DefineCourse::NAME, &DefineCourse { course_id: c.into(), capacity: 5 }),
         Cmd::Capacity(c, capacity) => {
@@ -190,7 +203,7 @@ fn dry_run(store: &mut TestStore, cmd: Cmd) -> (Vec<Query>, Vec<RawEvent>) {
         }
     };
     result.unwrap();
-    (dry.reads, dry.appended)
+    dry
 }
 
 fn exec(store: &mut dyn Store, command: &str, payload: &impl Serialize) -> Result<Vec<u8>, Error> {
@@ -202,7 +215,6 @@ fn exec(store: &mut dyn Store, command: &str, payload: &impl Serialize) -> Resul
 fn conflict(store: &mut TestStore, a: Cmd, b: Cmd) -> bool {
     let (reads_a, events_a) = dry_run(store, a);
     let (reads_b, events_b) = dry_run(store, b);
-    assert_eq!((reads_a.len(), reads_b.len()), (1, 1), "every command makes one read: its boundary");
     let hits = |reads: &[Query], events: &[RawEvent]| {
         events.iter().any(|e| reads.iter().any(|q| q.matches(&e.event_type, &e.tags)))
     };
@@ -216,7 +228,7 @@ fn each_command_is_guarded_by_exactly_its_boundaries() {
     for c in ["c-1", "c-2"] {
         define(&mut store, c, 10).unwrap();
     }
-    for (c, s) in [("c-1", "ada"), ("c-2", "bob")] {
+    for (c, s) in [("c-1", "ada"), ("c-2", "bob"), ("c-1", "eve")] {
         subscribe(&mut store, c, s).unwrap();
     }
     let cases = [
@@ -234,9 +246,10 @@ fn each_command_is_guarded_by_exactly_its_boundaries() {
         (Capacity("c-1", 3), Unsubscribe("c-1", "ada"), true),
         // The new capacity replaces the old whatever it was.
         (Capacity("c-1", 3), Capacity("c-1", 4), false),
-        // An unsubscription depends on that one subscription only.
+        // An unsubscription depends on that subscription and on its course's seats.
         (Unsubscribe("c-1", "ada"), Unsubscribe("c-2", "bob"), false),
         (Unsubscribe("c-1", "ada"), Subscribe("c-2", "cyd"), false),
+        (Unsubscribe("c-1", "ada"), Unsubscribe("c-1", "eve"), true),
         (Define("c-3"), Define("c-3"), true),
         (Define("c-3"), Subscribe("c-1", "cyd"), false),
         (Define("c-3"), Capacity("c-1", 3), false),
@@ -244,7 +257,7 @@ fn each_command_is_guarded_by_exactly_its_boundaries() {
     for (i, (a, b, expected)) in cases.into_iter().enumerate() {
         assert_eq!(conflict(&mut store, a, b), expected, "case {i}");
     }
-    assert_eq!(store.events().len(), 4, "dry runs append nothing");
+    assert_eq!(store.events().len(), 5, "dry runs append nothing");
 }
 
 #[test]
@@ -264,8 +277,92 @@ fn describes_itself_and_tags_events() {
     let data = rmp_serde::to_vec_named(&StudentUnsubscribedFromCourse {
         course_id: "c-1".into(),
         student_id: "ada".into(),
+        seats_taken: Some(0),
     })
     .unwrap();
     assert_eq!(CounterpointSlice::tags("StudentUnsubscribedFromCourse", &data).unwrap(), ["course:c-1", "student:ada"]);
     assert!(matches!(CounterpointSlice::tags("OrderPlaced", &data), Err(Error::NotFound(_))));
+}
+
+/// The seats taken that each seat event of `course_id` carries, in order.
+fn carried_counts(store: &TestStore, course_id: &str) -> Vec<Option<u32>> {
+    store
+        .events()
+        .iter()
+        .filter(|e| e.tags().contains(&course_tag(course_id)))
+        .filter_map(|e| match e.event_type() {
+            StudentSubscribedToCourse::TYPE => Some(e.decode::<StudentSubscribedToCourse>().unwrap().seats_taken),
+            StudentUnsubscribedFromCourse::TYPE => Some(e.decode::<StudentUnsubscribedFromCourse>().unwrap().seats_taken),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn every_seat_event_carries_the_seats_taken_after_it() {
+    let mut store = TestStore::new();
+    define(&mut store, "c-1", 3).unwrap();
+    define(&mut store, "c-2", 3).unwrap();
+    subscribe(&mut store, "c-1", "ada").unwrap();
+    subscribe(&mut store, "c-2", "ada").unwrap();
+    subscribe(&mut store, "c-1", "bob").unwrap();
+    unsubscribe(&mut store, "c-1", "ada").unwrap();
+    subscribe(&mut store, "c-1", "cyd").unwrap();
+    subscribe(&mut store, "c-1", "ada").unwrap();
+    assert_eq!(carried_counts(&store, "c-1"), [Some(1), Some(2), Some(1), Some(2), Some(3)]);
+    assert_eq!(carried_counts(&store, "c-2"), [Some(1)], "each course counts its own seats");
+    assert_eq!(rejected(subscribe(&mut store, "c-1", "dan")), "course c-1 is full: all 3 seats are taken");
+    store.run(ChangeCapacity { course_id: "c-1".into(), capacity: 4 }).unwrap();
+    assert_eq!(subscribe(&mut store, "c-1", "dan").unwrap().seats_left, 0);
+    // The count agrees with the course as its projection folds it from every event.
+    let students = course(&mut store, "c-1").unwrap().students;
+    assert_eq!(carried_counts(&store, "c-1").last(), Some(&Some(students.len() as u32)));
+}
+
+/// A course's decisions read its last seat event, not all of them: as many events for a course
+/// of 300 students as for one of 3.
+#[test]
+fn a_decision_reads_the_course_in_bounded_time() {
+    let mut store = TestStore::new();
+    define(&mut store, "c-1", 1_000).unwrap();
+    let mut read_by_size = Vec::new();
+    for students in [3usize, 300] {
+        while course(&mut store, "c-1").unwrap().students.len() < students {
+            let n = course(&mut store, "c-1").unwrap().students.len();
+            subscribe(&mut store, "c-1", &format!("s-{n}")).unwrap();
+        }
+        let counts: Vec<usize> = [
+            Cmd::Subscribe("c-1", "new"),
+            Cmd::Unsubscribe("c-1", "s-0"),
+            Cmd::Capacity("c-1", 999),
+        ]
+        .into_iter()
+        .map(|cmd| dry_run_counted(&mut store, cmd).read_events.iter().sum())
+        .collect();
+        read_by_size.push(counts);
+    }
+    assert_eq!(read_by_size[0], read_by_size[1], "events read by subscribe, unsubscribe, change-capacity");
+    // Subscribe: the last capacity event and the last seat event (the new student has none).
+    assert_eq!(read_by_size[0][0], 2);
+}
+
+/// A log written before seat events carried the count (no `seats_taken`): decisions count the
+/// course's seat events instead, and the next seat event carries the count again.
+#[test]
+fn a_log_without_counts_is_counted_once() {
+    let mut store = TestStore::new();
+    define(&mut store, "c-1", 3).unwrap();
+    let legacy = |student: &str| StudentSubscribedToCourse { course_id: "c-1".into(), student_id: student.into(), seats_taken: None };
+    store.given(legacy("ada")).given(legacy("bob"));
+    store.given(StudentUnsubscribedFromCourse { course_id: "c-1".into(), student_id: "ada".into(), seats_taken: None });
+    store.given(legacy("cyd"));
+    assert_eq!(subscribe(&mut store, "c-1", "dan").unwrap().seats_left, 0, "bob, cyd and dan");
+    assert_eq!(carried_counts(&store, "c-1").last(), Some(&Some(3)));
+    assert_eq!(rejected(subscribe(&mut store, "c-1", "eve")), "course c-1 is full: all 3 seats are taken");
+    unsubscribe(&mut store, "c-1", "bob").unwrap();
+    assert_eq!(carried_counts(&store, "c-1").last(), Some(&Some(2)));
+    // Events without the count are written as before: no `seats_taken` field at all.
+    let data = rmp_serde::to_vec_named(&legacy("ada")).unwrap();
+    let fields: std::collections::BTreeMap<String, String> = rmp_serde::from_slice(&data).unwrap();
+    assert_eq!(fields.keys().collect::<Vec<_>>(), ["course_id", "student_id"]);
 }

@@ -131,6 +131,86 @@ async fn one_student_many_courses(fixture: Fixture) {
     assert_eq!(strings(&projected["courses"]).into_iter().collect::<BTreeSet<_>>(), subscribed);
 }
 
+/// The seat events of `course` in log order: (subscribed?, student, the seats taken it carries).
+async fn seat_events(host: &Host, course: &str) -> Vec<(bool, String, Option<u64>)> {
+    let query = Query::item(
+        QueryItem::types(["StudentSubscribedToCourse", "StudentUnsubscribedFromCourse"]).with_tag(format!("course:{course}")),
+    );
+    let (events, _) = host.store.read(&host.tenant, query, ReadOptions::default()).await.unwrap().collect().await.unwrap();
+    events
+        .into_iter()
+        .map(|e| {
+            let data = msgpack_to_json(&e.event.data).unwrap();
+            let subscribed = e.event.event_type == "StudentSubscribedToCourse";
+            (subscribed, data["student_id"].as_str().unwrap().to_string(), data["seats_taken"].as_u64())
+        })
+        .collect()
+}
+
+/// A course's decisions read only its last seat event, which carries the seats taken. 48
+/// students race for the 8 free seats of a course of 16 while its 8 subscribed students
+/// unsubscribe at once: the course never holds more than its capacity, at any point of the
+/// log; every seat event carries the true count of the seats taken after it; every command is
+/// decided (unsubscriptions succeed, subscriptions succeed or are rejected as full, none ends
+/// in `conflict`), and what the callers were told is what the log holds.
+async fn seats_counted_from_the_last_event_never_exceed_capacity(fixture: Fixture) {
+    const CAPACITY: usize = 16;
+    let host = Arc::new(Host::on(fixture.store.clone()));
+    host.run("courses", "define-course", json!({"course_id": "hot", "capacity": CAPACITY})).await.unwrap();
+    for i in 0..8 {
+        host.run("courses", "subscribe-student", json!({"course_id": "hot", "student_id": format!("p-{i}")})).await.unwrap();
+    }
+    let tasks: Vec<_> = (0..48)
+        .map(|i| ("subscribe-student", format!("s-{i}")))
+        .chain((0..8).map(|i| ("unsubscribe-student", format!("p-{i}"))))
+        .map(|(command, student)| {
+            let host = host.clone();
+            tokio::spawn(async move {
+                let result = host.run("courses", command, json!({"course_id": "hot", "student_id": student})).await;
+                (command, student, result)
+            })
+        })
+        .collect();
+    let mut told = BTreeSet::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            ("unsubscribe-student", student, result) => assert!(result.is_ok(), "{student}: {result:?}"),
+            (_, student, Ok(_)) => assert!(told.insert(student)),
+            (_, student, Err(InvokeError::Rejected(m))) => assert!(m.contains("is full"), "{student}: {m}"),
+            (_, student, Err(err)) => panic!("{student}: a valid subscription ended in {err}"),
+        }
+    }
+    assert!((8..=CAPACITY).contains(&told.len()), "at least the 8 free seats are taken, at most the capacity: {}", told.len());
+
+    // Replay the log: the true seats taken after each seat event, against the count it carries.
+    let mut seated = BTreeSet::new();
+    for (i, (subscribed, student, carried)) in seat_events(&host, "hot").await.into_iter().enumerate() {
+        let changed = if subscribed { seated.insert(student.clone()) } else { seated.remove(&student) };
+        assert!(changed, "event {i}: {student} subscribed twice or unsubscribed unsubscribed");
+        assert!(seated.len() <= CAPACITY, "event {i}: {} students on {CAPACITY} seats", seated.len());
+        assert_eq!(carried, Some(seated.len() as u64), "event {i} ({student}) carries the seats taken after it");
+    }
+    assert_eq!(seated, told, "the log holds exactly the subscriptions the callers were told succeeded");
+    let course = host.query("courses", "course", json!({"course_id": "hot"})).await.unwrap();
+    assert_eq!(strings(&course["students"]).into_iter().collect::<BTreeSet<_>>(), told);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_seats_counted_from_the_last_event_never_exceed_capacity() {
+    seats_counted_from_the_last_event_never_exceed_capacity(crate::store::memory()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_seats_counted_from_the_last_event_never_exceed_capacity() {
+    seats_counted_from_the_last_event_never_exceed_capacity(crate::store::embedded()).await;
+}
+
+#[cfg_attr(not(fdb_cluster), ignore = "needs FoundationDB: tests/fdb.sh runs it (just test does) where FoundationDB is found")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fdb_seats_counted_from_the_last_event_never_exceed_capacity() {
+    seats_counted_from_the_last_event_never_exceed_capacity(crate::store::fdb()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_one_course_many_students() {
     one_course_many_students(crate::store::memory()).await;

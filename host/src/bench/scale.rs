@@ -13,12 +13,9 @@
 //! `rss_mb_after_open`), 100,000 random tag reads (`tag_read_per_s`, `rss_mb_after_reads`),
 //! 64 writers each reading a random old tag and appending under the condition that nothing
 //! matching it came after the read (`condition_check_per_s`), 64 writers appending on their
-//! own tags (`append_64w_per_s`), and one full read (`full_read_events_per_s`).
-//!
-//! Then the on-disk index format of sealed segments (`store/embedded/segment_index.rs`, which
-//! the store does not read yet) is measured on the log's first segment: `index.build_s`, its
-//! size per event, what opening it reads and keeps per event, `index.open_ms`, and lookups of
-//! random tags (`index.tag_lookups_per_s`).
+//! own tags (`append_64w_per_s`), and one full read (`full_read_events_per_s`). It also says
+//! what the indexes hold: `sealed_segments` (each with its index file), `events_in_memory` (the
+//! open segment's, indexed in memory) and `index_cache_mb` after the reads.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -75,25 +72,15 @@ pub async fn scale(dir: &Path, seconds: f64, log_events: u64) -> anyhow::Result<
         ("condition_conflicts", "of those, appends refused by their condition".into()),
         ("append_64w_per_s", format!("64 writers on their own tags (target >= {:.0})", (32.0 * fsync).min(50_000.0))),
         ("full_read_events_per_s", "one forward read of the whole log (target >= 5,000,000)".into()),
+        ("sealed_segments", "sealed log segments, each read through its index file".into()),
+        ("events_in_memory", "events indexed in memory after the open (the open segment's)".into()),
+        ("index_cache_mb", "index-file blocks cached after the tag reads".into()),
     ] {
         let value = child.get(key).and_then(serde_json::Value::as_f64).with_context(|| format!("the child reported no {key}"))?;
         report.add(key, value, note);
     }
     let _ = std::fs::remove_dir_all(&child_out);
 
-    // The on-disk index format (issue 16) on this log's first segment, not yet used by the store.
-    let keys = keys(log_events);
-    let probe = tokio::task::spawn_blocking(move || {
-        crate::store::probe_segment_index(&store_dir, 0, TAG_READS, |_| format!("key:{}", fastrand::u64(0..keys)))
-    })
-    .await??;
-    let events = probe.events.max(1) as f64;
-    report.add("index.segment_events", probe.events as f64, format!("the first segment ({} bytes)", probe.segment_bytes));
-    report.add("index.build_s", probe.build_s, "scanning it and writing its index file");
-    report.add("index.file_bytes_per_event", probe.file_bytes as f64 / events, "the index file");
-    report.add("index.open_bytes_per_event", probe.meta_bytes as f64 / events, "what opening it reads and keeps (key index, bloom filters)");
-    report.add("index.open_ms", probe.open_ms, "opening it");
-    report.add("index.tag_lookups_per_s", probe.lookups_per_s, "a random tag's positions and locations in it");
     Ok(report)
 }
 
@@ -183,6 +170,9 @@ async fn measure(dir: &Path, log_events: u64, duration: Duration) -> anyhow::Res
     anyhow::ensure!(!events.is_empty(), "a tag read found nothing: is {} the benchmark's log?", dir.display());
     report.add("open_s", start.elapsed().as_secs_f64(), "");
     report.add("rss_mb_after_open", rss_mb()?, "");
+    let memory = store.index_memory();
+    report.add("sealed_segments", memory.sealed_segments as f64, "");
+    report.add("events_in_memory", memory.events_in_memory as f64, "");
 
     let start = Instant::now();
     let mut seen = 0;
@@ -192,6 +182,7 @@ async fn measure(dir: &Path, log_events: u64, duration: Duration) -> anyhow::Res
     }
     report.add("tag_read_per_s", TAG_READS as f64 / start.elapsed().as_secs_f64(), "");
     report.add("rss_mb_after_reads", rss_mb()?, "");
+    report.add("index_cache_mb", store.index_memory().cache_bytes as f64 / (1 << 20) as f64, "");
     anyhow::ensure!(seen > TAG_READS, "tag reads found {seen} events in {TAG_READS} reads");
 
     let (checked, conflicts) = writers(&store, &tenant, duration, move |store, tenant, _, _| async move {

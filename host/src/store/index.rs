@@ -63,6 +63,22 @@ impl TenantIndex {
         self.head = published;
     }
 
+    /// An empty index of a log whose first `head` events are indexed elsewhere (sealed segments).
+    pub fn starting_after(head: u64) -> Self {
+        TenantIndex { head, published: head, ..TenantIndex::default() }
+    }
+
+    /// Forgets every position up to `upto` (published, now indexed elsewhere).
+    pub fn forget_up_to(&mut self, upto: u64) {
+        debug_assert!(upto <= self.published);
+        for map in [&mut self.by_type, &mut self.by_tag] {
+            map.retain(|_, list| {
+                list.drain(..list.partition_point(|&p| p <= upto));
+                !list.is_empty()
+            });
+        }
+    }
+
     /// Adds the event at `position`, which must be `head + 1`.
     pub fn insert(&mut self, position: u64, event: &Event) {
         debug_assert_eq!(position, self.head + 1, "positions are dense");
@@ -83,16 +99,10 @@ impl TenantIndex {
 
     /// Fails with the first condition that a stored event breaks.
     pub fn check(&self, conditions: &[AppendCondition]) -> Result<(), StoreError> {
-        for (i, condition) in conditions.iter().enumerate() {
-            let after = condition.after.map_or(0, Position::dense);
-            if let Some(position) = self.first_match_after(&condition.query, after) {
-                return Err(StoreError::ConditionFailed { condition: i, position: Position::new(position) });
-            }
-        }
-        Ok(())
+        check_conditions(conditions, |query, after| Ok(self.first_match_after(query, after)))
     }
 
-    fn resolve(&self, query: &Query) -> Resolved<&[u64]> {
+    pub fn resolve(&self, query: &Query) -> Resolved<&[u64]> {
         never_fails(Resolved::new(query, |kind, name| {
             let map = match kind {
                 KeyKind::Type => &self.by_type,
@@ -103,8 +113,23 @@ impl TenantIndex {
     }
 }
 
+/// Fails with the first condition that a stored event breaks; `first_match_after(query, p)` finds
+/// the first event after `p` that matches `query`.
+pub(crate) fn check_conditions(
+    conditions: &[AppendCondition],
+    mut first_match_after: impl FnMut(&Query, u64) -> Result<Option<u64>, StoreError>,
+) -> Result<(), StoreError> {
+    for (i, condition) in conditions.iter().enumerate() {
+        let after = condition.after.map_or(0, Position::dense);
+        if let Some(position) = first_match_after(&condition.query, after)? {
+            return Err(StoreError::ConditionFailed { condition: i, position: Position::new(position) });
+        }
+    }
+    Ok(())
+}
+
 /// The value of a search in memory, which cannot fail.
-fn never_fails<T>(result: Result<T, Infallible>) -> T {
+pub(crate) fn never_fails<T>(result: Result<T, Infallible>) -> T {
     result.unwrap_or_else(|never| match never {})
 }
 
@@ -297,6 +322,14 @@ impl<L: PostingList> ResolvedItem<L> {
     }
 }
 
+/// One search of a read: the smallest matching position in `from..=to`, or the largest in
+/// `down_to..=from`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Step {
+    Forward { from: u64, to: u64 },
+    Backward { from: u64, down_to: u64 },
+}
+
 /// The state of one read between batches: what is left to select, and what it has seen.
 ///
 /// The read's snapshot is the head when it started; it never returns a later event, so a read
@@ -347,15 +380,29 @@ impl ReadCursor {
         self.done
     }
 
-    /// Selects up to `max` further positions.
+    /// The read's query.
+    pub fn query(&self) -> &Query {
+        &self.query
+    }
+
+    /// Selects up to `max` further positions from `index`.
     pub fn next_positions(&mut self, index: &TenantIndex, max: usize) -> Vec<u64> {
         let resolved = index.resolve(&self.query);
+        never_fails(self.next_positions_with(max, |step| match step {
+            Step::Forward { from, to } => resolved.next(from, to),
+            Step::Backward { from, down_to } => resolved.prev(from, down_to),
+        }))
+    }
+
+    /// Selects up to `max` further positions, each found by `find`: the first matching position
+    /// of a forward step, the last of a backward one (an index held elsewhere, that can fail).
+    pub fn next_positions_with<E>(&mut self, max: usize, mut find: impl FnMut(Step) -> Result<Option<u64>, E>) -> Result<Vec<u64>, E> {
         let mut out = Vec::new();
         while out.len() < max && !self.done {
             let found = if self.backwards {
-                if self.next <= self.after { None } else { never_fails(resolved.prev(self.next, self.after.saturating_add(1))) }
+                if self.next <= self.after { None } else { find(Step::Backward { from: self.next, down_to: self.after.saturating_add(1) })? }
             } else {
-                never_fails(resolved.next(self.next, self.snapshot))
+                find(Step::Forward { from: self.next, to: self.snapshot })?
             };
             if self.remaining == Some(0) {
                 // A forward read records the last delivered event only when it really was cut
@@ -377,7 +424,7 @@ impl ReadCursor {
                 self.next = position + 1;
             }
         }
-        out
+        Ok(out)
     }
 
     /// The position up to which this read has seen every matching event (see DESIGN.md).

@@ -30,9 +30,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use embedded::{EmbeddedOptions, EmbeddedStore};
+pub use embedded::{EmbeddedOptions, EmbeddedStore, IndexMemory};
 /// For `bench scale`: what a sealed segment's index file costs.
-pub(crate) use embedded::probe_segment_index;
 /// Offline checks and repairs of an embedded store's log (`counterpoint store check|repair`).
 pub use embedded::check as embedded_check;
 /// The embedded store's file I/O ([`EmbeddedStore::open_on`]): the real file system or a

@@ -448,5 +448,6 @@ macro_rules! conformance {
 
 conformance!(memory, crate::store::memory());
 conformance!(embedded, crate::store::embedded());
+conformance!(embedded_sealed, crate::store::embedded_sealed());
 // Run by tests/fdb.sh (with --features fdb and FDB_CLUSTER_FILE at build time), ignored otherwise.
 conformance!(fdb, crate::store::fdb(), #[cfg_attr(not(fdb_cluster), ignore = "needs FoundationDB: tests/fdb.sh runs it (just test does) where FoundationDB is found")]);

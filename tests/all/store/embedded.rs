@@ -99,11 +99,20 @@ async fn damage_before_the_tail_is_reported_not_hidden() {
     let store = EmbeddedStore::open_with(dir.path(), options.clone()).unwrap();
     assert_eq!(all(&store).await.len(), 3, "reads span segments");
     drop(store);
-    // Flip a byte inside the first (sealed) segment.
+    // Flip a byte inside the first (sealed) segment: in an event's data, then in a frame's
+    // header. Opening reads the sealed segments' index files, not the segments; the event's own
+    // checksum refuses it when it is read, naming the segment.
     let path = log_file(dir.path());
-    let mut bytes = std::fs::read(&path).unwrap();
+    let good = std::fs::read(&path).unwrap();
+    let mut bytes = good.clone();
     bytes[40] ^= 0xff;
-    std::fs::write(&path, bytes).unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+    let store = EmbeddedStore::open_with(dir.path(), options.clone()).unwrap();
+    let err = store.read(&tenant(), Query::all(), ReadOptions::default()).await.unwrap().collect().await.unwrap_err();
+    assert!(matches!(&err, StoreError::Corrupt { detail, .. } if detail.contains("0000000000.log")), "{err:?}");
+    drop(store);
+    // Without its index file, the segment is scanned again, and the damage stops the store.
+    std::fs::remove_file(dir.path().join("0000000000.idx")).unwrap();
     let err = EmbeddedStore::open_with(dir.path(), options).err().expect("must refuse");
-    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    assert!(matches!(&err, StoreError::Corrupt { detail, .. } if detail.contains("0000000000.log")), "{err:?}");
 }

@@ -6,6 +6,7 @@ mod crash;
 mod damage;
 mod embedded;
 mod fdb;
+mod indexes;
 mod power_loss;
 mod racing;
 
@@ -27,6 +28,15 @@ pub fn memory() -> Fixture {
 pub fn embedded() -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = EmbeddedStore::open(dir.path()).expect("open embedded store");
+    Fixture { store: Arc::new(store), _guard: Some(Box::new(dir)) }
+}
+
+/// The embedded store with segments of a few appends: reads and probes cross sealed segments
+/// (their index files) while the sealer indexes them.
+pub fn embedded_sealed() -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = counterpoint::store::EmbeddedOptions { segment_bytes: 512, ..Default::default() };
+    let store = EmbeddedStore::open_with(dir.path(), options).expect("open embedded store");
     Fixture { store: Arc::new(store), _guard: Some(Box::new(dir)) }
 }
 

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use super::log::{list_segments, scan_bytes, scan_segment, segment_path, Damage, Item, RecoveredFrame};
 use super::disk::{Disk, RealDisk};
+use super::segment_index::index_path;
 use super::{sync_dir, FORMAT_PREFIX, FORMAT_VERSION};
 use crate::store::{StoreError, Tenant};
 
@@ -113,6 +114,17 @@ pub fn repair(dir: &Path) -> Result<Repair, StoreError> {
     let io = |what: &str, e| StoreError::io(what, e);
     let mut set_aside = Vec::new();
 
+    // The index files of the segments cut or set aside go first: they are derived, the next
+    // open builds what is missing, and none may outlive its segment to describe a new one that
+    // takes its number.
+    for number in std::iter::once(cut.segment).chain(cut.later_segments.iter().copied()) {
+        match std::fs::remove_file(index_path(&dir, number)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("removing a segment's index file", e)),
+            _ => {}
+        }
+    }
+    sync_dir(&RealDisk, &dir)?;
+
     // The order keeps every interruption repairable by running repair again: first a synced
     // copy of the cut bytes, then later segments renamed away from the highest down (the log
     // never has a gap), then the cut itself.
@@ -201,7 +213,8 @@ fn check_locked(dir: &Path) -> Result<StoreCheck, StoreError> {
     let mut report =
         StoreCheck { dir: dir.to_path_buf(), segments: Vec::new(), cut: None, heads: BTreeMap::new(), problems: Vec::new() };
     match std::fs::read_to_string(dir.join("FORMAT")) {
-        Ok(text) if text.trim() == format!("{FORMAT_PREFIX}{FORMAT_VERSION}") => {}
+        // The format before this one is upgraded by the next open.
+        Ok(text) if [FORMAT_VERSION, FORMAT_VERSION - 1].iter().any(|v| text.trim() == format!("{FORMAT_PREFIX}{v}")) => {}
         Ok(text) => report.problems.push(format!("FORMAT says {:?}; this build reads {FORMAT_PREFIX}{FORMAT_VERSION}", text.trim())),
         Err(e) => report.problems.push(format!("FORMAT cannot be read: {e}")),
     }

@@ -23,12 +23,14 @@ const FRAME_HEADER: usize = 8;
 /// Frames larger than this are damage, not data (an append is at most a few tens of MiB).
 const MAX_FRAME: usize = 1 << 30;
 
-/// Where an event's bytes are: its segment, offset and length.
+/// Where an event's bytes are: its segment, offset and length; and their CRC-32, checked on
+/// every read, since a read fetches one event, not its whole frame.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct EventLoc {
     pub segment: u32,
     pub offset: u32,
     pub len: u32,
+    pub crc: u32,
 }
 
 pub(super) fn segment_path(dir: &Path, segment: u32) -> PathBuf {
@@ -103,36 +105,43 @@ fn put_str16(buf: &mut Vec<u8>, s: &str) {
     buf.extend_from_slice(s.as_bytes());
 }
 
-/// A bounds-checked reader over encoded bytes; every malformed input is an error, never a panic.
-struct Cursor<'a> {
+/// A bounds-checked reader over encoded bytes (log records, index files); every malformed input
+/// is an error, never a panic.
+pub(super) struct Cursor<'a> {
     bytes: &'a [u8],
-    at: usize,
+    pub at: usize,
 }
 
 impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Cursor { bytes, at: 0 }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.at == self.bytes.len()
+    }
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or("truncated record")?;
         let out = &self.bytes[self.at..end];
         self.at = end;
         Ok(out)
     }
-    fn u16(&mut self) -> Result<usize, String> {
+    pub fn u16(&mut self) -> Result<usize, String> {
         Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")) as usize)
     }
-    fn u32(&mut self) -> Result<usize, String> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")) as usize)
+    pub fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
     }
-    fn u64(&mut self) -> Result<u64, String> {
+    pub fn u64(&mut self) -> Result<u64, String> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
     }
-    fn str(&mut self, n: usize) -> Result<String, String> {
+    pub fn str(&mut self, n: usize) -> Result<String, String> {
         String::from_utf8(self.take(n)?.to_vec()).map_err(|_| "a name is not UTF-8".to_string())
     }
 }
 
 /// Decodes one event record.
 pub(crate) fn decode_event(bytes: &[u8]) -> Result<Event, String> {
-    let mut c = Cursor { bytes, at: 0 };
+    let mut c = Cursor::new(bytes);
     let event = read_event(&mut c, true)?;
     if c.at != bytes.len() {
         return Err("event record has trailing bytes".into());
@@ -154,10 +163,10 @@ fn read_event(c: &mut Cursor<'_>, with_data: bool) -> Result<Event, String> {
     for _ in 0..meta_count {
         let n = c.u16()?;
         let key = c.str(n)?;
-        let n = c.u32()?;
+        let n = c.u32()? as usize;
         metadata.push((key, c.str(n)?));
     }
-    let n = c.u32()?;
+    let n = c.u32()? as usize;
     let data = c.take(n)?;
     let data = if with_data { data.to_vec() } else { Vec::new() };
     Ok(Event { event_type, tags, data, metadata })
@@ -305,17 +314,18 @@ fn find_frame(bytes: &[u8], from: usize, segment: u32) -> Option<usize> {
 }
 
 fn parse_frame(payload: &[u8], segment: u32, payload_offset: u64) -> Result<RecoveredFrame, String> {
-    let mut c = Cursor { bytes: payload, at: 0 };
+    let mut c = Cursor::new(payload);
     let n = c.take(1)?[0] as usize;
     let tenant = c.str(n)?;
     let first = c.u64()?;
-    let count = c.u32()?;
+    let count = c.u32()? as usize;
     let mut events = Vec::with_capacity(count.min(1 << 16));
     for _ in 0..count {
         let start = c.at;
         let event = read_event(&mut c, false)?;
         let offset = u32::try_from(payload_offset + start as u64).map_err(|_| "segment too large")?;
-        events.push((event, EventLoc { segment, offset, len: (c.at - start) as u32 }));
+        let crc = crc32fast::hash(&payload[start..c.at]);
+        events.push((event, EventLoc { segment, offset, len: (c.at - start) as u32, crc }));
     }
     if c.at != payload.len() {
         return Err("frame has trailing bytes".into());
@@ -349,7 +359,11 @@ pub(super) fn decode_run(
         .zip(locs)
         .map(|(&position, loc)| {
             let start = (loc.offset - base) as usize;
-            let event = decode_event(&bytes[start..start + loc.len as usize])?;
+            let record = &bytes[start..start + loc.len as usize];
+            if crc32fast::hash(record) != loc.crc {
+                return Err(format!("{:010}.log: the event at byte {} fails its checksum", loc.segment, loc.offset));
+            }
+            let event = decode_event(record)?;
             Ok(SequencedEvent { position: Position::new(position), event })
         })
         .collect()

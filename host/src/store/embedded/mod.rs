@@ -1,21 +1,30 @@
 //! The embedded backend: the durable default, in one data directory.
 //!
 //! ```text
-//! <data dir>/FORMAT            "counterpoint-store 1"
+//! <data dir>/FORMAT            "counterpoint-store 2"
 //! <data dir>/LOCK              held by the process that has the store open; holds its pid
 //! <data dir>/0000000000.log    log segments: checksummed frames, one per append (see log.rs)
+//! <data dir>/0000000000.idx    a sealed segment's type and tag index (see segment_index.rs)
 //! ```
 //!
 //! Events are written once, sequentially, by a group-commit writer (writer.rs): concurrent
 //! appends share one `fdatasync`, and appends are accepted (checked and indexed) while the
-//! previous flush runs. The type and tag indexes are derived from the log: kept in
-//! memory and rebuilt by one sequential scan when the store opens, so an append writes its
-//! events and nothing else. A read resolves its query on the index and fetches the events with
-//! positioned reads, coalescing neighbours into one read.
+//! previous flush runs. The type and tag indexes are derived from the log. The open segment's
+//! are kept in memory; when a segment is sealed (the writer starts the next one), its index is
+//! written next to it as an immutable file (sealer.rs) and memory forgets it. Opening the store
+//! reads the index files' small meta and scans the open segment alone, so it takes about as long
+//! whatever the size of the log, and memory holds the open segment's index, the files' metas and
+//! a bounded cache of their blocks. A read resolves its query on the indexes (tenant.rs) and
+//! fetches the events with positioned reads, coalescing neighbours into one read; each event's
+//! checksum is checked as it is read.
 //!
 //! Durability: an append is acknowledged only after its frame is synced. When the store opens,
 //! a torn frame at the end of the last segment (a crash during a write) is cut off; damage
-//! with valid frames after it stops the store from opening (check.rs says what to do).
+//! with valid frames after it stops the store from opening (check.rs says what to do). An
+//! index file that is missing, partial, damaged or stale is built again from its segment.
+//!
+//! Format 1 (before index files) is upgraded in place: the first open builds every sealed
+//! segment's index file, then writes format 2.
 
 /// `counterpoint store check|repair`.
 pub mod check;
@@ -23,16 +32,14 @@ pub mod disk;
 pub mod sim_disk;
 // The FoundationDB backend reuses the event record encoding.
 pub(super) mod log;
-// The sealed segments' index files; the store does not read them yet (issue 16), `bench scale`
-// measures them.
-#[cfg_attr(not(test), allow(dead_code))]
+mod sealer;
 mod segment_index;
+mod tenant;
 mod writer;
 
-pub(crate) use self::segment_index::probe as probe_segment_index;
 
 use std::any::Any;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +52,8 @@ use tokio::sync::watch;
 use self::check::damage_report;
 use self::disk::{Disk, DiskFile, OpenMode, RealDisk};
 use self::log::{decode_run, list_segments, scan_segment, segment_path, EventLoc};
+use self::segment_index::{BlockCache, IndexFileError, SegmentIndex};
+use self::tenant::{index_error, SealedPart, TenantLog};
 use self::writer::{Accepted, Writer};
 use super::index::{ReadCursor, TenantIndex};
 use super::{
@@ -52,8 +61,8 @@ use super::{
     SequencedEvent, StoreError, Subscription, Tenant, READ_BATCH,
 };
 
-/// The on-disk format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The on-disk format this build writes; it reads this one and upgrades the one before.
+pub const FORMAT_VERSION: u32 = 2;
 const FORMAT_PREFIX: &str = "counterpoint-store ";
 
 /// Neighbouring events are fetched with one read while the range stays under this size...
@@ -64,14 +73,25 @@ const MAX_RUN_SLACK: u64 = 64 << 10;
 #[derive(Clone, Debug)]
 pub struct EmbeddedOptions {
     pub limits: Limits,
-    /// A new log segment starts when the current one would grow past this size.
+    /// A new log segment starts when the current one would grow past this size. The open
+    /// segment's index is held in memory and scanned at every open: this bounds both.
     pub segment_bytes: u32,
+    /// The bytes of index-file blocks kept in memory.
+    pub index_cache_bytes: usize,
 }
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
-        EmbeddedOptions { limits: Limits::default(), segment_bytes: 512 << 20 }
+        EmbeddedOptions { limits: Limits::default(), segment_bytes: 64 << 20, index_cache_bytes: 64 << 20 }
     }
+}
+
+/// See [`EmbeddedStore::index_memory`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexMemory {
+    pub events_in_memory: u64,
+    pub sealed_segments: u64,
+    pub cache_bytes: u64,
 }
 
 /// The durable event store in one data directory. Cloning gives another handle to the same store.
@@ -85,15 +105,17 @@ struct Inner {
     /// The writer's queue; its lock is the accept lock (see writer.rs).
     queue: Mutex<Option<mpsc::Sender<Accepted>>>,
     writer: Option<JoinHandle<()>>,
+    sealer: Option<JoinHandle<()>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Closing the queue stops the writer once it has answered what is queued; joining it
-        // releases the directory lock before the store is gone, so it can be reopened at once.
+        // Closing the queue stops the writer once it has answered what is queued, and then the
+        // sealer once it has indexed what the writer sealed; joining them releases the
+        // directory lock before the store is gone, so it can be reopened at once.
         self.queue.lock().expect("append queue lock").take();
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
+        for thread in [self.writer.take(), self.sealer.take()].into_iter().flatten() {
+            let _ = thread.join();
         }
     }
 }
@@ -105,6 +127,8 @@ pub(super) struct Shared {
     tenants: RwLock<HashMap<Tenant, Arc<TenantState>>>,
     /// Every segment, by number.
     segments: RwLock<Vec<Arc<dyn DiskFile>>>,
+    /// Blocks of the sealed segments' index files.
+    cache: Arc<BlockCache>,
     poisoned: Mutex<Option<String>>,
     /// Successful flushes (`write` + `fdatasync` of a batch) since the store opened.
     flushes: AtomicU64,
@@ -116,19 +140,13 @@ pub(super) struct TenantState {
     heads: watch::Sender<Position>,
 }
 
-#[derive(Default)]
-struct TenantLog {
-    index: TenantIndex,
-    /// Where each published event is: `locs[position - 1]`.
-    locs: Vec<EventLoc>,
-    /// The accepted events not yet published, oldest first (positions `published + 1..`):
-    /// a command's read takes them from here, since they may not be written yet.
-    accepted: VecDeque<Event>,
-}
-
 impl Shared {
     fn tenant(&self, tenant: &Tenant) -> Option<Arc<TenantState>> {
         self.tenants.read().expect("tenants lock").get(tenant).cloned()
+    }
+
+    fn tenant_by_name(&self, tenant: &str) -> Option<Arc<TenantState>> {
+        self.tenant(&Tenant::new(tenant).ok()?)
     }
 
     fn tenant_or_create(&self, tenant: &Tenant) -> Arc<TenantState> {
@@ -203,7 +221,7 @@ impl EmbeddedStore {
             Some(state) => cursor(&state.log.read().expect("tenant log lock").index, query, after, options.limit, options.backwards),
             None => cursor(&TenantIndex::default(), query, after, options.limit, options.backwards),
         };
-        Ok(ReadStream::new(Box::new(EmbeddedBatches { shared: shared.clone(), state, cursor })))
+        Ok(ReadStream::new(Box::new(EmbeddedBatches { shared: shared.clone(), tenant: tenant.clone(), state, cursor })))
     }
 
     /// Opens (or creates) the store in `dir` with default options.
@@ -223,7 +241,7 @@ impl EmbeddedStore {
         let dir = disk.canonicalize(dir).map_err(|e| StoreError::io(&format!("opening {}", dir.display()), e))?;
         let lock = disk.lock(&dir)?;
         let mut segment_numbers = list_segments(&*disk, &dir).map_err(|e| StoreError::io("listing the log", e))?;
-        check_format(&*disk, &dir, !segment_numbers.is_empty())?;
+        let format = check_format(&*disk, &dir, !segment_numbers.is_empty())?;
         if segment_numbers.is_empty() {
             disk.open(&segment_path(&dir, 0), OpenMode::CreateNew).map_err(|e| StoreError::io("creating the log", e))?;
             sync_dir(&*disk, &dir)?;
@@ -231,50 +249,82 @@ impl EmbeddedStore {
         }
 
         let corrupt = |detail: String| StoreError::Corrupt { dir: dir.clone(), detail };
+        let cache = Arc::new(BlockCache::new(options.index_cache_bytes));
         let mut tenants: HashMap<Tenant, TenantLog> = HashMap::new();
         let mut segments = Vec::new();
-        let mut last_len = 0;
         for (expected, &number) in segment_numbers.iter().enumerate() {
             if number as usize != expected {
                 return Err(corrupt(format!("log segment {expected} is missing")));
             }
+        }
+        let (last_number, sealed_numbers) = segment_numbers.split_last().expect("at least one segment");
+
+        // Sealed segments: their index files, built first where they are missing or unusable.
+        for &number in sealed_numbers {
             let path = segment_path(&dir, number);
-            let is_last = expected + 1 == segment_numbers.len();
-            let mode = if is_last { OpenMode::ReadWrite } else { OpenMode::Read };
-            let file = disk.open(&path, mode).map_err(|e| StoreError::io(&format!("opening {}", path.display()), e))?;
+            let file = disk.open(&path, OpenMode::Read).map_err(|e| StoreError::io(&format!("opening {}", path.display()), e))?;
             let len = file.len().map_err(|e| StoreError::io(&format!("reading {}", path.display()), e))?;
-            let scan = scan_segment(file.reader(len), len, number, |_, frame| {
-                let tenant = Tenant::new(frame.tenant).map_err(|e| e.to_string())?;
+            let index = Arc::new(open_segment_index(&*disk, &dir, number, len, &cache)?);
+            for (name, first, last) in index.tenants() {
+                let tenant = Tenant::new(name).map_err(|e| corrupt(format!("{}: {e}", path.display())))?;
                 let log = tenants.entry(tenant).or_default();
-                if frame.first != log.index.head() + 1 {
-                    return Err(format!("positions jump from {} to {}", log.index.head(), frame.first));
+                if first != log.base() + 1 {
+                    return Err(corrupt(format!("{}: positions of tenant {name} jump from {} to {first}", path.display(), log.base())));
                 }
-                for ((event, loc), position) in frame.events.into_iter().zip(frame.first..) {
-                    log.index.insert(position, &event);
-                    log.locs.push(loc);
-                }
-                Ok(())
-            })
-            .map_err(|e| corrupt(format!("{}: {e}", path.display())))?;
-            if let Some(damage) = &scan.damage {
-                // Only the very end of the log can be a write cut short by a crash: a bad frame
-                // with valid frames after it, or in a sealed segment, is damage, and cutting it
-                // off would silently drop acknowledged appends.
-                if damage.next_frame.is_some() || !is_last {
-                    return Err(corrupt(damage_report(&path, damage)));
-                }
-                tracing::warn!(
-                    segment = %path.display(),
-                    offset = damage.offset,
-                    bytes = damage.len(),
-                    "cutting off a torn append left by a crash (no valid frame follows it)"
-                );
-                file.set_len(scan.valid_len)
-                    .and_then(|()| file.sync_data())
-                    .map_err(|e| StoreError::io("truncating a torn append", e))?;
+                log.sealed.push(SealedPart { index: index.clone(), first, last });
             }
-            last_len = scan.valid_len;
             segments.push(file);
+        }
+        for (tenant, log) in &mut tenants {
+            let base = log.base();
+            log.index = TenantIndex::starting_after(base);
+            let part = log.sealed.last().expect("a tenant found in a sealed segment");
+            let loc = part.index.locs(tenant.as_str(), &[base]).map_err(|e| index_error(&dir, e))?[0];
+            log.end = Some((part.index.segment(), u64::from(loc.offset) + u64::from(loc.len)));
+        }
+
+        // The open segment: scanned, its index held in memory.
+        let number = *last_number;
+        let path = segment_path(&dir, number);
+        let file = disk.open(&path, OpenMode::ReadWrite).map_err(|e| StoreError::io(&format!("opening {}", path.display()), e))?;
+        let len = file.len().map_err(|e| StoreError::io(&format!("reading {}", path.display()), e))?;
+        let scan = scan_segment(file.reader(len), len, number, |_, frame| {
+            let tenant = Tenant::new(frame.tenant).map_err(|e| e.to_string())?;
+            let log = tenants.entry(tenant).or_default();
+            if frame.first != log.index.head() + 1 {
+                return Err(format!("positions jump from {} to {}", log.index.head(), frame.first));
+            }
+            for ((event, loc), position) in frame.events.into_iter().zip(frame.first..) {
+                log.index.insert(position, &event);
+                log.locs.push(loc);
+                log.end = Some((loc.segment, u64::from(loc.offset) + u64::from(loc.len)));
+            }
+            Ok(())
+        })
+        .map_err(|e| corrupt(format!("{}: {e}", path.display())))?;
+        if let Some(damage) = &scan.damage {
+            // Only the very end of the log can be a write cut short by a crash: a bad frame
+            // with valid frames after it is damage, and cutting it off would silently drop
+            // acknowledged appends.
+            if damage.next_frame.is_some() {
+                return Err(corrupt(damage_report(&path, damage)));
+            }
+            tracing::warn!(
+                segment = %path.display(),
+                offset = damage.offset,
+                bytes = damage.len(),
+                "cutting off a torn append left by a crash (no valid frame follows it)"
+            );
+            file.set_len(scan.valid_len)
+                .and_then(|()| file.sync_data())
+                .map_err(|e| StoreError::io("truncating a torn append", e))?;
+        }
+        let last_len = scan.valid_len;
+        segments.push(file);
+        if format < FORMAT_VERSION {
+            // Every sealed segment has its index file now.
+            write_format(&*disk, &dir)?;
+            tracing::info!(dir = %dir.display(), "upgraded the store from format {format} to {FORMAT_VERSION}");
         }
 
         let tenants = tenants
@@ -294,10 +344,12 @@ impl EmbeddedStore {
             limits: options.limits,
             tenants: RwLock::new(tenants),
             segments: RwLock::new(segments),
+            cache,
             poisoned: Mutex::new(None),
             flushes: AtomicU64::new(0),
             _lock: lock,
         });
+        let (sealer, sealed) = mpsc::channel();
         let writer = Writer {
             shared: shared.clone(),
             segment,
@@ -305,13 +357,23 @@ impl EmbeddedStore {
             len: last_len,
             segment_bytes: options.segment_bytes as u64,
             buf: Vec::with_capacity(1 << 20),
+            sealer,
+        };
+        let sealer = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("counterpoint-store-sealer".into())
+                .spawn(move || sealer::run(shared, sealed))
+                .map_err(|e| StoreError::io("starting the sealer thread", e))?
         };
         let (queue, accepted) = mpsc::channel();
         let writer = std::thread::Builder::new()
             .name("counterpoint-store-writer".into())
             .spawn(move || writer.run(accepted))
             .map_err(|e| StoreError::io("starting the writer thread", e))?;
-        Ok(EmbeddedStore { inner: Arc::new(Inner { shared, queue: Mutex::new(Some(queue)), writer: Some(writer) }) })
+        Ok(EmbeddedStore {
+            inner: Arc::new(Inner { shared, queue: Mutex::new(Some(queue)), writer: Some(writer), sealer: Some(sealer) }),
+        })
     }
 
     /// The data directory.
@@ -323,6 +385,23 @@ impl EmbeddedStore {
     /// what group commit and accepted reads buy.
     pub fn flushes(&self) -> u64 {
         self.inner.shared.flushes.load(Ordering::Relaxed)
+    }
+
+    /// What the indexes hold in memory: the events indexed in memory (the open segment's, and a
+    /// sealed one's while its index file is written), the sealed segments, and
+    /// the bytes of index-file blocks cached.
+    pub fn index_memory(&self) -> IndexMemory {
+        let shared = &self.inner.shared;
+        let tenants: Vec<_> = shared.tenants.read().expect("tenants lock").values().cloned().collect();
+        let events_in_memory = tenants
+            .iter()
+            .map(|state| {
+                let log = state.log.read().expect("tenant log lock");
+                log.index.head() - log.base()
+            })
+            .sum();
+        let sealed_segments = shared.segments.read().expect("segments lock").len() as u64 - 1;
+        IndexMemory { events_in_memory, sealed_segments, cache_bytes: shared.cache.bytes() as u64 }
     }
 
     /// A consistent cut of the log at this instant, for an online backup: the last segment
@@ -337,9 +416,9 @@ impl EmbeddedStore {
         let mut end = (0, 0);
         let mut heads = Vec::with_capacity(logs.len());
         for (tenant, log) in &logs {
-            if let Some(loc) = log.locs.last() {
-                end = end.max((loc.segment, u64::from(loc.offset) + u64::from(loc.len)));
-                heads.push(((*tenant).clone(), Position::new(log.locs.len() as u64)));
+            if let Some(tenant_end) = log.end {
+                end = end.max(tenant_end);
+                heads.push(((*tenant).clone(), Position::new(log.index.published())));
             }
         }
         (end.0, end.1, heads)
@@ -363,38 +442,49 @@ fn check_options(options: &EmbeddedOptions) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn check_format(disk: &dyn Disk, dir: &Path, has_log: bool) -> Result<(), StoreError> {
+/// The format of the store in `dir` (written for a new store): this build's, or the one before,
+/// which the open upgrades.
+fn check_format(disk: &dyn Disk, dir: &Path, has_log: bool) -> Result<u32, StoreError> {
     let path = dir.join("FORMAT");
     match disk.open(&path, OpenMode::Read).and_then(|file| file.read_all()) {
         Ok(bytes) => {
             let text = String::from_utf8_lossy(&bytes);
             let found = text.trim().strip_prefix(FORMAT_PREFIX).unwrap_or(text.trim());
-            if found != FORMAT_VERSION.to_string() {
-                return Err(StoreError::UnsupportedFormat {
-                    dir: dir.to_path_buf(),
-                    found: found.to_string(),
-                    supported: FORMAT_VERSION,
-                });
+            match found.parse::<u32>() {
+                Ok(version) if version == FORMAT_VERSION || version == FORMAT_VERSION - 1 => Ok(version),
+                _ => Err(StoreError::UnsupportedFormat { dir: dir.to_path_buf(), found: found.to_string(), supported: FORMAT_VERSION }),
             }
-            Ok(())
         }
-        Err(e) if e.kind() == ErrorKind::NotFound && !has_log => {
-            let tmp = dir.join("FORMAT.tmp");
-            disk.open(&tmp, OpenMode::CreateTruncate)
-                .and_then(|file| {
-                    file.write_all_at(format!("{FORMAT_PREFIX}{FORMAT_VERSION}\n").as_bytes(), 0)?;
-                    file.sync_data()
-                })
-                .and_then(|()| disk.rename(&tmp, &path))
-                .map_err(|e| StoreError::io("writing FORMAT", e))?;
-            sync_dir(disk, dir)
-        }
+        Err(e) if e.kind() == ErrorKind::NotFound && !has_log => write_format(disk, dir).map(|()| FORMAT_VERSION),
         Err(e) if e.kind() == ErrorKind::NotFound => Err(StoreError::Corrupt {
             dir: dir.to_path_buf(),
             detail: "the log exists but the FORMAT file is missing".into(),
         }),
         Err(e) => Err(StoreError::io("reading FORMAT", e)),
     }
+}
+
+/// Writes this build's FORMAT, atomically.
+fn write_format(disk: &dyn Disk, dir: &Path) -> Result<(), StoreError> {
+    let (tmp, path) = (dir.join("FORMAT.tmp"), dir.join("FORMAT"));
+    disk.open(&tmp, OpenMode::CreateTruncate)
+        .and_then(|file| {
+            file.write_all_at(format!("{FORMAT_PREFIX}{FORMAT_VERSION}\n").as_bytes(), 0)?;
+            file.sync_data()
+        })
+        .and_then(|()| disk.rename(&tmp, &path))
+        .map_err(|e| StoreError::io("writing FORMAT", e))?;
+    sync_dir(disk, dir)
+}
+
+/// Opens a sealed segment's index file, building it from the segment when it is missing (a
+/// store of format 1, or a crash before it was written), damaged or stale (a repair cut the
+/// segment).
+fn open_segment_index(disk: &dyn Disk, dir: &Path, segment: u32, len: u64, cache: &Arc<BlockCache>) -> Result<SegmentIndex, StoreError> {
+    SegmentIndex::open_or_rebuild(disk, dir, segment, len, cache.clone()).map_err(|err| match err {
+        IndexFileError::Io { path, source } => StoreError::io(&format!("indexing {}", path.display()), source),
+        other => StoreError::Corrupt { dir: dir.to_path_buf(), detail: other.to_string() },
+    })
 }
 
 fn sync_dir(disk: &dyn Disk, dir: &Path) -> Result<(), StoreError> {
@@ -474,6 +564,7 @@ impl EventStore for EmbeddedStore {
 
 struct EmbeddedBatches {
     shared: Arc<Shared>,
+    tenant: Tenant,
     state: Option<Arc<TenantState>>,
     cursor: ReadCursor,
 }
@@ -485,29 +576,29 @@ impl EventBatches for EmbeddedBatches {
         if self.cursor.is_done() {
             return Ok(None);
         }
-        let (positions, published, locs, mut accepted) = {
+        let (positions, published, on_disk, locs, mut accepted) = {
             let log = state.log.read().expect("tenant log lock");
-            let positions = self.cursor.next_positions(&log.index, READ_BATCH);
+            let index_error = |e| index_error(&self.shared.dir, e);
+            let query = self.cursor.query().clone();
+            let mut search = log.search(self.tenant.as_str(), &query);
+            let positions = self.cursor.next_positions_with(READ_BATCH, |step| search.step(step)).map_err(index_error)?;
             if positions.iter().any(|&p| p > log.index.head()) {
                 // Accepted when the read began, forgotten since: a flush failed.
                 return Err(StoreError::Unavailable("the store failed to write events this read saw".into()));
             }
             let published = log.index.published();
-            let (mut locs, mut accepted) = (Vec::new(), Vec::new());
-            for &p in &positions {
-                if p <= published {
-                    locs.push(log.locs[p as usize - 1]);
-                } else {
-                    let event = log.accepted[(p - published - 1) as usize].clone();
-                    accepted.push(SequencedEvent { position: Position::new(p), event });
-                }
-            }
-            (positions, published, locs, accepted.into_iter())
+            let on_disk: Vec<u64> = positions.iter().copied().filter(|&p| p <= published).collect();
+            let locs = log.locs(self.tenant.as_str(), &on_disk).map_err(index_error)?;
+            let accepted: Vec<SequencedEvent> = positions
+                .iter()
+                .filter(|&&p| p > published)
+                .map(|&p| SequencedEvent { position: Position::new(p), event: log.accepted[(p - published - 1) as usize].clone() })
+                .collect();
+            (positions, published, on_disk, locs, accepted.into_iter())
         };
         if positions.is_empty() {
             return Ok(None);
         }
-        let on_disk: Vec<u64> = positions.iter().copied().filter(|&p| p <= published).collect();
         let mut fetched = self.shared.fetch(&on_disk, &locs)?.into_iter();
         // Back in the read's order (accepted events are all newer than published ones).
         let batch = positions.iter().map(|&p| if p <= published { fetched.next() } else { accepted.next() }).collect::<Option<Vec<_>>>();

@@ -15,7 +15,7 @@
 //!            otherwise:    skip_offset:u64 skip_len:u32            a skip block
 //! skip block (payload) = (first:u64 offset:u64 len:u32)*           one per posting block of 128
 //! posting block (payload) = varint-deltas
-//! loc block (payload) = (offset:u32 len:u32)* for 512 consecutive positions of one tenant
+//! loc block (payload) = (offset:u32 len:u32 crc32:u32)* for 512 consecutive positions of one tenant
 //! ```
 //!
 //! A tenant's events in one segment have consecutive positions (`first..=last`: positions are
@@ -46,17 +46,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::disk::{Disk, DiskFile, OpenMode};
-use super::log::{scan_segment, segment_path};
+use super::log::{scan_segment, segment_path, Cursor};
 use crate::store::index::{KeyKind, PostingList, Resolved};
 use crate::store::Query;
 
 const MAGIC: &[u8; 8] = b"cpsegidx";
 /// The version of this file's format; another one is rebuilt, never read.
-pub(crate) const INDEX_VERSION: u32 = 1;
+pub(crate) const INDEX_VERSION: u32 = 2;
 const TRAILER: usize = 8 + 4 + 4 + 8 + 8 + 4 + 4 + 4;
 const CRC: usize = 4;
 const LOCS_PER_BLOCK: u64 = 512;
-const LOC_BYTES: usize = 8;
+const LOC_BYTES: usize = 12;
 const POSTINGS_PER_BLOCK: usize = 128;
 const SKIP_ENTRY: usize = 8 + 8 + 4;
 /// A key block closes once it holds this many bytes.
@@ -85,11 +85,19 @@ pub(crate) fn index_path(dir: &Path, segment: u32) -> PathBuf {
     dir.join(format!("{segment:010}.idx"))
 }
 
+/// Where an event is in its segment, and the CRC-32 of its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Loc {
+    pub offset: u32,
+    pub len: u32,
+    pub crc: u32,
+}
+
 /// One tenant's events in a segment while an index is built.
 #[derive(Default)]
 struct TenantBuild {
     first: u64,
-    locs: Vec<(u32, u32)>,
+    locs: Vec<Loc>,
     keys: HashMap<(KeyKind, Box<str>), Vec<u64>>,
 }
 
@@ -102,14 +110,14 @@ pub(crate) struct IndexBuilder {
 impl IndexBuilder {
     /// Adds the event at `position` (one more than the tenant's previous one in this segment)
     /// and its bytes' place in the segment.
-    pub fn add(&mut self, tenant: &str, position: u64, event_type: &str, tags: &[String], offset: u32, len: u32) -> Result<(), String> {
+    pub fn add(&mut self, tenant: &str, position: u64, event_type: &str, tags: &[String], loc: Loc) -> Result<(), String> {
         let build = self.tenants.entry(tenant.to_string()).or_default();
         if build.locs.is_empty() {
             build.first = position;
         } else if position != build.first + build.locs.len() as u64 {
             return Err(format!("tenant {tenant}: position {position} follows {}", build.first + build.locs.len() as u64 - 1));
         }
-        build.locs.push((offset, len));
+        build.locs.push(loc);
         build.keys.entry((KeyKind::Type, event_type.into())).or_default().push(position);
         for tag in tags {
             let list = build.keys.entry((KeyKind::Tag, tag.as_str().into())).or_default();
@@ -129,9 +137,10 @@ impl IndexBuilder {
             let locs_offset = out.len() as u64;
             for chunk in build.locs.chunks(LOCS_PER_BLOCK as usize) {
                 let start = out.len();
-                for &(offset, len) in chunk {
-                    out.extend_from_slice(&offset.to_le_bytes());
-                    out.extend_from_slice(&len.to_le_bytes());
+                for loc in chunk {
+                    for n in [loc.offset, loc.len, loc.crc] {
+                        out.extend_from_slice(&n.to_le_bytes());
+                    }
                 }
                 seal(&mut out, start);
             }
@@ -452,7 +461,7 @@ impl SegmentIndex {
         }
         let mut trailer = [0u8; TRAILER];
         file.read_exact_at(&mut trailer, len - TRAILER as u64).map_err(|source| IndexFileError::Io { path: path.clone(), source })?;
-        let mut t = Reader::new(&trailer);
+        let mut t = Cursor::new(&trailer);
         let fields = (|| {
             let magic = t.take(8)?;
             let version = t.u32()?;
@@ -491,7 +500,9 @@ impl SegmentIndex {
     /// is missing, damaged or stale.
     pub fn open_or_rebuild(disk: &dyn Disk, dir: &Path, segment: u32, segment_len: u64, cache: Arc<BlockCache>) -> Result<Self, IndexFileError> {
         match Self::open(disk, dir, segment, segment_len, cache.clone()) {
-            Err(err @ (IndexFileError::Missing { .. } | IndexFileError::Stale { .. } | IndexFileError::Damaged { .. })) => {
+            // Never written: a crash before the sealer wrote it, or a store of format 1.
+            Err(IndexFileError::Missing { .. }) => {}
+            Err(err @ (IndexFileError::Stale { .. } | IndexFileError::Damaged { .. })) => {
                 tracing::warn!("{err}: building it again from its segment");
             }
             other => return other,
@@ -500,7 +511,18 @@ impl SegmentIndex {
         Self::open(disk, dir, segment, segment_len, cache)
     }
 
+    /// The segment this file indexes.
+    pub fn segment(&self) -> u32 {
+        self.segment
+    }
+
+    /// Each tenant with events in this segment, and its first and last position here.
+    pub fn tenants(&self) -> impl Iterator<Item = (&str, u64, u64)> {
+        self.tenants.iter().map(|(name, meta)| (&**name, meta.first, meta.last))
+    }
+
     /// The first and last position `tenant` has in this segment.
+    #[cfg(test)]
     pub fn range(&self, tenant: &str) -> Option<(u64, u64)> {
         self.tenants.get(tenant).map(|t| (t.first, t.last))
     }
@@ -515,7 +537,7 @@ impl SegmentIndex {
         let at = meta.key_blocks.partition_point(|(k, n, _, _)| (*k, n.as_bytes()) <= key);
         let Some(&(_, _, offset, len)) = at.checked_sub(1).map(|i| &meta.key_blocks[i]) else { return Ok(None) };
         let block = self.block(offset, len)?;
-        let mut r = Reader::new(&block);
+        let mut r = Cursor::new(&block);
         let damaged = |e: String| self.damaged(format!("the key block at byte {offset}: {e}"));
         while !r.is_empty() {
             let entry_kind = r.take(1).map_err(damaged)?[0];
@@ -547,7 +569,7 @@ impl SegmentIndex {
         Ok(block
             .chunks_exact(SKIP_ENTRY)
             .map(|e| {
-                let mut r = Reader::new(e);
+                let mut r = Cursor::new(e);
                 (r.u64().expect("8 bytes"), r.u64().expect("8 bytes"), r.u32().expect("4 bytes"))
             })
             .collect())
@@ -595,7 +617,7 @@ impl SegmentIndex {
 
     /// Where the events at `positions` (all `tenant`'s, in this segment) are: offset and length
     /// in the segment.
-    pub fn locs(&self, tenant: &str, positions: &[u64]) -> Result<Vec<(u32, u32)>, IndexFileError> {
+    pub fn locs(&self, tenant: &str, positions: &[u64]) -> Result<Vec<Loc>, IndexFileError> {
         let meta = self.tenants.get(tenant).ok_or_else(|| self.damaged(format!("no events of tenant {tenant}")))?;
         let block_bytes = LOCS_PER_BLOCK * LOC_BYTES as u64 + CRC as u64;
         let mut out = Vec::with_capacity(positions.len());
@@ -611,8 +633,8 @@ impl SegmentIndex {
                 current = Some((block, self.block(meta.locs_offset + block * block_bytes, len)?));
             }
             let bytes = &current.as_ref().expect("a loc block").1[slot * LOC_BYTES..(slot + 1) * LOC_BYTES];
-            let mut r = Reader::new(bytes);
-            out.push((r.u32().expect("4 bytes"), r.u32().expect("4 bytes")));
+            let mut r = Cursor::new(bytes);
+            out.push(Loc { offset: r.u32().expect("4 bytes"), len: r.u32().expect("4 bytes"), crc: r.u32().expect("4 bytes") });
         }
         Ok(out)
     }
@@ -643,12 +665,12 @@ impl SegmentIndex {
 }
 
 fn parse_meta(meta: &[u8]) -> Result<HashMap<Box<str>, TenantMeta>, String> {
-    let mut r = Reader::new(meta);
+    let mut r = Cursor::new(meta);
     let count = r.u32()?;
     let mut tenants = HashMap::with_capacity(count.min(1 << 16) as usize);
     for _ in 0..count {
         let n = r.take(1)?[0] as usize;
-        let name = r.str(n)?;
+        let name = r.str(n)?.into_boxed_str();
         let (first, last, locs_offset) = (r.u64()?, r.u64()?, r.u64()?);
         if first == 0 || last < first {
             return Err(format!("tenant {name} has positions {first}..={last}"));
@@ -662,7 +684,7 @@ fn parse_meta(meta: &[u8]) -> Result<HashMap<Box<str>, TenantMeta>, String> {
                 other => return Err(format!("key kind {other}")),
             };
             let n = r.u16()?;
-            let key = r.str(n)?;
+            let key = r.str(n)?.into_boxed_str();
             key_blocks.push((kind, key, r.u64()?, r.u32()?));
         }
         let words = r.u32()?;
@@ -687,7 +709,7 @@ pub(crate) fn build_from_segment(disk: &dyn Disk, dir: &Path, segment: u32, segm
     let mut builder = IndexBuilder::default();
     let scan = scan_segment(file.reader(segment_len), segment_len, segment, |_, frame| {
         for ((event, loc), position) in frame.events.iter().zip(frame.first..) {
-            builder.add(&frame.tenant, position, &event.event_type, &event.tags, loc.offset, loc.len)?;
+            builder.add(&frame.tenant, position, &event.event_type, &event.tags, Loc { offset: loc.offset, len: loc.len, crc: loc.crc })?;
         }
         Ok(())
     })
@@ -699,93 +721,6 @@ pub(crate) fn build_from_segment(disk: &dyn Disk, dir: &Path, segment: u32, segm
     builder.write(disk, dir, segment, segment_len)
 }
 
-/// What one sealed segment's index file costs, measured on a real segment (`bench scale`).
-pub(crate) struct IndexProbe {
-    pub segment_bytes: u64,
-    pub events: u64,
-    pub build_s: f64,
-    pub file_bytes: u64,
-    /// What opening reads and keeps: the meta (sparse key index and bloom filters).
-    pub meta_bytes: u64,
-    pub open_ms: f64,
-    /// Tag lookups (posting list and the events' locations) per second, through a cold cache.
-    pub lookups_per_s: f64,
-}
-
-/// Builds the index of segment `segment` in `dir` (a store no process has open), opens it and
-/// looks up `lookups` tags named by `tag`, then deletes the file again.
-pub(crate) fn probe(dir: &Path, segment: u32, lookups: u64, tag: impl Fn(u64) -> String) -> Result<IndexProbe, IndexFileError> {
-    let disk = super::disk::RealDisk;
-    let log = segment_path(dir, segment);
-    let segment_bytes = disk.open(&log, OpenMode::Read).and_then(|f| f.len()).map_err(|source| IndexFileError::Io { path: log, source })?;
-    let start = std::time::Instant::now();
-    build_from_segment(&disk, dir, segment, segment_bytes)?;
-    let build_s = start.elapsed().as_secs_f64();
-    let start = std::time::Instant::now();
-    let index = SegmentIndex::open(&disk, dir, segment, segment_bytes, Arc::new(BlockCache::new(64 << 20)))?;
-    let open_ms = start.elapsed().as_secs_f64() * 1000.0;
-    let file_bytes = index.file.len().map_err(|source| IndexFileError::Io { path: index.path.clone(), source })?;
-    let meta_bytes = {
-        let mut trailer = [0u8; TRAILER];
-        index.file.read_exact_at(&mut trailer, file_bytes - TRAILER as u64).map_err(|source| IndexFileError::Io { path: index.path.clone(), source })?;
-        u32::from_le_bytes(trailer[32..36].try_into().expect("4 bytes")) as u64
-    };
-    let events = index.tenants.values().map(|t| t.last - t.first + 1).sum();
-    let tenants: Vec<Box<str>> = index.tenants.keys().cloned().collect();
-    let start = std::time::Instant::now();
-    for i in 0..lookups {
-        for tenant in &tenants {
-            if let Some(postings) = index.postings(tenant, KeyKind::Tag, &tag(i))? {
-                let mut positions = Vec::new();
-                let mut x = 0;
-                while let Some(p) = index.next_at_least(&postings, x)? {
-                    positions.push(p);
-                    x = p + 1;
-                }
-                index.locs(tenant, &positions)?;
-            }
-        }
-    }
-    let lookups_per_s = lookups as f64 / start.elapsed().as_secs_f64();
-    let path = index.path.clone();
-    drop(index);
-    std::fs::remove_file(&path).map_err(|source| IndexFileError::Io { path, source })?;
-    Ok(IndexProbe { segment_bytes, events, build_s, file_bytes, meta_bytes, open_ms, lookups_per_s })
-}
-
-/// A bounds-checked reader: malformed bytes are an error, never a panic.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
-        Reader { bytes, at: 0 }
-    }
-    fn is_empty(&self) -> bool {
-        self.at == self.bytes.len()
-    }
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or("truncated")?;
-        let out = &self.bytes[self.at..end];
-        self.at = end;
-        Ok(out)
-    }
-    fn u16(&mut self) -> Result<usize, String> {
-        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")) as usize)
-    }
-    fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
-    }
-    fn u64(&mut self) -> Result<u64, String> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
-    }
-    fn str(&mut self, n: usize) -> Result<Box<str>, String> {
-        std::str::from_utf8(self.take(n)?).map(Into::into).map_err(|_| "a name is not UTF-8".to_string())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -794,7 +729,7 @@ mod tests {
     use crate::store::{Event, QueryItem};
 
     /// Per tenant, each position's event and location.
-    type Expected = BTreeMap<String, Vec<(u64, Event, (u32, u32))>>;
+    type Expected = BTreeMap<String, Vec<(u64, Event, Loc)>>;
 
     /// A segment of appends by two tenants (many events of few types, tags from a small set),
     /// written to `dir`; returns its length and, per tenant, each position's (type, tags, loc).
@@ -819,7 +754,8 @@ mod tests {
             let first = list.last().map_or(1000, |e| e.0 + 1);
             let spans = encode_frame(&mut bytes, tenant, first, &batch);
             for ((event, (at, len)), position) in batch.into_iter().zip(spans).zip(first..) {
-                list.push((position, event, (at as u32, len as u32)));
+                let crc = crc32fast::hash(&bytes[at..at + len]);
+                list.push((position, event, Loc { offset: at as u32, len: len as u32, crc }));
             }
         }
         std::fs::write(segment_path(dir, segment), &bytes).unwrap();
@@ -847,7 +783,7 @@ mod tests {
         for (tenant, events) in &expected {
             assert_eq!(index.range(tenant), Some((events[0].0, events.last().unwrap().0)));
             let positions: Vec<u64> = events.iter().map(|e| e.0).collect();
-            let locs: Vec<(u32, u32)> = events.iter().map(|e| e.2).collect();
+            let locs: Vec<Loc> = events.iter().map(|e| e.2).collect();
             assert_eq!(index.locs(tenant, &positions).unwrap(), locs);
             let mut keys: BTreeMap<(KeyKind, String), Vec<u64>> = BTreeMap::new();
             for (position, event, _) in events {

@@ -32,9 +32,9 @@ const MAX_BATCH_BYTES: usize = 32 << 20;
 /// An accepted append, waiting to be written.
 pub(super) struct Accepted {
     state: Arc<TenantState>,
-    /// Its encoded frame, and each event's span in it.
+    /// Its encoded frame, and each event's span in it and checksum.
     frame: Vec<u8>,
-    spans: Vec<(usize, usize)>,
+    spans: Vec<(usize, usize, u32)>,
     reply: oneshot::Sender<Result<(), StoreError>>,
 }
 
@@ -57,10 +57,13 @@ pub(super) fn accept(
     if let Some(reason) = shared.poisoned() {
         return Err(StoreError::Unavailable(reason));
     }
-    log.index.check(conditions)?;
+    log.check(tenant.as_str(), conditions, &shared.dir)?;
     let first = log.index.head() + 1;
     let mut frame = Vec::with_capacity(frame_len(tenant.as_str(), &events));
-    let spans = encode_frame(&mut frame, tenant.as_str(), first, &events);
+    let spans = encode_frame(&mut frame, tenant.as_str(), first, &events)
+        .into_iter()
+        .map(|(at, len)| (at, len, crc32fast::hash(&frame[at..at + len])))
+        .collect();
     let positions: Vec<Position> = (first..first + events.len() as u64).map(Position::new).collect();
     for (event, position) in events.into_iter().zip(first..) {
         log.index.insert(position, &event);
@@ -80,6 +83,8 @@ pub(super) struct Writer {
     pub len: u64,
     pub segment_bytes: u64,
     pub buf: Vec<u8>,
+    /// Where a segment goes, with its length, once it is sealed: to have its index written.
+    pub sealer: Sender<(u32, u64)>,
 }
 
 impl Writer {
@@ -119,7 +124,12 @@ impl Writer {
                 accepted
                     .spans
                     .iter()
-                    .map(|&(offset, len)| EventLoc { segment: self.segment, offset: (at + offset as u64) as u32, len: len as u32 })
+                    .map(|&(offset, len, crc)| EventLoc {
+                        segment: self.segment,
+                        offset: (at + offset as u64) as u32,
+                        len: len as u32,
+                        crc,
+                    })
                     .collect(),
             );
             self.buf.extend_from_slice(&accepted.frame);
@@ -137,6 +147,7 @@ impl Writer {
             let mut log = accepted.state.log.write().expect("tenant log lock");
             let published = log.index.published() + locs.len() as u64;
             log.accepted.drain(..locs.len());
+            log.end = locs.last().map(|loc| (loc.segment, u64::from(loc.offset) + u64::from(loc.len)));
             log.locs.extend(locs);
             log.index.publish(published);
             if !touched.iter().any(|t| Arc::ptr_eq(t, &accepted.state)) {
@@ -176,6 +187,8 @@ impl Writer {
         let file = self.shared.disk.open(&path, OpenMode::CreateNew)?;
         self.shared.disk.sync_dir(&self.shared.dir)?;
         self.shared.segments.write().expect("segments lock").push(file.clone());
+        // The sealer may be gone only while the store closes; the next open indexes the segment.
+        let _ = self.sealer.send((self.segment, self.len));
         self.segment = next;
         self.file = file;
         self.len = 0;

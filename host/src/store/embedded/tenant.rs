@@ -1,0 +1,170 @@
+//! One tenant's log as the store holds it: the events in sealed segments are found through those
+//! segments' index files, the rest (the open segment, and a sealed one whose index file is still
+//! being written) through an index in memory.
+//!
+//! A tenant's positions are dense and the log is in order, so each sealed segment holds one range
+//! of them, `first..=last`, and the ranges follow one another: the sealed parts cover `1..=base`
+//! and memory covers `base + 1..=head`. A search steps through the parts that overlap what it
+//! looks for, oldest first going forwards and newest first going backwards, so a condition probe
+//! after a recent position touches memory alone, however many segments are sealed.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use super::log::EventLoc;
+use super::segment_index::{IndexFileError, SegmentIndex, SegmentList};
+use crate::store::index::{check_conditions, never_fails, Resolved, Step, TenantIndex};
+use crate::store::{AppendCondition, Event, Query, StoreError};
+
+/// A tenant's events in one sealed segment.
+pub(super) struct SealedPart {
+    pub index: Arc<SegmentIndex>,
+    pub first: u64,
+    pub last: u64,
+}
+
+#[derive(Default)]
+pub(super) struct TenantLog {
+    /// The sealed segments holding this tenant's events, oldest first.
+    pub sealed: Vec<SealedPart>,
+    /// The events after the sealed parts, published or only accepted.
+    pub index: TenantIndex,
+    /// Where each published event after the sealed parts is: `locs[position - base - 1]`.
+    pub locs: Vec<EventLoc>,
+    /// The accepted events not yet published, oldest first (positions `published + 1..`):
+    /// a command's read takes them from here, since they may not be written yet.
+    pub accepted: VecDeque<Event>,
+    /// Where the tenant's last published frame ends (segment, byte), for a backup's cut.
+    pub end: Option<(u32, u64)>,
+}
+
+impl TenantLog {
+    /// The last position held in sealed parts (0: none).
+    pub fn base(&self) -> u64 {
+        self.sealed.last().map_or(0, |part| part.last)
+    }
+
+    /// Takes the next sealed segment's part: the oldest events in memory are now found through
+    /// its index file, and memory forgets them.
+    pub fn seal(&mut self, part: SealedPart) {
+        debug_assert_eq!(part.first, self.base() + 1, "sealed parts follow one another");
+        debug_assert!(part.last <= self.index.published(), "only published events are sealed");
+        self.locs.drain(..(part.last - self.base()) as usize);
+        self.index.forget_up_to(part.last);
+        self.sealed.push(part);
+    }
+
+    /// A search for `query`'s events in this log, for one batch of a read or one probe.
+    pub fn search<'a>(&'a self, tenant: &'a str, query: &'a Query) -> Search<'a> {
+        Search { log: self, tenant, query, memory: self.index.resolve(query), sealed: Vec::new() }
+    }
+
+    /// Fails with the first condition that an indexed event (published or accepted) breaks.
+    pub fn check(&self, tenant: &str, conditions: &[AppendCondition], dir: &std::path::Path) -> Result<(), StoreError> {
+        let head = self.index.head();
+        check_conditions(conditions, |query, after| {
+            if after >= head {
+                return Ok(None);
+            }
+            self.search(tenant, query).step(Step::Forward { from: after + 1, to: head }).map_err(|e| index_error(dir, e))
+        })
+    }
+
+    /// Where the published events at `positions` are.
+    pub fn locs(&self, tenant: &str, positions: &[u64]) -> Result<Vec<EventLoc>, IndexFileError> {
+        let base = self.base();
+        let mut out = Vec::with_capacity(positions.len());
+        let mut at = 0;
+        while at < positions.len() {
+            let p = positions[at];
+            if p > base {
+                out.push(self.locs[(p - base - 1) as usize]);
+                at += 1;
+                continue;
+            }
+            // A run of positions in one sealed part, looked up together.
+            let part = &self.sealed[self.sealed.partition_point(|part| part.last < p)];
+            let run = positions[at..].iter().take_while(|&&q| q >= part.first && q <= part.last).count();
+            let segment = part.index.segment();
+            out.extend(part.index.locs(tenant, &positions[at..at + run])?.into_iter().map(|loc| EventLoc {
+                segment,
+                offset: loc.offset,
+                len: loc.len,
+                crc: loc.crc,
+            }));
+            at += run;
+        }
+        Ok(out)
+    }
+}
+
+/// A query resolved against a tenant's log: in memory at once, in each sealed part when a search
+/// first reaches it.
+pub(super) struct Search<'a> {
+    log: &'a TenantLog,
+    tenant: &'a str,
+    query: &'a Query,
+    memory: Resolved<&'a [u64]>,
+    sealed: Vec<Option<Resolved<SegmentList<'a>>>>,
+}
+
+impl<'a> Search<'a> {
+    /// The first matching position of a forward step, the last of a backward one.
+    pub fn step(&mut self, step: Step) -> Result<Option<u64>, IndexFileError> {
+        let base = self.log.base();
+        match step {
+            Step::Forward { from, to } => {
+                for i in self.log.sealed.partition_point(|part| part.last < from)..self.log.sealed.len() {
+                    let part = &self.log.sealed[i];
+                    if part.first > to {
+                        return Ok(None);
+                    }
+                    let (lo, hi) = (from.max(part.first), to.min(part.last));
+                    if let Some(p) = self.resolved(i)?.next(lo, hi)? {
+                        return Ok(Some(p));
+                    }
+                }
+                let lo = from.max(base + 1);
+                Ok(if lo > to { None } else { never_fails(self.memory.next(lo, to)) })
+            }
+            Step::Backward { from, down_to } => {
+                if from > base
+                    && let Some(p) = never_fails(self.memory.prev(from, down_to.max(base + 1)))
+                {
+                    return Ok(Some(p));
+                }
+                for i in (0..self.log.sealed.partition_point(|part| part.first <= from)).rev() {
+                    let part = &self.log.sealed[i];
+                    if part.last < down_to {
+                        return Ok(None);
+                    }
+                    let (hi, lo) = (from.min(part.last), down_to.max(part.first));
+                    if let Some(p) = self.resolved(i)?.prev(hi, lo)? {
+                        return Ok(Some(p));
+                    }
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    fn resolved(&mut self, part: usize) -> Result<&Resolved<SegmentList<'a>>, IndexFileError> {
+        if self.sealed.len() <= part {
+            self.sealed.resize_with(part + 1, || None);
+        }
+        if self.sealed[part].is_none() {
+            let index: &'a SegmentIndex = &self.log.sealed[part].index;
+            self.sealed[part] = Some(index.resolve(self.tenant, self.query)?);
+        }
+        Ok(self.sealed[part].as_ref().expect("resolved above"))
+    }
+}
+
+/// An index file that fails while the store runs: damage is `Corrupt`, naming the file (`store
+/// check` finds it, `store repair` removes it, and the next open builds it again).
+pub(super) fn index_error(dir: &std::path::Path, err: IndexFileError) -> StoreError {
+    match err {
+        IndexFileError::Io { path, source } => StoreError::io(&format!("reading {}", path.display()), source),
+        other => StoreError::Corrupt { dir: dir.to_path_buf(), detail: other.to_string() },
+    }
+}

@@ -1,0 +1,220 @@
+//! The embedded store's index files: reads and conditions across sealed segments answer what an
+//! index held wholly in memory answers, memory holds the open segment only, and an index file
+//! that is missing, damaged or of the format before is built again from its segment.
+
+use std::path::Path;
+use std::time::Duration;
+
+use counterpoint::store::{
+    AppendCondition, EmbeddedOptions, EmbeddedStore, Event, EventStore, MemoryStore, Position, Query, QueryItem,
+    ReadOptions, StoreError, Tenant,
+};
+
+fn small_segments() -> EmbeddedOptions {
+    // A few appends per segment: every read and probe crosses many sealed segments.
+    EmbeddedOptions { segment_bytes: 700, ..Default::default() }
+}
+
+fn tenants() -> [Tenant; 2] {
+    [Tenant::new("acme").unwrap(), Tenant::new("globex").unwrap()]
+}
+
+fn random_query(rng: &mut fastrand::Rng) -> Query {
+    let mut query = Query::default();
+    for _ in 0..rng.usize(0..3) {
+        let mut item = QueryItem::default();
+        for _ in 0..rng.usize(0..3) {
+            item = item.with_type(format!("T{}", rng.u8(0..4)));
+        }
+        for _ in 0..rng.usize(0..3) {
+            item = item.with_tag(format!("k:{}", rng.u8(0..12)));
+        }
+        query = query.or(item);
+    }
+    query
+}
+
+/// The same random appends to both stores, some under conditions.
+async fn fill(stores: [&dyn EventStore; 2], rng: &mut fastrand::Rng, appends: usize) {
+    for _ in 0..appends {
+        let tenant = &tenants()[rng.usize(0..2)];
+        let events: Vec<Event> = (0..rng.usize(1..6))
+            .map(|_| {
+                let mut event = Event::new(format!("T{}", rng.u8(0..4))).data(vec![rng.u8(..); rng.usize(0..60)]);
+                for _ in 0..rng.usize(0..3) {
+                    event = event.tag(format!("k:{}", rng.u8(0..12)));
+                }
+                event
+            })
+            .collect();
+        let conditions = match rng.u8(0..3) {
+            0 => {
+                let head = stores[1].head(tenant).await.unwrap().dense();
+                let after = (head > 0).then(|| Position::new(rng.u64(0..=head))).filter(|p| p.dense() > 0);
+                vec![AppendCondition::new(random_query(rng), after)]
+            }
+            _ => vec![],
+        };
+        let expected = stores[1].append(tenant, events.clone(), conditions.clone()).await;
+        let got = stores[0].append(tenant, events, conditions).await;
+        assert_eq!(outcome(got), outcome(expected), "an append's outcome");
+    }
+}
+
+fn outcome(result: Result<Vec<Position>, StoreError>) -> Result<Vec<u64>, String> {
+    result.map(|positions| positions.iter().map(|p| p.dense()).collect()).map_err(|e| e.to_string())
+}
+
+/// Random reads of every kind and condition probes answer the same on both stores.
+async fn compare(store: &EmbeddedStore, memory: &MemoryStore, rng: &mut fastrand::Rng, rounds: usize) {
+    for _ in 0..rounds {
+        let tenant = &tenants()[rng.usize(0..2)];
+        let head = memory.head(tenant).await.unwrap().dense();
+        let query = random_query(rng);
+        let options = ReadOptions {
+            after: rng.bool().then(|| rng.u64(1..=head.max(1))).map(Position::new),
+            limit: rng.bool().then(|| rng.u64(1..8)),
+            backwards: rng.bool(),
+        };
+        assert_eq!(
+            read(store, tenant, &query, options).await,
+            read(memory, tenant, &query, options).await,
+            "{query:?} with {options:?}"
+        );
+        let after = Position::new(rng.u64(1..=head.max(1)));
+        let (got, expected) = (probe(store, tenant, &query, after).await, probe(memory, tenant, &query, after).await);
+        assert_eq!(got, expected, "condition {query:?} after {after:?}");
+    }
+}
+
+async fn read(store: &dyn EventStore, tenant: &Tenant, query: &Query, options: ReadOptions) -> (Vec<(u64, Event)>, Position) {
+    let (events, consistency) = store.read(tenant, query.clone(), options).await.unwrap().collect().await.unwrap();
+    (events.into_iter().map(|e| (e.position.dense(), e.event)).collect(), consistency)
+}
+
+/// The first event breaking a condition on `query` after `after`, as a refused append names it
+/// (None: the append was taken).
+async fn probe(store: &dyn EventStore, tenant: &Tenant, query: &Query, after: Position) -> Option<u64> {
+    match store.append(tenant, vec![Event::new("Probe")], vec![AppendCondition::new(query.clone(), Some(after))]).await {
+        Err(StoreError::ConditionFailed { position, .. }) => Some(position.dense()),
+        Err(other) => panic!("{other}"),
+        Ok(_) => None,
+    }
+}
+
+fn index_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "idx"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Waits until the sealer has indexed every sealed segment and memory forgot them.
+async fn sealed(store: &EmbeddedStore) {
+    for _ in 0..500 {
+        let memory = store.index_memory();
+        if index_files(store.dir()).len() as u64 == memory.sealed_segments && memory.events_in_memory < 40 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the sealer did not index the sealed segments: {:?}", store.index_memory());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_and_conditions_across_sealed_segments_answer_as_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = MemoryStore::new();
+    let mut rng = fastrand::Rng::with_seed(16);
+    {
+        let store = EmbeddedStore::open_with(dir.path(), small_segments()).unwrap();
+        fill([&store, &memory], &mut rng, 300).await;
+        // While segments are being sealed, and once they all are.
+        compare(&store, &memory, &mut rng, 150).await;
+        sealed(&store).await;
+        assert!(store.index_memory().sealed_segments > 20, "{:?}", store.index_memory());
+        compare(&store, &memory, &mut rng, 150).await;
+    }
+    // Reopened: sealed segments come from their files, the open one from its scan.
+    let store = EmbeddedStore::open_with(dir.path(), small_segments()).unwrap();
+    assert!(store.index_memory().events_in_memory < 40, "opening reads index files, not the log: {:?}", store.index_memory());
+    compare(&store, &memory, &mut rng, 200).await;
+    fill([&store, &memory], &mut rng, 100).await;
+    compare(&store, &memory, &mut rng, 100).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_holds_the_open_segment_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open_with(dir.path(), small_segments()).unwrap();
+    let tenant = &tenants()[0];
+    for i in 0..2_000u64 {
+        store.append(tenant, vec![Event::new("T0").tag(format!("k:{}", i % 50)).data(vec![7; 40])], vec![]).await.unwrap();
+    }
+    sealed(&store).await;
+    let memory = store.index_memory();
+    assert!(memory.sealed_segments >= 100, "{memory:?}");
+    assert!(memory.events_in_memory < 40, "2,000 events written, {} indexed in memory", memory.events_in_memory);
+    let by_tag = Query::item(QueryItem::tags(["k:7"]));
+    let (events, _) = store.read(tenant, by_tag, ReadOptions::default()).await.unwrap().collect().await.unwrap();
+    assert_eq!(events.iter().map(|e| e.position.dense()).collect::<Vec<_>>(), (0..40).map(|n| 8 + 50 * n).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_damaged_and_stale_index_files_are_built_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = MemoryStore::new();
+    let mut rng = fastrand::Rng::with_seed(61);
+    {
+        let store = EmbeddedStore::open_with(dir.path(), small_segments()).unwrap();
+        fill([&store, &memory], &mut rng, 200).await;
+        sealed(&store).await;
+    }
+    let files = index_files(dir.path());
+    assert!(files.len() > 10);
+    let good: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+    // One removed, one cut short, one with a bit flipped in its trailer, one copied over another.
+    std::fs::remove_file(&files[0]).unwrap();
+    std::fs::write(&files[1], &good[1][..good[1].len() / 2]).unwrap();
+    let mut flipped = good[2].clone();
+    let at = flipped.len() - 10;
+    flipped[at] ^= 0x04;
+    std::fs::write(&files[2], flipped).unwrap();
+    std::fs::write(&files[3], &good[4]).unwrap();
+    let store = EmbeddedStore::open_with(dir.path(), small_segments()).unwrap();
+    for (file, good) in files.iter().zip(&good).take(4) {
+        assert_eq!(&std::fs::read(file).unwrap(), good, "{} is built again, the same", file.display());
+    }
+    compare(&store, &memory, &mut rng, 200).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_of_format_1_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = MemoryStore::new();
+    let mut rng = fastrand::Rng::with_seed(1);
+    {
+        let store = EmbeddedStore::open_with(dir.path(), small_segments()).unwrap();
+        fill([&store, &memory], &mut rng, 150).await;
+        sealed(&store).await;
+    }
+    // What today's format-1 stores look like: segments, no index files.
+    for file in index_files(dir.path()) {
+        std::fs::remove_file(file).unwrap();
+    }
+    std::fs::write(dir.path().join("FORMAT"), "counterpoint-store 1\n").unwrap();
+    let store = EmbeddedStore::open_with(dir.path(), small_segments()).unwrap();
+    assert_eq!(std::fs::read_to_string(dir.path().join("FORMAT")).unwrap(), "counterpoint-store 2\n");
+    assert_eq!(index_files(dir.path()).len() as u64, store.index_memory().sealed_segments);
+    compare(&store, &memory, &mut rng, 150).await;
+    fill([&store, &memory], &mut rng, 50).await;
+    compare(&store, &memory, &mut rng, 50).await;
+    drop(store);
+
+    std::fs::write(dir.path().join("FORMAT"), "counterpoint-store 3\n").unwrap();
+    let err = EmbeddedStore::open_with(dir.path(), small_segments()).err().expect("a later format is refused");
+    assert!(matches!(err, StoreError::UnsupportedFormat { .. }), "{err}");
+}

@@ -195,6 +195,58 @@ async fn seats_counted_from_the_last_event_never_exceed_capacity(fixture: Fixtur
     assert_eq!(strings(&course["students"]).into_iter().collect::<BTreeSet<_>>(), told);
 }
 
+/// A decision reads the course's last seat event among those accepted but not yet durable (a
+/// command reads accepted events): with every flush held, three subscriptions are decided one
+/// on the other, each counting the one before, and the fourth finds the course full. Nobody is
+/// answered before the flush.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_last_seat_event_is_read_while_it_is_accepted_not_durable() {
+    use counterpoint::store::sim_disk::{Faults, SimDisk};
+    use counterpoint::store::{EmbeddedOptions, EmbeddedStore};
+    let disk = SimDisk::new(15, Faults::default());
+    let store = EmbeddedStore::open_on(Arc::new(disk.clone()), "/sim/data", EmbeddedOptions::default()).unwrap();
+    let host = Arc::new(Host::on(Arc::new(store)));
+    host.run("courses", "define-course", json!({"course_id": "c-1", "capacity": 3})).await.unwrap();
+
+    disk.hold_syncs();
+    let query = Query::item(QueryItem::types(["StudentSubscribedToCourse"]).with_tag("course:c-1"));
+    let mut answers = Vec::new();
+    for (accepted, student) in ["ada", "bob", "cyd", "dan"].into_iter().enumerate() {
+        let subscribe = {
+            let host = host.clone();
+            tokio::spawn(async move { host.run("courses", "subscribe-student", json!({"course_id": "c-1", "student_id": student})).await })
+        };
+        if accepted < 3 {
+            // Wait until its subscription is accepted (it cannot be durable: every flush is held).
+            loop {
+                let read = host.store.read_accepted(&host.tenant, query.clone(), ReadOptions::default()).await.unwrap();
+                if read.collect().await.unwrap().0.len() > accepted {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+        answers.push(subscribe);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(answers.iter().all(|a| !a.is_finished()), "nothing is answered before what it was decided on is durable");
+    let (durable, _) = host.store.read(&host.tenant, query, ReadOptions::default()).await.unwrap().collect().await.unwrap();
+    assert!(durable.is_empty(), "the subscriptions are accepted, not durable");
+
+    disk.release_syncs();
+    let mut told = Vec::new();
+    for answer in answers {
+        told.push(match answer.await.unwrap() {
+            Ok((out, _)) => json!(out["seats_left"]),
+            Err(InvokeError::Rejected(m)) => json!(m),
+            Err(err) => panic!("{err}"),
+        });
+    }
+    assert_eq!(told, [json!(2), json!(1), json!(0), json!("course c-1 is full: all 3 seats are taken")]);
+    let carried: Vec<Option<u64>> = seat_events(&host, "c-1").await.into_iter().map(|(_, _, n)| n).collect();
+    assert_eq!(carried, [Some(1), Some(2), Some(3)]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_seats_counted_from_the_last_event_never_exceed_capacity() {
     seats_counted_from_the_last_event_never_exceed_capacity(crate::store::memory()).await;

@@ -11,13 +11,9 @@
 //! - `hot_64_conflicts`, `hot_64_commands_per_s`: the `courses` slice, one course with room for
 //!   everyone, 64 keep-alive connections subscribing distinct students to it (one hot consistency
 //!   boundary): requests answered `409 conflict` (target 0) and subscriptions decided per second.
-//! - `full_read_msgpack_events_per_s`, `full_read_ndjson_events_per_s`, `full_read_events_per_s`
-//!   (the faster of those two), `full_read_json_events_per_s`: the
-//!   first 1,000,000 events of a log (loaded straight into the store before the server starts)
-//!   read over HTTP by one client: streamed whole as MessagePack and as NDJSON, and as JSON in
-//!   pages of 10,000. A stream is taken frame by frame as it arrives (MessagePack values counted
-//!   as they complete), timed to its last byte; a JSON page is timed to its last byte and then
-//!   parsed (untimed) for the next page's `after`. Embedded store only.
+//! - `full_read_*`: the first 1,000,000 events of a log read over HTTP by one client, streamed
+//!   as MessagePack and as NDJSON and paged as JSON; see [`reads`] (also run alone as `bench
+//!   http-reads`). Embedded store only.
 //! - `rss_mb_1000_slices`: a fresh server with 100 tenants × 10 deployed slices, idle. The 10 are
 //!   real, distinct slices: `counterpoint new` scaffolds built for wasm32-wasip2 (once, cached
 //!   under `<target>/bench-slices`), differing in their names. Every tenant deploys the same 10
@@ -42,13 +38,14 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serde::Deserialize as _;
 use serde_json::json;
 
 use super::{fresh_prefix, fsync_per_s, Backend, Report};
-use crate::codec::json_to_msgpack;
-use crate::store::{EmbeddedStore, Event, EventStore as _, Tenant};
 use crate::tenants::hash_token;
+
+mod reads;
+
+pub use reads::http_reads;
 
 const TOKEN: &str = "bench-token";
 const ADMIN: &str = "bench-admin";
@@ -146,7 +143,7 @@ async fn measure(scratch: &Path, slices: &Path, seconds: f64, stores: &mut Store
     server.stop()?;
 
     if embedded {
-        full_reads(&scratch.join("reads"), limits, &mut report).await?;
+        reads::full_reads(&scratch.join("reads"), limits, &mut report).await?;
     }
 
     // Memory: 100 tenants × 10 slices, idle.
@@ -196,116 +193,6 @@ async fn measure(scratch: &Path, slices: &Path, seconds: f64, stores: &mut Store
     report.add("fsync_per_s", fsync, "raw 4 KiB append + fdatasync, this disk, this run");
     let _ = std::fs::remove_dir_all(scratch);
     Ok(report)
-}
-
-const READ_EVENTS: u64 = 1_000_000;
-
-/// Loads `READ_EVENTS` order events into a fresh embedded store in `data` (directly: faster than
-/// any API), then starts a server on it and reads them all over HTTP in each format.
-async fn full_reads(data: &Path, limits: &str, report: &mut Report) -> anyhow::Result<()> {
-    {
-        let store = EmbeddedStore::open(data.join("events"))?;
-        let tenant = Tenant::new("bench")?;
-        let mut loaded = 0;
-        while loaded < READ_EVENTS {
-            let n = (READ_EVENTS - loaded).min(10_000);
-            let events = (loaded..loaded + n)
-                .map(|i| {
-                    let data = json!({"order_id": format!("o-{i}"), "customer_id": format!("c-{}", i % 1000), "total": i % 10_000});
-                    Event::new("OrderPlaced").tag(format!("order_id:o-{i}")).tag(format!("customer_id:c-{}", i % 1000)).data(json_to_msgpack(&data))
-                })
-                .collect();
-            store.append(&tenant, events, vec![]).await?;
-            loaded += n;
-        }
-    } // closed: the server takes the directory
-    let server = Server::start(data, &config(data, &[("bench".to_string(), limits.to_string())]))?;
-    let client = Http::new(&server.address);
-    let read = json!({"limit": READ_EVENTS});
-    client.read("application/msgpack", &json!({"limit": 10_000})).await?; // warm up
-
-    // Streamed: each frame is taken as it arrives (a client that keeps no copy of the read),
-    // MessagePack values counted across frame boundaries.
-    let start = Instant::now();
-    let (mut pending, mut values) = (Vec::new(), 0u64);
-    let bytes = client
-        .read_frames("application/msgpack", &read, |frame| {
-            // Only a value cut by the previous frame's end is copied.
-            let joined: Vec<u8>;
-            let mut rest: &[u8] = if pending.is_empty() {
-                frame
-            } else {
-                pending.extend_from_slice(frame);
-                joined = std::mem::take(&mut pending);
-                &joined
-            };
-            while !rest.is_empty() {
-                let mut de = rmp_serde::Deserializer::new(rest);
-                // An error here is a value cut by the frame's end: it completes with the next.
-                if serde::de::IgnoredAny::deserialize(&mut de).is_err() {
-                    break;
-                }
-                rest = de.into_inner();
-                values += 1;
-            }
-            pending = rest.to_vec();
-        })
-        .await?;
-    let elapsed = start.elapsed().as_secs_f64();
-    if values != READ_EVENTS + 1 || !pending.is_empty() {
-        bail!("the MessagePack read gave {values} values and {} bytes more, not {READ_EVENTS} events and the position", pending.len());
-    }
-    let msgpack = READ_EVENTS as f64 / elapsed;
-    report.add(
-        "full_read_msgpack_events_per_s",
-        msgpack,
-        format!("first {READ_EVENTS} events over HTTP, one client, streamed as MessagePack, {:.0} MB", bytes as f64 / 1e6),
-    );
-
-    let start = Instant::now();
-    let (mut lines, mut last) = (0u64, 0u8);
-    let bytes = client
-        .read_frames("application/x-ndjson", &read, |frame| {
-            lines += frame.iter().filter(|&&b| b == b'\n').count() as u64;
-            last = frame.last().copied().unwrap_or(last);
-        })
-        .await?;
-    let elapsed = start.elapsed().as_secs_f64();
-    if lines != READ_EVENTS + 1 || last != b'\n' {
-        bail!("the NDJSON read gave {lines} lines, not {READ_EVENTS} events and the position");
-    }
-    let ndjson = READ_EVENTS as f64 / elapsed;
-    report.add("full_read_ndjson_events_per_s", ndjson, format!("the same, streamed as NDJSON, {:.0} MB", bytes as f64 / 1e6));
-    let fastest = if msgpack >= ndjson { "MessagePack" } else { "NDJSON" };
-    report.add("full_read_events_per_s", msgpack.max(ndjson), format!("the faster of the two in this run: {fastest} (target >= 2000000)"));
-
-    // JSON: pages of 10,000, each asked after the last one's position (a forward read cut by
-    // its limit ends at its last event).
-    #[derive(serde::Deserialize)]
-    struct Page {
-        events: Vec<serde::de::IgnoredAny>,
-        position: String,
-    }
-    let (mut timed, mut events, mut after) = (Duration::ZERO, 0u64, None::<String>);
-    while events < READ_EVENTS {
-        let start = Instant::now();
-        let body = client.read("application/json", &json!({"after": after, "limit": 10_000})).await?;
-        timed += start.elapsed();
-        let page: Page = serde_json::from_slice(&body).context("a JSON page")?;
-        if page.events.is_empty() {
-            bail!("the JSON pages ended after {events} events");
-        }
-        events += page.events.len() as u64;
-        after = Some(page.position);
-    }
-    report.add(
-        "full_read_json_events_per_s",
-        events as f64 / timed.as_secs_f64(),
-        "the same in JSON pages of 10,000 (target >= 1000000)",
-    );
-    server.stop()?;
-    let _ = std::fs::remove_dir_all(data);
-    Ok(())
 }
 
 /// The `[store]` section of each server's configuration: none for the embedded store; on
@@ -404,6 +291,10 @@ impl Server {
         }
     }
 
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     fn rss_mb(&self) -> anyhow::Result<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
         let kb: f64 = status
@@ -486,13 +377,22 @@ impl Http {
     /// `events/read` of tenant `bench`, answered in `accept`: the whole body.
     async fn read(&self, accept: &str, body: &serde_json::Value) -> anyhow::Result<Vec<u8>> {
         let mut all = Vec::new();
-        self.read_frames(accept, body, |frame| all.extend_from_slice(frame)).await?;
+        self.read_frames(accept, body, |frame| {
+            all.extend_from_slice(frame);
+            Ok(())
+        })
+        .await?;
         Ok(all)
     }
 
-    /// `events/read` of tenant `bench`, streamed in `accept`: each frame to `frame` as it comes;
-    /// the bytes received.
-    async fn read_frames(&self, accept: &str, body: &serde_json::Value, mut frame: impl FnMut(&[u8])) -> anyhow::Result<u64> {
+    /// `events/read` of tenant `bench`, streamed in `accept`: each frame to `frame` as it comes
+    /// (an error from it ends the read); the bytes received.
+    async fn read_frames(
+        &self,
+        accept: &str,
+        body: &serde_json::Value,
+        mut frame: impl FnMut(&[u8]) -> anyhow::Result<()>,
+    ) -> anyhow::Result<u64> {
         let request = Request::builder()
             .method(Method::POST)
             .uri(format!("{}/v1/t/bench/events/read", self.base))
@@ -510,7 +410,7 @@ impl Http {
         while let Some(next) = body.frame().await {
             if let Ok(data) = next?.into_data() {
                 bytes += data.len() as u64;
-                frame(&data);
+                frame(&data)?;
             }
         }
         Ok(bytes)

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-pub use http::{http, with_custom_section};
+pub use http::{http, http_reads, with_custom_section};
 pub use polyglot::polyglot;
 pub use automations::automations;
 pub use contention::contention;

@@ -192,7 +192,7 @@ enum Command {
     HashToken { token: String },
     /// Run a benchmark: prints a table and writes target/bench/NAME.json.
     Bench {
-        /// Which benchmark: store, scale, runtime, automations, contention, polyglot, http, migrate.
+        /// Which benchmark: store, scale, runtime, automations, contention, polyglot, http, http-reads, migrate.
         name: String,
         /// Seconds per timed case.
         #[arg(long, default_value_t = 3.0)]
@@ -387,8 +387,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "contention" => counterpoint::bench::contention(&scratch, &slices, seconds).await,
                 "polyglot" => counterpoint::bench::polyglot(&scratch, &slices, seconds).await,
                 "http" => counterpoint::bench::http(&scratch, &slices, seconds).await,
+                "http-reads" => counterpoint::bench::http_reads(&scratch).await,
                 "migrate" => counterpoint::bench::migrate(&scratch, seconds, log_events.unwrap_or(1_000_000)).await,
-                other => anyhow::bail!("unknown benchmark {other:?}; try: store, scale, runtime, automations, contention, polyglot, http, migrate"),
+                other => anyhow::bail!("unknown benchmark {other:?}; try: store, scale, runtime, automations, contention, polyglot, http, http-reads, migrate"),
             }
             .with_context(|| format!("benchmark {name}"))?;
             if let Some(telemetry) = telemetry {

@@ -62,15 +62,14 @@ pub async fn read(
     if request.limit == Some(0) {
         return Err(ApiError::invalid_input("limit must be at least 1 (omit it to read everything)"));
     }
-    if format != Format::Json {
-        // Streamed: no page cap, memory bounded by the store's batches.
-        let options = ReadOptions { after: request.after, limit: request.limit, backwards: request.backwards };
-        return Ok(read_formats::stream(format, state.store.read(&caller.tenant, request.query, options).await?));
-    }
-    let limit = request.limit.unwrap_or(MAX_READ).min(MAX_READ);
-    let options = ReadOptions { after: request.after, limit: Some(limit), backwards: request.backwards };
-    let (events, position) = state.store.read(&caller.tenant, request.query, options).await?.collect().await?;
-    Ok(read_formats::json_page(&events, position))
+    // NDJSON and MessagePack stream the whole read (no page cap); JSON is a page.
+    let limit = match format {
+        Format::Json => Some(request.limit.unwrap_or(MAX_READ).min(MAX_READ)),
+        Format::Ndjson | Format::Msgpack => request.limit,
+    };
+    let options = ReadOptions { after: request.after, limit, backwards: request.backwards };
+    let read = state.store.read(&caller.tenant, request.query, options).await?;
+    Ok(read_formats::answer(format, read).await?)
 }
 
 #[derive(Deserialize)]

@@ -3,7 +3,11 @@
 //!
 //! Every event is written straight from the stored event into the output buffer: no
 //! `serde_json::Value` tree per event (that cost ~5 µs an event). JSON gets the data transcoded
-//! from MessagePack as it is copied; MessagePack gets it as stored, as a `bin` value.
+//! from MessagePack as it is copied; MessagePack gets it as stored, as a `bin` value. A read's
+//! answer, a JSON page included, goes out in chunks of about 256 KiB as the store's batches come,
+//! written into a few buffers that each read reuses once the connection has sent them.
+
+use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderValue};
@@ -13,7 +17,7 @@ use base64::Engine as _;
 
 use super::schema::{MEDIA_JSON, MEDIA_MSGPACK, MEDIA_NDJSON};
 use super::ApiError;
-use crate::store::{Position, ReadStream, SequencedEvent};
+use crate::store::{Position, ReadStream, SequencedEvent, StoreError};
 
 /// The encoding a client asked for with `Accept`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,10 +82,23 @@ impl Format {
         }
     }
 
-    /// Appends one streamed event (an NDJSON line or a MessagePack map).
-    fn write_event(self, out: &mut Vec<u8>, event: &SequencedEvent) {
+    /// What a read's answer starts with: `{"events":[` for a JSON page, nothing for a stream.
+    fn write_opening(self, out: &mut Vec<u8>) {
+        if self == Format::Json {
+            out.extend_from_slice(b"{\"events\":[");
+        }
+    }
+
+    /// Appends one event: an element of a JSON page's `events` (`first` of them, or after a
+    /// comma), an NDJSON line or a MessagePack map.
+    fn write_event(self, out: &mut Vec<u8>, event: &SequencedEvent, first: bool) {
         match self {
-            Format::Json => write_json(out, event),
+            Format::Json => {
+                if !first {
+                    out.push(b',');
+                }
+                write_json(out, event);
+            }
             Format::Ndjson => {
                 write_json(out, event);
                 out.push(b'\n');
@@ -90,11 +107,17 @@ impl Format {
         }
     }
 
-    /// Appends the last value of a stream: `{"position": "N"}`, the read's consistency position.
-    /// A stream cut short (the store failed mid-read, the connection broke) has none.
+    /// Appends what ends a read's answer, its consistency position: `],"position":"N"}` closing
+    /// a JSON page; a last value `{"position": "N"}` of a stream. A stream cut short (the store
+    /// failed mid-read, the connection broke) has none.
     fn write_trailer(self, out: &mut Vec<u8>, position: Position) {
         match self {
-            Format::Json | Format::Ndjson => {
+            Format::Json => {
+                out.extend_from_slice(b"],\"position\":\"");
+                write_decimal(out, position);
+                out.extend_from_slice(b"\"}");
+            }
+            Format::Ndjson => {
                 out.extend_from_slice(b"{\"position\":\"");
                 write_decimal(out, position);
                 out.extend_from_slice(b"\"}\n");
@@ -108,46 +131,104 @@ impl Format {
     }
 }
 
-/// A JSON page: `{"events":[...],"position":"N"}`.
-pub fn json_page(events: &[SequencedEvent], position: Position) -> Response {
-    let mut out = Vec::with_capacity(16 + events.len() * 160);
-    out.extend_from_slice(b"{\"events\":[");
-    for (i, event) in events.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_json(&mut out, event);
-    }
-    out.extend_from_slice(b"],\"position\":\"");
-    write_decimal(&mut out, position);
-    out.extend_from_slice(b"\"}");
-    with_type(Body::from(out), MEDIA_JSON)
-}
-
-/// What a streamed read gathers before it hands a chunk to the connection: fewer, larger writes
-/// (a store batch is only 512 events), and still a bounded amount of memory per read.
+/// What a read gathers before it hands a chunk to the connection: fewer, larger writes (a store
+/// batch is only 512 events), and still a bounded amount of memory per read.
 const CHUNK: usize = 256 << 10;
 
-/// The whole read, streamed in `format` (chunked): memory stays at one chunk and one store batch
-/// however long the read. A store error mid-stream ends the body with an error, before the
-/// trailer: the client sees the read did not complete.
-pub fn stream(format: Format, read: ReadStream) -> Response {
-    let chunks = futures_util::stream::unfold(Some(read), move |read| async move {
-        let mut read = read?;
-        let mut out = Vec::with_capacity(CHUNK + (CHUNK >> 2));
+/// Chunks a read keeps for reuse: the connection holds one or two while it writes them.
+const KEPT_CHUNKS: usize = 4;
+
+/// The output buffers of one read. A chunk handed to the connection comes back here when the
+/// connection drops it (sent), and the next chunk is written into it: a long read cycles through
+/// a few buffers instead of asking the allocator for fresh memory, and the kernel for fresh
+/// zeroed pages, every 256 KiB.
+#[derive(Clone, Default)]
+struct Buffers(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl Buffers {
+    fn take(&self) -> Vec<u8> {
+        let kept = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop();
+        kept.unwrap_or_else(|| Vec::with_capacity(CHUNK + (CHUNK >> 2)))
+    }
+
+    /// `buf` as a chunk of the body, coming back to this read's buffers once sent.
+    fn chunk(&self, buf: Vec<u8>) -> Bytes {
+        Bytes::from_owner(Chunk { buf, home: self.clone() })
+    }
+}
+
+struct Chunk {
+    buf: Vec<u8>,
+    home: Buffers,
+}
+
+impl AsRef<[u8]> for Chunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        let mut buf = std::mem::take(&mut self.buf);
+        // A buffer grown far past a chunk (a read of huge events) is not kept.
+        if buf.capacity() > 4 * CHUNK {
+            return;
+        }
+        buf.clear();
+        let mut kept = self.home.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if kept.len() < KEPT_CHUNKS {
+            kept.push(buf);
+        }
+    }
+}
+
+/// Where a read's answer is: the read, a first batch taken before the answer began, whether an
+/// event has been written yet (JSON separates them with commas).
+struct Answer {
+    format: Format,
+    read: ReadStream,
+    first_batch: Option<Vec<SequencedEvent>>,
+    opened: bool,
+    any_event: bool,
+    buffers: Buffers,
+}
+
+/// The answer to a read in `format`, chunked: a JSON page (the caller limits the read), or the
+/// whole read as NDJSON or MessagePack. Memory stays at a few chunks and one store batch however
+/// long the read. The first batch is read before the answer starts, so a read that fails at once
+/// is an error status; a store error later ends the body with an error before the position: the
+/// client sees the read did not complete.
+pub async fn answer(format: Format, mut read: ReadStream) -> Result<Response, StoreError> {
+    let first_batch = read.next_batch().await?;
+    let answer = Answer { format, read, first_batch, opened: false, any_event: false, buffers: Buffers::default() };
+    let chunks = futures_util::stream::unfold(Some(answer), |answer| async move {
+        let mut answer = answer?;
+        let format = answer.format;
+        let mut out = answer.buffers.take();
+        if !answer.opened {
+            format.write_opening(&mut out);
+            answer.opened = true;
+        }
         loop {
-            match read.next_batch().await {
+            let batch = match answer.first_batch.take() {
+                Some(batch) => Ok(Some(batch)),
+                None => answer.read.next_batch().await,
+            };
+            match batch {
                 Ok(Some(batch)) => {
                     for event in &batch {
-                        format.write_event(&mut out, event);
+                        format.write_event(&mut out, event, !answer.any_event);
+                        answer.any_event = true;
                     }
                     if out.len() >= CHUNK {
-                        return Some((Ok(Bytes::from(out)), Some(read)));
+                        let chunk = answer.buffers.chunk(out);
+                        return Some((Ok(chunk), Some(answer)));
                     }
                 }
                 Ok(None) => {
-                    format.write_trailer(&mut out, read.consistency_position());
-                    return Some((Ok(Bytes::from(out)), None));
+                    format.write_trailer(&mut out, answer.read.consistency_position());
+                    return Some((Ok(answer.buffers.chunk(out)), None));
                 }
                 Err(err) => {
                     tracing::warn!("streamed read cut short: {err}");
@@ -156,7 +237,7 @@ pub fn stream(format: Format, read: ReadStream) -> Response {
             }
         }
     });
-    with_type(Body::from_stream(chunks), format.media_type())
+    Ok(with_type(Body::from_stream(chunks), format.media_type()))
 }
 
 fn with_type(body: Body, media: &'static str) -> Response {
@@ -234,13 +315,37 @@ fn distinct_metadata(metadata: &[(String, String)]) -> impl Iterator<Item = &(St
     metadata.iter().enumerate().filter(|(i, (key, _))| !metadata[i + 1..].iter().any(|(later, _)| later == key)).map(|(_, pair)| pair)
 }
 
+/// `text` as a JSON string, escaped as serde_json escapes it.
 fn json_str(out: &mut Vec<u8>, text: &str) {
-    // Writing a string into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, text);
+    if needs_no_escape(text.as_bytes(), 0xff) {
+        quoted(out, text.as_bytes());
+    } else {
+        // Writing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, text);
+    }
+}
+
+/// Whether every byte is at most `max` and none needs escaping in a JSON string (`"`, `\`, the
+/// control characters). Every byte is looked at (no early exit), which lets the compiler check
+/// many at once.
+fn needs_no_escape(bytes: &[u8], max: u8) -> bool {
+    bytes.iter().fold(true, |clean, &b| clean & (b >= 0x20) & (b <= max) & (b != b'"') & (b != b'\\'))
+}
+
+fn quoted(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(bytes);
+    out.push(b'"');
 }
 
 fn write_decimal(out: &mut Vec<u8>, position: Position) {
     let mut buf = [0u8; 40];
+    out.extend_from_slice(decimal(position, &mut buf));
+}
+
+/// The decimal digits of `position`, written at the end of `buf`.
+fn decimal(position: Position, buf: &mut [u8; 40]) -> &[u8] {
     let mut i = buf.len();
     // u128 division is slow; positions almost always fit in 64 bits.
     match u64::try_from(position.get()) {
@@ -264,15 +369,15 @@ fn write_decimal(out: &mut Vec<u8>, position: Position) {
             }
         }
     }
-    out.extend_from_slice(&buf[i..]);
+    &buf[i..]
 }
 
 fn msgpack_position(out: &mut Vec<u8>, position: Position) {
-    let mut digits = Vec::with_capacity(40);
-    write_decimal(&mut digits, position);
+    let mut buf = [0u8; 40];
+    let digits = decimal(position, &mut buf);
     // At most 39 digits: a fixstr.
     out.push(0xa0 | digits.len() as u8);
-    out.extend_from_slice(&digits);
+    out.extend_from_slice(digits);
 }
 
 fn msgpack_str(out: &mut Vec<u8>, text: &str) {
@@ -426,8 +531,13 @@ fn float(out: &mut Vec<u8>, f: f64) {
 }
 
 fn string(input: &mut &[u8], out: &mut Vec<u8>, n: usize) -> Result<(), NotJson> {
-    let text = std::str::from_utf8(take(input, n)?).map_err(|_| NotJson)?;
-    json_str(out, text);
+    let bytes = take(input, n)?;
+    // Plain ASCII (most keys and values) is valid UTF-8 and needs no escape: copied as it is.
+    if needs_no_escape(bytes, 0x7f) {
+        quoted(out, bytes);
+    } else {
+        json_str(out, std::str::from_utf8(bytes).map_err(|_| NotJson)?);
+    }
     Ok(())
 }
 
@@ -551,6 +661,97 @@ mod tests {
         let trailer: std::collections::BTreeMap<String, String> = serde::Deserialize::deserialize(&mut de).unwrap();
         assert_eq!(trailer["position"], "18446744073709551616");
         assert!(de.into_inner().is_empty());
+    }
+
+    /// The answer to a read of `events` in `format`, frame by frame: each frame is dropped once
+    /// copied, as a connection does once it has sent it, so its buffer is free for reuse.
+    /// Returns the body and the frames' addresses.
+    async fn answer_of(format: Format, events: Vec<Event>) -> (Vec<u8>, Vec<*const u8>, Position) {
+        use http_body_util::BodyExt;
+        use crate::store::{EventStore, MemoryStore, Query, ReadOptions, Tenant};
+        let store = MemoryStore::new();
+        let tenant = Tenant::new("t").unwrap();
+        let head = if events.is_empty() { Position::ZERO } else { *store.append(&tenant, events, vec![]).await.unwrap().last().unwrap() };
+        let read = store.read(&tenant, Query::all(), ReadOptions::default()).await.unwrap();
+        let response = answer(format, read).await.unwrap();
+        assert_eq!(response.headers()[header::CONTENT_TYPE], format.media_type());
+        let (mut body, mut whole, mut addresses) = (response.into_body(), Vec::new(), Vec::new());
+        while let Some(frame) = body.frame().await {
+            let data = frame.unwrap().into_data().unwrap();
+            whole.extend_from_slice(&data);
+            addresses.push(data.as_ptr());
+        }
+        (whole, addresses, head)
+    }
+
+    /// Events for three chunks: each store batch (512 events of ~650 bytes) fills one; data JSON
+    /// can hold (escapes included) and, now and then, cannot.
+    fn many() -> Vec<Event> {
+        (0..1500u32)
+            .map(|i| {
+                let data = if i % 97 == 0 { vec![0xc1, i as u8] } else { json_to_msgpack(&json!({"i": i, "pad": "é".repeat(300), "q": "\"\n"})) };
+                Event::new("Noted").tag(format!("n:{i}")).data(data)
+            })
+            .collect()
+    }
+
+    /// A read longer than a chunk comes whole, in order, in each format: what the encoders write
+    /// for its events one after another, then its position; and its chunks reuse the buffers of
+    /// those already sent.
+    #[tokio::test]
+    async fn a_long_answer_is_whole_and_reuses_its_buffers() {
+        let events = many();
+        for format in [Format::Json, Format::Ndjson, Format::Msgpack] {
+            let (body, addresses, head) = answer_of(format, events.clone()).await;
+            let mut expected = Vec::new();
+            format.write_opening(&mut expected);
+            for (i, event) in events.iter().enumerate() {
+                let event = SequencedEvent { position: Position::new(i as u64 + 1), event: event.clone() };
+                format.write_event(&mut expected, &event, i == 0);
+            }
+            format.write_trailer(&mut expected, head);
+            assert!(body == expected, "{format:?}: the answer is not the events' encodings in order");
+            assert!(addresses.len() >= 3, "{format:?}: {} chunks", addresses.len());
+            // The second chunk is written once the first is sent: into the first one's buffer.
+            assert_eq!(addresses[1], addresses[0], "{format:?}: a sent chunk's buffer is reused");
+        }
+        // The JSON page parses as the page it always was.
+        let (body, _, head) = answer_of(Format::Json, events.clone()).await;
+        let page: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(page["position"], head.to_string());
+        let listed = page["events"].as_array().unwrap();
+        assert_eq!(listed.len(), events.len());
+        assert_eq!(listed[1], serde_json::from_str::<Value>(&event_json(&SequencedEvent { position: Position::new(2), event: events[1].clone() })).unwrap());
+        assert_eq!(listed[97]["data"], json!({"base64": BASE64.encode([0xc1, 97])}));
+        assert_eq!(listed[98]["data"]["json"]["q"], "\"\n");
+    }
+
+    #[tokio::test]
+    async fn an_empty_read_answers_its_position_alone() {
+        let (json, _, _) = answer_of(Format::Json, Vec::new()).await;
+        assert_eq!(String::from_utf8(json).unwrap(), r#"{"events":[],"position":"0"}"#);
+        let (ndjson, _, _) = answer_of(Format::Ndjson, Vec::new()).await;
+        assert_eq!(String::from_utf8(ndjson).unwrap(), "{\"position\":\"0\"}\n");
+        let (msgpack, _, _) = answer_of(Format::Msgpack, Vec::new()).await;
+        let trailer: std::collections::BTreeMap<String, String> = rmp_serde::from_slice(&msgpack).unwrap();
+        assert_eq!(trailer["position"], "0");
+    }
+
+    /// Strings are escaped as serde_json escapes them, on the fast path (nothing to escape) and
+    /// off it; MessagePack strings that are not UTF-8 make the data base64.
+    #[test]
+    fn strings_are_escaped_as_serde_json_does() {
+        for text in ["", "plain", "with \"quotes\"", "back\\slash", "tab\tnew\nline\u{1}", "é ü 漢字", "del \u{7f}", &"x".repeat(100)] {
+            let mut ours = Vec::new();
+            json_str(&mut ours, text);
+            assert_eq!(String::from_utf8(ours).unwrap(), serde_json::to_string(text).unwrap(), "{text:?}");
+            let mut transcoded = Vec::new();
+            let data = json_to_msgpack(&json!(text));
+            assert!(transcode(&mut &data[..], &mut transcoded, 0).is_ok());
+            assert_eq!(String::from_utf8(transcoded).unwrap(), serde_json::to_string(text).unwrap(), "{text:?} from MessagePack");
+        }
+        let mut out = Vec::new();
+        assert!(transcode(&mut &[0xa2, b'a', 0xff][..], &mut out, 0).is_err(), "not UTF-8");
     }
 
     #[test]

@@ -15,12 +15,12 @@
 //!            otherwise:    skip_offset:u64 skip_len:u32            a skip block
 //! skip block (payload) = (first:u64 offset:u64 len:u32)*           one per posting block of 128
 //! posting block (payload) = varint-deltas
-//! loc block (payload) = (offset:u32 len:u32 crc32:u32)* for 512 consecutive positions of one tenant
+//! loc block (payload) = (offset:u32 len:u32 crc32:u32)* for 64 consecutive positions of one tenant
 //! ```
 //!
 //! A tenant's events in one segment have consecutive positions (`first..=last`: positions are
 //! dense and the log is in order), so an event's location is found by arithmetic: the loc block
-//! `(p - first) / 512`, and a read needs no location held in memory. Keys are `(kind, name)`,
+//! `(p - first) / 64`, and a read needs no location held in memory. Keys are `(kind, name)`,
 //! kind 0 an event type and 1 a tag; positions are stored as LEB128 deltas (the first one from 0).
 //!
 //! Opening reads only the trailer and the meta (the sparse key index and the bloom filter, about
@@ -30,10 +30,10 @@
 //! page cache already keeps hot blocks in memory for positioned reads, and checking a block's
 //! checksum once when it enters the cache keeps damage an error. A lookup of a key the segment
 //! does not hold usually stops at the bloom filter, so a probe across many segments costs a few
-//! hash computations per segment. Measured by `bench scale` on a 512 MiB segment of 5.9 M events
-//! (2-core machine, busy): 15.7 bytes per event on disk, 0.2 bytes per event read and kept at
-//! open, 2.6 ms to open, 86,000 random tag lookups (positions and locations) per second through a
-//! cold cache; so at 100 M events opening every sealed index reads about 20 MB.
+//! hash computations (and memory accesses) per segment. Blocks are small (key blocks close at
+//! 1 KiB, loc blocks hold 64 events) because a random lookup reads one of each per segment that
+//! holds the key. On the log of 100 M events of `bench scale` (136 segments of 64 MiB, ten events
+//! per tag) the index files take 38 bytes per event on disk.
 //!
 //! The file is written once, to `<name>.idx.tmp`, synced and renamed, so it is whole or absent.
 //! One that is missing, damaged, from another version or for another length of its segment (a
@@ -55,12 +55,12 @@ const MAGIC: &[u8; 8] = b"cpsegidx";
 pub(crate) const INDEX_VERSION: u32 = 2;
 const TRAILER: usize = 8 + 4 + 4 + 8 + 8 + 4 + 4 + 4;
 const CRC: usize = 4;
-const LOCS_PER_BLOCK: u64 = 512;
+const LOCS_PER_BLOCK: u64 = 64;
 const LOC_BYTES: usize = 12;
 const POSTINGS_PER_BLOCK: usize = 128;
 const SKIP_ENTRY: usize = 8 + 8 + 4;
 /// A key block closes once it holds this many bytes.
-const KEY_BLOCK_BYTES: usize = 4096;
+const KEY_BLOCK_BYTES: usize = 1024;
 const BLOOM_BITS_PER_KEY: usize = 10;
 const BLOOM_HASHES: usize = 7;
 
@@ -351,7 +351,7 @@ type CachedBlock = (Arc<[u8]>, bool);
 #[derive(Default)]
 struct CacheInner {
     bytes: usize,
-    blocks: HashMap<(u32, u64), CachedBlock>,
+    blocks: HashMap<(u32, u64), CachedBlock, foldhash::fast::RandomState>,
     order: VecDeque<(u32, u64)>,
 }
 
@@ -959,5 +959,16 @@ mod tests {
         }
         assert!(cache.get((0, 49)).is_some());
         assert!(cache.get((0, 0)).is_none());
+    }
+
+    #[test]
+    fn the_bloom_filter_refuses_most_absent_keys() {
+        let mut bloom = Bloom::with_keys(100_000);
+        for i in 0..100_000 {
+            bloom.insert(KeyKind::Tag, &format!("key:{i}"));
+        }
+        assert!((0..100_000).all(|i| bloom.may_hold(KeyKind::Tag, &format!("key:{i}"))), "no false negative");
+        let false_positives = (100_000..200_000).filter(|i| bloom.may_hold(KeyKind::Tag, &format!("key:{i}"))).count();
+        assert!(false_positives < 2_000, "{false_positives} of 100,000 absent keys pass");
     }
 }

@@ -8,6 +8,10 @@
 //! so "any event" needs no list at all.
 
 use std::collections::HashMap;
+
+/// A type's or a tag's posting list, by name. Hashed with foldhash: every append and every read
+/// looks names up here, and the store opens by inserting every event of the open segment.
+type PostingMap = HashMap<Box<str>, Vec<u64>, foldhash::fast::RandomState>;
 use std::convert::Infallible;
 
 use super::{AppendCondition, Event, Position, Query, StoreError};
@@ -21,8 +25,8 @@ pub(crate) struct TenantIndex {
     head: u64,
     /// The newest event readers may see.
     published: u64,
-    by_type: HashMap<Box<str>, Vec<u64>>,
-    by_tag: HashMap<Box<str>, Vec<u64>>,
+    by_type: PostingMap,
+    by_tag: PostingMap,
 }
 
 impl TenantIndex {
@@ -44,7 +48,7 @@ impl TenantIndex {
     /// Forgets the unpublished `events` (the tail of the index), after a failed write.
     pub fn rollback<'a>(&mut self, events: impl IntoIterator<Item = &'a Event>) {
         let published = self.published;
-        let cut = |map: &mut HashMap<Box<str>, Vec<u64>>, key: &str| {
+        let cut = |map: &mut PostingMap, key: &str| {
             if let Some(list) = map.get_mut(key) {
                 while list.last().is_some_and(|&p| p > published) {
                     list.pop();
@@ -133,7 +137,7 @@ pub(crate) fn never_fails<T>(result: Result<T, Infallible>) -> T {
     result.unwrap_or_else(|never| match never {})
 }
 
-fn push_posting(map: &mut HashMap<Box<str>, Vec<u64>>, key: &str, position: u64) {
+fn push_posting(map: &mut PostingMap, key: &str, position: u64) {
     match map.get_mut(key) {
         Some(list) => list.push(position),
         None => {

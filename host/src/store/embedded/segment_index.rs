@@ -397,9 +397,32 @@ struct TenantMeta {
     first: u64,
     last: u64,
     locs_offset: u64,
-    /// Each key block's first key, offset and length (with its checksum).
-    key_blocks: Vec<(KeyKind, Box<str>, u64, u32)>,
+    key_blocks: KeyBlocks,
     bloom: Bloom,
+}
+
+/// Each key block's first key, offset and length (with its checksum). The names share one
+/// buffer: a segment has thousands of blocks, and the store opens every segment's meta.
+#[derive(Default)]
+struct KeyBlocks {
+    names: Vec<u8>,
+    /// Per block: its first key's kind and name (`names[start..end]`), its offset and length.
+    blocks: Vec<(KeyKind, u32, u32, u64, u32)>,
+}
+
+impl KeyBlocks {
+    fn push(&mut self, kind: KeyKind, name: &[u8], offset: u64, len: u32) {
+        let start = self.names.len() as u32;
+        self.names.extend_from_slice(name);
+        self.blocks.push((kind, start, self.names.len() as u32, offset, len));
+    }
+
+    /// The block that holds `(kind, name)` if any does: the last whose first key is not after it.
+    fn find(&self, kind: KeyKind, name: &[u8]) -> Option<(u64, u32)> {
+        let key = (kind, name);
+        let at = self.blocks.partition_point(|&(k, start, end, _, _)| (k, &self.names[start as usize..end as usize]) <= key);
+        at.checked_sub(1).map(|i| (self.blocks[i].3, self.blocks[i].4))
+    }
 }
 
 /// An open, checked index file of one sealed segment.
@@ -533,9 +556,7 @@ impl SegmentIndex {
         if !meta.bloom.may_hold(kind, name) {
             return Ok(None);
         }
-        let key = (kind, name.as_bytes());
-        let at = meta.key_blocks.partition_point(|(k, n, _, _)| (*k, n.as_bytes()) <= key);
-        let Some(&(_, _, offset, len)) = at.checked_sub(1).map(|i| &meta.key_blocks[i]) else { return Ok(None) };
+        let Some((offset, len)) = meta.key_blocks.find(kind, name.as_bytes()) else { return Ok(None) };
         let block = self.block(offset, len)?;
         let mut r = Cursor::new(&block);
         let damaged = |e: String| self.damaged(format!("the key block at byte {offset}: {e}"));
@@ -676,7 +697,8 @@ fn parse_meta(meta: &[u8]) -> Result<HashMap<Box<str>, TenantMeta>, String> {
             return Err(format!("tenant {name} has positions {first}..={last}"));
         }
         let blocks = r.u32()?;
-        let mut key_blocks = Vec::with_capacity(blocks.min(1 << 20) as usize);
+        let mut key_blocks = KeyBlocks::default();
+        key_blocks.blocks.reserve(blocks.min(1 << 20) as usize);
         for _ in 0..blocks {
             let kind = match r.take(1)?[0] {
                 0 => KeyKind::Type,
@@ -684,11 +706,12 @@ fn parse_meta(meta: &[u8]) -> Result<HashMap<Box<str>, TenantMeta>, String> {
                 other => return Err(format!("key kind {other}")),
             };
             let n = r.u16()?;
-            let key = r.str(n)?.into_boxed_str();
-            key_blocks.push((kind, key, r.u64()?, r.u32()?));
+            let key = r.take(n)?;
+            key_blocks.push(kind, key, r.u64()?, r.u32()?);
         }
-        let words = r.u32()?;
-        let bloom = Bloom { words: (0..words).map(|_| r.u64()).collect::<Result<_, _>>()? };
+        let words = r.u32()? as usize;
+        let bytes = r.take(words.checked_mul(8).ok_or("a bloom filter too large")?)?;
+        let bloom = Bloom { words: bytes.chunks_exact(8).map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes"))).collect() };
         if bloom.words.is_empty() {
             return Err(format!("tenant {name} has an empty bloom filter"));
         }

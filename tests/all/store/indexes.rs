@@ -124,6 +124,18 @@ async fn sealed(store: &EmbeddedStore) {
     panic!("the sealer did not index the sealed segments: {:?}", store.index_memory());
 }
 
+/// A store on small segments filled with `appends` random appends (the same in a memory store),
+/// every sealed segment indexed, then closed.
+async fn closed_sealed_store(seed: u64, appends: usize) -> (tempfile::TempDir, MemoryStore, fastrand::Rng) {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = MemoryStore::new();
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let store = EmbeddedStore::open_with(dir.path(), small_segments()).unwrap();
+    fill([&store, &memory], &mut rng, appends).await;
+    sealed(&store).await;
+    (dir, memory, rng)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_and_conditions_across_sealed_segments_answer_as_in_memory() {
     let dir = tempfile::tempdir().unwrap();
@@ -165,14 +177,7 @@ async fn memory_holds_the_open_segment_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_damaged_and_stale_index_files_are_built_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let memory = MemoryStore::new();
-    let mut rng = fastrand::Rng::with_seed(61);
-    {
-        let store = EmbeddedStore::open_with(dir.path(), small_segments()).unwrap();
-        fill([&store, &memory], &mut rng, 200).await;
-        sealed(&store).await;
-    }
+    let (dir, memory, mut rng) = closed_sealed_store(61, 200).await;
     let files = index_files(dir.path());
     assert!(files.len() > 10);
     let good: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
@@ -193,14 +198,7 @@ async fn missing_damaged_and_stale_index_files_are_built_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_of_format_1_is_upgraded_in_place() {
-    let dir = tempfile::tempdir().unwrap();
-    let memory = MemoryStore::new();
-    let mut rng = fastrand::Rng::with_seed(1);
-    {
-        let store = EmbeddedStore::open_with(dir.path(), small_segments()).unwrap();
-        fill([&store, &memory], &mut rng, 150).await;
-        sealed(&store).await;
-    }
+    let (dir, memory, mut rng) = closed_sealed_store(1, 150).await;
     // What today's format-1 stores look like: segments, no index files.
     for file in index_files(dir.path()) {
         std::fs::remove_file(file).unwrap();

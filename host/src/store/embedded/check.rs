@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use super::log::{list_segments, scan_bytes, scan_segment, segment_path, Damage, Item, RecoveredFrame};
 use super::disk::{Disk, RealDisk};
 use super::segment_index::index_path;
-use super::{sync_dir, FORMAT_PREFIX, FORMAT_VERSION};
+use super::{readable_format, sync_dir, FORMAT_PREFIX, FORMAT_VERSION};
 use crate::store::{StoreError, Tenant};
 
 /// What `check` found in an embedded store's directory.
@@ -214,7 +214,7 @@ fn check_locked(dir: &Path) -> Result<StoreCheck, StoreError> {
         StoreCheck { dir: dir.to_path_buf(), segments: Vec::new(), cut: None, heads: BTreeMap::new(), problems: Vec::new() };
     match std::fs::read_to_string(dir.join("FORMAT")) {
         // The format before this one is upgraded by the next open.
-        Ok(text) if [FORMAT_VERSION, FORMAT_VERSION - 1].iter().any(|v| text.trim() == format!("{FORMAT_PREFIX}{v}")) => {}
+        Ok(text) if readable_format(&text).is_some() => {}
         Ok(text) => report.problems.push(format!("FORMAT says {:?}; this build reads {FORMAT_PREFIX}{FORMAT_VERSION}", text.trim())),
         Err(e) => report.problems.push(format!("FORMAT cannot be read: {e}")),
     }

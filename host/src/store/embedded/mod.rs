@@ -52,7 +52,7 @@ use tokio::sync::watch;
 use self::check::damage_report;
 use self::disk::{Disk, DiskFile, OpenMode, RealDisk};
 use self::log::{decode_run, list_segments, scan_segment, segment_path, EventLoc};
-use self::segment_index::{BlockCache, IndexFileError, SegmentIndex};
+use self::segment_index::{BlockCache, SegmentIndex};
 use self::tenant::{index_error, SealedPart, TenantLog};
 use self::writer::{Accepted, Writer};
 use super::index::{ReadCursor, TenantIndex};
@@ -450,9 +450,9 @@ fn check_format(disk: &dyn Disk, dir: &Path, has_log: bool) -> Result<u32, Store
         Ok(bytes) => {
             let text = String::from_utf8_lossy(&bytes);
             let found = text.trim().strip_prefix(FORMAT_PREFIX).unwrap_or(text.trim());
-            match found.parse::<u32>() {
-                Ok(version) if version == FORMAT_VERSION || version == FORMAT_VERSION - 1 => Ok(version),
-                _ => Err(StoreError::UnsupportedFormat { dir: dir.to_path_buf(), found: found.to_string(), supported: FORMAT_VERSION }),
+            match readable_format(&text) {
+                Some(version) => Ok(version),
+                None => Err(StoreError::UnsupportedFormat { dir: dir.to_path_buf(), found: found.to_string(), supported: FORMAT_VERSION }),
             }
         }
         Err(e) if e.kind() == ErrorKind::NotFound && !has_log => write_format(disk, dir).map(|()| FORMAT_VERSION),
@@ -462,6 +462,13 @@ fn check_format(disk: &dyn Disk, dir: &Path, has_log: bool) -> Result<u32, Store
         }),
         Err(e) => Err(StoreError::io("reading FORMAT", e)),
     }
+}
+
+/// The version a FORMAT file's text names, if this build reads it: its own, or the one before,
+/// which opening upgrades.
+pub(super) fn readable_format(text: &str) -> Option<u32> {
+    let found = text.trim().strip_prefix(FORMAT_PREFIX).unwrap_or(text.trim());
+    found.parse().ok().filter(|&version| version == FORMAT_VERSION || version == FORMAT_VERSION - 1)
 }
 
 /// Writes this build's FORMAT, atomically.
@@ -481,10 +488,7 @@ fn write_format(disk: &dyn Disk, dir: &Path) -> Result<(), StoreError> {
 /// store of format 1, or a crash before it was written), damaged or stale (a repair cut the
 /// segment).
 fn open_segment_index(disk: &dyn Disk, dir: &Path, segment: u32, len: u64, cache: &Arc<BlockCache>) -> Result<SegmentIndex, StoreError> {
-    SegmentIndex::open_or_rebuild(disk, dir, segment, len, cache.clone()).map_err(|err| match err {
-        IndexFileError::Io { path, source } => StoreError::io(&format!("indexing {}", path.display()), source),
-        other => StoreError::Corrupt { dir: dir.to_path_buf(), detail: other.to_string() },
-    })
+    SegmentIndex::open_or_rebuild(disk, dir, segment, len, cache.clone()).map_err(|err| index_error(dir, err))
 }
 
 fn sync_dir(disk: &dyn Disk, dir: &Path) -> Result<(), StoreError> {

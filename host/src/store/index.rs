@@ -221,6 +221,17 @@ impl<L: PostingList> Resolved<L> {
         Ok(Resolved { every_event, items })
     }
 
+    /// Every posting list the query resolved to.
+    pub fn lists(&self) -> impl Iterator<Item = &L> {
+        self.items.iter().flat_map(|item| {
+            let (types, tags): (&[L], &[L]) = match item {
+                ResolvedItem::Every => (&[], &[]),
+                ResolvedItem::Lists { types, tags, .. } => (types, tags),
+            };
+            types.iter().chain(tags)
+        })
+    }
+
     /// The smallest matching position in `x..=hi`.
     pub fn next(&self, x: u64, hi: u64) -> Result<Option<u64>, L::Error> {
         if self.every_event {

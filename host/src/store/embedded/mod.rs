@@ -592,7 +592,7 @@ impl EventBatches for EmbeddedBatches {
             }
             let published = log.index.published();
             let on_disk: Vec<u64> = positions.iter().copied().filter(|&p| p <= published).collect();
-            let locs = log.locs(self.tenant.as_str(), &on_disk).map_err(index_error)?;
+            let locs = search.locs(&on_disk).map_err(index_error)?;
             let accepted: Vec<SequencedEvent> = positions
                 .iter()
                 .filter(|&&p| p > published)

@@ -7,11 +7,12 @@
 //!            meta_offset:u64 meta_len:u32 meta_crc:u32 trailer_crc:u32          (44 bytes)
 //! meta     = tenant_count:u32 tenant*
 //! tenant   = name_len:u8 name first:u64 last:u64 locs_offset:u64
-//!            key_block_count:u32 (kind:u8 name_len:u16 name offset:u64 len:u32)*   first key of each block
-//!            bloom_words:u32 u64*                                                  every key of the tenant
-//! key block (payload) = entry*, sorted by (kind, name)
+//!            bucket_count:u32 bucket_offset:u64*(bucket_count + 1)     bucket i: [offset i, offset i+1)
+//!            bloom_blocks:u32 (u64 x 8)*                               every key of the tenant
+//! key bucket (payload) = entry*, the keys whose hash names this bucket, sorted by (kind, name)
 //! entry    = kind:u8 name_len:u16 name count:u32
-//!            count <= 128: bytes:u16 varint-deltas                 the positions, inline
+//!            count <= 128: bytes:u16 varint-deltas (offset:u32 len:u32 crc32:u32)*count
+//!                                                      the positions and their events' locations
 //!            otherwise:    skip_offset:u64 skip_len:u32            a skip block
 //! skip block (payload) = (first:u64 offset:u64 len:u32)*           one per posting block of 128
 //! posting block (payload) = varint-deltas
@@ -23,18 +24,24 @@
 //! `(p - first) / 64`, and a read needs no location held in memory. Keys are `(kind, name)`,
 //! kind 0 an event type and 1 a tag; positions are stored as LEB128 deltas (the first one from 0).
 //!
-//! Opening reads only the trailer and the meta (the sparse key index and the bloom filter, about
-//! 2 bytes per key): bounded whatever the segment holds. Everything else is read on demand with
+//! A key is found by its hash (FNV-1a and a 64-bit mix, fixed by the format): its bucket is
+//! `hash * bucket_count >> 64` (buckets average 1 KiB), and its bloom filter bits lie in one
+//! block of 512 bits (one cache line). A lookup is then one bloom probe, one bucket read and a
+//! scan of the bucket: no search through key names. A short posting list (most tags' in a
+//! segment) holds its events' locations too, so a read of a tag's events needs no loc block.
+//!
+//! Opening reads only the trailer and the meta (the bucket offsets and the bloom filter, about
+//! 1.5 bytes per key): bounded whatever the segment holds. Everything else is read on demand with
 //! positioned reads through a [`BlockCache`] bounded in bytes, not mapped: a mapped file's pages
 //! count against the process (and a damaged page would be a signal, not an error), while the
 //! page cache already keeps hot blocks in memory for positioned reads, and checking a block's
 //! checksum once when it enters the cache keeps damage an error. A lookup of a key the segment
-//! does not hold usually stops at the bloom filter, so a probe across many segments costs a few
-//! hash computations (and memory accesses) per segment. Blocks are small (key blocks close at
-//! 1 KiB, loc blocks hold 64 events) because a random lookup reads one of each per segment that
-//! holds the key. On the log of 100 M events of `bench scale` (136 segments of 64 MiB, ten events
-//! per tag) the index files take 38 bytes per event on disk.
-//!
+//! does not hold usually stops at the bloom filter ([`SegmentIndex::may_match`]: one memory
+//! access per segment, and a search tests the segments it is about to pass together so that
+//! those accesses overlap). Blocks are small (buckets of about 1 KiB, loc blocks of 64 events)
+//! because a random lookup reads one bucket per segment that holds the key. Format 2 (sorted
+//! key blocks found through their first keys, no locations in the postings) is rebuilt as 3.
+
 //! The file is written once, to `<name>.idx.tmp`, synced and renamed, so it is whole or absent.
 //! One that is missing, damaged, from another version or for another length of its segment (a
 //! repair cut the segment) is not trusted: [`SegmentIndex::open_or_rebuild`] builds it again from
@@ -52,7 +59,7 @@ use crate::store::Query;
 
 const MAGIC: &[u8; 8] = b"cpsegidx";
 /// The version of this file's format; another one is rebuilt, never read.
-pub(crate) const INDEX_VERSION: u32 = 2;
+pub(crate) const INDEX_VERSION: u32 = 3;
 const TRAILER: usize = 8 + 4 + 4 + 8 + 8 + 4 + 4 + 4;
 const CRC: usize = 4;
 const LOCS_PER_BLOCK: u64 = 64;
@@ -63,6 +70,8 @@ const SKIP_ENTRY: usize = 8 + 8 + 4;
 const KEY_BLOCK_BYTES: usize = 1024;
 const BLOOM_BITS_PER_KEY: usize = 10;
 const BLOOM_HASHES: usize = 7;
+/// A bloom filter block: 512 bits, one cache line.
+const BLOOM_BLOCK_WORDS: usize = 8;
 
 
 /// Why an index file cannot be used as it is. Every case but `Io` is fixed by a rebuild.
@@ -147,11 +156,13 @@ impl IndexBuilder {
             let mut keys: Vec<_> = build.keys.into_iter().collect();
             keys.sort_unstable_by(|a, b| (a.0 .0, a.0 .1.as_bytes()).cmp(&(b.0 .0, b.0 .1.as_bytes())));
             let mut bloom = Bloom::with_keys(keys.len());
-            let mut key_blocks: Vec<(KeyKind, Box<str>, u64, u32)> = Vec::new();
-            let mut block = Vec::new();
-            let mut block_first: Option<(KeyKind, Box<str>)> = None;
+            // Each key's entry, then the entries dealt to buckets by the key's hash (in key
+            // order within a bucket): a lookup reads the one bucket its hash names.
+            let mut entries = Vec::with_capacity(keys.len());
+            let mut entry_bytes = 0;
             for ((kind, name), positions) in keys {
-                bloom.insert(kind, &name);
+                let hash = key_hash(kind, &name);
+                bloom.insert_hash(hash);
                 let mut entry = Vec::new();
                 entry.push(kind as u8);
                 put_str16(&mut entry, &name);
@@ -161,43 +172,50 @@ impl IndexBuilder {
                     put_deltas(&mut deltas, &positions);
                     entry.extend_from_slice(&(deltas.len() as u16).to_le_bytes());
                     entry.extend_from_slice(&deltas);
+                    for &p in &positions {
+                        let loc = build.locs[(p - build.first) as usize];
+                        for n in [loc.offset, loc.len, loc.crc] {
+                            entry.extend_from_slice(&n.to_le_bytes());
+                        }
+                    }
                 } else {
                     let (skip_offset, skip_len) = write_long_list(&mut out, &positions);
                     entry.extend_from_slice(&skip_offset.to_le_bytes());
                     entry.extend_from_slice(&skip_len.to_le_bytes());
                 }
-                if block_first.is_none() {
-                    block_first = Some((kind, name));
-                }
-                block.extend_from_slice(&entry);
-                if block.len() >= KEY_BLOCK_BYTES {
-                    let (kind, name) = block_first.take().expect("a block's first key");
-                    key_blocks.push(write_block(&mut out, &mut block, kind, name));
-                }
+                entry_bytes += entry.len();
+                entries.push((hash, entry));
             }
-            if let Some((kind, name)) = block_first.take() {
-                key_blocks.push(write_block(&mut out, &mut block, kind, name));
+            let bucket_count = entry_bytes.div_ceil(KEY_BLOCK_BYTES).max(1);
+            let mut buckets = vec![Vec::new(); bucket_count];
+            for (hash, entry) in entries {
+                buckets[bucket_of(hash, bucket_count)].extend_from_slice(&entry);
             }
+            let mut bucket_offsets = Vec::with_capacity(bucket_count + 1);
+            for bucket in buckets {
+                let start = out.len();
+                bucket_offsets.push(start as u64);
+                out.extend_from_slice(&bucket);
+                seal(&mut out, start);
+            }
+            bucket_offsets.push(out.len() as u64);
             let last = build.first + build.locs.len() as u64 - 1;
-            metas.push((tenant, build.first, last, locs_offset, key_blocks, bloom));
+            metas.push((tenant, build.first, last, locs_offset, bucket_offsets, bloom));
         }
 
         let meta_offset = out.len() as u64;
         out.extend_from_slice(&(metas.len() as u32).to_le_bytes());
-        for (tenant, first, last, locs_offset, key_blocks, bloom) in metas {
+        for (tenant, first, last, locs_offset, bucket_offsets, bloom) in metas {
             out.push(tenant.len() as u8);
             out.extend_from_slice(tenant.as_bytes());
             for n in [first, last, locs_offset] {
                 out.extend_from_slice(&n.to_le_bytes());
             }
-            out.extend_from_slice(&(key_blocks.len() as u32).to_le_bytes());
-            for (kind, name, offset, len) in key_blocks {
-                out.push(kind as u8);
-                put_str16(&mut out, &name);
+            out.extend_from_slice(&((bucket_offsets.len() - 1) as u32).to_le_bytes());
+            for offset in bucket_offsets {
                 out.extend_from_slice(&offset.to_le_bytes());
-                out.extend_from_slice(&len.to_le_bytes());
             }
-            out.extend_from_slice(&(bloom.words.len() as u32).to_le_bytes());
+            out.extend_from_slice(&((bloom.words.len() / BLOOM_BLOCK_WORDS) as u32).to_le_bytes());
             for word in &bloom.words {
                 out.extend_from_slice(&word.to_le_bytes());
             }
@@ -229,14 +247,6 @@ impl IndexBuilder {
         disk.rename(&tmp, &path).map_err(io)?;
         disk.sync_dir(dir).map_err(io)
     }
-}
-
-/// Appends `block`'s bytes and checksum to `out`; the block's key-index entry.
-fn write_block(out: &mut Vec<u8>, block: &mut Vec<u8>, kind: KeyKind, name: Box<str>) -> (KeyKind, Box<str>, u64, u32) {
-    let offset = out.len();
-    out.append(block);
-    seal(out, offset);
-    (kind, name, offset as u64, (out.len() - offset) as u32)
 }
 
 /// Writes a long posting list's blocks and its skip block; the skip block's offset and length.
@@ -301,40 +311,77 @@ fn get_deltas(bytes: &[u8]) -> Result<Vec<u64>, String> {
     Ok(out)
 }
 
-/// A bloom filter over a tenant's keys, with a hash fixed by this file format (FNV-1a, then
-/// double hashing), never the standard library's, whose output may change between releases.
+/// The hash of a key, fixed by this file format (FNV-1a, then splitmix64's finaliser, which
+/// spreads FNV's weak low bits), never the standard library's, whose output may change between
+/// releases. It names the key's bucket and its bloom filter bits.
+fn key_hash(kind: KeyKind, name: &str) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for &b in std::iter::once(&(kind as u8)).chain(name.as_bytes()) {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    mix(h)
+}
+
+fn mix(h: u64) -> u64 {
+    let mut z = h.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Which of `count` buckets holds the key of hash `hash` (its high bits, scaled).
+fn bucket_of(hash: u64, count: usize) -> usize {
+    ((hash as u128 * count as u128) >> 64) as usize
+}
+
+/// A blocked bloom filter over a tenant's keys: a key's bits all lie in one block of 512 bits
+/// (one cache line), chosen by the low half of its hash, so a probe of a segment that does not
+/// hold the key costs one memory access, however many segments a search passes.
 struct Bloom {
     words: Vec<u64>,
 }
 
 impl Bloom {
     fn with_keys(keys: usize) -> Self {
-        Bloom { words: vec![0; (keys * BLOOM_BITS_PER_KEY).div_ceil(64).max(1)] }
+        let blocks = (keys * BLOOM_BITS_PER_KEY).div_ceil(BLOOM_BLOCK_WORDS * 64).max(1);
+        Bloom { words: vec![0; blocks * BLOOM_BLOCK_WORDS] }
     }
 
-    fn bits(&self, kind: KeyKind, name: &str) -> [usize; BLOOM_HASHES] {
-        let mut h = 0xcbf2_9ce4_8422_2325u64;
-        for &b in std::iter::once(&(kind as u8)).chain(name.as_bytes()) {
-            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    /// The first word of the key's block.
+    fn block(&self, hash: u64) -> usize {
+        let blocks = (self.words.len() / BLOOM_BLOCK_WORDS) as u64;
+        (((hash & 0xffff_ffff) * blocks) >> 32) as usize * BLOOM_BLOCK_WORDS
+    }
+
+    /// The key's block (its first word) and the bits within it.
+    fn bits(&self, hash: u64) -> (usize, [u32; BLOOM_HASHES]) {
+        let block = self.block(hash);
+        // Nine bits a probe, from a second mix: 7 x 9 = 63 bits.
+        let bits = mix(hash ^ 0x5851_f42d_4c95_7f2d);
+        (block, std::array::from_fn(|i| ((bits >> (9 * i)) & 511) as u32))
+    }
+
+    fn insert_hash(&mut self, hash: u64) {
+        let (block, bits) = self.bits(hash);
+        for bit in bits {
+            self.words[block + bit as usize / 64] |= 1 << (bit % 64);
         }
-        // splitmix64's finaliser spreads FNV's weak low bits; the two halves drive double hashing.
-        let mut z = h.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        let (a, b) = (z & 0xffff_ffff, z >> 32 | 1);
-        let bits = self.words.len() as u64 * 64;
-        std::array::from_fn(|i| (a.wrapping_add((i as u64).wrapping_mul(b)) % bits) as usize)
     }
 
+    fn may_hold_hash(&self, hash: u64) -> bool {
+        let (block, bits) = self.bits(hash);
+        let words = &self.words[block..block + BLOOM_BLOCK_WORDS];
+        bits.into_iter().all(|bit| words[bit as usize / 64] & (1 << (bit % 64)) != 0)
+    }
+
+    #[cfg(test)]
     fn insert(&mut self, kind: KeyKind, name: &str) {
-        for bit in self.bits(kind, name) {
-            self.words[bit / 64] |= 1 << (bit % 64);
-        }
+        self.insert_hash(key_hash(kind, name));
     }
 
+    #[cfg(test)]
     fn may_hold(&self, kind: KeyKind, name: &str) -> bool {
-        self.bits(kind, name).into_iter().all(|bit| self.words[bit / 64] & (1 << (bit % 64)) != 0)
+        self.may_hold_hash(key_hash(kind, name))
     }
 }
 
@@ -397,31 +444,29 @@ struct TenantMeta {
     first: u64,
     last: u64,
     locs_offset: u64,
-    key_blocks: KeyBlocks,
+    /// Where each key bucket starts, and where the last one ends.
+    buckets: Vec<u64>,
     bloom: Bloom,
 }
 
-/// Each key block's first key, offset and length (with its checksum). The names share one
-/// buffer: a segment has thousands of blocks, and the store opens every segment's meta.
-#[derive(Default)]
-struct KeyBlocks {
-    names: Vec<u8>,
-    /// Per block: its first key's kind and name (`names[start..end]`), its offset and length.
-    blocks: Vec<(KeyKind, u32, u32, u64, u32)>,
+/// Each tenant's meta, by name; hashed with foldhash, since a search looks its tenant up in every
+/// segment it passes.
+type TenantMetas = HashMap<Box<str>, TenantMeta, foldhash::fast::RandomState>;
+
+/// A query's keys, hashed once to test the bloom filters of many segments.
+pub(crate) struct QueryKeys {
+    /// Per item: its types' hashes and its tags' hashes; `None`: the query matches every event.
+    items: Option<Vec<(Vec<u64>, Vec<u64>)>>,
 }
 
-impl KeyBlocks {
-    fn push(&mut self, kind: KeyKind, name: &[u8], offset: u64, len: u32) {
-        let start = self.names.len() as u32;
-        self.names.extend_from_slice(name);
-        self.blocks.push((kind, start, self.names.len() as u32, offset, len));
-    }
-
-    /// The block that holds `(kind, name)` if any does: the last whose first key is not after it.
-    fn find(&self, kind: KeyKind, name: &[u8]) -> Option<(u64, u32)> {
-        let key = (kind, name);
-        let at = self.blocks.partition_point(|&(k, start, end, _, _)| (k, &self.names[start as usize..end as usize]) <= key);
-        at.checked_sub(1).map(|i| (self.blocks[i].3, self.blocks[i].4))
+impl QueryKeys {
+    pub fn new(query: &Query) -> Self {
+        let every = query.items.is_empty() || query.items.iter().any(|item| item.types.is_empty() && item.tags.is_empty());
+        let items = (!every).then(|| {
+            let hashes = |kind, names: &[String]| names.iter().map(|name| key_hash(kind, name)).collect();
+            query.items.iter().map(|item| (hashes(KeyKind::Type, &item.types), hashes(KeyKind::Tag, &item.tags))).collect()
+        });
+        QueryKeys { items }
     }
 }
 
@@ -430,7 +475,7 @@ pub(crate) struct SegmentIndex {
     path: PathBuf,
     file: Arc<dyn DiskFile>,
     segment: u32,
-    tenants: HashMap<Box<str>, TenantMeta>,
+    tenants: TenantMetas,
     cache: Arc<BlockCache>,
 }
 
@@ -439,8 +484,8 @@ type SkipList = Arc<[(u64, u64, u32)]>;
 
 /// A key's positions in one segment.
 pub(crate) enum Postings {
-    /// Up to 128 positions, read with the key.
-    Short(Vec<u64>),
+    /// Up to 128 positions and their events' locations, read with the key.
+    Short(Vec<u64>, Vec<Loc>),
     /// More: how many, the first position of each block of 128, and where the block is.
     Long(u64, SkipList),
 }
@@ -461,8 +506,18 @@ impl PostingList for SegmentList<'_> {
     }
     fn len(&self) -> u64 {
         match &self.postings {
-            Postings::Short(list) => list.len() as u64,
+            Postings::Short(list, _) => list.len() as u64,
             Postings::Long(count, _) => *count,
+        }
+    }
+}
+
+impl SegmentList<'_> {
+    /// Where the event at `position` is, if this list holds it and says so (a short one).
+    pub fn loc(&self, position: u64) -> Option<Loc> {
+        match &self.postings {
+            Postings::Short(list, locs) => list.binary_search(&position).ok().map(|i| locs[i]),
+            Postings::Long(..) => None,
         }
     }
 }
@@ -550,16 +605,37 @@ impl SegmentIndex {
         self.tenants.get(tenant).map(|t| (t.first, t.last))
     }
 
+    /// Whether `tenant`'s events here may match the query of `keys`: false when they have none,
+    /// or when the bloom filter rules out every item (one of its tags, or all of its types).
+    pub fn may_match(&self, tenant: &str, keys: &QueryKeys) -> bool {
+        let Some(meta) = self.tenants.get(tenant) else { return false };
+        let Some(items) = &keys.items else { return true };
+        items.iter().any(|(types, tags)| {
+            (types.is_empty() || types.iter().any(|&h| meta.bloom.may_hold_hash(h))) && tags.iter().all(|&h| meta.bloom.may_hold_hash(h))
+        })
+    }
+
+    /// Loads the bloom filter blocks that [`may_match`](Self::may_match) tests, and returns a
+    /// word of them to keep the loads: a search touches the segments it is about to pass first,
+    /// so that these memory accesses (one per segment, mostly cache misses) overlap.
+    pub fn touch(&self, tenant: &str, keys: &QueryKeys) -> u64 {
+        let (Some(meta), Some(items)) = (self.tenants.get(tenant), &keys.items) else { return 0 };
+        let hashes = items.iter().flat_map(|(types, tags)| types.iter().chain(tags));
+        hashes.fold(0, |acc, &h| acc ^ meta.bloom.words[meta.bloom.block(h)])
+    }
+
     /// The positions of `tenant`'s events with this type or tag, if there are any here.
     pub fn postings(&self, tenant: &str, kind: KeyKind, name: &str) -> Result<Option<Postings>, IndexFileError> {
         let Some(meta) = self.tenants.get(tenant) else { return Ok(None) };
-        if !meta.bloom.may_hold(kind, name) {
+        let hash = key_hash(kind, name);
+        if !meta.bloom.may_hold_hash(hash) {
             return Ok(None);
         }
-        let Some((offset, len)) = meta.key_blocks.find(kind, name.as_bytes()) else { return Ok(None) };
-        let block = self.block(offset, len)?;
+        let bucket = bucket_of(hash, meta.buckets.len() - 1);
+        let (offset, end) = (meta.buckets[bucket], meta.buckets[bucket + 1]);
+        let block = self.block(offset, (end - offset) as u32)?;
         let mut r = Cursor::new(&block);
-        let damaged = |e: String| self.damaged(format!("the key block at byte {offset}: {e}"));
+        let damaged = |e: String| self.damaged(format!("the key bucket at byte {offset}: {e}"));
         while !r.is_empty() {
             let entry_kind = r.take(1).map_err(damaged)?[0];
             let n = r.u16().map_err(damaged)?;
@@ -569,8 +645,20 @@ impl SegmentIndex {
             if count <= POSTINGS_PER_BLOCK {
                 let n = r.u16().map_err(damaged)?;
                 let deltas = r.take(n).map_err(damaged)?;
+                let locs = r.take(count * LOC_BYTES).map_err(damaged)?;
                 if found {
-                    return Ok(Some(Postings::Short(get_deltas(deltas).map_err(damaged)?)));
+                    let positions = get_deltas(deltas).map_err(damaged)?;
+                    if positions.len() != count {
+                        return Err(damaged(format!("{} positions where the entry says {count}", positions.len())));
+                    }
+                    let locs = locs
+                        .chunks_exact(LOC_BYTES)
+                        .map(|l| {
+                            let word = |i: usize| u32::from_le_bytes(l[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
+                            Loc { offset: word(0), len: word(1), crc: word(2) }
+                        })
+                        .collect();
+                    return Ok(Some(Postings::Short(positions, locs)));
                 }
             } else {
                 let (skip_offset, skip_len) = (r.u64().map_err(damaged)?, r.u32().map_err(damaged)?);
@@ -599,7 +687,7 @@ impl SegmentIndex {
     /// The smallest position `>= x` in `postings`.
     pub fn next_at_least(&self, postings: &Postings, x: u64) -> Result<Option<u64>, IndexFileError> {
         match postings {
-            Postings::Short(list) => Ok(list.get(list.partition_point(|&p| p < x)).copied()),
+            Postings::Short(list, _) => Ok(list.get(list.partition_point(|&p| p < x)).copied()),
             Postings::Long(_, skip) => {
                 let i = skip.partition_point(|&(first, _, _)| first <= x).saturating_sub(1);
                 for &(_, offset, len) in &skip[i..(i + 2).min(skip.len())] {
@@ -617,7 +705,7 @@ impl SegmentIndex {
     pub fn last_at_most(&self, postings: &Postings, x: u64) -> Result<Option<u64>, IndexFileError> {
         let prev = |list: &[u64]| list.partition_point(|&p| p <= x).checked_sub(1).map(|i| list[i]);
         match postings {
-            Postings::Short(list) => Ok(prev(list)),
+            Postings::Short(list, _) => Ok(prev(list)),
             Postings::Long(_, skip) => match skip.partition_point(|&(first, _, _)| first <= x).checked_sub(1) {
                 Some(i) => Ok(prev(&self.posting_block(skip[i].1, skip[i].2)?)),
                 None => Ok(None),
@@ -668,14 +756,20 @@ impl SegmentIndex {
         if (len as usize) < CRC {
             return Err(self.damaged(format!("the block at byte {offset} is shorter than its checksum")));
         }
-        let mut bytes = vec![0; len as usize];
-        self.file.read_exact_at(&mut bytes, offset).map_err(|source| IndexFileError::Io { path: self.path.clone(), source })?;
+        // Read on the stack when small (most are), so the block is allocated once, in the cache.
+        let (mut stack, mut heap) = ([0u8; 4096], Vec::new());
+        let bytes = if len as usize <= stack.len() {
+            &mut stack[..len as usize]
+        } else {
+            heap.resize(len as usize, 0);
+            &mut heap[..]
+        };
+        self.file.read_exact_at(bytes, offset).map_err(|source| IndexFileError::Io { path: self.path.clone(), source })?;
         let (payload, crc) = bytes.split_at(len as usize - CRC);
         if crc32fast::hash(payload) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
             return Err(self.damaged(format!("the block at byte {offset} fails its checksum")));
         }
-        bytes.truncate(len as usize - CRC);
-        let block: Arc<[u8]> = bytes.into();
+        let block: Arc<[u8]> = payload.into();
         self.cache.insert((self.segment, offset), block.clone());
         Ok(block)
     }
@@ -685,10 +779,10 @@ impl SegmentIndex {
     }
 }
 
-fn parse_meta(meta: &[u8]) -> Result<HashMap<Box<str>, TenantMeta>, String> {
+fn parse_meta(meta: &[u8]) -> Result<TenantMetas, String> {
     let mut r = Cursor::new(meta);
     let count = r.u32()?;
-    let mut tenants = HashMap::with_capacity(count.min(1 << 16) as usize);
+    let mut tenants = TenantMetas::with_capacity_and_hasher(count.min(1 << 16) as usize, Default::default());
     for _ in 0..count {
         let n = r.take(1)?[0] as usize;
         let name = r.str(n)?.into_boxed_str();
@@ -696,26 +790,22 @@ fn parse_meta(meta: &[u8]) -> Result<HashMap<Box<str>, TenantMeta>, String> {
         if first == 0 || last < first {
             return Err(format!("tenant {name} has positions {first}..={last}"));
         }
-        let blocks = r.u32()?;
-        let mut key_blocks = KeyBlocks::default();
-        key_blocks.blocks.reserve(blocks.min(1 << 20) as usize);
-        for _ in 0..blocks {
-            let kind = match r.take(1)?[0] {
-                0 => KeyKind::Type,
-                1 => KeyKind::Tag,
-                other => return Err(format!("key kind {other}")),
-            };
-            let n = r.u16()?;
-            let key = r.take(n)?;
-            key_blocks.push(kind, key, r.u64()?, r.u32()?);
+        let count = r.u32()? as usize;
+        if count == 0 {
+            return Err(format!("tenant {name} has no key bucket"));
         }
-        let words = r.u32()? as usize;
-        let bytes = r.take(words.checked_mul(8).ok_or("a bloom filter too large")?)?;
+        let bytes = r.take(count.checked_add(1).and_then(|n| n.checked_mul(8)).ok_or("too many key buckets")?)?;
+        let buckets: Vec<u64> = bytes.chunks_exact(8).map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes"))).collect();
+        if buckets.windows(2).any(|w| w[1] < w[0] + CRC as u64 || w[1] - w[0] > u32::MAX as u64) {
+            return Err(format!("tenant {name} has key buckets out of order"));
+        }
+        let blocks = r.u32()? as usize;
+        let bytes = r.take(blocks.checked_mul(BLOOM_BLOCK_WORDS * 8).ok_or("a bloom filter too large")?)?;
         let bloom = Bloom { words: bytes.chunks_exact(8).map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes"))).collect() };
         if bloom.words.is_empty() {
             return Err(format!("tenant {name} has an empty bloom filter"));
         }
-        tenants.insert(name, TenantMeta { first, last, locs_offset, key_blocks, bloom });
+        tenants.insert(name, TenantMeta { first, last, locs_offset, buckets, bloom });
     }
     if !r.is_empty() {
         return Err("the meta has trailing bytes".into());
@@ -785,6 +875,30 @@ mod tests {
         (bytes.len() as u64, expected)
     }
 
+    /// A query of `min_items..3` items, each of up to two types `Type0..` (of `types`) and tags
+    /// `key:0..` (of `tags`).
+    fn random_query(rng: &mut fastrand::Rng, min_items: usize, types: u8, tags: u32) -> Query {
+        let mut query = Query::default();
+        for _ in 0..rng.usize(min_items..3) {
+            let mut item = QueryItem::default();
+            for _ in 0..rng.usize(0..3) {
+                item = item.with_type(format!("Type{}", rng.u8(0..types)));
+            }
+            for _ in 0..rng.usize(0..3) {
+                item = item.with_tag(format!("key:{}", rng.u32(0..tags)));
+            }
+            query = query.or(item);
+        }
+        query
+    }
+
+    /// A segment written by [`write_segment`] and its index file, opened.
+    fn indexed_segment(dir: &Path, segment: u32, events: u64) -> (SegmentIndex, Expected) {
+        let (len, expected) = write_segment(dir, segment, events);
+        build_from_segment(&RealDisk, dir, segment, len).unwrap();
+        (SegmentIndex::open(&RealDisk, dir, segment, len, Arc::new(BlockCache::new(1 << 20))).unwrap(), expected)
+    }
+
     fn every(index: &SegmentIndex, postings: &Postings) -> Vec<u64> {
         let mut out = Vec::new();
         let mut x = 0;
@@ -823,6 +937,10 @@ mod tests {
             for ((kind, name), list) in &keys {
                 let postings = index.postings(tenant, *kind, name).unwrap().expect("a key the segment holds");
                 assert_eq!(&every(&index, &postings), list, "{tenant} {kind:?} {name}");
+                if let Postings::Short(_, inline) = &postings {
+                    let want: Vec<Loc> = list.iter().map(|&p| events[(p - events[0].0) as usize].2).collect();
+                    assert_eq!(inline, &want, "a short list holds its events' locations: {tenant} {kind:?} {name}");
+                }
                 for probe in [list[0] - 1, list[0], list[list.len() / 2] + 1, list[list.len() - 1], list[list.len() - 1] + 5] {
                     let want = list.partition_point(|&p| p <= probe).checked_sub(1).map(|i| list[i]);
                     assert_eq!(index.last_at_most(&postings, probe).unwrap(), want);
@@ -838,23 +956,10 @@ mod tests {
     #[test]
     fn queries_in_a_segment_find_what_a_scan_finds() {
         let dir = tempfile::tempdir().unwrap();
-        let (len, expected) = write_segment(dir.path(), 1, 3_000);
-        build_from_segment(&RealDisk, dir.path(), 1, len).unwrap();
-        let index = SegmentIndex::open(&RealDisk, dir.path(), 1, len, Arc::new(BlockCache::new(1 << 20))).unwrap();
+        let (index, expected) = indexed_segment(dir.path(), 1, 3_000);
         let mut rng = fastrand::Rng::with_seed(11);
-        let tag = |rng: &mut fastrand::Rng| format!("key:{}", rng.u32(0..55));
         for _ in 0..300 {
-            let mut query = Query::default();
-            for _ in 0..rng.usize(0..3) {
-                let mut item = QueryItem::default();
-                for _ in 0..rng.usize(0..3) {
-                    item = item.with_type(format!("Type{}", rng.u8(0..4)));
-                }
-                for _ in 0..rng.usize(0..3) {
-                    item = item.with_tag(tag(&mut rng));
-                }
-                query = query.or(item);
-            }
+            let query = random_query(&mut rng, 0, 4, 55);
             let tenant = if rng.bool() { "acme" } else { "globex" };
             let events = &expected[tenant];
             let matching: Vec<u64> = events
@@ -871,6 +976,39 @@ mod tests {
             assert_eq!(resolved.prev(x, first).unwrap(), prev, "{query:?} back from {x}");
             assert_eq!(resolved.next(first, last).unwrap(), matching.first().copied(), "{query:?}");
         }
+    }
+
+    #[test]
+    fn bloom_filters_rule_out_segments_without_letting_a_match_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, expected) = indexed_segment(dir.path(), 2, 3_000);
+        let mut rng = fastrand::Rng::with_seed(5);
+        let (mut ruled_out, mut absent) = (0, 0);
+        for _ in 0..2_000 {
+            // Types and tags beyond those written (Type0..3, key:0..50): keys a segment lacks.
+            let query = random_query(&mut rng, 1, 5, 60);
+            let keys = QueryKeys::new(&query);
+            let tenant = if rng.bool() { "acme" } else { "globex" };
+            let events = &expected[tenant];
+            let matches = events.iter().any(|(_, event, _)| query.items.iter().any(|item| item.matches(event)));
+            let held = |f: &dyn Fn(&Event) -> bool| events.iter().any(|(_, event, _)| f(event));
+            // Every item names a key no event here has: what the bloom filters can rule out.
+            let names_absent_keys = query.items.iter().all(|item| {
+                item.tags.iter().any(|tag| !held(&|e| e.tags.contains(tag)))
+                    || (!item.types.is_empty() && item.types.iter().all(|t| !held(&|e| &e.event_type == t)))
+            });
+            if matches {
+                assert!(index.may_match(tenant, &keys), "{query:?} matches events of {tenant} here");
+            } else if names_absent_keys {
+                absent += 1;
+                ruled_out += usize::from(!index.may_match(tenant, &keys));
+            }
+            assert!(!index.may_match("initech", &keys), "a tenant without events here");
+        }
+        assert!(absent > 100 && ruled_out * 10 > absent * 9, "{ruled_out} of {absent} queries naming absent keys ruled out");
+        assert!(index.may_match("acme", &QueryKeys::new(&Query::all())));
+        let every_type = Query::item(QueryItem::default().with_type("Type9")).or(QueryItem::default());
+        assert!(index.may_match("acme", &QueryKeys::new(&every_type)), "an empty item matches every event");
     }
 
     #[test]

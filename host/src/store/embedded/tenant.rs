@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::log::EventLoc;
-use super::segment_index::{IndexFileError, SegmentIndex, SegmentList};
+use super::segment_index::{IndexFileError, Loc, QueryKeys, SegmentIndex, SegmentList};
 use crate::store::index::{check_conditions, never_fails, Resolved, Step, TenantIndex};
 use crate::store::{AppendCondition, Event, Query, StoreError};
 
@@ -56,7 +56,7 @@ impl TenantLog {
 
     /// A search for `query`'s events in this log, for one batch of a read or one probe.
     pub fn search<'a>(&'a self, tenant: &'a str, query: &'a Query) -> Search<'a> {
-        Search { log: self, tenant, query, memory: self.index.resolve(query), sealed: Vec::new() }
+        Search { log: self, tenant, query, keys: QueryKeys::new(query), memory: self.index.resolve(query), sealed: Vec::new() }
     }
 
     /// Fails with the first condition that an indexed event (published or accepted) breaks.
@@ -70,8 +70,15 @@ impl TenantLog {
         })
     }
 
-    /// Where the published events at `positions` are.
-    pub fn locs(&self, tenant: &str, positions: &[u64]) -> Result<Vec<EventLoc>, IndexFileError> {
+    /// Where the published events at `positions` (ascending or descending) are.
+    /// `known(part, position)` may know already (a search that found the position in a short
+    /// posting list, which holds its events' locations), sparing the read of a loc block.
+    fn locs(
+        &self,
+        tenant: &str,
+        positions: &[u64],
+        known: impl Fn(usize, u64) -> Option<Loc>,
+    ) -> Result<Vec<EventLoc>, IndexFileError> {
         let base = self.base();
         let mut out = Vec::with_capacity(positions.len());
         let mut at = 0;
@@ -83,16 +90,17 @@ impl TenantLog {
                 continue;
             }
             // A run of positions in one sealed part, looked up together.
-            let part = &self.sealed[self.sealed.partition_point(|part| part.last < p)];
-            let run = positions[at..].iter().take_while(|&&q| q >= part.first && q <= part.last).count();
+            let i = self.sealed.partition_point(|part| part.last < p);
+            let part = &self.sealed[i];
+            let run = &positions[at..at + positions[at..].iter().take_while(|&&q| q >= part.first && q <= part.last).count()];
             let segment = part.index.segment();
-            out.extend(part.index.locs(tenant, &positions[at..at + run])?.into_iter().map(|loc| EventLoc {
-                segment,
-                offset: loc.offset,
-                len: loc.len,
-                crc: loc.crc,
-            }));
-            at += run;
+            let event_loc = |loc: Loc| EventLoc { segment, offset: loc.offset, len: loc.len, crc: loc.crc };
+            let inline: Option<Vec<Loc>> = run.iter().map(|&q| known(i, q)).collect();
+            match inline {
+                Some(locs) => out.extend(locs.into_iter().map(event_loc)),
+                None => out.extend(part.index.locs(tenant, run)?.into_iter().map(event_loc)),
+            }
+            at += run.len();
         }
         Ok(out)
     }
@@ -104,9 +112,25 @@ pub(super) struct Search<'a> {
     log: &'a TenantLog,
     tenant: &'a str,
     query: &'a Query,
+    keys: QueryKeys,
     memory: Resolved<&'a [u64]>,
-    sealed: Vec<Option<Resolved<SegmentList<'a>>>>,
+    sealed: Vec<PartSearch<'a>>,
 }
+
+/// What a search knows of one sealed part.
+enum PartSearch<'a> {
+    Unknown,
+    /// Its bloom filters rule the query out: nothing there matches.
+    RuledOut,
+    /// Its bloom filters let the query match: to resolve when the search reaches it.
+    Candidate,
+    Resolved(Resolved<SegmentList<'a>>),
+}
+
+/// How many parts one pass over the bloom filters tests: a key's bits lie in one cache line per
+/// segment, and testing the parts a search is about to pass together lets those memory accesses
+/// overlap rather than wait for one another.
+const BLOOM_PASS: usize = 32;
 
 impl<'a> Search<'a> {
     /// The first matching position of a forward step, the last of a backward one.
@@ -120,7 +144,9 @@ impl<'a> Search<'a> {
                         return Ok(None);
                     }
                     let (lo, hi) = (from.max(part.first), to.min(part.last));
-                    if let Some(p) = self.resolved(i)?.next(lo, hi)? {
+                    if let Some(resolved) = self.resolved(i, i..self.log.sealed.len().min(i + BLOOM_PASS))?
+                        && let Some(p) = resolved.next(lo, hi)?
+                    {
                         return Ok(Some(p));
                     }
                 }
@@ -139,7 +165,9 @@ impl<'a> Search<'a> {
                         return Ok(None);
                     }
                     let (hi, lo) = (from.min(part.last), down_to.max(part.first));
-                    if let Some(p) = self.resolved(i)?.prev(hi, lo)? {
+                    if let Some(resolved) = self.resolved(i, (i + 1).saturating_sub(BLOOM_PASS)..i + 1)?
+                        && let Some(p) = resolved.prev(hi, lo)?
+                    {
                         return Ok(Some(p));
                     }
                 }
@@ -148,15 +176,39 @@ impl<'a> Search<'a> {
         }
     }
 
-    fn resolved(&mut self, part: usize) -> Result<&Resolved<SegmentList<'a>>, IndexFileError> {
-        if self.sealed.len() <= part {
-            self.sealed.resize_with(part + 1, || None);
+    /// Where the published events at `positions` are, taken from the posting lists this search
+    /// read where they hold them.
+    pub fn locs(&self, positions: &[u64]) -> Result<Vec<EventLoc>, IndexFileError> {
+        self.log.locs(self.tenant, positions, |part, position| match self.sealed.get(part)? {
+            PartSearch::Resolved(resolved) => resolved.lists().find_map(|list| list.loc(position)),
+            _ => None,
+        })
+    }
+
+    /// The query resolved in sealed part `part`, or None if its bloom filters rule it out; when
+    /// the part is not tested yet, the untested ones of `pass` (which holds it) are tested with it.
+    fn resolved(&mut self, part: usize, pass: std::ops::Range<usize>) -> Result<Option<&Resolved<SegmentList<'a>>>, IndexFileError> {
+        if self.sealed.len() < self.log.sealed.len() {
+            self.sealed.resize_with(self.log.sealed.len(), || PartSearch::Unknown);
         }
-        if self.sealed[part].is_none() {
+        if matches!(self.sealed[part], PartSearch::Unknown) {
+            let touched = pass.clone().fold(0, |acc, i| acc ^ self.log.sealed[i].index.touch(self.tenant, &self.keys));
+            std::hint::black_box(touched);
+            for i in pass {
+                if matches!(self.sealed[i], PartSearch::Unknown) {
+                    let may = self.log.sealed[i].index.may_match(self.tenant, &self.keys);
+                    self.sealed[i] = if may { PartSearch::Candidate } else { PartSearch::RuledOut };
+                }
+            }
+        }
+        if matches!(self.sealed[part], PartSearch::Candidate) {
             let index: &'a SegmentIndex = &self.log.sealed[part].index;
-            self.sealed[part] = Some(index.resolve(self.tenant, self.query)?);
+            self.sealed[part] = PartSearch::Resolved(index.resolve(self.tenant, self.query)?);
         }
-        Ok(self.sealed[part].as_ref().expect("resolved above"))
+        Ok(match &self.sealed[part] {
+            PartSearch::Resolved(resolved) => Some(resolved),
+            _ => None,
+        })
     }
 }
 

@@ -22,41 +22,52 @@ fn store_dir(data_dir: &Path) -> PathBuf {
 pub fn check(data_dir: &Path) -> anyhow::Result<ExitCode> {
     let report = embedded_check::check(&store_dir(data_dir))?;
     print(&report);
-    if report.opens() {
-        out!("ok: the store opens{}", if report.cut.is_some() { " (and cuts its torn final write)" } else { "" });
-        Ok(ExitCode::SUCCESS)
-    } else {
+    if !report.opens() {
         if report.problems.is_empty() {
             out!("damaged: the store does not open; `counterpoint store repair --cut-after-damage` cuts the log at the damage, losing what is listed above");
         } else {
             out!("damaged in a way cutting the log does not fix; the store does not open");
         }
-        Ok(ExitCode::from(DAMAGED))
+        return Ok(ExitCode::from(DAMAGED));
     }
+    if !report.index_files.unsound.is_empty() {
+        out!(
+            "the store opens, but reads may fail on the index files above; `counterpoint store repair` removes them \
+             (they are derived: the next open builds them again from their segments, and no event is lost)"
+        );
+        return Ok(ExitCode::from(DAMAGED));
+    }
+    out!("ok: the store opens{}", if report.cut.is_some() { " (and cuts its torn final write)" } else { "" });
+    Ok(ExitCode::SUCCESS)
 }
 
+/// Removes unsound index files (nothing is lost); cuts the log only with `cut_after_damage`.
 pub fn repair(data_dir: &Path, cut_after_damage: bool) -> anyhow::Result<ExitCode> {
     let dir = store_dir(data_dir);
-    if !cut_after_damage {
-        let report = embedded_check::check(&dir)?;
+    let report = embedded_check::check(&dir)?;
+    let not_cut = "the log was not cut: run `counterpoint store repair --cut-after-damage` to cut it as above";
+    if report.index_files.unsound.is_empty() && (report.cut.is_none() || !cut_after_damage) {
         print(&report);
         if report.cut.is_none() {
             out!("nothing to repair");
             return Ok(ExitCode::SUCCESS);
         }
-        out!("nothing changed: run `counterpoint store repair --cut-after-damage` to cut the log as above");
+        out!("nothing changed; {not_cut}");
         return Ok(ExitCode::from(DAMAGED));
     }
-    let repair = embedded_check::repair(&dir)?;
+    let repair = embedded_check::repair(&dir, cut_after_damage)?;
     print(&repair.before);
-    if repair.before.cut.is_none() {
-        out!("nothing to repair");
-        return Ok(ExitCode::SUCCESS);
+    for path in &repair.removed_index_files {
+        out!("removed {} (the next open builds it again)", path.display());
+    }
+    if repair.before.cut.is_some() && !cut_after_damage {
+        out!("{not_cut}");
+        return Ok(ExitCode::from(DAMAGED));
     }
     for path in &repair.set_aside {
         out!("kept the cut bytes in {}", path.display());
     }
-    // The proof that the repair worked: the store opens.
+    // The proof that the repair worked: the store opens (and builds the removed index files).
     drop(EmbeddedStore::open(&dir)?);
     out!("repaired: the store opens");
     Ok(ExitCode::SUCCESS)
@@ -76,6 +87,10 @@ fn print(report: &StoreCheck) {
     }
     for problem in &report.problems {
         out!("  problem: {problem}");
+    }
+    out!("  index files: {} match their segments", report.index_files.sound);
+    for (path, why) in &report.index_files.unsound {
+        out!("  index file {}: {why}", path.display());
     }
     if let Some(cut) = &report.cut {
         let name = cut.path.file_name().unwrap_or_default().to_string_lossy();

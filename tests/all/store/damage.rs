@@ -118,7 +118,7 @@ async fn repair_cuts_at_the_damage_keeps_the_cut_bytes_and_the_store_opens_with_
     let aside = aside_path(&path.canonicalize().unwrap(), damaged as u64);
     assert_ne!(aside, earlier);
 
-    let repair = embedded_check::repair(dir.path()).unwrap();
+    let repair = embedded_check::repair(dir.path(), true).unwrap();
     assert_eq!(repair.set_aside, vec![aside.clone()]);
     assert_eq!(std::fs::read(&earlier).unwrap(), b"kept by an earlier repair");
     assert_eq!(std::fs::read(&aside).unwrap(), before[damaged..], "the cut bytes are kept");
@@ -130,7 +130,7 @@ async fn repair_cuts_at_the_damage_keeps_the_cut_bytes_and_the_store_opens_with_
     assert_eq!(store.append(&acme(), vec![Event::new("A5")], vec![]).await.unwrap(), vec![Position::new(2)]);
     // An open store is neither checked nor repaired behind its back.
     assert!(matches!(embedded_check::check(dir.path()), Err(StoreError::Locked { .. })));
-    assert!(matches!(embedded_check::repair(dir.path()), Err(StoreError::Locked { .. })));
+    assert!(matches!(embedded_check::repair(dir.path(), true), Err(StoreError::Locked { .. })));
     drop(store);
     let report = embedded_check::check(dir.path()).unwrap();
     assert!(report.opens() && report.cut.is_none(), "{report:?}");
@@ -197,7 +197,7 @@ async fn damage_in_a_sealed_segment_is_reported_and_repaired_with_the_later_segm
     assert_eq!(cut.tenants_lost["acme"].first, kept as u64 + 2);
     assert_eq!(cut.tenants_lost["acme"].last, 8);
 
-    let repair = embedded_check::repair(dir.path()).unwrap();
+    let repair = embedded_check::repair(dir.path(), true).unwrap();
     assert_eq!(repair.set_aside.len(), 1 + later.len());
     for &number in &later {
         assert!(!segment(dir.path(), number).exists());

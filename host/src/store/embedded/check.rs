@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use super::log::{list_segments, scan_bytes, scan_segment, segment_path, Damage, Item, RecoveredFrame};
 use super::disk::{Disk, RealDisk};
-use super::segment_index::index_path;
+use super::segment_index::{index_path, verify, IndexFileError};
 use super::{readable_format, sync_dir, FORMAT_PREFIX, FORMAT_VERSION};
 use crate::store::{StoreError, Tenant};
 
@@ -30,6 +30,19 @@ pub struct StoreCheck {
     /// What no cut fixes: a missing segment, an unknown format, a frame that passes its
     /// checksum but does not decode, positions that jump before any damage.
     pub problems: Vec<String>,
+    /// The index files of the segments before any damage, each checked against its segment.
+    pub index_files: IndexFiles,
+}
+
+/// What `check` found of the sealed segments' index files. They are derived: an unsound one is
+/// removed by `repair` and built again by the next open, and no event is lost.
+#[derive(Clone, Debug, Default)]
+pub struct IndexFiles {
+    /// Files identical to the index their segment gives.
+    pub sound: usize,
+    /// Files that are not, and why: damaged (a read of the damaged block fails until the file is
+    /// removed), or of another index format or segment length (the next open rebuilds those).
+    pub unsound: Vec<(PathBuf, String)>,
 }
 
 /// One segment file.
@@ -88,6 +101,8 @@ pub struct Repair {
     pub before: StoreCheck,
     /// The files holding the bytes taken out of the log.
     pub set_aside: Vec<PathBuf>,
+    /// The unsound index files removed (the next open builds them again).
+    pub removed_index_files: Vec<PathBuf>,
 }
 
 /// Checks the store in `dir` without changing anything. Refuses while a process has it open
@@ -98,9 +113,10 @@ pub fn check(dir: &Path) -> Result<StoreCheck, StoreError> {
     check_locked(&dir)
 }
 
-/// Cuts the log at its first damage, keeping what is cut beside it; with no damage does
-/// nothing. Refuses when the log has problems a cut does not fix.
-pub fn repair(dir: &Path) -> Result<Repair, StoreError> {
+/// Removes the unsound index files (derived: the next open builds them again) and, when `cut`,
+/// cuts the log at its first damage, keeping what is cut beside it. Without damage it removes
+/// only those files. Refuses when the log has problems a cut does not fix.
+pub fn repair(dir: &Path, cut: bool) -> Result<Repair, StoreError> {
     let dir = store_dir(dir)?;
     let _lock = RealDisk.lock(&dir)?;
     let before = check_locked(&dir)?;
@@ -110,8 +126,19 @@ pub fn repair(dir: &Path) -> Result<Repair, StoreError> {
             detail: format!("cutting the log does not fix this: {}", before.problems.join("; ")),
         });
     }
-    let Some(cut) = &before.cut else { return Ok(Repair { before, set_aside: Vec::new() }) };
     let io = |what: &str, e| StoreError::io(what, e);
+    let mut removed_index_files = Vec::new();
+    for (path, _) in &before.index_files.unsound {
+        std::fs::remove_file(path).map_err(|e| io("removing an unsound index file", e))?;
+        removed_index_files.push(path.clone());
+    }
+    if !removed_index_files.is_empty() {
+        sync_dir(&RealDisk, &dir)?;
+    }
+    let cut = match &before.cut {
+        Some(damage) if cut => damage,
+        _ => return Ok(Repair { before, set_aside: Vec::new(), removed_index_files }),
+    };
     let mut set_aside = Vec::new();
 
     // The index files of the segments cut or set aside go first: they are derived, the next
@@ -152,7 +179,7 @@ pub fn repair(dir: &Path) -> Result<Repair, StoreError> {
     let segment = OpenOptions::new().write(true).open(&cut.path).map_err(|e| io("opening the damaged segment", e))?;
     segment.set_len(cut.offset).and_then(|()| segment.sync_all()).map_err(|e| io("cutting the damaged segment", e))?;
     tracing::warn!(segment = %cut.path.display(), offset = cut.offset, events_lost = cut.events_lost, "cut the log at its first damage");
-    Ok(Repair { before, set_aside })
+    Ok(Repair { before, set_aside, removed_index_files })
 }
 
 /// Where the bytes cut from `segment` at `offset` are kept (a `.N` suffix is added when an
@@ -210,8 +237,14 @@ fn lock_shared(dir: &Path) -> Result<Option<File>, StoreError> {
 }
 
 fn check_locked(dir: &Path) -> Result<StoreCheck, StoreError> {
-    let mut report =
-        StoreCheck { dir: dir.to_path_buf(), segments: Vec::new(), cut: None, heads: BTreeMap::new(), problems: Vec::new() };
+    let mut report = StoreCheck {
+        dir: dir.to_path_buf(),
+        segments: Vec::new(),
+        cut: None,
+        heads: BTreeMap::new(),
+        problems: Vec::new(),
+        index_files: IndexFiles::default(),
+    };
     match std::fs::read_to_string(dir.join("FORMAT")) {
         // The format before this one is upgraded by the next open.
         Ok(text) if readable_format(&text).is_some() => {}
@@ -250,6 +283,18 @@ fn check_locked(dir: &Path) -> Result<StoreCheck, StoreError> {
         let last = report.segments.last().map(|s| s.number);
         cut.later_segments = report.segments.iter().map(|s| s.number).filter(|&n| n > cut.segment).collect();
         cut.torn = Some(cut.segment) == last && cut.frames_lost == 0;
+    }
+    // A repair removes the index files of the segments it cuts or sets aside, so only those
+    // before the first damage are checked.
+    let first_damaged = report.cut.as_ref().map_or(u32::MAX, |cut| cut.segment);
+    for segment in report.segments.iter().filter(|s| s.number < first_damaged) {
+        match verify(&RealDisk, dir, segment.number, segment.bytes) {
+            Ok(()) => report.index_files.sound += 1,
+            // The open segment has none, and the next open builds any other that is missing.
+            Err(IndexFileError::Missing { .. }) => {}
+            Err(IndexFileError::Io { path, source }) => return Err(StoreError::io(&format!("reading {}", path.display()), source)),
+            Err(unsound) => report.index_files.unsound.push((index_path(dir, segment.number), unsound.to_string())),
+        }
     }
     Ok(report)
 }

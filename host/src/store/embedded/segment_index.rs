@@ -816,6 +816,33 @@ fn parse_meta(meta: &[u8]) -> Result<TenantMetas, String> {
 /// Scans segment `segment` (`segment_len` bytes, sealed: any damage is an error) and writes its
 /// index.
 pub(crate) fn build_from_segment(disk: &dyn Disk, dir: &Path, segment: u32, segment_len: u64) -> Result<(), IndexFileError> {
+    let builder = index_segment(disk, dir, segment, segment_len)?;
+    tracing::info!(segment = %segment_path(dir, segment).display(), "indexed a sealed log segment");
+    builder.write(disk, dir, segment, segment_len)
+}
+
+/// Checks the index file of `segment` against its segment (`store check`): first what opening
+/// it checks (trailer, version, length, meta), then every byte against the index the segment
+/// gives. A build is deterministic, so a sound file is identical to it; a flipped bit in a block,
+/// which only the read of that block would find, is found here.
+pub(crate) fn verify(disk: &dyn Disk, dir: &Path, segment: u32, segment_len: u64) -> Result<(), IndexFileError> {
+    let index = SegmentIndex::open(disk, dir, segment, segment_len, Arc::new(BlockCache::new(0)))?;
+    let io = |source| IndexFileError::Io { path: index.path.clone(), source };
+    let mut found = vec![0; index.file.len().map_err(io)? as usize];
+    index.file.read_exact_at(&mut found, 0).map_err(io)?;
+    let expected = index_segment(disk, dir, segment, segment_len)?.encode(segment, segment_len);
+    let differs = found.iter().zip(&expected).position(|(a, b)| a != b);
+    match differs.or((found.len() != expected.len()).then(|| found.len().min(expected.len()))) {
+        None => Ok(()),
+        Some(at) => Err(IndexFileError::Damaged {
+            path: index.path.clone(),
+            detail: format!("byte {at} differs from the index its segment gives"),
+        }),
+    }
+}
+
+/// The index of every event in `segment`, from a scan of it.
+fn index_segment(disk: &dyn Disk, dir: &Path, segment: u32, segment_len: u64) -> Result<IndexBuilder, IndexFileError> {
     let path = segment_path(dir, segment);
     let io = |source| IndexFileError::Io { path: path.clone(), source };
     let file = disk.open(&path, OpenMode::Read).map_err(io)?;
@@ -830,8 +857,7 @@ pub(crate) fn build_from_segment(disk: &dyn Disk, dir: &Path, segment: u32, segm
     if let Some(damage) = scan.damage {
         return Err(IndexFileError::Segment { path: path.clone(), detail: format!("damaged at byte {}", damage.offset) });
     }
-    tracing::info!(segment = %path.display(), "indexed a sealed log segment");
-    builder.write(disk, dir, segment, segment_len)
+    Ok(builder)
 }
 
 #[cfg(test)]

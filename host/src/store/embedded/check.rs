@@ -13,8 +13,8 @@ use std::io::{BufReader, ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::log::{list_segments, scan_bytes, scan_segment, segment_path, Damage, Item, RecoveredFrame};
-use super::disk::{Disk, RealDisk};
-use super::segment_index::{index_path, verify, IndexFileError};
+use super::disk::{try_lock_patiently, Disk, RealDisk};
+use super::segment_index::{index_path, verify, IndexFileState};
 use super::{readable_format, sync_dir, FORMAT_PREFIX, FORMAT_VERSION};
 use crate::store::{StoreError, Tenant};
 
@@ -220,19 +220,15 @@ fn store_dir(dir: &Path) -> Result<PathBuf, StoreError> {
 /// A shared lock on the directory: no store has it open while we look.
 fn lock_shared(dir: &Path) -> Result<Option<File>, StoreError> {
     let path = dir.join("LOCK");
-    let mut file = match File::open(&path) {
+    let file = match File::open(&path) {
         Ok(file) => file,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(StoreError::io(&format!("opening {}", path.display()), e)),
     };
-    match file.try_lock_shared() {
-        Ok(()) => Ok(Some(file)),
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut pid = String::new();
-            let _ = file.read_to_string(&mut pid);
-            Err(StoreError::Locked { dir: dir.to_path_buf(), pid: pid.trim().to_string() })
-        }
-        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::io(&format!("locking {}", path.display()), e)),
+    match try_lock_patiently(&file, File::try_lock_shared) {
+        Ok(None) => Ok(Some(file)),
+        Ok(Some(pid)) => Err(StoreError::Locked { dir: dir.to_path_buf(), pid }),
+        Err(e) => Err(StoreError::io(&format!("locking {}", path.display()), e)),
     }
 }
 

@@ -10,7 +10,7 @@
 
 use std::any::Any;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -131,27 +131,46 @@ impl Disk for RealDisk {
 
     fn lock(&self, dir: &Path) -> Result<Box<dyn Any + Send + Sync>, StoreError> {
         let path = dir.join("LOCK");
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(&path)
             .map_err(|e| StoreError::io(&format!("opening {}", path.display()), e))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
-                let pid = if pid.trim().is_empty() { "unknown".to_string() } else { pid.trim().to_string() };
-                return Err(StoreError::Locked { dir: dir.to_path_buf(), pid });
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(StoreError::io(&format!("locking {}", path.display()), e)),
+        match try_lock_patiently(&file, File::try_lock) {
+            Ok(None) => {}
+            Ok(Some(pid)) => return Err(StoreError::Locked { dir: dir.to_path_buf(), pid }),
+            Err(e) => return Err(StoreError::io(&format!("locking {}", path.display()), e)),
         }
         file.set_len(0)
-            .and_then(|()| file.write_all(std::process::id().to_string().as_bytes()))
+            .and_then(|()| FileExt::write_all_at(&file, std::process::id().to_string().as_bytes(), 0))
             .map_err(|e| StoreError::io(&format!("writing {}", path.display()), e))?;
         Ok(Box::new(file))
+    }
+}
+
+/// Takes a lock on a store's LOCK `file` with `try_lock`: `None` when taken, else the pid of the
+/// process that holds it. A child this process forks (any thread's `Command::spawn`) shares the
+/// lock until it execs: when the holder is this process, a store just closed may look held for
+/// that moment, so the lock is asked for again for a while before it counts as held.
+pub(super) fn try_lock_patiently(file: &File, try_lock: fn(&File) -> Result<(), std::fs::TryLockError>) -> io::Result<Option<String>> {
+    let patience = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    loop {
+        match try_lock(file) {
+            Ok(()) => return Ok(None),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut pid = [0u8; 20];
+                let n = FileExt::read_at(file, &mut pid, 0).unwrap_or(0);
+                let pid = String::from_utf8_lossy(&pid[..n]).trim().to_string();
+                if pid == std::process::id().to_string() && std::time::Instant::now() < patience {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                    continue;
+                }
+                return Ok(Some(if pid.is_empty() { "unknown".to_string() } else { pid }));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
     }
 }
 

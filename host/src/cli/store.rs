@@ -32,8 +32,9 @@ pub fn check(data_dir: &Path) -> anyhow::Result<ExitCode> {
     }
     if !report.index_files.unsound.is_empty() {
         out!(
-            "the store opens, but reads may fail on the index files above; `counterpoint store repair` removes them \
-             (they are derived: the next open builds them again from their segments, and no event is lost)"
+            "damaged index files: reads that meet them fail (and a damaged loc block stops the store from opening); \
+             `counterpoint store repair` removes them: they are derived, the next open builds them again from their \
+             segments, and no event is lost"
         );
         return Ok(ExitCode::from(DAMAGED));
     }
@@ -46,6 +47,11 @@ pub fn repair(data_dir: &Path, cut_after_damage: bool) -> anyhow::Result<ExitCod
     let dir = store_dir(data_dir);
     let report = embedded_check::check(&dir)?;
     let not_cut = "the log was not cut: run `counterpoint store repair --cut-after-damage` to cut it as above";
+    if !report.problems.is_empty() {
+        print(&report);
+        out!("damaged in a way cutting the log does not fix; nothing changed");
+        return Ok(ExitCode::from(DAMAGED));
+    }
     if report.index_files.unsound.is_empty() && (report.cut.is_none() || !cut_after_damage) {
         print(&report);
         if report.cut.is_none() {
@@ -89,6 +95,9 @@ fn print(report: &StoreCheck) {
         out!("  problem: {problem}");
     }
     out!("  index files: {} match their segments", report.index_files.sound);
+    for (path, why) in &report.index_files.rebuilt_at_open {
+        out!("  index file {}: {why}; the next open builds it again", path.display());
+    }
     for (path, why) in &report.index_files.unsound {
         out!("  index file {}: {why}", path.display());
     }

@@ -233,17 +233,23 @@ async fn a_damaged_index_block_is_found_by_check_and_removed_by_repair() {
     std::fs::write(&files[3], &flipped).unwrap();
     drop(EmbeddedStore::open_with(dir.path(), small_segments()).unwrap());
     assert_eq!(std::fs::read(&files[3]).unwrap(), flipped, "the open does not see it");
+    // A file cut short: that the open sees, and builds again by itself.
+    let cut = std::fs::read(&files[5]).unwrap();
+    std::fs::write(&files[5], &cut[..cut.len() / 2]).unwrap();
 
     let report = embedded_check::check(dir.path()).unwrap();
     assert!(report.opens(), "{report:?}");
-    assert_eq!(report.index_files.sound, files.len() - 1);
+    assert_eq!(report.index_files.sound, files.len() - 2);
     let unsound: Vec<_> = report.index_files.unsound.iter().map(|(path, why)| (name(path), why.contains("byte 2 differs"))).collect();
     assert_eq!(unsound, vec![(name(&files[3]), true)], "{:?}", report.index_files);
+    let rebuilt: Vec<_> = report.index_files.rebuilt_at_open.iter().map(|(path, _)| name(path)).collect();
+    assert_eq!(rebuilt, vec![name(&files[5])], "{:?}", report.index_files);
 
     let repair = embedded_check::repair(dir.path(), false).unwrap();
     assert_eq!(repair.removed_index_files.iter().map(|p| name(p)).collect::<Vec<_>>(), vec![name(&files[3])]);
     assert!(repair.set_aside.is_empty(), "nothing of the log is cut");
     let store = EmbeddedStore::open_with(dir.path(), small_segments()).unwrap();
     assert_eq!(std::fs::read(&files[3]).unwrap(), good, "built again by the open, the same");
+    assert_eq!(std::fs::read(&files[5]).unwrap(), cut, "built again by the open, the same");
     compare(&store, &memory, &mut rng, 100).await;
 }

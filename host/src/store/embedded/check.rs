@@ -34,14 +34,18 @@ pub struct StoreCheck {
     pub index_files: IndexFiles,
 }
 
-/// What `check` found of the sealed segments' index files. They are derived: an unsound one is
-/// removed by `repair` and built again by the next open, and no event is lost.
+/// What `check` found of the sealed segments' index files. They are derived: no event is lost
+/// with any of them.
 #[derive(Clone, Debug, Default)]
 pub struct IndexFiles {
     /// Files identical to the index their segment gives.
     pub sound: usize,
-    /// Files that are not, and why: damaged (a read of the damaged block fails until the file is
-    /// removed), or of another index format or segment length (the next open rebuilds those).
+    /// Files the next open builds again by itself, and why: another index format or segment
+    /// length, a damaged trailer or meta.
+    pub rebuilt_at_open: Vec<(PathBuf, String)>,
+    /// Files that differ from the index their segment gives where only a read would find it (a
+    /// damaged block), or that cannot be read, and why: `repair` removes them, and the next open
+    /// builds them again.
     pub unsound: Vec<(PathBuf, String)>,
 }
 
@@ -284,12 +288,13 @@ fn check_locked(dir: &Path) -> Result<StoreCheck, StoreError> {
     // before the first damage are checked.
     let first_damaged = report.cut.as_ref().map_or(u32::MAX, |cut| cut.segment);
     for segment in report.segments.iter().filter(|s| s.number < first_damaged) {
+        let path = index_path(dir, segment.number);
         match verify(&RealDisk, dir, segment.number, segment.bytes) {
-            Ok(()) => report.index_files.sound += 1,
+            IndexFileState::Sound => report.index_files.sound += 1,
             // The open segment has none, and the next open builds any other that is missing.
-            Err(IndexFileError::Missing { .. }) => {}
-            Err(IndexFileError::Io { path, source }) => return Err(StoreError::io(&format!("reading {}", path.display()), source)),
-            Err(unsound) => report.index_files.unsound.push((index_path(dir, segment.number), unsound.to_string())),
+            IndexFileState::Missing => {}
+            IndexFileState::RebuiltAtOpen(why) => report.index_files.rebuilt_at_open.push((path, why.to_string())),
+            IndexFileState::Unsound(why) => report.index_files.unsound.push((path, why.to_string())),
         }
     }
     Ok(report)

@@ -477,6 +477,8 @@ pub(crate) struct SegmentIndex {
     segment: u32,
     tenants: TenantMetas,
     cache: Arc<BlockCache>,
+    /// Where the meta starts: every block lies before it.
+    blocks_end: u64,
 }
 
 /// Per block of 128 positions of a long list: its first position, its offset and length.
@@ -562,7 +564,7 @@ impl SegmentIndex {
                 "it indexes {file_segment_len} bytes of segment {file_segment}, the segment {segment} has {segment_len}"
             )));
         }
-        if meta_offset + meta_len as u64 + TRAILER as u64 != len {
+        if meta_offset.checked_add(meta_len as u64 + TRAILER as u64) != Some(len) {
             return Err(damaged("its length does not match its trailer"));
         }
         let mut meta = vec![0; meta_len as usize];
@@ -571,7 +573,7 @@ impl SegmentIndex {
             return Err(damaged("its meta fails its checksum"));
         }
         let tenants = parse_meta(&meta).map_err(|e| damaged(&e))?;
-        Ok(SegmentIndex { path, file, segment, tenants, cache })
+        Ok(SegmentIndex { path, file, segment, tenants, cache, blocks_end: meta_offset })
     }
 
     /// Opens the index of sealed segment `segment`, building it from the segment first when it
@@ -739,9 +741,12 @@ impl SegmentIndex {
             if current.as_ref().is_none_or(|(b, _)| *b != block) {
                 let in_block = (meta.last - meta.first + 1 - block * LOCS_PER_BLOCK).min(LOCS_PER_BLOCK);
                 let len = (in_block as usize * LOC_BYTES + CRC) as u32;
-                current = Some((block, self.block(meta.locs_offset + block * block_bytes, len)?));
+                let offset = block.checked_mul(block_bytes).and_then(|at| at.checked_add(meta.locs_offset));
+                let offset = offset.ok_or_else(|| self.damaged(format!("tenant {tenant}'s loc blocks lie past the file")))?;
+                current = Some((block, self.block(offset, len)?));
             }
-            let bytes = &current.as_ref().expect("a loc block").1[slot * LOC_BYTES..(slot + 1) * LOC_BYTES];
+            let bytes = current.as_ref().and_then(|(_, block)| block.get(slot * LOC_BYTES..(slot + 1) * LOC_BYTES));
+            let bytes = bytes.ok_or_else(|| self.damaged(format!("the loc block of position {p} is short")))?;
             let mut r = Cursor::new(bytes);
             out.push(Loc { offset: r.u32().expect("4 bytes"), len: r.u32().expect("4 bytes"), crc: r.u32().expect("4 bytes") });
         }
@@ -750,11 +755,16 @@ impl SegmentIndex {
 
     /// The checked payload of the block at `offset` (`len` bytes with its checksum).
     fn block(&self, offset: u64, len: u32) -> Result<Arc<[u8]>, IndexFileError> {
-        if let Some(block) = self.cache.get((self.segment, offset)) {
-            return Ok(block);
+        // Offsets and lengths come from the meta and from blocks: checked, but never trusted
+        // to lie within the file or to name one block the same way twice.
+        if (len as usize) < CRC || offset.checked_add(len as u64).is_none_or(|end| end > self.blocks_end) {
+            return Err(self.damaged(format!("the block at byte {offset} ({len} bytes) does not lie within the blocks")));
         }
-        if (len as usize) < CRC {
-            return Err(self.damaged(format!("the block at byte {offset} is shorter than its checksum")));
+        if let Some(block) = self.cache.get((self.segment, offset)) {
+            if block.len() + CRC != len as usize {
+                return Err(self.damaged(format!("the block at byte {offset} is read as {len} bytes and as {}", block.len() + CRC)));
+            }
+            return Ok(block);
         }
         // Read on the stack when small (most are), so the block is allocated once, in the cache.
         let (mut stack, mut heap) = ([0u8; 4096], Vec::new());
@@ -796,7 +806,7 @@ fn parse_meta(meta: &[u8]) -> Result<TenantMetas, String> {
         }
         let bytes = r.take(count.checked_add(1).and_then(|n| n.checked_mul(8)).ok_or("too many key buckets")?)?;
         let buckets: Vec<u64> = bytes.chunks_exact(8).map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes"))).collect();
-        if buckets.windows(2).any(|w| w[1] < w[0] + CRC as u64 || w[1] - w[0] > u32::MAX as u64) {
+        if buckets.windows(2).any(|w| w[1].checked_sub(w[0]).is_none_or(|len| len < CRC as u64 || len > u32::MAX as u64)) {
             return Err(format!("tenant {name} has key buckets out of order"));
         }
         let blocks = r.u32()? as usize;
@@ -821,20 +831,41 @@ pub(crate) fn build_from_segment(disk: &dyn Disk, dir: &Path, segment: u32, segm
     builder.write(disk, dir, segment, segment_len)
 }
 
+/// What `store check` finds of a sealed segment's index file.
+#[derive(Debug)]
+pub(crate) enum IndexFileState {
+    Sound,
+    /// None: the open segment, or one the next open builds.
+    Missing,
+    /// What opening the store finds by itself and builds again: another version or segment
+    /// length, a damaged trailer or meta.
+    RebuiltAtOpen(IndexFileError),
+    /// What only the read of a block would find, or a file that cannot be read: the file is not
+    /// the index its segment gives.
+    Unsound(IndexFileError),
+}
+
 /// Checks the index file of `segment` against its segment (`store check`): first what opening
 /// it checks (trailer, version, length, meta), then every byte against the index the segment
 /// gives. A build is deterministic, so a sound file is identical to it; a flipped bit in a block,
 /// which only the read of that block would find, is found here.
-pub(crate) fn verify(disk: &dyn Disk, dir: &Path, segment: u32, segment_len: u64) -> Result<(), IndexFileError> {
-    let index = SegmentIndex::open(disk, dir, segment, segment_len, Arc::new(BlockCache::new(0)))?;
-    let io = |source| IndexFileError::Io { path: index.path.clone(), source };
-    let mut found = vec![0; index.file.len().map_err(io)? as usize];
-    index.file.read_exact_at(&mut found, 0).map_err(io)?;
-    let expected = index_segment(disk, dir, segment, segment_len)?.encode(segment, segment_len);
+pub(crate) fn verify(disk: &dyn Disk, dir: &Path, segment: u32, segment_len: u64) -> IndexFileState {
+    let index = match SegmentIndex::open(disk, dir, segment, segment_len, Arc::new(BlockCache::new(0))) {
+        Ok(index) => index,
+        Err(IndexFileError::Missing { .. }) => return IndexFileState::Missing,
+        Err(err @ (IndexFileError::Stale { .. } | IndexFileError::Damaged { .. })) => return IndexFileState::RebuiltAtOpen(err),
+        Err(err) => return IndexFileState::Unsound(err),
+    };
+    let found = index.file.read_all().map_err(|source| IndexFileError::Io { path: index.path.clone(), source });
+    let expected = index_segment(disk, dir, segment, segment_len).map(|builder| builder.encode(segment, segment_len));
+    let (found, expected) = match (found, expected) {
+        (Ok(found), Ok(expected)) => (found, expected),
+        (Err(err), _) | (_, Err(err)) => return IndexFileState::Unsound(err),
+    };
     let differs = found.iter().zip(&expected).position(|(a, b)| a != b);
     match differs.or((found.len() != expected.len()).then(|| found.len().min(expected.len()))) {
-        None => Ok(()),
-        Some(at) => Err(IndexFileError::Damaged {
+        None => IndexFileState::Sound,
+        Some(at) => IndexFileState::Unsound(IndexFileError::Damaged {
             path: index.path.clone(),
             detail: format!("byte {at} differs from the index its segment gives"),
         }),

@@ -43,32 +43,23 @@ pub fn check(data_dir: &Path) -> anyhow::Result<ExitCode> {
 }
 
 /// Removes unsound index files (nothing is lost); cuts the log only with `cut_after_damage`.
+/// One check, under the repair's lock: it verifies every index file, which costs a scan of
+/// each sealed segment.
 pub fn repair(data_dir: &Path, cut_after_damage: bool) -> anyhow::Result<ExitCode> {
     let dir = store_dir(data_dir);
-    let report = embedded_check::check(&dir)?;
-    let not_cut = "the log was not cut: run `counterpoint store repair --cut-after-damage` to cut it as above";
-    if !report.problems.is_empty() {
-        print(&report);
-        out!("damaged in a way cutting the log does not fix; nothing changed");
-        return Ok(ExitCode::from(DAMAGED));
-    }
-    if report.index_files.unsound.is_empty() && (report.cut.is_none() || !cut_after_damage) {
-        print(&report);
-        if report.cut.is_none() {
-            out!("nothing to repair");
-            return Ok(ExitCode::SUCCESS);
-        }
-        out!("nothing changed; {not_cut}");
-        return Ok(ExitCode::from(DAMAGED));
-    }
     let repair = embedded_check::repair(&dir, cut_after_damage)?;
     print(&repair.before);
     for path in &repair.removed_index_files {
         out!("removed {} (the next open builds it again)", path.display());
     }
     if repair.before.cut.is_some() && !cut_after_damage {
-        out!("{not_cut}");
+        let changed = if repair.removed_index_files.is_empty() { "nothing changed" } else { "the log was not cut" };
+        out!("{changed}: run `counterpoint store repair --cut-after-damage` to cut it as above");
         return Ok(ExitCode::from(DAMAGED));
+    }
+    if repair.before.cut.is_none() && repair.removed_index_files.is_empty() {
+        out!("nothing to repair");
+        return Ok(ExitCode::SUCCESS);
     }
     for path in &repair.set_aside {
         out!("kept the cut bytes in {}", path.display());

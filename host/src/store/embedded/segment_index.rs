@@ -66,7 +66,7 @@ const LOCS_PER_BLOCK: u64 = 64;
 const LOC_BYTES: usize = 12;
 const POSTINGS_PER_BLOCK: usize = 128;
 const SKIP_ENTRY: usize = 8 + 8 + 4;
-/// A key block closes once it holds this many bytes.
+/// The bytes a key bucket holds on average: the bucket count is the entries' bytes over this.
 const KEY_BLOCK_BYTES: usize = 1024;
 const BLOOM_BITS_PER_KEY: usize = 10;
 const BLOOM_HASHES: usize = 7;

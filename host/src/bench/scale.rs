@@ -14,8 +14,11 @@
 //! 64 writers each reading a random old tag and appending under the condition that nothing
 //! matching it came after the read (`condition_check_per_s`), 64 writers appending on their
 //! own tags (`append_64w_per_s`), and one full read (`full_read_events_per_s`). It also says
-//! what the indexes hold: `sealed_segments` (each with its index file), `events_in_memory` (the
-//! open segment's, indexed in memory) and `index_cache_mb` after the reads.
+//! what the indexes hold: `sealed_segments` (each with its index file), `search_parts` (the runs
+//! of merged index files and the segments left over, which a search goes through),
+//! `events_in_memory` (the open segment's, indexed in memory) and `index_cache_mb` after the
+//! reads. Before the child starts, the store is opened once and left to merge the index files
+//! that are due (`index_merge_s`: 0 unless the log was built before runs).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,6 +49,8 @@ pub async fn scale(dir: &Path, seconds: f64, log_events: u64) -> anyhow::Result<
     report.add("log_events", log_events as f64, "events in the log before the measured appends");
     let built = build(&store_dir, log_events).await?;
     report.add("build_s", built, "building the log (0: reused from an earlier run)");
+    let merge_s = settle_indexes(&store_dir).await?;
+    report.add("index_merge_s", merge_s, "waiting for index files to be merged into runs (a log from before runs)");
     report.add("disk_bytes_per_event", disk_bytes(&store_dir)? as f64 / log_events as f64, "every file of the store");
     report.add("fsync_per_s", fsync_per_s(dir, duration)?, "raw 4 KiB append + fdatasync, this disk, this run");
 
@@ -73,6 +78,7 @@ pub async fn scale(dir: &Path, seconds: f64, log_events: u64) -> anyhow::Result<
         ("append_64w_per_s", format!("64 writers on their own tags (target >= {:.0})", (32.0 * fsync).min(50_000.0))),
         ("full_read_events_per_s", "one forward read of the whole log (target >= 5,000,000)".into()),
         ("sealed_segments", "sealed log segments, each read through its index file".into()),
+        ("search_parts", "index files a search of the sealed segments goes through: runs and segments".into()),
         ("events_in_memory", "events indexed in memory after the open (the open segment's)".into()),
         ("index_cache_mb", "index-file blocks cached after the tag reads".into()),
     ] {
@@ -127,6 +133,20 @@ async fn build(dir: &Path, log_events: u64) -> anyhow::Result<f64> {
     Ok(start.elapsed().as_secs_f64())
 }
 
+/// Opens the store in `dir` and waits until it has indexed every sealed segment and merged the
+/// index files that are due into runs, as a store that has run a while has; the seconds spent.
+async fn settle_indexes(dir: &Path) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let store = EmbeddedStore::open(dir)?;
+    let spinner = indicatif::ProgressBar::new_spinner().with_message("merging index files into runs");
+    while store.index_memory().indexing {
+        spinner.tick();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    spinner.finish_and_clear();
+    Ok(start.elapsed().as_secs_f64())
+}
+
 /// The keys the log's events are tagged with: about ten events each.
 fn keys(log_events: u64) -> u64 {
     (log_events / 10).max(1)
@@ -173,6 +193,7 @@ async fn measure(dir: &Path, log_events: u64, duration: Duration) -> anyhow::Res
     let memory = store.index_memory();
     report.add("sealed_segments", memory.sealed_segments as f64, "");
     report.add("events_in_memory", memory.events_in_memory as f64, "");
+    report.add("search_parts", memory.search_parts as f64, "");
 
     let start = Instant::now();
     let mut seen = 0;

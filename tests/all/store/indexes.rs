@@ -224,7 +224,8 @@ async fn a_damaged_index_block_is_found_by_check_and_removed_by_repair() {
     let files = index_files(dir.path());
     let name = |path: &Path| path.file_name().unwrap().to_owned();
     let healthy = embedded_check::check(dir.path()).unwrap();
-    assert_eq!((healthy.index_files.sound, healthy.index_files.unsound.len()), (files.len(), 0), "as written, every file is sound");
+    let sound = (files.len() + run_files(dir.path()).len(), 0);
+    assert_eq!((healthy.index_files.sound, healthy.index_files.unsound.len()), sound, "as written, every file is sound");
 
     // A bit flipped in a block: opening the store checks only each file's trailer and meta.
     let good = std::fs::read(&files[3]).unwrap();
@@ -239,7 +240,7 @@ async fn a_damaged_index_block_is_found_by_check_and_removed_by_repair() {
 
     let report = embedded_check::check(dir.path()).unwrap();
     assert!(report.opens(), "{report:?}");
-    assert_eq!(report.index_files.sound, files.len() - 2);
+    assert_eq!(report.index_files.sound, files.len() - 2 + run_files(dir.path()).len());
     let unsound: Vec<_> = report.index_files.unsound.iter().map(|(path, why)| (name(path), why.contains("byte 2 differs"))).collect();
     assert_eq!(unsound, vec![(name(&files[3]), true)], "{:?}", report.index_files);
     let rebuilt: Vec<_> = report.index_files.rebuilt_at_open.iter().map(|(path, _)| name(path)).collect();
@@ -252,4 +253,138 @@ async fn a_damaged_index_block_is_found_by_check_and_removed_by_repair() {
     assert_eq!(std::fs::read(&files[3]).unwrap(), good, "built again by the open, the same");
     assert_eq!(std::fs::read(&files[5]).unwrap(), cut, "built again by the open, the same");
     compare(&store, &memory, &mut rng, 100).await;
+}
+
+fn run_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "run"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Waits until the sealer has indexed every sealed segment and merged what is due.
+async fn merged(store: &EmbeddedStore) {
+    for _ in 0..1_000 {
+        if !store.index_memory().indexing {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the sealer did not finish merging: {:?}", store.index_memory());
+}
+
+/// The segments a run file covers, from its name.
+fn covered(run: &Path) -> (u32, u32) {
+    let name = run.file_stem().unwrap().to_str().unwrap();
+    let (first, last) = name.split_once('-').unwrap();
+    (first.parse().unwrap(), last.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn searches_go_through_runs_of_merged_index_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = MemoryStore::new();
+    let mut rng = fastrand::Rng::with_seed(23);
+    {
+        let store = EmbeddedStore::open_with(dir.path(), small_segments()).unwrap();
+        fill([&store, &memory], &mut rng, 900).await;
+        compare(&store, &memory, &mut rng, 100).await;
+        merged(&store).await;
+        let layout = store.index_memory();
+        // Runs of 8 and of 64 segments, like a counter in base 8, and the segments left over.
+        let sealed = layout.sealed_segments;
+        let (sixty_fours, eights, loose) = (sealed / 64, sealed % 64 / 8, sealed % 8);
+        assert!(sixty_fours >= 1, "{layout:?}");
+        assert_eq!(layout.search_parts, sixty_fours + eights + loose, "{layout:?}");
+        let runs: Vec<(u32, u32)> = run_files(dir.path()).iter().map(|r| covered(r)).collect();
+        let mut want = Vec::new();
+        let mut at = 0;
+        for size in std::iter::repeat_n(64, sixty_fours as usize).chain(std::iter::repeat_n(8, eights as usize)) {
+            want.push((at, at + size - 1));
+            at += size;
+        }
+        assert_eq!(runs, want, "the runs merged smaller ones are removed");
+        compare(&store, &memory, &mut rng, 200).await;
+    }
+    // Reopened: the runs are taken as they are.
+    let store = EmbeddedStore::open_with(dir.path(), small_segments()).unwrap();
+    let parts = store.index_memory().search_parts;
+    assert!(parts < store.index_memory().sealed_segments / 4, "{:?}", store.index_memory());
+    compare(&store, &memory, &mut rng, 200).await;
+    fill([&store, &memory], &mut rng, 200).await;
+    merged(&store).await;
+    compare(&store, &memory, &mut rng, 200).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_stale_and_leftover_runs_are_removed_and_merged_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = MemoryStore::new();
+    let mut rng = fastrand::Rng::with_seed(29);
+    {
+        let store = EmbeddedStore::open_with(dir.path(), small_segments()).unwrap();
+        fill([&store, &memory], &mut rng, 500).await;
+        merged(&store).await;
+    }
+    let runs = run_files(dir.path());
+    assert!(runs.len() >= 3, "{runs:?}");
+    let good: Vec<Vec<u8>> = runs.iter().map(|r| std::fs::read(r).unwrap()).collect();
+    // A bit flipped in a run's meta; a run cut short; a half-written merge left by a crash; a
+    // smaller run that a crash left beside the bigger one that merged it.
+    let meta_offset = |bytes: &[u8]| u64::from_le_bytes(bytes[bytes.len() - 20..bytes.len() - 12].try_into().unwrap()) as usize;
+    let mut flipped = good[0].clone();
+    flipped[meta_offset(&good[0]) + 30] ^= 0x08;
+    std::fs::write(&runs[0], flipped).unwrap();
+    std::fs::write(&runs[1], &good[1][..good[1].len() - 100]).unwrap();
+    std::fs::write(dir.path().join("0000000000-0000000063.run.tmp"), b"half a run").unwrap();
+    let (first, _) = covered(&runs[2]);
+    let leftover = dir.path().join(format!("{first:010}-{:010}.run", first + 1));
+    std::fs::write(&leftover, b"merged since").unwrap();
+    let store = EmbeddedStore::open_with(dir.path(), small_segments()).unwrap();
+    assert!(!leftover.exists() && !dir.path().join("0000000000-0000000063.run.tmp").exists(), "{:?}", run_files(dir.path()));
+    compare(&store, &memory, &mut rng, 100).await;
+    merged(&store).await;
+    for (run, good) in runs.iter().zip(&good) {
+        assert_eq!(&std::fs::read(run).unwrap(), good, "{} is merged again, the same", run.display());
+    }
+    assert_eq!(run_files(dir.path()), runs);
+    compare(&store, &memory, &mut rng, 200).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_run_block_is_found_by_check_and_removed_by_repair() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = MemoryStore::new();
+    let mut rng = fastrand::Rng::with_seed(37);
+    {
+        let store = EmbeddedStore::open_with(dir.path(), small_segments()).unwrap();
+        fill([&store, &memory], &mut rng, 300).await;
+        merged(&store).await;
+    }
+    let runs = run_files(dir.path());
+    let good = std::fs::read(&runs[0]).unwrap();
+    // The first block is the first tenant's first key bucket: a search by any of its keys reads it.
+    let mut flipped = good.clone();
+    flipped[5] ^= 0x20;
+    std::fs::write(&runs[0], &flipped).unwrap();
+    {
+        let store = EmbeddedStore::open_with(dir.path(), small_segments()).unwrap();
+        let by_tag = Query::item(QueryItem::tags(["k:1"]));
+        let read = store.read(&tenants()[0], by_tag, ReadOptions::default()).await.unwrap().collect().await;
+        let err = read.expect_err("searches go through the run, and its damage is an error, not a wrong answer");
+        assert!(matches!(&err, StoreError::Corrupt { detail, .. } if detail.contains(".run")), "{err}");
+    }
+    let report = embedded_check::check(dir.path()).unwrap();
+    let unsound: Vec<_> = report.index_files.unsound.iter().map(|(path, _)| path.clone()).collect();
+    assert_eq!(unsound, vec![runs[0].clone()], "{:?}", report.index_files);
+    assert_eq!(report.index_files.sound, index_files(dir.path()).len() + runs.len() - 1);
+    let repair = embedded_check::repair(dir.path(), false).unwrap();
+    assert_eq!(repair.removed_index_files, vec![runs[0].clone()]);
+    let store = EmbeddedStore::open_with(dir.path(), small_segments()).unwrap();
+    merged(&store).await;
+    assert_eq!(std::fs::read(&runs[0]).unwrap(), good, "merged again, the same");
+    compare(&store, &memory, &mut rng, 150).await;
 }

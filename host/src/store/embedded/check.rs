@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use super::log::{list_segments, scan_bytes, scan_segment, segment_path, Damage, Item, RecoveredFrame};
 use super::disk::{try_lock_patiently, Disk, RealDisk};
 use super::segment_index::{index_path, verify, IndexFileState};
-use super::{readable_format, sync_dir, FORMAT_PREFIX, FORMAT_VERSION};
+use super::{index_run, readable_format, sync_dir, FORMAT_PREFIX, FORMAT_VERSION};
 use crate::store::{StoreError, Tenant};
 
 /// What `check` found in an embedded store's directory.
@@ -34,11 +34,12 @@ pub struct StoreCheck {
     pub index_files: IndexFiles,
 }
 
-/// What `check` found of the sealed segments' index files. They are derived: no event is lost
-/// with any of them.
+/// What `check` found of the sealed segments' index files and of the runs merged from them.
+/// They are derived: no event is lost with any of them.
 #[derive(Clone, Debug, Default)]
 pub struct IndexFiles {
-    /// Files identical to the index their segment gives.
+    /// Segments' files identical to the index their segment gives, and runs whose every block
+    /// passes its checksum.
     pub sound: usize,
     /// Files the next open builds again by itself, and why: another index format or segment
     /// length, a damaged trailer or meta.
@@ -47,6 +48,17 @@ pub struct IndexFiles {
     /// damaged block), or that cannot be read, and why: `repair` removes them, and the next open
     /// builds them again.
     pub unsound: Vec<(PathBuf, String)>,
+}
+
+impl IndexFiles {
+    fn record(&mut self, path: PathBuf, state: IndexFileState) {
+        match state {
+            IndexFileState::Sound => self.sound += 1,
+            IndexFileState::Missing => {}
+            IndexFileState::RebuiltAtOpen(why) => self.rebuilt_at_open.push((path, why.to_string())),
+            IndexFileState::Unsound(why) => self.unsound.push((path, why.to_string())),
+        }
+    }
 }
 
 /// One segment file.
@@ -288,14 +300,16 @@ fn check_locked(dir: &Path) -> Result<StoreCheck, StoreError> {
     // before the first damage are checked.
     let first_damaged = report.cut.as_ref().map_or(u32::MAX, |cut| cut.segment);
     for segment in report.segments.iter().filter(|s| s.number < first_damaged) {
-        let path = index_path(dir, segment.number);
-        match verify(&RealDisk, dir, segment.number, segment.bytes) {
-            IndexFileState::Sound => report.index_files.sound += 1,
-            // The open segment has none, and the next open builds any other that is missing.
-            IndexFileState::Missing => {}
-            IndexFileState::RebuiltAtOpen(why) => report.index_files.rebuilt_at_open.push((path, why.to_string())),
-            IndexFileState::Unsound(why) => report.index_files.unsound.push((path, why.to_string())),
-        }
+        // The open segment has none, and the next open builds any other that is missing.
+        report.index_files.record(index_path(dir, segment.number), verify(&RealDisk, dir, segment.number, segment.bytes));
+    }
+    // Runs of merged index files, over the segments before any damage.
+    let sealed: Vec<u64> = report.segments.iter().filter(|s| s.number < first_damaged).map(|s| s.bytes).collect();
+    let sealed = &sealed[..sealed.len().min(report.segments.len().saturating_sub(1))];
+    let mut names = RealDisk.list(dir).map_err(|e| StoreError::io("listing the data directory", e))?;
+    names.sort();
+    for (path, state) in names.iter().filter_map(|name| index_run::verify(&RealDisk, dir, name, sealed)) {
+        report.index_files.record(path, state);
     }
     Ok(report)
 }

@@ -39,6 +39,8 @@ pub trait Disk: Send + Sync + 'static {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn DiskFile>>;
     /// Renames a file; durable once its directory is synced.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes a file; durable once its directory is synced.
+    fn remove(&self, path: &Path) -> io::Result<()>;
     /// Makes the directory's entries (created, renamed files) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Takes the directory's exclusive lock for this process, held until the guard drops.
@@ -123,6 +125,10 @@ impl Disk for RealDisk {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         std::fs::rename(from, to)
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {

@@ -5,6 +5,7 @@
 //! <data dir>/LOCK              held by the process that has the store open; holds its pid
 //! <data dir>/0000000000.log    log segments: checksummed frames, one per append (see log.rs)
 //! <data dir>/0000000000.idx    a sealed segment's type and tag index (see segment_index.rs)
+//! <data dir>/0000000000-0000000007.run   index files merged over 8 segments (see index_run.rs)
 //! ```
 //!
 //! Events are written once, sequentially, by a group-commit writer (writer.rs): concurrent
@@ -14,7 +15,8 @@
 //! written next to it as an immutable file (sealer.rs) and memory forgets it. Opening the store
 //! reads the index files' small meta and scans the open segment alone, so it takes about as long
 //! whatever the size of the log, and memory holds the open segment's index, the files' metas and
-//! a bounded cache of their blocks. A read resolves its query on the indexes (tenant.rs) and
+//! a bounded cache of their blocks. Index files are merged into runs over 8, 64, 512 segments in
+//! the background, so that a key whose events are spread over the log is found in a few files. A read resolves its query on the indexes (tenant.rs) and
 //! fetches the events with positioned reads, coalescing neighbours into one read; each event's
 //! checksum is checked as it is read.
 //!
@@ -32,6 +34,7 @@ pub mod disk;
 pub mod sim_disk;
 // The FoundationDB backend reuses the event record encoding.
 pub(super) mod log;
+mod index_run;
 mod sealer;
 mod segment_index;
 mod tenant;
@@ -42,7 +45,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
@@ -52,7 +55,7 @@ use tokio::sync::watch;
 use self::check::damage_report;
 use self::disk::{Disk, DiskFile, OpenMode, RealDisk};
 use self::log::{decode_run, list_segments, scan_segment, segment_path, EventLoc};
-use self::segment_index::{BlockCache, SegmentIndex};
+use self::segment_index::{BlockCache, Covers, SegmentIndex};
 use self::tenant::{index_error, SealedPart, TenantLog};
 use self::writer::{Accepted, Writer};
 use super::index::{ReadCursor, TenantIndex};
@@ -92,6 +95,11 @@ pub struct IndexMemory {
     pub events_in_memory: u64,
     pub sealed_segments: u64,
     pub cache_bytes: u64,
+    /// The index files a search of every sealed segment goes through: runs, and the segments
+    /// no run covers yet.
+    pub search_parts: u64,
+    /// Whether the sealer still has work: a sealed segment to index, or parts to merge.
+    pub indexing: bool,
 }
 
 /// The durable event store in one data directory. Cloning gives another handle to the same store.
@@ -114,6 +122,8 @@ impl Drop for Inner {
         // sealer once it has indexed what the writer sealed; joining them releases the
         // directory lock before the store is gone, so it can be reopened at once.
         self.queue.lock().expect("append queue lock").take();
+        // A merge in progress is given up (its temporary file is removed at the next open).
+        self.shared.closing.store(true, Ordering::Relaxed);
         for thread in [self.writer.take(), self.sealer.take()].into_iter().flatten() {
             let _ = thread.join();
         }
@@ -129,10 +139,23 @@ pub(super) struct Shared {
     segments: RwLock<Vec<Arc<dyn DiskFile>>>,
     /// Blocks of the sealed segments' index files.
     cache: Arc<BlockCache>,
+    /// What searches of the sealed segments go through, kept by the sealer.
+    layout: Mutex<Layout>,
+    /// Set when the store closes: the sealer gives up a merge.
+    closing: AtomicBool,
     poisoned: Mutex<Option<String>>,
     /// Successful flushes (`write` + `fdatasync` of a batch) since the store opened.
     flushes: AtomicU64,
     _lock: Box<dyn Any + Send + Sync>,
+}
+
+/// The index files that cover the sealed segments, in order: runs, and segments no run covers.
+pub(super) struct Layout {
+    parts: Vec<Arc<SegmentIndex>>,
+    /// The segments indexed (a sealed one waits for its file meanwhile).
+    indexed: u32,
+    /// Indexing or merging failed: searches go on through what there is.
+    stopped: bool,
 }
 
 pub(super) struct TenantState {
@@ -252,6 +275,7 @@ impl EmbeddedStore {
         let cache = Arc::new(BlockCache::new(options.index_cache_bytes));
         let mut tenants: HashMap<Tenant, TenantLog> = HashMap::new();
         let mut segments = Vec::new();
+        let mut sealed = Vec::new();
         for (expected, &number) in segment_numbers.iter().enumerate() {
             if number as usize != expected {
                 return Err(corrupt(format!("log segment {expected} is missing")));
@@ -272,9 +296,21 @@ impl EmbeddedStore {
                     return Err(corrupt(format!("{}: positions of tenant {name} jump from {} to {first}", path.display(), log.base())));
                 }
                 log.sealed.push(SealedPart { index: index.clone(), first, last });
+                log.searched.push(SealedPart { index: index.clone(), first, last });
             }
+            sealed.push(index);
             segments.push(file);
         }
+        let parts = index_run::open_runs(&*disk, &dir, &sealed, &cache);
+        for run in parts.iter().filter(|part| matches!(part.covers(), Covers::Run { .. })) {
+            for (name, first, last) in run.tenants() {
+                // open_runs keeps only runs whose tenants' ranges are their segments'.
+                let log = Tenant::new(name).ok().and_then(|tenant| tenants.get_mut(&tenant));
+                let installed = log.is_some_and(|log| log.install_run(SealedPart { index: run.clone(), first, last }));
+                debug_assert!(installed, "a run lines up with its segments");
+            }
+        }
+        let layout = Layout { parts, indexed: sealed.len() as u32, stopped: false };
         for (tenant, log) in &mut tenants {
             let base = log.base();
             log.index = TenantIndex::starting_after(base);
@@ -345,6 +381,8 @@ impl EmbeddedStore {
             tenants: RwLock::new(tenants),
             segments: RwLock::new(segments),
             cache,
+            layout: Mutex::new(layout),
+            closing: AtomicBool::new(false),
             poisoned: Mutex::new(None),
             flushes: AtomicU64::new(0),
             _lock: lock,
@@ -401,7 +439,15 @@ impl EmbeddedStore {
             })
             .sum();
         let sealed_segments = shared.segments.read().expect("segments lock").len() as u64 - 1;
-        IndexMemory { events_in_memory, sealed_segments, cache_bytes: shared.cache.bytes() as u64 }
+        let layout = shared.layout.lock().expect("layout lock");
+        let indexing = !layout.stopped && (u64::from(layout.indexed) < sealed_segments || index_run::next_merge(&layout.parts).is_some());
+        IndexMemory {
+            events_in_memory,
+            sealed_segments,
+            cache_bytes: shared.cache.bytes() as u64,
+            search_parts: layout.parts.len() as u64,
+            indexing,
+        }
     }
 
     /// A consistent cut of the log at this instant, for an online backup: the last segment

@@ -1,40 +1,94 @@
 //! Writes the index file of each segment the writer seals, off the writer's thread, and then lets
-//! the tenants' memory forget what the file now holds.
+//! the tenants' memory forget what the file now holds; then merges index files into runs as they
+//! fall due (index_run.rs), so that searches go through a few files whatever the log's size.
 //!
 //! The index is built from the segment itself, read back from the page cache (the source of
 //! truth, and no lock held meanwhile). Segments are sealed in order; if one cannot be indexed
 //! (a full disk, say), its events and every later segment's stay in memory, which is slower to
-//! open next time and bigger, never wrong: the next open builds what is missing.
+//! open next time and bigger, never wrong: the next open builds what is missing. A merge that
+//! fails leaves the parts it would have merged: slower searches, never wrong ones.
 
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
-use super::segment_index::{build_from_segment, SegmentIndex};
+use super::index_run::{merge, next_merge};
+use super::segment_index::{build_from_segment, Covers, SegmentIndex};
 use super::tenant::SealedPart;
 use super::Shared;
 
 pub(super) fn run(shared: Arc<Shared>, sealed: Receiver<(u32, u64)>) {
-    let mut stopped = false;
+    merge_due(&shared);
     while let Ok((segment, len)) = sealed.recv() {
-        if stopped {
+        if shared.layout.lock().expect("layout lock").stopped {
             continue;
         }
         let built = build_from_segment(&*shared.disk, &shared.dir, segment, len)
             .and_then(|()| SegmentIndex::open(&*shared.disk, &shared.dir, segment, len, shared.cache.clone()));
         match built {
-            Ok(index) => install(&shared, Arc::new(index)),
+            Ok(index) => {
+                let index = Arc::new(index);
+                install(&shared, &index, |log, part| {
+                    log.seal(part);
+                    true
+                });
+                let mut layout = shared.layout.lock().expect("layout lock");
+                layout.parts.push(index);
+                layout.indexed += 1;
+            }
             Err(err) => {
                 tracing::error!(%err, "cannot index a sealed log segment; its events stay in memory until the store reopens");
-                stopped = true;
+                shared.layout.lock().expect("layout lock").stopped = true;
+                continue;
             }
+        }
+        merge_due(&shared);
+    }
+}
+
+/// Lets each tenant of `index` take its part.
+fn install(shared: &Shared, index: &Arc<SegmentIndex>, take: impl Fn(&mut super::tenant::TenantLog, SealedPart) -> bool) {
+    for (tenant, first, last) in index.tenants() {
+        let Some(state) = shared.tenant_by_name(tenant) else { continue };
+        let part = SealedPart { index: index.clone(), first, last };
+        if !take(&mut state.log.write().expect("tenant log lock"), part) {
+            tracing::error!(tenant, first, last, path = %index.path().display(), "an index run does not line up with the searched parts");
         }
     }
 }
 
-fn install(shared: &Shared, index: Arc<SegmentIndex>) {
-    for (tenant, first, last) in index.tenants() {
-        let Some(state) = shared.tenant_by_name(tenant) else { continue };
-        let part = SealedPart { index: index.clone(), first, last };
-        state.log.write().expect("tenant log lock").seal(part);
+/// Merges parts into runs while a merge is due, until the store closes.
+fn merge_due(shared: &Shared) {
+    while !shared.closing.load(Ordering::Relaxed) {
+        let (range, inputs) = {
+            let layout = shared.layout.lock().expect("layout lock");
+            if layout.stopped {
+                return;
+            }
+            let Some(range) = next_merge(&layout.parts) else { return };
+            (range.clone(), layout.parts[range].to_vec())
+        };
+        let run = match merge(&*shared.disk, &shared.dir, &inputs, &shared.cache, &shared.closing) {
+            Ok(Some(run)) => Arc::new(run),
+            Ok(None) => return,
+            Err(err) => {
+                tracing::error!(%err, "cannot merge index files into a run; searches go through them as they are");
+                shared.layout.lock().expect("layout lock").stopped = true;
+                return;
+            }
+        };
+        tracing::info!(run = %run.path().display(), "merged index files into a run");
+        install(shared, &run, |log, part| log.install_run(part));
+        shared.layout.lock().expect("layout lock").parts.splice(range, [run]);
+        // The runs merged are covered now; segments' own index files stay.
+        let merged_runs: Vec<_> = inputs.iter().filter(|part| matches!(part.covers(), Covers::Run { .. })).collect();
+        for part in &merged_runs {
+            if let Err(err) = shared.disk.remove(part.path()) {
+                tracing::warn!(%err, run = %part.path().display(), "cannot remove a merged index run; the next open does");
+            }
+        }
+        if !merged_runs.is_empty() {
+            let _ = shared.disk.sync_dir(&shared.dir);
+        }
     }
 }

@@ -53,25 +53,29 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::disk::{Disk, DiskFile, OpenMode};
-use super::log::{scan_segment, segment_path, Cursor};
+use super::log::{scan_segment, segment_path, Cursor, EventLoc};
 use crate::store::index::{KeyKind, PostingList, Resolved};
 use crate::store::Query;
 
 const MAGIC: &[u8; 8] = b"cpsegidx";
+/// A run's magic (see index_run.rs): the same blocks and buckets, another meta.
+pub(super) const RUN_MAGIC: &[u8; 8] = b"cpidxrun";
+/// The version of run files' format; another one is removed and merged again.
+pub(super) const RUN_VERSION: u32 = 1;
 /// The version of this file's format; another one is rebuilt, never read.
 pub(crate) const INDEX_VERSION: u32 = 3;
-const TRAILER: usize = 8 + 4 + 4 + 8 + 8 + 4 + 4 + 4;
-const CRC: usize = 4;
+pub(super) const TRAILER: usize = 8 + 4 + 4 + 8 + 8 + 4 + 4 + 4;
+pub(super) const CRC: usize = 4;
 const LOCS_PER_BLOCK: u64 = 64;
 const LOC_BYTES: usize = 12;
-const POSTINGS_PER_BLOCK: usize = 128;
+pub(super) const POSTINGS_PER_BLOCK: usize = 128;
 const SKIP_ENTRY: usize = 8 + 8 + 4;
 /// The bytes a key bucket holds on average: the bucket count is the entries' bytes over this.
 const KEY_BLOCK_BYTES: usize = 1024;
 const BLOOM_BITS_PER_KEY: usize = 10;
 const BLOOM_HASHES: usize = 7;
 /// A bloom filter block: 512 bits, one cache line.
-const BLOOM_BLOCK_WORDS: usize = 8;
+pub(super) const BLOOM_BLOCK_WORDS: usize = 8;
 
 
 /// Why an index file cannot be used as it is. Every case but `Io` is fixed by a rebuild.
@@ -267,17 +271,17 @@ fn write_long_list(out: &mut Vec<u8>, positions: &[u64]) -> (u64, u32) {
 }
 
 /// Appends the checksum of `out[start..]`.
-fn seal(out: &mut Vec<u8>, start: usize) {
+pub(super) fn seal(out: &mut Vec<u8>, start: usize) {
     let crc = crc32fast::hash(&out[start..]);
     out.extend_from_slice(&crc.to_le_bytes());
 }
 
-fn put_str16(out: &mut Vec<u8>, s: &str) {
+pub(super) fn put_str16(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&(s.len() as u16).to_le_bytes());
     out.extend_from_slice(s.as_bytes());
 }
 
-fn put_deltas(out: &mut Vec<u8>, positions: &[u64]) {
+pub(super) fn put_deltas(out: &mut Vec<u8>, positions: &[u64]) {
     let mut prev = 0;
     for &p in positions {
         let mut delta = p - prev;
@@ -290,7 +294,7 @@ fn put_deltas(out: &mut Vec<u8>, positions: &[u64]) {
     }
 }
 
-fn get_deltas(bytes: &[u8]) -> Result<Vec<u64>, String> {
+pub(super) fn get_deltas(bytes: &[u8]) -> Result<Vec<u64>, String> {
     let mut out = Vec::new();
     let (mut prev, mut value, mut shift) = (0u64, 0u64, 0u32);
     for &b in bytes {
@@ -314,9 +318,14 @@ fn get_deltas(bytes: &[u8]) -> Result<Vec<u64>, String> {
 /// The hash of a key, fixed by this file format (FNV-1a, then splitmix64's finaliser, which
 /// spreads FNV's weak low bits), never the standard library's, whose output may change between
 /// releases. It names the key's bucket and its bloom filter bits.
-fn key_hash(kind: KeyKind, name: &str) -> u64 {
+pub(super) fn key_hash(kind: KeyKind, name: &str) -> u64 {
+    key_hash_raw(kind as u8, name.as_bytes())
+}
+
+/// [`key_hash`] of a key as a bucket stores it.
+pub(super) fn key_hash_raw(kind: u8, name: &[u8]) -> u64 {
     let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for &b in std::iter::once(&(kind as u8)).chain(name.as_bytes()) {
+    for &b in std::iter::once(&kind).chain(name) {
         h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
     }
     mix(h)
@@ -330,19 +339,19 @@ fn mix(h: u64) -> u64 {
 }
 
 /// Which of `count` buckets holds the key of hash `hash` (its high bits, scaled).
-fn bucket_of(hash: u64, count: usize) -> usize {
+pub(super) fn bucket_of(hash: u64, count: usize) -> usize {
     ((hash as u128 * count as u128) >> 64) as usize
 }
 
 /// A blocked bloom filter over a tenant's keys: a key's bits all lie in one block of 512 bits
 /// (one cache line), chosen by the low half of its hash, so a probe of a segment that does not
 /// hold the key costs one memory access, however many segments a search passes.
-struct Bloom {
-    words: Vec<u64>,
+pub(super) struct Bloom {
+    pub words: Vec<u64>,
 }
 
 impl Bloom {
-    fn with_keys(keys: usize) -> Self {
+    pub fn with_keys(keys: usize) -> Self {
         let blocks = (keys * BLOOM_BITS_PER_KEY).div_ceil(BLOOM_BLOCK_WORDS * 64).max(1);
         Bloom { words: vec![0; blocks * BLOOM_BLOCK_WORDS] }
     }
@@ -361,7 +370,7 @@ impl Bloom {
         (block, std::array::from_fn(|i| ((bits >> (9 * i)) & 511) as u32))
     }
 
-    fn insert_hash(&mut self, hash: u64) {
+    pub fn insert_hash(&mut self, hash: u64) {
         let (block, bits) = self.bits(hash);
         for bit in bits {
             self.words[block + bit as usize / 64] |= 1 << (bit % 64);
@@ -398,8 +407,8 @@ type CachedBlock = (Arc<[u8]>, bool);
 #[derive(Default)]
 struct CacheInner {
     bytes: usize,
-    blocks: HashMap<(u32, u64), CachedBlock, foldhash::fast::RandomState>,
-    order: VecDeque<(u32, u64)>,
+    blocks: HashMap<(u64, u64), CachedBlock, foldhash::fast::RandomState>,
+    order: VecDeque<(u64, u64)>,
 }
 
 impl BlockCache {
@@ -412,14 +421,14 @@ impl BlockCache {
         self.inner.lock().expect("block cache lock").bytes
     }
 
-    fn get(&self, key: (u32, u64)) -> Option<Arc<[u8]>> {
+    fn get(&self, key: (u64, u64)) -> Option<Arc<[u8]>> {
         let mut inner = self.inner.lock().expect("block cache lock");
         let (block, referenced) = inner.blocks.get_mut(&key)?;
         *referenced = true;
         Some(block.clone())
     }
 
-    fn insert(&self, key: (u32, u64), block: Arc<[u8]>) {
+    fn insert(&self, key: (u64, u64), block: Arc<[u8]>) {
         let mut inner = self.inner.lock().expect("block cache lock");
         if block.len() > self.max_bytes || inner.blocks.contains_key(&key) {
             return;
@@ -439,14 +448,17 @@ impl BlockCache {
     }
 }
 
-/// What the meta says about one tenant's events in the segment.
-struct TenantMeta {
-    first: u64,
-    last: u64,
+/// What the meta says about one tenant's events in the segment (or run).
+pub(super) struct TenantMeta {
+    pub first: u64,
+    pub last: u64,
+    /// A segment's: where its loc blocks start.
     locs_offset: u64,
     /// Where each key bucket starts, and where the last one ends.
-    buckets: Vec<u64>,
-    bloom: Bloom,
+    pub buckets: Vec<u64>,
+    pub bloom: Bloom,
+    /// A run's: each long posting list's skip block (offset, length), which its entry names.
+    long: Vec<(u64, u32)>,
 }
 
 /// Each tenant's meta, by name; hashed with foldhash, since a search looks its tenant up in every
@@ -470,11 +482,47 @@ impl QueryKeys {
     }
 }
 
-/// An open, checked index file of one sealed segment.
+/// What an index file covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Covers {
+    /// One sealed segment: its keys, and each event's location in loc blocks.
+    Segment(u32),
+    /// Consecutive sealed segments, `first..=last`: their files' keys merged (index_run.rs),
+    /// each short posting list's locations naming their segment; no loc blocks.
+    Run { first: u32, last: u32 },
+}
+
+impl Covers {
+    /// The file's key in the block cache.
+    fn cache_id(self) -> u64 {
+        let (first, last) = self.segments();
+        (first as u64) << 32 | last as u64
+    }
+
+    /// The first and last segment covered.
+    pub fn segments(self) -> (u32, u32) {
+        match self {
+            Covers::Segment(segment) => (segment, segment),
+            Covers::Run { first, last } => (first, last),
+        }
+    }
+
+    /// The bytes of one location in a short posting list: a run's name their segment too.
+    fn loc_bytes(self) -> usize {
+        match self {
+            Covers::Segment(_) => LOC_BYTES,
+            Covers::Run { .. } => LOC_BYTES + 4,
+        }
+    }
+}
+
+/// An open, checked index file of one sealed segment, or of a run of them.
 pub(crate) struct SegmentIndex {
     path: PathBuf,
     file: Arc<dyn DiskFile>,
-    segment: u32,
+    covers: Covers,
+    /// Each segment covered, and the length of it the file describes.
+    segments: Vec<(u32, u64)>,
     tenants: TenantMetas,
     cache: Arc<BlockCache>,
     /// Where the meta starts: every block lies before it.
@@ -487,9 +535,22 @@ type SkipList = Arc<[(u64, u64, u32)]>;
 /// A key's positions in one segment.
 pub(crate) enum Postings {
     /// Up to 128 positions and their events' locations, read with the key.
-    Short(Vec<u64>, Vec<Loc>),
+    Short(Vec<u64>, Vec<EventLoc>),
     /// More: how many, the first position of each block of 128, and where the block is.
     Long(u64, SkipList),
+}
+
+/// One entry of a key bucket, as stored.
+pub(super) struct Entry<'b> {
+    pub kind: u8,
+    pub name: &'b [u8],
+    pub count: usize,
+    pub body: EntryBody<'b>,
+}
+
+pub(super) enum EntryBody<'b> {
+    Short { deltas: &'b [u8], locs: &'b [u8] },
+    Long { skip_offset: u64, skip_len: u32 },
 }
 
 /// A key's positions in one segment, searched by the query engine.
@@ -516,7 +577,7 @@ impl PostingList for SegmentList<'_> {
 
 impl SegmentList<'_> {
     /// Where the event at `position` is, if this list holds it and says so (a short one).
-    pub fn loc(&self, position: u64) -> Option<Loc> {
+    pub fn loc(&self, position: u64) -> Option<EventLoc> {
         match &self.postings {
             Postings::Short(list, locs) => list.binary_search(&position).ok().map(|i| locs[i]),
             Postings::Long(..) => None,
@@ -528,7 +589,18 @@ impl SegmentIndex {
     /// Opens the index of segment `segment` in `dir`, which must describe the segment's first
     /// `segment_len` bytes. Reads the trailer and the meta only.
     pub fn open(disk: &dyn Disk, dir: &Path, segment: u32, segment_len: u64, cache: Arc<BlockCache>) -> Result<Self, IndexFileError> {
-        let path = index_path(dir, segment);
+        Self::open_file(disk, index_path(dir, segment), Covers::Segment(segment), &[(segment, segment_len)], cache)
+    }
+
+    /// Opens the index file at `path`, which must cover `covers` and describe each of its
+    /// segments at the length `lengths` gives. Reads the trailer and the meta only.
+    pub(super) fn open_file(
+        disk: &dyn Disk,
+        path: PathBuf,
+        covers: Covers,
+        lengths: &[(u32, u64)],
+        cache: Arc<BlockCache>,
+    ) -> Result<Self, IndexFileError> {
         let file = match disk.open(&path, OpenMode::Read) {
             Ok(file) => file,
             Err(e) if e.kind() == ErrorKind::NotFound => return Err(IndexFileError::Missing { path }),
@@ -545,24 +617,32 @@ impl SegmentIndex {
         let fields = (|| {
             let magic = t.take(8)?;
             let version = t.u32()?;
-            let (file_segment, file_segment_len) = (t.u32()?, t.u64()?);
+            let (a, b) = (t.u32()?, t.u64()?);
             let (meta_offset, meta_len, meta_crc) = (t.u64()?, t.u32()?, t.u32()?);
             let crc = t.u32()?;
-            Ok::<_, String>((magic == MAGIC, version, file_segment, file_segment_len, meta_offset, meta_len, meta_crc, crc))
+            Ok::<_, String>((magic, version, a, b, meta_offset, meta_len, meta_crc, crc))
         })()
         .map_err(|e| damaged(&e))?;
-        let (magic, version, file_segment, file_segment_len, meta_offset, meta_len, meta_crc, crc) = fields;
-        if !magic || crc32fast::hash(&trailer[..TRAILER - CRC]) != crc {
+        let (magic, version, a, b, meta_offset, meta_len, meta_crc, crc) = fields;
+        let (want_magic, want_version) = match covers {
+            Covers::Segment(_) => (MAGIC, INDEX_VERSION),
+            Covers::Run { .. } => (RUN_MAGIC, RUN_VERSION),
+        };
+        if magic != want_magic || crc32fast::hash(&trailer[..TRAILER - CRC]) != crc {
             return Err(damaged("its trailer fails its checksum"));
         }
         let stale = |detail: String| IndexFileError::Stale { path: path.clone(), detail };
-        if version != INDEX_VERSION {
-            return Err(stale(format!("index format {version}, this build writes {INDEX_VERSION}")));
+        if version != want_version {
+            return Err(stale(format!("index format {version}, this build writes {want_version}")));
         }
-        if file_segment != segment || file_segment_len != segment_len {
-            return Err(stale(format!(
-                "it indexes {file_segment_len} bytes of segment {file_segment}, the segment {segment} has {segment_len}"
-            )));
+        match covers {
+            Covers::Segment(segment) if (a, b) != lengths[0] => {
+                return Err(stale(format!("it indexes {b} bytes of segment {a}, the segment {segment} has {}", lengths[0].1)));
+            }
+            Covers::Run { first, last } if (a, b) != (first, last as u64) => {
+                return Err(stale(format!("it covers segments {a}..={b}, not {first}..={last}")));
+            }
+            _ => {}
         }
         if meta_offset.checked_add(meta_len as u64 + TRAILER as u64) != Some(len) {
             return Err(damaged("its length does not match its trailer"));
@@ -572,8 +652,12 @@ impl SegmentIndex {
         if crc32fast::hash(&meta) != meta_crc {
             return Err(damaged("its meta fails its checksum"));
         }
-        let tenants = parse_meta(&meta).map_err(|e| damaged(&e))?;
-        Ok(SegmentIndex { path, file, segment, tenants, cache, blocks_end: meta_offset })
+        let (segments, tenants) = parse_meta(&meta, covers).map_err(|e| damaged(&e))?;
+        let segments = segments.unwrap_or_else(|| lengths.to_vec());
+        if segments != lengths {
+            return Err(stale(format!("it describes segments of {segments:?} bytes, they have {lengths:?}")));
+        }
+        Ok(SegmentIndex { path, file, covers, segments, tenants, cache, blocks_end: meta_offset })
     }
 
     /// Opens the index of sealed segment `segment`, building it from the segment first when it
@@ -591,9 +675,27 @@ impl SegmentIndex {
         Self::open(disk, dir, segment, segment_len, cache)
     }
 
-    /// The segment this file indexes.
+    /// The segment this file indexes (a run's first).
     pub fn segment(&self) -> u32 {
-        self.segment
+        self.covers.segments().0
+    }
+
+    /// What this file covers.
+    pub fn covers(&self) -> Covers {
+        self.covers
+    }
+
+    /// Each segment covered, and the length of it the file describes.
+    pub(super) fn segment_lengths(&self) -> &[(u32, u64)] {
+        &self.segments
+    }
+
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(super) fn tenant_meta(&self, tenant: &str) -> Option<&TenantMeta> {
+        self.tenants.get(tenant)
     }
 
     /// Each tenant with events in this segment, and its first and last position here.
@@ -639,40 +741,70 @@ impl SegmentIndex {
         let mut r = Cursor::new(&block);
         let damaged = |e: String| self.damaged(format!("the key bucket at byte {offset}: {e}"));
         while !r.is_empty() {
-            let entry_kind = r.take(1).map_err(damaged)?[0];
-            let n = r.u16().map_err(damaged)?;
-            let entry_name = r.take(n).map_err(damaged)?;
-            let count = r.u32().map_err(damaged)? as usize;
-            let found = entry_kind == kind as u8 && entry_name == name.as_bytes();
-            if count <= POSTINGS_PER_BLOCK {
-                let n = r.u16().map_err(damaged)?;
-                let deltas = r.take(n).map_err(damaged)?;
-                let locs = r.take(count * LOC_BYTES).map_err(damaged)?;
-                if found {
-                    let positions = get_deltas(deltas).map_err(damaged)?;
-                    if positions.len() != count {
-                        return Err(damaged(format!("{} positions where the entry says {count}", positions.len())));
-                    }
-                    let locs = locs
-                        .chunks_exact(LOC_BYTES)
-                        .map(|l| {
-                            let word = |i: usize| u32::from_le_bytes(l[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
-                            Loc { offset: word(0), len: word(1), crc: word(2) }
-                        })
-                        .collect();
-                    return Ok(Some(Postings::Short(positions, locs)));
-                }
-            } else {
-                let (skip_offset, skip_len) = (r.u64().map_err(damaged)?, r.u32().map_err(damaged)?);
-                if found {
-                    return self.skip_list(skip_offset, skip_len).map(|s| Some(Postings::Long(count as u64, s)));
-                }
+            let entry = self.entry(meta, &mut r).map_err(damaged)?;
+            if entry.kind != kind as u8 || entry.name != name.as_bytes() {
+                continue;
             }
+            return match entry.body {
+                EntryBody::Short { deltas, locs } => {
+                    let (positions, locs) = self.short_postings(entry.count, deltas, locs).map_err(damaged)?;
+                    Ok(Some(Postings::Short(positions, locs)))
+                }
+                EntryBody::Long { skip_offset, skip_len } => {
+                    self.skip_list(skip_offset, skip_len).map(|s| Some(Postings::Long(entry.count as u64, s)))
+                }
+            };
         }
         Ok(None)
     }
 
-    fn skip_list(&self, offset: u64, len: u32) -> Result<SkipList, IndexFileError> {
+    /// The next entry of a key bucket.
+    pub(super) fn entry<'b>(&self, meta: &TenantMeta, r: &mut Cursor<'b>) -> Result<Entry<'b>, String> {
+        let kind = r.take(1)?[0];
+        let n = r.u16()?;
+        let name = r.take(n)?;
+        let count = r.u32()? as usize;
+        let body = if count <= POSTINGS_PER_BLOCK {
+            let n = r.u16()?;
+            let deltas = r.take(n)?;
+            EntryBody::Short { deltas, locs: r.take(count * self.covers.loc_bytes())? }
+        } else if let Covers::Run { .. } = self.covers {
+            let i = r.u32()? as usize;
+            let &(skip_offset, skip_len) = meta.long.get(i).ok_or_else(|| format!("long list {i} is not in the meta"))?;
+            EntryBody::Long { skip_offset, skip_len }
+        } else {
+            EntryBody::Long { skip_offset: r.u64()?, skip_len: r.u32()? }
+        };
+        Ok(Entry { kind, name, count, body })
+    }
+
+    /// A short posting list's positions and their events' locations.
+    pub(super) fn short_postings(&self, count: usize, deltas: &[u8], locs: &[u8]) -> Result<(Vec<u64>, Vec<EventLoc>), String> {
+        let positions = get_deltas(deltas)?;
+        if positions.len() != count {
+            return Err(format!("{} positions where the entry says {count}", positions.len()));
+        }
+        let word = |l: &[u8], i: usize| u32::from_le_bytes(l[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
+        let locs = match self.covers {
+            Covers::Segment(segment) => locs
+                .chunks_exact(LOC_BYTES)
+                .map(|l| EventLoc { segment, offset: word(l, 0), len: word(l, 1), crc: word(l, 2) })
+                .collect(),
+            Covers::Run { first, last } => {
+                let locs: Vec<EventLoc> = locs
+                    .chunks_exact(LOC_BYTES + 4)
+                    .map(|l| EventLoc { segment: word(l, 0), offset: word(l, 1), len: word(l, 2), crc: word(l, 3) })
+                    .collect();
+                if let Some(loc) = locs.iter().find(|loc| loc.segment < first || loc.segment > last) {
+                    return Err(format!("a location in segment {}, outside the run", loc.segment));
+                }
+                locs
+            }
+        };
+        Ok((positions, locs))
+    }
+
+    pub(super) fn skip_list(&self, offset: u64, len: u32) -> Result<SkipList, IndexFileError> {
         let block = self.block(offset, len)?;
         if block.len() % SKIP_ENTRY != 0 {
             return Err(self.damaged(format!("the skip block at byte {offset} has a partial entry")));
@@ -715,7 +847,7 @@ impl SegmentIndex {
         }
     }
 
-    fn posting_block(&self, offset: u64, len: u32) -> Result<Vec<u64>, IndexFileError> {
+    pub(super) fn posting_block(&self, offset: u64, len: u32) -> Result<Vec<u64>, IndexFileError> {
         let block = self.block(offset, len)?;
         get_deltas(&block).map_err(|e| self.damaged(format!("the posting block at byte {offset}: {e}")))
     }
@@ -753,6 +885,46 @@ impl SegmentIndex {
         Ok(out)
     }
 
+    /// Reads every key bucket and posting block of a run, checking each (`store check`: a run
+    /// is not built byte for byte from one segment, so its blocks are checked instead).
+    pub(super) fn check_blocks(&self) -> Result<(), IndexFileError> {
+        for meta in self.tenants.values() {
+            let buckets = &meta.buckets;
+            let bytes = self.read_raw(buckets[0], buckets[buckets.len() - 1] - buckets[0])?;
+            for pair in buckets.windows(2) {
+                let block = &bytes[(pair[0] - buckets[0]) as usize..(pair[1] - buckets[0]) as usize];
+                let (payload, crc) = block.split_at(block.len() - CRC);
+                if crc32fast::hash(payload) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
+                    return Err(self.damaged(format!("the key bucket at byte {} fails its checksum", pair[0])));
+                }
+                let mut r = Cursor::new(payload);
+                let damaged = |e: String| self.damaged(format!("the key bucket at byte {}: {e}", pair[0]));
+                while !r.is_empty() {
+                    if let EntryBody::Short { deltas, locs } = self.entry(meta, &mut r).map_err(damaged)?.body {
+                        let count = locs.len() / self.covers.loc_bytes();
+                        self.short_postings(count, deltas, locs).map_err(damaged)?;
+                    }
+                }
+            }
+            for &(offset, len) in &meta.long {
+                for &(_, offset, len) in self.skip_list(offset, len)?.iter() {
+                    self.posting_block(offset, len)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `len` bytes from `offset`, within the blocks, read past the cache (a merge reads each once).
+    pub(super) fn read_raw(&self, offset: u64, len: u64) -> Result<Vec<u8>, IndexFileError> {
+        if offset.checked_add(len).is_none_or(|end| end > self.blocks_end) {
+            return Err(self.damaged(format!("{len} bytes at byte {offset} do not lie within the blocks")));
+        }
+        let mut bytes = vec![0; len as usize];
+        self.file.read_exact_at(&mut bytes, offset).map_err(|source| IndexFileError::Io { path: self.path.clone(), source })?;
+        Ok(bytes)
+    }
+
     /// The checked payload of the block at `offset` (`len` bytes with its checksum).
     fn block(&self, offset: u64, len: u32) -> Result<Arc<[u8]>, IndexFileError> {
         // Offsets and lengths come from the meta and from blocks: checked, but never trusted
@@ -760,7 +932,7 @@ impl SegmentIndex {
         if (len as usize) < CRC || offset.checked_add(len as u64).is_none_or(|end| end > self.blocks_end) {
             return Err(self.damaged(format!("the block at byte {offset} ({len} bytes) does not lie within the blocks")));
         }
-        if let Some(block) = self.cache.get((self.segment, offset)) {
+        if let Some(block) = self.cache.get((self.covers.cache_id(), offset)) {
             if block.len() + CRC != len as usize {
                 return Err(self.damaged(format!("the block at byte {offset} is read as {len} bytes and as {}", block.len() + CRC)));
             }
@@ -780,7 +952,7 @@ impl SegmentIndex {
             return Err(self.damaged(format!("the block at byte {offset} fails its checksum")));
         }
         let block: Arc<[u8]> = payload.into();
-        self.cache.insert((self.segment, offset), block.clone());
+        self.cache.insert((self.covers.cache_id(), offset), block.clone());
         Ok(block)
     }
 
@@ -789,14 +961,27 @@ impl SegmentIndex {
     }
 }
 
-fn parse_meta(meta: &[u8]) -> Result<TenantMetas, String> {
+/// Segments by number and the length of each that a file describes.
+type SegmentLengths = Vec<(u32, u64)>;
+
+/// The segments a run's meta lists (None for a segment's file) and each tenant's meta.
+fn parse_meta(meta: &[u8], covers: Covers) -> Result<(Option<SegmentLengths>, TenantMetas), String> {
     let mut r = Cursor::new(meta);
+    let run = matches!(covers, Covers::Run { .. });
+    let segments = if run {
+        let count = r.u32()? as usize;
+        let bytes = r.take(count.checked_mul(12).ok_or("too many segments")?)?;
+        Some(bytes.chunks_exact(12).map(|s| (u32::from_le_bytes(s[..4].try_into().expect("4 bytes")), u64::from_le_bytes(s[4..].try_into().expect("8 bytes")))).collect())
+    } else {
+        None
+    };
     let count = r.u32()?;
     let mut tenants = TenantMetas::with_capacity_and_hasher(count.min(1 << 16) as usize, Default::default());
     for _ in 0..count {
         let n = r.take(1)?[0] as usize;
         let name = r.str(n)?.into_boxed_str();
-        let (first, last, locs_offset) = (r.u64()?, r.u64()?, r.u64()?);
+        let (first, last) = (r.u64()?, r.u64()?);
+        let locs_offset = if run { 0 } else { r.u64()? };
         if first == 0 || last < first {
             return Err(format!("tenant {name} has positions {first}..={last}"));
         }
@@ -815,12 +1000,18 @@ fn parse_meta(meta: &[u8]) -> Result<TenantMetas, String> {
         if bloom.words.is_empty() {
             return Err(format!("tenant {name} has an empty bloom filter"));
         }
-        tenants.insert(name, TenantMeta { first, last, locs_offset, buckets, bloom });
+        let mut long = Vec::new();
+        if run {
+            let count = r.u32()? as usize;
+            let bytes = r.take(count.checked_mul(12).ok_or("too many long lists")?)?;
+            long = bytes.chunks_exact(12).map(|l| (u64::from_le_bytes(l[..8].try_into().expect("8 bytes")), u32::from_le_bytes(l[8..].try_into().expect("4 bytes")))).collect();
+        }
+        tenants.insert(name, TenantMeta { first, last, locs_offset, buckets, bloom, long });
     }
     if !r.is_empty() {
         return Err("the meta has trailing bytes".into());
     }
-    Ok(tenants)
+    Ok((segments, tenants))
 }
 
 /// Scans segment `segment` (`segment_len` bytes, sealed: any damage is an error) and writes its
@@ -892,19 +1083,30 @@ fn index_segment(disk: &dyn Disk, dir: &Path, segment: u32, segment_len: u64) ->
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::store::embedded::disk::RealDisk;
     use crate::store::embedded::log::encode_frame;
     use crate::store::{Event, QueryItem};
 
     /// Per tenant, each position's event and location.
-    type Expected = BTreeMap<String, Vec<(u64, Event, Loc)>>;
+    pub(in crate::store::embedded) type Expected = BTreeMap<String, Vec<(u64, Event, Loc)>>;
 
     /// A segment of appends by two tenants (many events of few types, tags from a small set),
     /// written to `dir`; returns its length and, per tenant, each position's (type, tags, loc).
-    fn write_segment(dir: &Path, segment: u32, events: u64) -> (u64, Expected) {
-        let mut rng = fastrand::Rng::with_seed(7);
+    pub(in crate::store::embedded) fn write_segment(dir: &Path, segment: u32, events: u64) -> (u64, Expected) {
+        write_segment_from(dir, segment, events, &BTreeMap::new(), 7)
+    }
+
+    /// [`write_segment`] with each tenant's first position (1000 if not given) and the seed given.
+    pub(in crate::store::embedded) fn write_segment_from(
+        dir: &Path,
+        segment: u32,
+        events: u64,
+        firsts: &BTreeMap<String, u64>,
+        seed: u64,
+    ) -> (u64, Expected) {
+        let mut rng = fastrand::Rng::with_seed(seed);
         let mut bytes = Vec::new();
         let mut expected: Expected = BTreeMap::new();
         let mut appended = 0;
@@ -921,7 +1123,7 @@ mod tests {
                 .collect();
             appended += batch.len() as u64;
             let list = expected.entry(tenant.into()).or_default();
-            let first = list.last().map_or(1000, |e| e.0 + 1);
+            let first = list.last().map_or(firsts.get(tenant).copied().unwrap_or(1000), |e| e.0 + 1);
             let spans = encode_frame(&mut bytes, tenant, first, &batch);
             for ((event, (at, len)), position) in batch.into_iter().zip(spans).zip(first..) {
                 let crc = crc32fast::hash(&bytes[at..at + len]);
@@ -949,6 +1151,21 @@ mod tests {
         query
     }
 
+    /// Each type's and tag's positions among `events`.
+    pub(in crate::store::embedded) fn keys_of(events: &[(u64, Event, Loc)]) -> BTreeMap<(KeyKind, String), Vec<u64>> {
+        let mut keys: BTreeMap<(KeyKind, String), Vec<u64>> = BTreeMap::new();
+        for (position, event, _) in events {
+            keys.entry((KeyKind::Type, event.event_type.clone())).or_default().push(*position);
+            for tag in &event.tags {
+                let list = keys.entry((KeyKind::Tag, tag.clone())).or_default();
+                if list.last() != Some(position) {
+                    list.push(*position);
+                }
+            }
+        }
+        keys
+    }
+
     /// A segment written by [`write_segment`] and its index file, opened.
     fn indexed_segment(dir: &Path, segment: u32, events: u64) -> (SegmentIndex, Expected) {
         let (len, expected) = write_segment(dir, segment, events);
@@ -956,7 +1173,8 @@ mod tests {
         (SegmentIndex::open(&RealDisk, dir, segment, len, Arc::new(BlockCache::new(1 << 20))).unwrap(), expected)
     }
 
-    fn every(index: &SegmentIndex, postings: &Postings) -> Vec<u64> {
+    /// Every position of a list, from its postings.
+    pub(in crate::store::embedded) fn every(index: &SegmentIndex, postings: &Postings) -> Vec<u64> {
         let mut out = Vec::new();
         let mut x = 0;
         while let Some(p) = index.next_at_least(postings, x).unwrap() {
@@ -979,16 +1197,7 @@ mod tests {
             let positions: Vec<u64> = events.iter().map(|e| e.0).collect();
             let locs: Vec<Loc> = events.iter().map(|e| e.2).collect();
             assert_eq!(index.locs(tenant, &positions).unwrap(), locs);
-            let mut keys: BTreeMap<(KeyKind, String), Vec<u64>> = BTreeMap::new();
-            for (position, event, _) in events {
-                keys.entry((KeyKind::Type, event.event_type.clone())).or_default().push(*position);
-                for tag in &event.tags {
-                    let list = keys.entry((KeyKind::Tag, tag.clone())).or_default();
-                    if list.last() != Some(position) {
-                        list.push(*position);
-                    }
-                }
-            }
+            let keys = keys_of(events);
             assert!(keys.values().any(|l| l.len() > POSTINGS_PER_BLOCK), "long lists are covered");
             assert!(keys.values().any(|l| l.len() <= POSTINGS_PER_BLOCK), "short lists are covered");
             for ((kind, name), list) in &keys {
@@ -996,7 +1205,9 @@ mod tests {
                 assert_eq!(&every(&index, &postings), list, "{tenant} {kind:?} {name}");
                 if let Postings::Short(_, inline) = &postings {
                     let want: Vec<Loc> = list.iter().map(|&p| events[(p - events[0].0) as usize].2).collect();
-                    assert_eq!(inline, &want, "a short list holds its events' locations: {tenant} {kind:?} {name}");
+                    let inline: Vec<(u32, Loc)> = inline.iter().map(|l| (l.segment, Loc { offset: l.offset, len: l.len, crc: l.crc })).collect();
+                    let want: Vec<(u32, Loc)> = want.into_iter().map(|loc| (3, loc)).collect();
+                    assert_eq!(inline, want, "a short list holds its events' locations: {tenant} {kind:?} {name}");
                 }
                 for probe in [list[0] - 1, list[0], list[list.len() / 2] + 1, list[list.len() - 1], list[list.len() - 1] + 5] {
                     let want = list.partition_point(|&p| p <= probe).checked_sub(1).map(|i| list[i]);

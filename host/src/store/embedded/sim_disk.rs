@@ -327,6 +327,13 @@ impl Disk for SimDisk {
         Ok(())
     }
 
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.state();
+        state.op()?;
+        state.live.remove(path).ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no file {}", path.display())))?;
+        Ok(())
+    }
+
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut state = self.state();
         state.op()?;

@@ -1,6 +1,8 @@
 //! One tenant's log as the store holds it: the events in sealed segments are found through those
 //! segments' index files, the rest (the open segment, and a sealed one whose index file is still
-//! being written) through an index in memory.
+//! being written) through an index in memory. A search steps through runs (index files merged
+//! over consecutive segments, index_run.rs) where they exist, so that a key spread over the
+//! whole log is looked up in a few files, not in every segment's.
 //!
 //! A tenant's positions are dense and the log is in order, so each sealed segment holds one range
 //! of them, `first..=last`, and the ranges follow one another: the sealed parts cover `1..=base`
@@ -16,7 +18,8 @@ use super::segment_index::{IndexFileError, Loc, QueryKeys, SegmentIndex, Segment
 use crate::store::index::{check_conditions, never_fails, Resolved, Step, TenantIndex};
 use crate::store::{AppendCondition, Event, Query, StoreError};
 
-/// A tenant's events in one sealed segment.
+/// A tenant's events in one sealed segment, or in a run of them.
+#[derive(Clone)]
 pub(super) struct SealedPart {
     pub index: Arc<SegmentIndex>,
     pub first: u64,
@@ -25,8 +28,11 @@ pub(super) struct SealedPart {
 
 #[derive(Default)]
 pub(super) struct TenantLog {
-    /// The sealed segments holding this tenant's events, oldest first.
+    /// The sealed segments holding this tenant's events, oldest first: where events are.
     pub sealed: Vec<SealedPart>,
+    /// What searches step through, covering the same positions: runs, and the sealed segments
+    /// no run covers yet, oldest first.
+    pub searched: Vec<SealedPart>,
     /// The events after the sealed parts, published or only accepted.
     pub index: TenantIndex,
     /// Where each published event after the sealed parts is: `locs[position - base - 1]`.
@@ -51,7 +57,22 @@ impl TenantLog {
         debug_assert!(part.last <= self.index.published(), "only published events are sealed");
         self.locs.drain(..(part.last - self.base()) as usize);
         self.index.forget_up_to(part.last);
+        self.searched.push(part.clone());
         self.sealed.push(part);
+    }
+
+    /// Searches step through `run` from now on, instead of the parts it covers. False (and
+    /// nothing changes) when the searched parts do not line up with it.
+    pub fn install_run(&mut self, run: SealedPart) -> bool {
+        let start = self.searched.partition_point(|part| part.first < run.first);
+        let end = self.searched.partition_point(|part| part.last <= run.last);
+        let lines_up = self.searched.get(start).is_some_and(|part| part.first == run.first)
+            && end > start
+            && self.searched[end - 1].last == run.last;
+        if lines_up {
+            self.searched.splice(start..end, [run]);
+        }
+        lines_up
     }
 
     /// A search for `query`'s events in this log, for one batch of a read or one probe.
@@ -71,14 +92,9 @@ impl TenantLog {
     }
 
     /// Where the published events at `positions` (ascending or descending) are.
-    /// `known(part, position)` may know already (a search that found the position in a short
+    /// `known(position)` may know already (a search that found the position in a short
     /// posting list, which holds its events' locations), sparing the read of a loc block.
-    fn locs(
-        &self,
-        tenant: &str,
-        positions: &[u64],
-        known: impl Fn(usize, u64) -> Option<Loc>,
-    ) -> Result<Vec<EventLoc>, IndexFileError> {
+    fn locs(&self, tenant: &str, positions: &[u64], known: impl Fn(u64) -> Option<EventLoc>) -> Result<Vec<EventLoc>, IndexFileError> {
         let base = self.base();
         let mut out = Vec::with_capacity(positions.len());
         let mut at = 0;
@@ -95,9 +111,9 @@ impl TenantLog {
             let run = &positions[at..at + positions[at..].iter().take_while(|&&q| q >= part.first && q <= part.last).count()];
             let segment = part.index.segment();
             let event_loc = |loc: Loc| EventLoc { segment, offset: loc.offset, len: loc.len, crc: loc.crc };
-            let inline: Option<Vec<Loc>> = run.iter().map(|&q| known(i, q)).collect();
+            let inline: Option<Vec<EventLoc>> = run.iter().map(|&q| known(q)).collect();
             match inline {
-                Some(locs) => out.extend(locs.into_iter().map(event_loc)),
+                Some(locs) => out.extend(locs),
                 None => out.extend(part.index.locs(tenant, run)?.into_iter().map(event_loc)),
             }
             at += run.len();
@@ -138,13 +154,13 @@ impl<'a> Search<'a> {
         let base = self.log.base();
         match step {
             Step::Forward { from, to } => {
-                for i in self.log.sealed.partition_point(|part| part.last < from)..self.log.sealed.len() {
-                    let part = &self.log.sealed[i];
+                for i in self.log.searched.partition_point(|part| part.last < from)..self.log.searched.len() {
+                    let part = &self.log.searched[i];
                     if part.first > to {
                         return Ok(None);
                     }
                     let (lo, hi) = (from.max(part.first), to.min(part.last));
-                    if let Some(resolved) = self.resolved(i, i..self.log.sealed.len().min(i + BLOOM_PASS))?
+                    if let Some(resolved) = self.resolved(i, i..self.log.searched.len().min(i + BLOOM_PASS))?
                         && let Some(p) = resolved.next(lo, hi)?
                     {
                         return Ok(Some(p));
@@ -159,8 +175,8 @@ impl<'a> Search<'a> {
                 {
                     return Ok(Some(p));
                 }
-                for i in (0..self.log.sealed.partition_point(|part| part.first <= from)).rev() {
-                    let part = &self.log.sealed[i];
+                for i in (0..self.log.searched.partition_point(|part| part.first <= from)).rev() {
+                    let part = &self.log.searched[i];
                     if part.last < down_to {
                         return Ok(None);
                     }
@@ -179,30 +195,34 @@ impl<'a> Search<'a> {
     /// Where the published events at `positions` are, taken from the posting lists this search
     /// read where they hold them.
     pub fn locs(&self, positions: &[u64]) -> Result<Vec<EventLoc>, IndexFileError> {
-        self.log.locs(self.tenant, positions, |part, position| match self.sealed.get(part)? {
-            PartSearch::Resolved(resolved) => resolved.lists().find_map(|list| list.loc(position)),
-            _ => None,
+        let searched = &self.log.searched;
+        self.log.locs(self.tenant, positions, |position| {
+            let part = searched.partition_point(|part| part.last < position);
+            match self.sealed.get(part)? {
+                PartSearch::Resolved(resolved) => resolved.lists().find_map(|list| list.loc(position)),
+                _ => None,
+            }
         })
     }
 
     /// The query resolved in sealed part `part`, or None if its bloom filters rule it out; when
     /// the part is not tested yet, the untested ones of `pass` (which holds it) are tested with it.
     fn resolved(&mut self, part: usize, pass: std::ops::Range<usize>) -> Result<Option<&Resolved<SegmentList<'a>>>, IndexFileError> {
-        if self.sealed.len() < self.log.sealed.len() {
-            self.sealed.resize_with(self.log.sealed.len(), || PartSearch::Unknown);
+        if self.sealed.len() < self.log.searched.len() {
+            self.sealed.resize_with(self.log.searched.len(), || PartSearch::Unknown);
         }
         if matches!(self.sealed[part], PartSearch::Unknown) {
-            let touched = pass.clone().fold(0, |acc, i| acc ^ self.log.sealed[i].index.touch(self.tenant, &self.keys));
+            let touched = pass.clone().fold(0, |acc, i| acc ^ self.log.searched[i].index.touch(self.tenant, &self.keys));
             std::hint::black_box(touched);
             for i in pass {
                 if matches!(self.sealed[i], PartSearch::Unknown) {
-                    let may = self.log.sealed[i].index.may_match(self.tenant, &self.keys);
+                    let may = self.log.searched[i].index.may_match(self.tenant, &self.keys);
                     self.sealed[i] = if may { PartSearch::Candidate } else { PartSearch::RuledOut };
                 }
             }
         }
         if matches!(self.sealed[part], PartSearch::Candidate) {
-            let index: &'a SegmentIndex = &self.log.sealed[part].index;
+            let index: &'a SegmentIndex = &self.log.searched[part].index;
             self.sealed[part] = PartSearch::Resolved(index.resolve(self.tenant, self.query)?);
         }
         Ok(match &self.sealed[part] {

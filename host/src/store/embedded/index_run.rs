@@ -1,0 +1,594 @@
+//! Runs: index files merged over consecutive sealed segments, so that a key whose events are
+//! spread over the whole log is looked up in a few files, not in one file per segment.
+//!
+//! ```text
+//! <data dir>/0000000000-0000000063.run   the keys of segments 0..=63 (their .idx files merged)
+//! run  = block* meta trailer                          blocks and trailer as in segment_index.rs
+//! meta = segment_count:u32 (segment:u32 len:u64)*     each segment covered, at the length indexed
+//!        tenant_count:u32 tenant*
+//! tenant = name_len:u8 name first:u64 last:u64
+//!          bucket_count:u32 bucket_offset:u64*(bucket_count + 1) bloom_blocks:u32 (u64 x 8)*
+//!          long_count:u32 (skip_offset:u64 skip_len:u32)*
+//! entry  = kind:u8 name_len:u16 name count:u32
+//!          count <= 128: bytes:u16 varint-deltas (segment:u32 offset:u32 len:u32 crc32:u32)*count
+//!          otherwise:    long:u32                   its skip block, in the tenant's long table
+//! ```
+//!
+//! A run holds keys and postings only: where an event of a long posting list is still comes
+//! from its segment's loc blocks, and the segments' own index files stay (the source for those
+//! and for `store check`). A run is derived data: one that is missing, damaged, stale (a repair
+//! cut one of its segments) or overlapped by a bigger one is removed when the store opens, and
+//! merged again.
+//!
+//! **Which runs.** The sealer keeps the sealed segments as a list of parts, runs and segments no
+//! run covers yet, and merges the first [`FAN_IN`] consecutive parts of one size into one: runs
+//! of 8, 64, 512 segments, like the digits of a counter in base 8. At 137 segments of 64 MiB (100
+//! M events) a search goes through 2 runs of 64, one of 8 and one segment; each segment's index
+//! is rewritten about once per level (three times up to 512 segments).
+//!
+//! **How.** A key bucket's entries are in hash order when sorted within the bucket (a bucket is a
+//! range of hashes), so a merge reads its inputs' buckets in order, one chunk at a time, and
+//! writes the merged keys in one pass, holding a chunk per input, the run's bucket offsets and
+//! its keys' hashes (8 bytes a key, for the bloom filter written last). Long posting lists (an
+//! event type's) are written after the buckets, block by block.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use super::disk::{Disk, DiskFile, OpenMode};
+use super::log::{Cursor, EventLoc};
+use super::segment_index::{
+    bucket_of, key_hash_raw, put_deltas, put_str16, Bloom, BlockCache, Covers, EntryBody, IndexFileError,
+    IndexFileState, SegmentIndex, TenantMeta, BLOOM_BLOCK_WORDS, CRC, POSTINGS_PER_BLOCK, RUN_MAGIC, RUN_VERSION,
+};
+
+fn inputs_of<'a>(parts: &[&'a SegmentIndex], metas: &[&'a TenantMeta]) -> Vec<Keys<'a>> {
+    parts.iter().zip(metas).map(|(&input, &meta)| Keys { input, meta, next_bucket: 0, ready: VecDeque::new() }).collect()
+}
+
+/// How many parts of one size are merged into one run.
+pub(super) const FAN_IN: usize = 8;
+/// The bytes a run's key bucket holds at most on average (fewer: the estimate counts the inputs'
+/// bytes, and merging shares their keys' names).
+const RUN_BUCKET_BYTES: u64 = 2048;
+/// The bytes of input buckets read at once.
+const CHUNK_BYTES: u64 = 1 << 20;
+
+pub(super) fn run_path(dir: &Path, first: u32, last: u32) -> PathBuf {
+    dir.join(format!("{first:010}-{last:010}.run"))
+}
+
+/// The segments a file name names, if it is a run's.
+fn parse_run_name(name: &str) -> Option<(u32, u32)> {
+    let (first, last) = name.strip_suffix(".run")?.split_once('-')?;
+    Some((first.parse().ok()?, last.parse().ok()?))
+}
+
+fn size(part: &SegmentIndex) -> u32 {
+    let (first, last) = part.covers().segments();
+    last - first + 1
+}
+
+/// The parts to merge next, if a merge is due: the first [`FAN_IN`] consecutive parts of one size.
+pub(super) fn next_merge(parts: &[Arc<SegmentIndex>]) -> Option<std::ops::Range<usize>> {
+    (0..parts.len().saturating_sub(FAN_IN - 1)).find(|&i| parts[i..i + FAN_IN].iter().all(|part| size(part) == size(&parts[i]))).map(|i| i..i + FAN_IN)
+}
+
+/// The parts searches go through when the store opens: the runs in `dir` that fit the sealed
+/// segments `sealed` (in order, numbered from 0), the biggest first, and the segments they leave.
+/// Every other run file (overlapped, stale, damaged, half written) is removed.
+pub(super) fn open_runs(disk: &dyn Disk, dir: &Path, sealed: &[Arc<SegmentIndex>], cache: &Arc<BlockCache>) -> Vec<Arc<SegmentIndex>> {
+    let names = disk.list(dir).unwrap_or_else(|err| {
+        tracing::warn!(%err, "cannot list the index runs; searches go through every segment's index file");
+        Vec::new()
+    });
+    let mut runs: Vec<(u32, u32)> = names.iter().filter_map(|name| parse_run_name(name)).collect();
+    runs.sort_unstable_by_key(|&(first, last)| (first, std::cmp::Reverse(last)));
+    let mut kept: BTreeMap<u32, Arc<SegmentIndex>> = BTreeMap::new();
+    let mut next_free = 0;
+    let mut removed = false;
+    for (first, last) in runs {
+        let path = run_path(dir, first, last);
+        let fits = first >= next_free && first < last && (last as usize) < sealed.len();
+        let opened = fits.then(|| {
+            let lengths: Vec<(u32, u64)> = sealed[first as usize..=last as usize].iter().flat_map(|s| s.segment_lengths().to_vec()).collect();
+            SegmentIndex::open_file(disk, path.clone(), Covers::Run { first, last }, &lengths, cache.clone())
+        });
+        match opened {
+            Some(Ok(run)) if !lines_up(&run, &sealed[first as usize..=last as usize]) => {
+                tracing::warn!(run = %path.display(), "removing an index run whose tenants' positions are not its segments'");
+            }
+            Some(Ok(run)) => {
+                kept.insert(first, Arc::new(run));
+                next_free = last + 1;
+                continue;
+            }
+            Some(Err(err)) => tracing::warn!("{err}: removing it; it is merged again"),
+            None => tracing::info!(run = %path.display(), "removing an index run that a bigger one covers"),
+        }
+        removed |= disk.remove(&path).is_ok();
+    }
+    for name in names.iter().filter(|name| name.ends_with(".run.tmp")) {
+        removed |= disk.remove(&dir.join(name)).is_ok();
+    }
+    if removed {
+        let _ = disk.sync_dir(dir);
+    }
+    let mut parts = Vec::new();
+    let mut at = 0;
+    while at < sealed.len() {
+        match kept.remove(&(at as u32)) {
+            Some(run) => {
+                at = run.covers().segments().1 as usize + 1;
+                parts.push(run);
+            }
+            None => {
+                parts.push(sealed[at].clone());
+                at += 1;
+            }
+        }
+    }
+    parts
+}
+
+/// What `store check` finds of the run file `name` in `dir`, given each sealed segment's length
+/// (by number); None when `name` is not a run's.
+pub(super) fn verify(disk: &dyn Disk, dir: &Path, name: &str, sealed: &[u64]) -> Option<(PathBuf, IndexFileState)> {
+    let (first, last) = parse_run_name(name)?;
+    let path = run_path(dir, first, last);
+    if first >= last || last as usize >= sealed.len() {
+        let why = IndexFileError::Stale { path: path.clone(), detail: "it covers segments that are not sealed".into() };
+        return Some((path, IndexFileState::RebuiltAtOpen(why)));
+    }
+    let lengths: Vec<(u32, u64)> = (first..=last).map(|n| (n, sealed[n as usize])).collect();
+    let state = match SegmentIndex::open_file(disk, path.clone(), Covers::Run { first, last }, &lengths, Arc::new(BlockCache::new(0))) {
+        Err(err @ (IndexFileError::Stale { .. } | IndexFileError::Damaged { .. } | IndexFileError::Missing { .. })) => {
+            IndexFileState::RebuiltAtOpen(err)
+        }
+        Err(err) => IndexFileState::Unsound(err),
+        Ok(run) => match run.check_blocks() {
+            Ok(()) => IndexFileState::Sound,
+            Err(err) => IndexFileState::Unsound(err),
+        },
+    };
+    Some((path, state))
+}
+
+/// Whether each tenant's positions in `run` are those it has in `segments`.
+fn lines_up(run: &SegmentIndex, segments: &[Arc<SegmentIndex>]) -> bool {
+    let mut want: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for segment in segments {
+        for (tenant, first, last) in segment.tenants() {
+            want.entry(tenant).and_modify(|range| range.1 = last).or_insert((first, last));
+        }
+    }
+    run.tenants().map(|(tenant, first, last)| (tenant, (first, last))).collect::<BTreeMap<_, _>>() == want
+}
+
+/// Merges `inputs` (consecutive parts, oldest first) into one run file, written whole or not
+/// at all; None when `stop` was set meanwhile.
+pub(super) fn merge(
+    disk: &dyn Disk,
+    dir: &Path,
+    inputs: &[Arc<SegmentIndex>],
+    cache: &Arc<BlockCache>,
+    stop: &AtomicBool,
+) -> Result<Option<SegmentIndex>, IndexFileError> {
+    let (first, last) = (inputs[0].covers().segments().0, inputs[inputs.len() - 1].covers().segments().1);
+    let path = run_path(dir, first, last);
+    let tmp = path.with_extension("run.tmp");
+    let io = |source| IndexFileError::Io { path: tmp.clone(), source };
+    let file = disk.open(&tmp, OpenMode::CreateTruncate).map_err(io)?;
+    let mut out = Out { file: file.clone(), buf: Vec::with_capacity(CHUNK_BYTES as usize * 2), at: 0 };
+    let mut tenants: BTreeMap<&str, Vec<&SegmentIndex>> = BTreeMap::new();
+    for input in inputs {
+        for (tenant, _, _) in input.tenants() {
+            tenants.entry(tenant).or_default().push(input);
+        }
+    }
+    let lengths: Vec<(u32, u64)> = inputs.iter().flat_map(|input| input.segment_lengths().to_vec()).collect();
+    let mut meta = Vec::new();
+    meta.extend_from_slice(&(lengths.len() as u32).to_le_bytes());
+    for (segment, len) in &lengths {
+        meta.extend_from_slice(&segment.to_le_bytes());
+        meta.extend_from_slice(&len.to_le_bytes());
+    }
+    meta.extend_from_slice(&(tenants.len() as u32).to_le_bytes());
+    for (tenant, parts) in &tenants {
+        if !merge_tenant(tenant, parts, &mut out, &mut meta, stop).map_err(io)? {
+            drop(file);
+            let _ = disk.remove(&tmp);
+            return Ok(None);
+        }
+    }
+    let meta_offset = out.pos();
+    let meta_crc = crc32fast::hash(&meta);
+    out.buf.extend_from_slice(&meta);
+    let trailer_start = out.buf.len();
+    out.buf.extend_from_slice(RUN_MAGIC);
+    out.buf.extend_from_slice(&RUN_VERSION.to_le_bytes());
+    out.buf.extend_from_slice(&first.to_le_bytes());
+    out.buf.extend_from_slice(&(last as u64).to_le_bytes());
+    out.buf.extend_from_slice(&meta_offset.to_le_bytes());
+    out.buf.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+    out.buf.extend_from_slice(&meta_crc.to_le_bytes());
+    let trailer_crc = crc32fast::hash(&out.buf[trailer_start..]);
+    out.buf.extend_from_slice(&trailer_crc.to_le_bytes());
+    out.flush().and_then(|()| file.sync_data()).map_err(io)?;
+    disk.rename(&tmp, &path).map_err(io)?;
+    disk.sync_dir(dir).map_err(io)?;
+    SegmentIndex::open_file(disk, path, Covers::Run { first, last }, &lengths, cache.clone()).map(Some)
+}
+
+/// The file being written, through a buffer.
+struct Out {
+    file: Arc<dyn DiskFile>,
+    buf: Vec<u8>,
+    /// The file offset of `buf[0]`.
+    at: u64,
+}
+
+impl Out {
+    fn pos(&self) -> u64 {
+        self.at + self.buf.len() as u64
+    }
+
+    /// Writes a block (its payload and checksum); its offset and length.
+    fn block(&mut self, payload: &[u8]) -> std::io::Result<(u64, u32)> {
+        let start = self.pos();
+        self.buf.extend_from_slice(payload);
+        self.buf.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        let len = (self.pos() - start) as u32;
+        if self.buf.len() as u64 >= CHUNK_BYTES {
+            self.flush()?;
+        }
+        Ok((start, len))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.write_all_at(&self.buf, self.at)?;
+        self.at += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+/// A key of one input, with its postings.
+struct Key {
+    hash: u64,
+    kind: u8,
+    name: Box<[u8]>,
+    count: usize,
+    body: Body,
+}
+
+enum Body {
+    Short(Vec<u64>, Vec<EventLoc>),
+    Long { skip_offset: u64, skip_len: u32 },
+}
+
+impl Key {
+    fn order(&self) -> (u64, u8, &[u8]) {
+        (self.hash, self.kind, &self.name)
+    }
+}
+
+/// One input's keys of one tenant, in hash order: its buckets read a chunk at a time.
+struct Keys<'a> {
+    input: &'a SegmentIndex,
+    meta: &'a TenantMeta,
+    next_bucket: usize,
+    /// The keys read and not yet taken, in order.
+    ready: VecDeque<Key>,
+}
+
+impl<'a> Keys<'a> {
+    fn peek(&mut self) -> Result<Option<&Key>, IndexFileError> {
+        while self.ready.is_empty() && self.next_bucket + 1 < self.meta.buckets.len() {
+            self.read_chunk()?;
+        }
+        Ok(self.ready.front())
+    }
+
+    fn read_chunk(&mut self) -> Result<(), IndexFileError> {
+        let buckets = &self.meta.buckets;
+        let start = buckets[self.next_bucket];
+        let mut end_bucket = self.next_bucket + 1;
+        while end_bucket + 1 < buckets.len() && buckets[end_bucket + 1] - start <= CHUNK_BYTES {
+            end_bucket += 1;
+        }
+        let bytes = self.input.read_raw(start, buckets[end_bucket] - start)?;
+        let damaged = |detail: String| IndexFileError::Damaged { path: self.input.path().to_path_buf(), detail };
+        for bucket in self.next_bucket..end_bucket {
+            let block = &bytes[(buckets[bucket] - start) as usize..(buckets[bucket + 1] - start) as usize];
+            let (payload, crc) = block.split_at(block.len() - CRC);
+            if crc32fast::hash(payload) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
+                return Err(damaged(format!("the key bucket at byte {} fails its checksum", buckets[bucket])));
+            }
+            let mut keys = Vec::new();
+            let mut r = Cursor::new(payload);
+            while !r.is_empty() {
+                let entry = self.input.entry(self.meta, &mut r).map_err(|e| damaged(format!("the key bucket at byte {}: {e}", buckets[bucket])))?;
+                let body = match entry.body {
+                    EntryBody::Short { deltas, locs } => match self.input.short_postings(entry.count, deltas, locs) {
+                        Ok((positions, locs)) => Body::Short(positions, locs),
+                        Err(e) => return Err(damaged(format!("the key bucket at byte {}: {e}", buckets[bucket]))),
+                    },
+                    EntryBody::Long { skip_offset, skip_len } => Body::Long { skip_offset, skip_len },
+                };
+                let hash = key_hash_raw(entry.kind, entry.name);
+                keys.push(Key { hash, kind: entry.kind, name: entry.name.into(), count: entry.count, body });
+            }
+            // A bucket holds a range of hashes: sorted within it, its keys follow the earlier ones'.
+            keys.sort_unstable_by(|a, b| a.order().cmp(&b.order()));
+            self.ready.extend(keys);
+        }
+        self.next_bucket = end_bucket;
+        Ok(())
+    }
+}
+
+/// Merges one tenant's keys of `parts` into `out`, and its meta into `meta`; false when `stop`.
+fn merge_tenant(tenant: &str, parts: &[&SegmentIndex], out: &mut Out, meta: &mut Vec<u8>, stop: &AtomicBool) -> std::io::Result<bool> {
+    let metas: Vec<&TenantMeta> = parts.iter().map(|part| part.tenant_meta(tenant).expect("the part holds the tenant")).collect();
+    for pair in metas.windows(2) {
+        if pair[1].first != pair[0].last + 1 {
+            return Err(std::io::Error::other(format!("tenant {tenant}'s positions jump from {} to {}", pair[0].last, pair[1].first)));
+        }
+    }
+    let (first, last) = (metas[0].first, metas[metas.len() - 1].last);
+    let estimate: u64 = metas.iter().map(|m| m.buckets[m.buckets.len() - 1] - m.buckets[0]).sum();
+    let bucket_count = estimate.div_ceil(RUN_BUCKET_BYTES).max(1) as usize;
+    let mut inputs: Vec<Keys> = inputs_of(parts, &metas);
+    let mut hashes = Vec::new();
+    let mut offsets = Vec::with_capacity(bucket_count + 1);
+    let mut bucket = Vec::new();
+    let mut long_lists: Vec<Vec<(usize, Body)>> = Vec::new();
+    let to_io = |e: IndexFileError| std::io::Error::other(e.to_string());
+    loop {
+        if hashes.len() % 4096 == 0 && stop.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        // The smallest key among the inputs' next ones, and every input that holds it.
+        let mut min: Option<(u64, u8, Box<[u8]>)> = None;
+        for keys in &mut inputs {
+            if let Some(key) = keys.peek().map_err(to_io)?
+                && min.as_ref().is_none_or(|m| key.order() < (m.0, m.1, &m.2[..]))
+            {
+                min = Some((key.hash, key.kind, key.name.clone()));
+            }
+        }
+        let Some((hash, kind, name)) = min else { break };
+        let mut found = Vec::new();
+        for (i, keys) in inputs.iter_mut().enumerate() {
+            if keys.peek().map_err(to_io)?.is_some_and(|key| key.order() == (hash, kind, &name[..])) {
+                found.push((i, keys.ready.pop_front().expect("peeked")));
+            }
+        }
+        let target = bucket_of(hash, bucket_count);
+        while offsets.len() <= target {
+            if !offsets.is_empty() {
+                out.block(&bucket)?;
+                bucket.clear();
+            }
+            offsets.push(out.pos());
+        }
+        hashes.push(hash);
+        let count: usize = found.iter().map(|(_, key)| key.count).sum();
+        bucket.push(kind);
+        put_str16(&mut bucket, std::str::from_utf8(&name).map_err(|_| std::io::Error::other("a key is not UTF-8"))?);
+        bucket.extend_from_slice(&(count as u32).to_le_bytes());
+        if count <= POSTINGS_PER_BLOCK {
+            let (mut positions, mut locs) = (Vec::with_capacity(count), Vec::with_capacity(count));
+            for (_, key) in found {
+                let Body::Short(p, l) = key.body else { unreachable!("a list of at most 128 is short in every input") };
+                positions.extend(p);
+                locs.extend(l);
+            }
+            let mut deltas = Vec::new();
+            put_deltas(&mut deltas, &positions);
+            bucket.extend_from_slice(&(deltas.len() as u16).to_le_bytes());
+            bucket.extend_from_slice(&deltas);
+            for loc in locs {
+                for n in [loc.segment, loc.offset, loc.len, loc.crc] {
+                    bucket.extend_from_slice(&n.to_le_bytes());
+                }
+            }
+        } else {
+            bucket.extend_from_slice(&(long_lists.len() as u32).to_le_bytes());
+            long_lists.push(found.into_iter().map(|(i, key)| (i, key.body)).collect());
+        }
+    }
+    if offsets.is_empty() {
+        offsets.push(out.pos());
+    }
+    while offsets.len() < bucket_count {
+        out.block(&bucket)?;
+        bucket.clear();
+        offsets.push(out.pos());
+    }
+    out.block(&bucket)?;
+    offsets.push(out.pos());
+
+    let mut long_table = Vec::with_capacity(long_lists.len());
+    for sources in long_lists {
+        long_table.push(write_long_list(out, parts, sources).map_err(|e| std::io::Error::other(e.to_string()))?);
+    }
+    let mut bloom = Bloom::with_keys(hashes.len());
+    for hash in hashes {
+        bloom.insert_hash(hash);
+    }
+    meta.push(tenant.len() as u8);
+    meta.extend_from_slice(tenant.as_bytes());
+    meta.extend_from_slice(&first.to_le_bytes());
+    meta.extend_from_slice(&last.to_le_bytes());
+    meta.extend_from_slice(&(bucket_count as u32).to_le_bytes());
+    for offset in offsets {
+        meta.extend_from_slice(&offset.to_le_bytes());
+    }
+    meta.extend_from_slice(&((bloom.words.len() / BLOOM_BLOCK_WORDS) as u32).to_le_bytes());
+    for word in &bloom.words {
+        meta.extend_from_slice(&word.to_le_bytes());
+    }
+    meta.extend_from_slice(&(long_table.len() as u32).to_le_bytes());
+    for (offset, len) in long_table {
+        meta.extend_from_slice(&offset.to_le_bytes());
+        meta.extend_from_slice(&len.to_le_bytes());
+    }
+    Ok(true)
+}
+
+/// Writes a long posting list made of `sources` (each input's part of it, oldest first) as
+/// posting blocks of 128 and their skip block; the skip block's offset and length.
+fn write_long_list(out: &mut Out, parts: &[&SegmentIndex], sources: Vec<(usize, Body)>) -> Result<(u64, u32), IndexFileError> {
+    let io = |source| IndexFileError::Io { path: PathBuf::from("index run"), source };
+    let mut skip = Vec::new();
+    let mut chunk: Vec<u64> = Vec::with_capacity(POSTINGS_PER_BLOCK);
+    let mut deltas = Vec::new();
+    let mut flush = |chunk: &mut Vec<u64>, out: &mut Out| -> std::io::Result<()> {
+        deltas.clear();
+        put_deltas(&mut deltas, chunk);
+        let (offset, len) = out.block(&deltas)?;
+        skip.extend_from_slice(&chunk[0].to_le_bytes());
+        skip.extend_from_slice(&offset.to_le_bytes());
+        skip.extend_from_slice(&len.to_le_bytes());
+        chunk.clear();
+        Ok(())
+    };
+    let mut push = |positions: &[u64], chunk: &mut Vec<u64>, out: &mut Out| -> std::io::Result<()> {
+        for &p in positions {
+            chunk.push(p);
+            if chunk.len() == POSTINGS_PER_BLOCK {
+                flush(chunk, out)?;
+            }
+        }
+        Ok(())
+    };
+    for (i, body) in sources {
+        match body {
+            Body::Short(positions, _) => push(&positions, &mut chunk, out).map_err(io)?,
+            Body::Long { skip_offset, skip_len } => {
+                for &(_, offset, len) in parts[i].skip_list(skip_offset, skip_len)?.iter() {
+                    push(&parts[i].posting_block(offset, len)?, &mut chunk, out).map_err(io)?;
+                }
+            }
+        }
+    }
+    if !chunk.is_empty() {
+        flush(&mut chunk, out).map_err(io)?;
+    }
+    let (offset, len) = out.block(&skip).map_err(io)?;
+    Ok((offset, len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::embedded::disk::RealDisk;
+    use crate::store::embedded::log::segment_path;
+    use crate::store::embedded::segment_index::tests::{every, keys_of, write_segment_from, Expected};
+    use crate::store::embedded::segment_index::{build_from_segment, index_path, Postings};
+    use crate::store::index::KeyKind;
+
+    /// `count` consecutive segments of two tenants in `dir`, indexed; each tenant's events by
+    /// position, and the segments' index files opened.
+    fn segments(dir: &Path, count: u32, events: u64) -> (Expected, Vec<Arc<SegmentIndex>>) {
+        let mut all: Expected = BTreeMap::new();
+        let mut indexes = Vec::new();
+        for segment in 0..count {
+            let firsts = all.iter().map(|(tenant, events)| (tenant.clone(), events.last().unwrap().0 + 1)).collect();
+            let (len, expected) = write_segment_from(dir, segment, events, &firsts, segment as u64);
+            for (tenant, events) in expected {
+                all.entry(tenant).or_default().extend(events);
+            }
+            build_from_segment(&RealDisk, dir, segment, len).unwrap();
+            indexes.push(Arc::new(SegmentIndex::open(&RealDisk, dir, segment, len, Arc::new(BlockCache::new(1 << 20))).unwrap()));
+        }
+        (all, indexes)
+    }
+
+    #[test]
+    fn a_run_holds_every_key_of_its_parts_with_their_events_locations() {
+        let dir = tempfile::tempdir().unwrap();
+        let (expected, parts) = segments(dir.path(), 16, 150);
+        let cache = Arc::new(BlockCache::new(1 << 20));
+        let stop = AtomicBool::new(false);
+        // Runs of segments, then a run of runs: both kinds of input.
+        let low = Arc::new(merge(&RealDisk, dir.path(), &parts[..8], &cache, &stop).unwrap().unwrap());
+        let high = Arc::new(merge(&RealDisk, dir.path(), &parts[8..], &cache, &stop).unwrap().unwrap());
+        let run = merge(&RealDisk, dir.path(), &[low, high], &cache, &stop).unwrap().unwrap();
+        assert_eq!(run.covers(), Covers::Run { first: 0, last: 15 });
+        for (tenant, events) in &expected {
+            let keys = keys_of(events);
+            assert!(keys.values().any(|l| l.len() > POSTINGS_PER_BLOCK) && keys.values().any(|l| l.len() <= POSTINGS_PER_BLOCK));
+            let segment_of = |position: u64| parts.iter().position(|p| p.tenant_meta(tenant).is_some_and(|m| m.first <= position && position <= m.last)).unwrap() as u32;
+            for ((kind, name), list) in &keys {
+                let postings = run.postings(tenant, *kind, name).unwrap().expect("every key of the parts");
+                assert_eq!(&every(&run, &postings), list, "{tenant} {kind:?} {name}");
+                if let Postings::Short(_, locs) = &postings {
+                    let first = events[0].0;
+                    let want: Vec<(u32, u32, u32, u32)> = list
+                        .iter()
+                        .map(|&p| {
+                            let loc = events[(p - first) as usize].2;
+                            (segment_of(p), loc.offset, loc.len, loc.crc)
+                        })
+                        .collect();
+                    let got: Vec<_> = locs.iter().map(|l| (l.segment, l.offset, l.len, l.crc)).collect();
+                    assert_eq!(got, want, "a short list names each event's segment and place: {tenant} {name}");
+                }
+            }
+            assert!(run.postings(tenant, KeyKind::Tag, "key:50").unwrap().is_none());
+        }
+        assert!(run.check_blocks().is_ok());
+    }
+
+    #[test]
+    fn a_power_cut_during_a_merge_leaves_the_run_whole_or_absent() {
+        use crate::store::embedded::sim_disk::{Faults, SimDisk};
+        let real = tempfile::tempdir().unwrap();
+        let (_, parts) = segments(real.path(), 8, 400);
+        let cache = Arc::new(BlockCache::new(1 << 20));
+        let stop = AtomicBool::new(false);
+        let good = merge(&RealDisk, real.path(), &parts, &cache, &stop).unwrap().unwrap();
+        let good = std::fs::read(good.path()).unwrap();
+        let dir = Path::new("/data");
+        let setup = SimDisk::new(1, Faults::default());
+        setup.create_dir_all(dir).unwrap();
+        for segment in 0..8 {
+            for path in [segment_path(real.path(), segment), index_path(real.path(), segment)] {
+                setup.set_contents(&dir.join(path.file_name().unwrap()), std::fs::read(&path).unwrap());
+            }
+        }
+        let open = |disk: &SimDisk| -> Vec<Arc<SegmentIndex>> {
+            (0..8).map(|s| Arc::new(SegmentIndex::open(disk, dir, s, parts[s as usize].segment_lengths()[0].1, cache.clone()).unwrap())).collect()
+        };
+        let (mut whole, mut absent) = (0, 0);
+        for cut in 0..8 {
+            for seed in 0..3 {
+                let disk = setup.power_cut(seed);
+                let inputs = open(&disk);
+                disk.set_faults(Faults { power_cut_after: Some(cut), ..Faults::default() });
+                let merged = merge(&disk, dir, &inputs, &cache, &stop);
+                let after = disk.power_cut(seed);
+                let found = open_runs(&after, dir, &open(&after), &cache);
+                match found.len() {
+                    1 => {
+                        assert_eq!(after.contents(&run_path(dir, 0, 7)).unwrap(), good, "cut after {cut} operations");
+                        whole += 1;
+                    }
+                    8 => {
+                        assert!(merged.is_err(), "a merged run survives the cut (cut after {cut})");
+                        absent += 1;
+                    }
+                    n => panic!("{n} parts after a cut after {cut} operations"),
+                }
+                let leftovers: Vec<String> = after.list(dir).unwrap().into_iter().filter(|n| n.ends_with(".tmp")).collect();
+                assert!(leftovers.is_empty(), "{leftovers:?}");
+            }
+        }
+        assert!(whole > 0 && absent > 0, "cuts before and after the run was durable: {whole} whole, {absent} absent");
+    }
+}

@@ -10,7 +10,8 @@
 //! Everything after the build runs in a fresh child process (this binary again, told by
 //! `COUNTERPOINT_BENCH_SCALE_CHILD`), so that `open_s` includes nothing cached in this one and the
 //! memory figures (`VmRSS`) are the store's alone: open and answer one tag read (`open_s`,
-//! `rss_mb_after_open`), 100,000 random tag reads (`tag_read_per_s`, `rss_mb_after_reads`),
+//! `rss_mb_after_open`), 100,000 random tag reads (`tag_read_per_s`, `rss_mb_after_reads`; then
+//! by two readers at once, `tag_read_2_readers_per_s`),
 //! 64 writers each reading a random old tag and appending under the condition that nothing
 //! matching it came after the read (`condition_check_per_s`), 64 writers appending on their
 //! own tags (`append_64w_per_s`), and one full read (`full_read_events_per_s`). It also says
@@ -72,7 +73,8 @@ pub async fn scale(dir: &Path, seconds: f64, log_events: u64) -> anyhow::Result<
         ("open_s", "a fresh process opens the store and answers one tag read (target <= 1 at 100 M)".to_string()),
         ("rss_mb_after_open", "the process's resident memory then".into()),
         ("rss_mb_after_reads", format!("after {TAG_READS} random tag reads (target <= 512 at 100 M)")),
-        ("tag_read_per_s", "~10 events by one random tag (target >= 50,000)".into()),
+        ("tag_read_per_s", "~10 events by one random tag, one reader (target >= 50,000)".into()),
+        ("tag_read_2_readers_per_s", "the same, two readers at once".into()),
         ("condition_check_per_s", "64 writers: read a random old tag, append under a condition on it".into()),
         ("condition_conflicts", "of those, appends refused by their condition".into()),
         ("append_64w_per_s", format!("64 writers on their own tags (target >= {:.0})", (32.0 * fsync).min(50_000.0))),
@@ -205,6 +207,24 @@ async fn measure(dir: &Path, log_events: u64, duration: Duration) -> anyhow::Res
     report.add("rss_mb_after_reads", rss_mb()?, "");
     report.add("index_cache_mb", store.index_memory().cache_bytes as f64 / (1 << 20) as f64, "");
     anyhow::ensure!(seen > TAG_READS, "tag reads found {seen} events in {TAG_READS} reads");
+
+    // The same reads by two tasks at once: what a host on this 2-core machine serves.
+    let start = Instant::now();
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (store, tenant) = (store.clone(), tenant.clone());
+            tokio::spawn(async move {
+                for _ in 0..TAG_READS / 2 {
+                    store.read(&tenant, tag(fastrand::u64(0..keys)), ReadOptions::default()).await?.collect().await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for reader in readers {
+        reader.await??;
+    }
+    report.add("tag_read_2_readers_per_s", TAG_READS as f64 / start.elapsed().as_secs_f64(), "");
 
     let (checked, conflicts) = writers(&store, &tenant, duration, move |store, tenant, _, _| async move {
         let query = tag(fastrand::u64(0..keys));

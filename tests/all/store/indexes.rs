@@ -298,7 +298,8 @@ async fn searches_go_through_runs_of_merged_index_files() {
         let sealed = layout.sealed_segments;
         let (sixty_fours, eights, loose) = (sealed / 64, sealed % 64 / 8, sealed % 8);
         assert!(sixty_fours >= 1, "{layout:?}");
-        assert_eq!(layout.search_parts, sixty_fours + eights + loose, "{layout:?}");
+        // What a tenant's searches go through (a tenant may have no events in a loose segment).
+        assert!((sixty_fours..=sixty_fours + eights + loose).contains(&layout.search_parts), "{layout:?}");
         let runs: Vec<(u32, u32)> = run_files(dir.path()).iter().map(|r| covered(r)).collect();
         let mut want = Vec::new();
         let mut at = 0;
@@ -387,4 +388,32 @@ async fn a_damaged_run_block_is_found_by_check_and_removed_by_repair() {
     merged(&store).await;
     assert_eq!(std::fs::read(&runs[0]).unwrap(), good, "merged again, the same");
     compare(&store, &memory, &mut rng, 150).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_that_fails_stops_merging_not_indexing() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = MemoryStore::new();
+    let mut rng = fastrand::Rng::with_seed(43);
+    {
+        let store = EmbeddedStore::open_with(dir.path(), small_segments()).unwrap();
+        fill([&store, &memory], &mut rng, 30).await;
+        sealed(&store).await;
+    }
+    let files = index_files(dir.path());
+    assert!((2..8).contains(&files.len()), "fewer segments than a merge takes: {files:?}");
+    // A flipped bit in the last key bucket of a segment's index file: opening does not read it,
+    // a merge of that file does, and fails.
+    let mut bytes = std::fs::read(&files[1]).unwrap();
+    let meta_offset = u64::from_le_bytes(bytes[bytes.len() - 20..bytes.len() - 12].try_into().unwrap()) as usize;
+    bytes[meta_offset - 6] ^= 0x01;
+    std::fs::write(&files[1], &bytes).unwrap();
+    let store = EmbeddedStore::open_with(dir.path(), small_segments()).unwrap();
+    fill([&store, &memory], &mut rng, 200).await;
+    // Nothing more is due once merging stopped, and every sealed segment is indexed.
+    merged(&store).await;
+    sealed(&store).await;
+    let memory_after = store.index_memory();
+    assert!(memory_after.sealed_segments >= 16, "{memory_after:?}");
+    assert!(run_files(dir.path()).is_empty(), "the merge of the damaged file failed");
 }

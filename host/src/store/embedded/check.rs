@@ -166,6 +166,12 @@ pub fn repair(dir: &Path, cut: bool) -> Result<Repair, StoreError> {
             _ => {}
         }
     }
+    // So do the runs that cover any of them.
+    for (first, last) in index_run::runs_in(&RealDisk, &dir).map_err(|e| io("listing the data directory", e))? {
+        if last >= cut.segment {
+            std::fs::remove_file(index_run::run_path(&dir, first, last)).map_err(|e| io("removing an index run", e))?;
+        }
+    }
     sync_dir(&RealDisk, &dir)?;
 
     // The order keeps every interruption repairable by running repair again: first a synced
@@ -306,9 +312,8 @@ fn check_locked(dir: &Path) -> Result<StoreCheck, StoreError> {
     // Runs of merged index files, over the segments before any damage.
     let sealed: Vec<u64> = report.segments.iter().filter(|s| s.number < first_damaged).map(|s| s.bytes).collect();
     let sealed = &sealed[..sealed.len().min(report.segments.len().saturating_sub(1))];
-    let mut names = RealDisk.list(dir).map_err(|e| StoreError::io("listing the data directory", e))?;
-    names.sort();
-    for (path, state) in names.iter().filter_map(|name| index_run::verify(&RealDisk, dir, name, sealed)) {
+    for run in index_run::runs_in(&RealDisk, dir).map_err(|e| StoreError::io("listing the data directory", e))? {
+        let (path, state) = index_run::verify(&RealDisk, dir, run, sealed);
         report.index_files.record(path, state);
     }
     Ok(report)

@@ -60,6 +60,13 @@ pub(super) fn run_path(dir: &Path, first: u32, last: u32) -> PathBuf {
     dir.join(format!("{first:010}-{last:010}.run"))
 }
 
+/// The runs in `dir`, by the segments each covers, in order.
+pub(super) fn runs_in(disk: &dyn Disk, dir: &Path) -> std::io::Result<Vec<(u32, u32)>> {
+    let mut runs: Vec<(u32, u32)> = disk.list(dir)?.iter().filter_map(|name| parse_run_name(name)).collect();
+    runs.sort_unstable();
+    Ok(runs)
+}
+
 /// The segments a file name names, if it is a run's.
 fn parse_run_name(name: &str) -> Option<(u32, u32)> {
     let (first, last) = name.strip_suffix(".run")?.split_once('-')?;
@@ -133,14 +140,13 @@ pub(super) fn open_runs(disk: &dyn Disk, dir: &Path, sealed: &[Arc<SegmentIndex>
     parts
 }
 
-/// What `store check` finds of the run file `name` in `dir`, given each sealed segment's length
-/// (by number); None when `name` is not a run's.
-pub(super) fn verify(disk: &dyn Disk, dir: &Path, name: &str, sealed: &[u64]) -> Option<(PathBuf, IndexFileState)> {
-    let (first, last) = parse_run_name(name)?;
+/// What `store check` finds of the run of segments `first..=last` in `dir`, given each sealed
+/// segment's length (by number).
+pub(super) fn verify(disk: &dyn Disk, dir: &Path, (first, last): (u32, u32), sealed: &[u64]) -> (PathBuf, IndexFileState) {
     let path = run_path(dir, first, last);
     if first >= last || last as usize >= sealed.len() {
         let why = IndexFileError::Stale { path: path.clone(), detail: "it covers segments that are not sealed".into() };
-        return Some((path, IndexFileState::RebuiltAtOpen(why)));
+        return (path, IndexFileState::RebuiltAtOpen(why));
     }
     let lengths: Vec<(u32, u64)> = (first..=last).map(|n| (n, sealed[n as usize])).collect();
     let state = match SegmentIndex::open_file(disk, path.clone(), Covers::Run { first, last }, &lengths, Arc::new(BlockCache::new(0))) {
@@ -153,7 +159,7 @@ pub(super) fn verify(disk: &dyn Disk, dir: &Path, name: &str, sealed: &[u64]) ->
             Err(err) => IndexFileState::Unsound(err),
         },
     };
-    Some((path, state))
+    (path, state)
 }
 
 /// Whether each tenant's positions in `run` are those it has in `segments`.
@@ -181,7 +187,25 @@ pub(super) fn merge(
     let tmp = path.with_extension("run.tmp");
     let io = |source| IndexFileError::Io { path: tmp.clone(), source };
     let file = disk.open(&tmp, OpenMode::CreateTruncate).map_err(io)?;
-    let mut out = Out { file: file.clone(), buf: Vec::with_capacity(CHUNK_BYTES as usize * 2), at: 0 };
+    let mut out = Out { file: file.clone(), path: tmp.clone(), buf: Vec::with_capacity(CHUNK_BYTES as usize * 2), at: 0 };
+    let written = write_run(&mut out, inputs, first, last, stop);
+    drop(file);
+    let lengths = match written {
+        Ok(Some(lengths)) => lengths,
+        // Stopped, or failed (a full disk, a damaged input): nothing is left behind.
+        other => {
+            let _ = disk.remove(&tmp);
+            return other.map(|_| None);
+        }
+    };
+    disk.rename(&tmp, &path).map_err(io)?;
+    disk.sync_dir(dir).map_err(io)?;
+    SegmentIndex::open_file(disk, path, Covers::Run { first, last }, &lengths, cache.clone()).map(Some)
+}
+
+/// Writes the run of `inputs` (segments `first..=last`) and syncs it; the segments' lengths it
+/// describes, or None when `stop` was set meanwhile.
+fn write_run(out: &mut Out, inputs: &[Arc<SegmentIndex>], first: u32, last: u32, stop: &AtomicBool) -> Result<Option<Vec<(u32, u64)>>, IndexFileError> {
     let mut tenants: BTreeMap<&str, Vec<&SegmentIndex>> = BTreeMap::new();
     for input in inputs {
         for (tenant, _, _) in input.tenants() {
@@ -197,9 +221,7 @@ pub(super) fn merge(
     }
     meta.extend_from_slice(&(tenants.len() as u32).to_le_bytes());
     for (tenant, parts) in &tenants {
-        if !merge_tenant(tenant, parts, &mut out, &mut meta, stop).map_err(io)? {
-            drop(file);
-            let _ = disk.remove(&tmp);
+        if !merge_tenant(tenant, parts, out, &mut meta, stop)? {
             return Ok(None);
         }
     }
@@ -216,15 +238,15 @@ pub(super) fn merge(
     out.buf.extend_from_slice(&meta_crc.to_le_bytes());
     let trailer_crc = crc32fast::hash(&out.buf[trailer_start..]);
     out.buf.extend_from_slice(&trailer_crc.to_le_bytes());
-    out.flush().and_then(|()| file.sync_data()).map_err(io)?;
-    disk.rename(&tmp, &path).map_err(io)?;
-    disk.sync_dir(dir).map_err(io)?;
-    SegmentIndex::open_file(disk, path, Covers::Run { first, last }, &lengths, cache.clone()).map(Some)
+    out.flush()?;
+    out.file.sync_data().map_err(|source| IndexFileError::Io { path: out.path.clone(), source })?;
+    Ok(Some(lengths))
 }
 
 /// The file being written, through a buffer.
 struct Out {
     file: Arc<dyn DiskFile>,
+    path: PathBuf,
     buf: Vec<u8>,
     /// The file offset of `buf[0]`.
     at: u64,
@@ -236,7 +258,7 @@ impl Out {
     }
 
     /// Writes a block (its payload and checksum); its offset and length.
-    fn block(&mut self, payload: &[u8]) -> std::io::Result<(u64, u32)> {
+    fn block(&mut self, payload: &[u8]) -> Result<(u64, u32), IndexFileError> {
         let start = self.pos();
         self.buf.extend_from_slice(payload);
         self.buf.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
@@ -247,8 +269,8 @@ impl Out {
         Ok((start, len))
     }
 
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.file.write_all_at(&self.buf, self.at)?;
+    fn flush(&mut self) -> Result<(), IndexFileError> {
+        self.file.write_all_at(&self.buf, self.at).map_err(|source| IndexFileError::Io { path: self.path.clone(), source })?;
         self.at += self.buf.len() as u64;
         self.buf.clear();
         Ok(())
@@ -313,7 +335,10 @@ impl<'a> Keys<'a> {
                 let entry = self.input.entry(self.meta, &mut r).map_err(|e| damaged(format!("the key bucket at byte {}: {e}", buckets[bucket])))?;
                 let body = match entry.body {
                     EntryBody::Short { deltas, locs } => match self.input.short_postings(entry.count, deltas, locs) {
-                        Ok((positions, locs)) => Body::Short(positions, locs),
+                        Ok((positions, locs)) => {
+                            check_positions(self.input, self.meta, &positions)?;
+                            Body::Short(positions, locs)
+                        }
                         Err(e) => return Err(damaged(format!("the key bucket at byte {}: {e}", buckets[bucket]))),
                     },
                     EntryBody::Long { skip_offset, skip_len } => Body::Long { skip_offset, skip_len },
@@ -331,11 +356,12 @@ impl<'a> Keys<'a> {
 }
 
 /// Merges one tenant's keys of `parts` into `out`, and its meta into `meta`; false when `stop`.
-fn merge_tenant(tenant: &str, parts: &[&SegmentIndex], out: &mut Out, meta: &mut Vec<u8>, stop: &AtomicBool) -> std::io::Result<bool> {
+fn merge_tenant(tenant: &str, parts: &[&SegmentIndex], out: &mut Out, meta: &mut Vec<u8>, stop: &AtomicBool) -> Result<bool, IndexFileError> {
     let metas: Vec<&TenantMeta> = parts.iter().map(|part| part.tenant_meta(tenant).expect("the part holds the tenant")).collect();
-    for pair in metas.windows(2) {
+    for (pair, next) in metas.windows(2).zip(&parts[1..]) {
         if pair[1].first != pair[0].last + 1 {
-            return Err(std::io::Error::other(format!("tenant {tenant}'s positions jump from {} to {}", pair[0].last, pair[1].first)));
+            let detail = format!("tenant {tenant}'s positions jump from {} to {}", pair[0].last, pair[1].first);
+            return Err(IndexFileError::Damaged { path: next.path().to_path_buf(), detail });
         }
     }
     let (first, last) = (metas[0].first, metas[metas.len() - 1].last);
@@ -346,7 +372,6 @@ fn merge_tenant(tenant: &str, parts: &[&SegmentIndex], out: &mut Out, meta: &mut
     let mut offsets = Vec::with_capacity(bucket_count + 1);
     let mut bucket = Vec::new();
     let mut long_lists: Vec<Vec<(usize, Body)>> = Vec::new();
-    let to_io = |e: IndexFileError| std::io::Error::other(e.to_string());
     loop {
         if hashes.len() % 4096 == 0 && stop.load(Ordering::Relaxed) {
             return Ok(false);
@@ -354,7 +379,7 @@ fn merge_tenant(tenant: &str, parts: &[&SegmentIndex], out: &mut Out, meta: &mut
         // The smallest key among the inputs' next ones, and every input that holds it.
         let mut min: Option<(u64, u8, Box<[u8]>)> = None;
         for keys in &mut inputs {
-            if let Some(key) = keys.peek().map_err(to_io)?
+            if let Some(key) = keys.peek()?
                 && min.as_ref().is_none_or(|m| key.order() < (m.0, m.1, &m.2[..]))
             {
                 min = Some((key.hash, key.kind, key.name.clone()));
@@ -363,7 +388,7 @@ fn merge_tenant(tenant: &str, parts: &[&SegmentIndex], out: &mut Out, meta: &mut
         let Some((hash, kind, name)) = min else { break };
         let mut found = Vec::new();
         for (i, keys) in inputs.iter_mut().enumerate() {
-            if keys.peek().map_err(to_io)?.is_some_and(|key| key.order() == (hash, kind, &name[..])) {
+            if keys.peek()?.is_some_and(|key| key.order() == (hash, kind, &name[..])) {
                 found.push((i, keys.ready.pop_front().expect("peeked")));
             }
         }
@@ -378,7 +403,11 @@ fn merge_tenant(tenant: &str, parts: &[&SegmentIndex], out: &mut Out, meta: &mut
         hashes.push(hash);
         let count: usize = found.iter().map(|(_, key)| key.count).sum();
         bucket.push(kind);
-        put_str16(&mut bucket, std::str::from_utf8(&name).map_err(|_| std::io::Error::other("a key is not UTF-8"))?);
+        let name = std::str::from_utf8(&name).map_err(|_| IndexFileError::Damaged {
+            path: parts[found[0].0].path().to_path_buf(),
+            detail: format!("a key of tenant {tenant} is not UTF-8"),
+        })?;
+        put_str16(&mut bucket, name);
         bucket.extend_from_slice(&(count as u32).to_le_bytes());
         if count <= POSTINGS_PER_BLOCK {
             let (mut positions, mut locs) = (Vec::with_capacity(count), Vec::with_capacity(count));
@@ -398,7 +427,12 @@ fn merge_tenant(tenant: &str, parts: &[&SegmentIndex], out: &mut Out, meta: &mut
             }
         } else {
             bucket.extend_from_slice(&(long_lists.len() as u32).to_le_bytes());
-            long_lists.push(found.into_iter().map(|(i, key)| (i, key.body)).collect());
+            // Only the positions are kept: a long list's events are found through their segments.
+            let sources = found.into_iter().map(|(i, key)| match key.body {
+                Body::Short(positions, _) => (i, Body::Short(positions, Vec::new())),
+                long => (i, long),
+            });
+            long_lists.push(sources.collect());
         }
     }
     if offsets.is_empty() {
@@ -414,7 +448,7 @@ fn merge_tenant(tenant: &str, parts: &[&SegmentIndex], out: &mut Out, meta: &mut
 
     let mut long_table = Vec::with_capacity(long_lists.len());
     for sources in long_lists {
-        long_table.push(write_long_list(out, parts, sources).map_err(|e| std::io::Error::other(e.to_string()))?);
+        long_table.push(write_long_list(out, parts, &metas, sources)?);
     }
     let mut bloom = Bloom::with_keys(hashes.len());
     for hash in hashes {
@@ -442,12 +476,11 @@ fn merge_tenant(tenant: &str, parts: &[&SegmentIndex], out: &mut Out, meta: &mut
 
 /// Writes a long posting list made of `sources` (each input's part of it, oldest first) as
 /// posting blocks of 128 and their skip block; the skip block's offset and length.
-fn write_long_list(out: &mut Out, parts: &[&SegmentIndex], sources: Vec<(usize, Body)>) -> Result<(u64, u32), IndexFileError> {
-    let io = |source| IndexFileError::Io { path: PathBuf::from("index run"), source };
+fn write_long_list(out: &mut Out, parts: &[&SegmentIndex], metas: &[&TenantMeta], sources: Vec<(usize, Body)>) -> Result<(u64, u32), IndexFileError> {
     let mut skip = Vec::new();
     let mut chunk: Vec<u64> = Vec::with_capacity(POSTINGS_PER_BLOCK);
     let mut deltas = Vec::new();
-    let mut flush = |chunk: &mut Vec<u64>, out: &mut Out| -> std::io::Result<()> {
+    let mut flush = |chunk: &mut Vec<u64>, out: &mut Out| -> Result<(), IndexFileError> {
         deltas.clear();
         put_deltas(&mut deltas, chunk);
         let (offset, len) = out.block(&deltas)?;
@@ -457,7 +490,8 @@ fn write_long_list(out: &mut Out, parts: &[&SegmentIndex], sources: Vec<(usize, 
         chunk.clear();
         Ok(())
     };
-    let mut push = |positions: &[u64], chunk: &mut Vec<u64>, out: &mut Out| -> std::io::Result<()> {
+    let mut push = |i: usize, positions: &[u64], chunk: &mut Vec<u64>, out: &mut Out| -> Result<(), IndexFileError> {
+        check_positions(parts[i], metas[i], positions)?;
         for &p in positions {
             chunk.push(p);
             if chunk.len() == POSTINGS_PER_BLOCK {
@@ -468,19 +502,29 @@ fn write_long_list(out: &mut Out, parts: &[&SegmentIndex], sources: Vec<(usize, 
     };
     for (i, body) in sources {
         match body {
-            Body::Short(positions, _) => push(&positions, &mut chunk, out).map_err(io)?,
+            Body::Short(positions, _) => push(i, &positions, &mut chunk, out)?,
             Body::Long { skip_offset, skip_len } => {
                 for &(_, offset, len) in parts[i].skip_list(skip_offset, skip_len)?.iter() {
-                    push(&parts[i].posting_block(offset, len)?, &mut chunk, out).map_err(io)?;
+                    push(i, &parts[i].posting_block(offset, len)?, &mut chunk, out)?;
                 }
             }
         }
     }
     if !chunk.is_empty() {
-        flush(&mut chunk, out).map_err(io)?;
+        flush(&mut chunk, out)?;
     }
-    let (offset, len) = out.block(&skip).map_err(io)?;
-    Ok((offset, len))
+    out.block(&skip)
+}
+
+/// Positions read from `part` must be its tenant's and ascending: a file that passes its
+/// checksums may still say otherwise, and a merge never writes what it cannot read back.
+fn check_positions(part: &SegmentIndex, meta: &TenantMeta, positions: &[u64]) -> Result<(), IndexFileError> {
+    let in_range = positions.iter().all(|p| (meta.first..=meta.last).contains(p));
+    if !in_range || positions.windows(2).any(|w| w[0] >= w[1]) {
+        let detail = format!("a posting list of positions outside {}..={} or out of order", meta.first, meta.last);
+        return Err(IndexFileError::Damaged { path: part.path().to_path_buf(), detail });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -543,6 +587,30 @@ mod tests {
             assert!(run.postings(tenant, KeyKind::Tag, "key:50").unwrap().is_none());
         }
         assert!(run.check_blocks().is_ok());
+    }
+
+    #[test]
+    fn the_biggest_runs_that_fit_are_kept_and_the_others_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, mut parts) = segments(dir.path(), 16, 100);
+        let cache = Arc::new(BlockCache::new(1 << 20));
+        let stop = AtomicBool::new(false);
+        let low = Arc::new(merge(&RealDisk, dir.path(), &parts[..8], &cache, &stop).unwrap().unwrap());
+        let high = Arc::new(merge(&RealDisk, dir.path(), &parts[8..], &cache, &stop).unwrap().unwrap());
+        // A crash after the run of runs was written, before its inputs were removed.
+        merge(&RealDisk, dir.path(), &[low, high], &cache, &stop).unwrap().unwrap();
+        assert_eq!(runs_in(&RealDisk, dir.path()).unwrap(), vec![(0, 7), (0, 15), (8, 15)]);
+        let found = open_runs(&RealDisk, dir.path(), &parts, &cache);
+        assert_eq!(found.iter().map(|p| p.covers()).collect::<Vec<_>>(), vec![Covers::Run { first: 0, last: 15 }]);
+        assert_eq!(runs_in(&RealDisk, dir.path()).unwrap(), vec![(0, 15)], "the runs it covers are removed");
+
+        // Segment 12 is not what it was (as after a repair's cut): the run describes other bytes.
+        let (len, _) = write_segment_from(dir.path(), 12, 50, &BTreeMap::new(), 99);
+        build_from_segment(&RealDisk, dir.path(), 12, len).unwrap();
+        parts[12] = Arc::new(SegmentIndex::open(&RealDisk, dir.path(), 12, len, cache.clone()).unwrap());
+        let found = open_runs(&RealDisk, dir.path(), &parts, &cache);
+        assert_eq!(found.len(), 16, "every segment on its own again");
+        assert!(runs_in(&RealDisk, dir.path()).unwrap().is_empty());
     }
 
     #[test]

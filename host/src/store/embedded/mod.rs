@@ -95,8 +95,8 @@ pub struct IndexMemory {
     pub events_in_memory: u64,
     pub sealed_segments: u64,
     pub cache_bytes: u64,
-    /// The index files a search of every sealed segment goes through: runs, and the segments
-    /// no run covers yet.
+    /// The index files a search of a tenant's sealed segments goes through (the most of any
+    /// tenant): runs, and the segments no run covers yet.
     pub search_parts: u64,
     /// Whether the sealer still has work: a sealed segment to index, or parts to merge.
     pub indexing: bool,
@@ -114,17 +114,18 @@ struct Inner {
     queue: Mutex<Option<mpsc::Sender<Accepted>>>,
     writer: Option<JoinHandle<()>>,
     sealer: Option<JoinHandle<()>>,
+    merger: Option<JoinHandle<()>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Closing the queue stops the writer once it has answered what is queued, and then the
-        // sealer once it has indexed what the writer sealed; joining them releases the
-        // directory lock before the store is gone, so it can be reopened at once.
+        // Closing the queue stops the writer once it has answered what is queued, then the
+        // sealer once it has indexed what the writer sealed, then the merger; joining them
+        // releases the directory lock before the store is gone, so it can be reopened at once.
         self.queue.lock().expect("append queue lock").take();
         // A merge in progress is given up (its temporary file is removed at the next open).
         self.shared.closing.store(true, Ordering::Relaxed);
-        for thread in [self.writer.take(), self.sealer.take()].into_iter().flatten() {
+        for thread in [self.writer.take(), self.sealer.take(), self.merger.take()].into_iter().flatten() {
             let _ = thread.join();
         }
     }
@@ -154,8 +155,10 @@ pub(super) struct Layout {
     parts: Vec<Arc<SegmentIndex>>,
     /// The segments indexed (a sealed one waits for its file meanwhile).
     indexed: u32,
-    /// Indexing or merging failed: searches go on through what there is.
-    stopped: bool,
+    /// Indexing failed: later segments' events stay in memory until the store reopens.
+    indexing_stopped: bool,
+    /// A merge failed: searches go through the parts there are until the store reopens.
+    merging_stopped: bool,
 }
 
 pub(super) struct TenantState {
@@ -310,7 +313,7 @@ impl EmbeddedStore {
                 debug_assert!(installed, "a run lines up with its segments");
             }
         }
-        let layout = Layout { parts, indexed: sealed.len() as u32, stopped: false };
+        let layout = Layout { parts, indexed: sealed.len() as u32, indexing_stopped: false, merging_stopped: false };
         for (tenant, log) in &mut tenants {
             let base = log.base();
             log.index = TenantIndex::starting_after(base);
@@ -397,11 +400,19 @@ impl EmbeddedStore {
             buf: Vec::with_capacity(1 << 20),
             sealer,
         };
+        let (added, merges) = mpsc::channel();
+        let merger = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("counterpoint-store-merger".into())
+                .spawn(move || sealer::merge_loop(shared, merges))
+                .map_err(|e| StoreError::io("starting the merger thread", e))?
+        };
         let sealer = {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("counterpoint-store-sealer".into())
-                .spawn(move || sealer::run(shared, sealed))
+                .spawn(move || sealer::run(shared, sealed, added))
                 .map_err(|e| StoreError::io("starting the sealer thread", e))?
         };
         let (queue, accepted) = mpsc::channel();
@@ -410,7 +421,13 @@ impl EmbeddedStore {
             .spawn(move || writer.run(accepted))
             .map_err(|e| StoreError::io("starting the writer thread", e))?;
         Ok(EmbeddedStore {
-            inner: Arc::new(Inner { shared, queue: Mutex::new(Some(queue)), writer: Some(writer), sealer: Some(sealer) }),
+            inner: Arc::new(Inner {
+                shared,
+                queue: Mutex::new(Some(queue)),
+                writer: Some(writer),
+                sealer: Some(sealer),
+                merger: Some(merger),
+            }),
         })
     }
 
@@ -431,21 +448,21 @@ impl EmbeddedStore {
     pub fn index_memory(&self) -> IndexMemory {
         let shared = &self.inner.shared;
         let tenants: Vec<_> = shared.tenants.read().expect("tenants lock").values().cloned().collect();
-        let events_in_memory = tenants
-            .iter()
-            .map(|state| {
-                let log = state.log.read().expect("tenant log lock");
-                log.index.head() - log.base()
-            })
-            .sum();
+        let (mut events_in_memory, mut search_parts) = (0, 0);
+        for state in &tenants {
+            let log = state.log.read().expect("tenant log lock");
+            events_in_memory += log.index.head() - log.base();
+            search_parts = search_parts.max(log.searched.len() as u64);
+        }
         let sealed_segments = shared.segments.read().expect("segments lock").len() as u64 - 1;
         let layout = shared.layout.lock().expect("layout lock");
-        let indexing = !layout.stopped && (u64::from(layout.indexed) < sealed_segments || index_run::next_merge(&layout.parts).is_some());
+        let indexing = (!layout.indexing_stopped && u64::from(layout.indexed) < sealed_segments)
+            || (!layout.merging_stopped && index_run::next_merge(&layout.parts).is_some());
         IndexMemory {
             events_in_memory,
             sealed_segments,
             cache_bytes: shared.cache.bytes() as u64,
-            search_parts: layout.parts.len() as u64,
+            search_parts,
             indexing,
         }
     }

@@ -1,26 +1,30 @@
-//! Writes the index file of each segment the writer seals, off the writer's thread, and then lets
-//! the tenants' memory forget what the file now holds; then merges index files into runs as they
-//! fall due (index_run.rs), so that searches go through a few files whatever the log's size.
+//! Two threads beside the writer. The sealer writes the index file of each segment the writer
+//! seals and then lets the tenants' memory forget what the file now holds; the merger merges
+//! index files into runs as they fall due (index_run.rs), so that searches go through a few files
+//! whatever the log's size. A merge (up to minutes at 100 M events) never holds up the indexing
+//! of a sealed segment, whose events stay in memory until then.
 //!
 //! The index is built from the segment itself, read back from the page cache (the source of
 //! truth, and no lock held meanwhile). Segments are sealed in order; if one cannot be indexed
 //! (a full disk, say), its events and every later segment's stay in memory, which is slower to
 //! open next time and bigger, never wrong: the next open builds what is missing. A merge that
-//! fails leaves the parts it would have merged: slower searches, never wrong ones.
+//! fails leaves the parts it would have merged, and merging stops until the store reopens:
+//! slower searches, never wrong ones.
 
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 
 use super::index_run::{merge, next_merge};
 use super::segment_index::{build_from_segment, Covers, SegmentIndex};
-use super::tenant::SealedPart;
+use super::tenant::{SealedPart, TenantLog};
 use super::Shared;
 
-pub(super) fn run(shared: Arc<Shared>, sealed: Receiver<(u32, u64)>) {
-    merge_due(&shared);
+/// The sealer: indexes each sealed segment, then tells the merger.
+pub(super) fn run(shared: Arc<Shared>, sealed: Receiver<(u32, u64)>, merger: Sender<()>) {
+    let mut stopped = false;
     while let Ok((segment, len)) = sealed.recv() {
-        if shared.layout.lock().expect("layout lock").stopped {
+        if stopped {
             continue;
         }
         let built = build_from_segment(&*shared.disk, &shared.dir, segment, len)
@@ -35,19 +39,29 @@ pub(super) fn run(shared: Arc<Shared>, sealed: Receiver<(u32, u64)>) {
                 let mut layout = shared.layout.lock().expect("layout lock");
                 layout.parts.push(index);
                 layout.indexed += 1;
+                drop(layout);
+                let _ = merger.send(());
             }
             Err(err) => {
                 tracing::error!(%err, "cannot index a sealed log segment; its events stay in memory until the store reopens");
-                shared.layout.lock().expect("layout lock").stopped = true;
-                continue;
+                shared.layout.lock().expect("layout lock").indexing_stopped = true;
+                stopped = true;
             }
         }
+    }
+}
+
+/// The merger: merges what is due at start and after each segment the sealer adds, until the
+/// sealer is gone or the store closes.
+pub(super) fn merge_loop(shared: Arc<Shared>, added: Receiver<()>) {
+    merge_due(&shared);
+    while added.recv().is_ok() {
         merge_due(&shared);
     }
 }
 
 /// Lets each tenant of `index` take its part.
-fn install(shared: &Shared, index: &Arc<SegmentIndex>, take: impl Fn(&mut super::tenant::TenantLog, SealedPart) -> bool) {
+fn install(shared: &Shared, index: &Arc<SegmentIndex>, take: impl Fn(&mut TenantLog, SealedPart) -> bool) {
     for (tenant, first, last) in index.tenants() {
         let Some(state) = shared.tenant_by_name(tenant) else { continue };
         let part = SealedPart { index: index.clone(), first, last };
@@ -57,12 +71,13 @@ fn install(shared: &Shared, index: &Arc<SegmentIndex>, take: impl Fn(&mut super:
     }
 }
 
-/// Merges parts into runs while a merge is due, until the store closes.
+/// Merges parts into runs while a merge is due, until the store closes. Only this thread
+/// replaces parts; the sealer only adds them at the end, so a range stays valid meanwhile.
 fn merge_due(shared: &Shared) {
     while !shared.closing.load(Ordering::Relaxed) {
         let (range, inputs) = {
             let layout = shared.layout.lock().expect("layout lock");
-            if layout.stopped {
+            if layout.merging_stopped {
                 return;
             }
             let Some(range) = next_merge(&layout.parts) else { return };
@@ -72,8 +87,8 @@ fn merge_due(shared: &Shared) {
             Ok(Some(run)) => Arc::new(run),
             Ok(None) => return,
             Err(err) => {
-                tracing::error!(%err, "cannot merge index files into a run; searches go through them as they are");
-                shared.layout.lock().expect("layout lock").stopped = true;
+                tracing::error!(%err, "cannot merge index files into a run; searches go through them as they are until the store reopens");
+                shared.layout.lock().expect("layout lock").merging_stopped = true;
                 return;
             }
         };

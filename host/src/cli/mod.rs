@@ -214,8 +214,8 @@ enum StoreAction {
     /// Report every segment, any damage, what cutting the log at it would lose, and any index
     /// file that does not match its segment. Changes nothing.
     Check,
-    /// Remove index files that do not match their segments (derived: the next open builds them
-    /// again) and, with --cut-after-damage, cut the log at its first damage, keeping the cut
+    /// Remove index files that do not match their segments and runs with a damaged block
+    /// (derived: the next open builds them again) and, with --cut-after-damage, cut the log at its first damage, keeping the cut
     /// bytes beside the segment.
     Repair {
         /// Really cut: without it, only say what would be cut and lost.

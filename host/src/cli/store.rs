@@ -85,7 +85,7 @@ fn print(report: &StoreCheck) {
     for problem in &report.problems {
         out!("  problem: {problem}");
     }
-    out!("  index files: {} match their segments", report.index_files.sound);
+    out!("  index files and runs: {} sound (each file as its segment gives it, each run's blocks whole)", report.index_files.sound);
     for (path, why) in &report.index_files.rebuilt_at_open {
         out!("  index file {}: {why}; the next open builds it again", path.display());
     }

@@ -57,13 +57,13 @@ pub(super) struct Contention {
 }
 
 impl Contention {
-    /// Whether anyone waits for or holds a turn on one of `boundaries`.
     /// Whether nobody waits for or holds any turn: the common case, asked before naming any
     /// boundary (which allocates).
     pub fn is_quiet(&self) -> bool {
         self.queues.lock().expect("queues lock").is_empty()
     }
 
+    /// Whether anyone waits for or holds a turn on one of `boundaries`.
     pub fn is_hot(&self, boundaries: &[Boundary]) -> bool {
         let queues = self.queues.lock().expect("queues lock");
         !queues.is_empty() && boundaries.iter().any(|b| queues.contains_key(b))

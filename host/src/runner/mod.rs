@@ -17,6 +17,7 @@
 
 mod contention;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -71,6 +72,40 @@ impl Default for CommandRunner {
     }
 }
 
+/// At most this many first attempts of the process wait inside a read for their turn at once:
+/// each holds an instance meanwhile (a quarter of the default pool of 512, so that a hot
+/// boundary cannot make everything else `busy`). Beyond it, a first attempt is stopped at that
+/// read and runs again in its turn.
+const MAX_PARKED: usize = 128;
+
+static PARKED: AtomicUsize = AtomicUsize::new(0);
+
+/// One first attempt waiting inside a read for its turn; counted while it lives.
+struct Parked;
+
+impl Parked {
+    fn enter() -> Option<Parked> {
+        PARKED.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < MAX_PARKED).then_some(n + 1)).ok().map(|_| Parked)
+    }
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        PARKED.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What a first attempt's reads met on hot boundaries.
+#[derive(Default)]
+struct Gated {
+    /// It waited in a read and has its turn since.
+    turn: Option<contention::Turn>,
+    /// It was stopped at a read of these (too many waiting already).
+    stopped_at: Option<Vec<contention::Boundary>>,
+    /// Its deadline passed while it waited.
+    timed_out: bool,
+}
+
 /// One command's way to a decision: its deadline, its attempts, its turn on a hot boundary.
 struct Retries<'a> {
     runner: &'a CommandRunner,
@@ -88,14 +123,15 @@ impl<'a> Retries<'a> {
     }
 
     /// Whether a run that read `reads` may append now. Not while others queue on what it read
-    /// (it would overtake them) or, holding a turn, when it read beyond it: then it takes its
-    /// turn on what it read, and runs again.
+    /// beyond its turn, if it has one (it would overtake them): then it takes its turn on what
+    /// it read, and runs again.
     async fn may_append(&mut self, reads: &[AppendCondition]) -> Result<bool, InvokeError> {
         let boundaries = contention::boundaries(self.store, self.tenant, reads);
-        let go = match &self.turn {
-            Some(turn) => turn.covers(&boundaries),
-            None => !CONTENTION.is_hot(&boundaries),
+        let beyond_turn: Vec<contention::Boundary> = match &self.turn {
+            Some(turn) => boundaries.iter().filter(|b| !turn.covers(std::slice::from_ref(b))).cloned().collect(),
+            None => boundaries.clone(),
         };
+        let go = beyond_turn.is_empty() || !CONTENTION.is_hot(&beyond_turn);
         if !go {
             self.turn = None; // a new turn is taken whole, in order
             self.take_turn(boundaries).await?;
@@ -117,52 +153,74 @@ impl<'a> Retries<'a> {
         Ok(())
     }
 
-    /// The io of the next run. A first attempt's stops at its first read of a hot boundary
-    /// (it could not append before those queued anyway, and running it to the end would only
-    /// take time from them), and names what it read so far for [`queued`](Self::queued).
-    fn io(&self) -> (ReadAppender, Arc<Mutex<Option<Vec<contention::Boundary>>>>) {
+    /// The io of the next run. A first attempt's waits at its first read of a hot boundary
+    /// until its turn comes there (it could not append before those queued anyway), then reads
+    /// and goes on, in its turn: one run decides it. When [`MAX_PARKED`] runs wait so already
+    /// (each holds an instance), it is stopped there instead, naming what it read so far, and
+    /// runs again in its turn.
+    fn io(&self) -> (ReadAppender, Arc<Mutex<Gated>>) {
         let io = ReadAppender::new(self.store.clone(), self.tenant.clone(), Access::ReadAppend);
-        let hot = Arc::new(Mutex::new(None));
+        let gated = Arc::new(Mutex::new(Gated::default()));
         if self.turn.is_some() {
-            return (io, hot);
+            return (io, gated);
         }
-        let (store, tenant, seen) = (self.store.clone(), self.tenant.clone(), hot.clone());
+        let (store, tenant, deadline, slot) = (self.store.clone(), self.tenant.clone(), self.deadline, gated.clone());
         let io = io.refuse_reads_when(Box::new(move |reads, query| {
             // Asked at every read of every first attempt: nothing is named while nothing queues.
-            if CONTENTION.is_quiet() {
-                return false;
+            if CONTENTION.is_quiet() || slot.lock().expect("gate lock").turn.is_some() {
+                return Box::pin(std::future::ready(false));
             }
             let mut reads = reads.to_vec();
             reads.push(AppendCondition::new(query.clone(), None));
             let boundaries = contention::boundaries(&store, &tenant, &reads);
-            let hot = CONTENTION.is_hot(&boundaries);
-            if hot {
-                *seen.lock().expect("hot reads lock") = Some(boundaries);
+            if !CONTENTION.is_hot(&boundaries) {
+                return Box::pin(std::future::ready(false));
             }
-            hot
+            let Some(parked) = Parked::enter() else {
+                slot.lock().expect("gate lock").stopped_at = Some(boundaries);
+                return Box::pin(std::future::ready(true));
+            };
+            let slot = slot.clone();
+            Box::pin(async move {
+                let turn = tokio::time::timeout_at(deadline.into(), CONTENTION.turn(boundaries)).await;
+                drop(parked);
+                let mut gated = slot.lock().expect("gate lock");
+                match turn {
+                    Ok(turn) => {
+                        gated.turn = Some(turn);
+                        false
+                    }
+                    Err(_) => {
+                        gated.timed_out = true;
+                        true
+                    }
+                }
+            })
         }));
-        (io, hot)
-    }
-
-    /// Whether the run was stopped at a hot boundary: then it has taken its turn there (the
-    /// run's outcome is moot), and runs again.
-    async fn queued(&mut self, hot: &Mutex<Option<Vec<contention::Boundary>>>) -> Result<bool, InvokeError> {
-        let Some(boundaries) = hot.lock().expect("hot reads lock").take() else { return Ok(false) };
-        self.take_turn(boundaries).await?;
-        self.attempt += 1;
-        Ok(true)
+        (io, gated)
     }
 
     /// Runs the command once. `Err` when the run was stopped at a hot boundary: it runs again
     /// in its turn (or, when no turn could be had, is decided).
     async fn execute(&mut self, slice: &Slice, command: &str, payload: &[u8]) -> Result<Result<(Vec<u8>, ReadAppender), InvokeError>, Step<CommandOutput>> {
-        let (io, hot) = self.io();
+        let (io, gated) = self.io();
         let run = slice.execute(io, command, payload).await;
-        match self.queued(&hot).await {
-            Ok(true) => Err(Step::Again("queued")),
-            Ok(false) => Ok(run),
-            Err(err) => Err(Step::Decided(Err(err))),
+        let gated = std::mem::take(&mut *gated.lock().expect("gate lock"));
+        if gated.timed_out {
+            return Err(Step::Decided(Err(self.conflict())));
         }
+        if let Some(turn) = gated.turn {
+            // It waited in its read and went on in its turn.
+            self.turn = Some(turn);
+        }
+        if let Some(boundaries) = gated.stopped_at {
+            if let Err(err) = self.take_turn(boundaries).await {
+                return Err(Step::Decided(Err(err)));
+            }
+            self.attempt += 1;
+            return Err(Step::Again("queued"));
+        }
+        Ok(run)
     }
 
     /// A decision made without an append of its own is answered only once everything it

@@ -29,9 +29,10 @@ pub enum Access {
     None,
 }
 
-/// Asked before each read of a command with the reads so far and the next query: `true` fails
-/// the read with `conflict` (see [`ReadAppender::refuse_reads_when`]).
-pub type ReadGate = Box<dyn Fn(&[AppendCondition], &Query) -> bool + Send + Sync>;
+/// Asked before each read of a command with the reads so far and the next query; resolves to
+/// `true` to fail the read with `conflict`, and may wait first (see
+/// [`ReadAppender::refuse_reads_when`]).
+pub type ReadGate = Box<dyn Fn(&[AppendCondition], &Query) -> futures_util::future::BoxFuture<'static, bool> + Send + Sync>;
 
 /// What the host does for one invocation: the reads it recorded and the events staged.
 pub struct ReadAppender {
@@ -82,9 +83,9 @@ impl ReadAppender {
         Ok(AcceptedAppend::new(positions, async move { accepted.durable().await.map(drop) }))
     }
 
-    /// Fails every read for which `gate` says so with `conflict`: the runner stops a first
-    /// attempt at its first read of a boundary that others queue on, since it could not append
-    /// before them anyway.
+    /// Asks `gate` before every read, and fails the read with `conflict` when it says so: the
+    /// runner parks a first attempt at its first read of a boundary that others queue on until
+    /// its turn comes (the read then goes on), or stops it when too many are parked.
     pub fn refuse_reads_when(mut self, gate: ReadGate) -> Self {
         self.gate = Some(gate);
         self
@@ -107,7 +108,9 @@ impl ReadAppender {
         if self.access == Access::None {
             return Err(types::Error::InvalidInput("a read model cannot read the log: the host hands its events to `update`".into()));
         }
-        if self.gate.as_ref().is_some_and(|gate| gate(&self.reads, &query)) {
+        if let Some(gate) = &self.gate
+            && gate(&self.reads, &query).await
+        {
             return Err(types::Error::Conflict("others are queued on what this command reads: it runs again in its turn".into()));
         }
         let span = crate::telemetry::store_read(&self.tenant);

@@ -158,7 +158,11 @@ impl<'a> Retries<'a> {
     /// and goes on, in its turn: one run decides it. When [`MAX_PARKED`] runs wait so already
     /// (each holds an instance), it is stopped there instead, naming what it read so far, and
     /// runs again in its turn.
-    fn io(&self) -> (ReadAppender, Arc<Mutex<Gated>>) {
+    ///
+    /// The wait happens inside the call into the guest, whose wall time is limited
+    /// (`call_deadline`): it lasts at most half of that, then the attempt is stopped as when too
+    /// many wait, and waits for its turn outside the guest, until the command's deadline.
+    fn io(&self, call_deadline: Duration) -> (ReadAppender, Arc<Mutex<Gated>>) {
         let io = ReadAppender::new(self.store.clone(), self.tenant.clone(), Access::ReadAppend);
         let gated = Arc::new(Mutex::new(Gated::default()));
         if self.turn.is_some() {
@@ -166,9 +170,18 @@ impl<'a> Retries<'a> {
         }
         let (store, tenant, deadline, slot) = (self.store.clone(), self.tenant.clone(), self.deadline, gated.clone());
         let io = io.refuse_reads_when(Box::new(move |reads, query| {
-            // Asked at every read of every first attempt: nothing is named while nothing queues.
-            if CONTENTION.is_quiet() || slot.lock().expect("gate lock").turn.is_some() {
-                return Box::pin(std::future::ready(false));
+            {
+                let gated = slot.lock().expect("gate lock");
+                // Stopped once, the run is moot: it must not take a turn inside the guest now,
+                // since the runner takes one on what it read when the run ends.
+                if gated.stopped_at.is_some() {
+                    return Box::pin(std::future::ready(true));
+                }
+                // Asked at every read of every first attempt: nothing is named while nothing
+                // queues, and a run that has its turn reads on.
+                if gated.turn.is_some() || CONTENTION.is_quiet() {
+                    return Box::pin(std::future::ready(false));
+                }
             }
             let mut reads = reads.to_vec();
             reads.push(AppendCondition::new(query.clone(), None));
@@ -181,14 +194,19 @@ impl<'a> Retries<'a> {
                 return Box::pin(std::future::ready(true));
             };
             let slot = slot.clone();
+            let wait_until = deadline.min(Instant::now() + call_deadline / 2);
             Box::pin(async move {
-                let turn = tokio::time::timeout_at(deadline.into(), CONTENTION.turn(boundaries)).await;
+                let turn = tokio::time::timeout_at(wait_until.into(), CONTENTION.turn(boundaries.clone())).await;
                 drop(parked);
                 let mut gated = slot.lock().expect("gate lock");
                 match turn {
                     Ok(turn) => {
                         gated.turn = Some(turn);
                         false
+                    }
+                    Err(_) if wait_until < deadline => {
+                        gated.stopped_at = Some(boundaries);
+                        true
                     }
                     Err(_) => {
                         gated.timed_out = true;
@@ -203,7 +221,7 @@ impl<'a> Retries<'a> {
     /// Runs the command once. `Err` when the run was stopped at a hot boundary: it runs again
     /// in its turn (or, when no turn could be had, is decided).
     async fn execute(&mut self, slice: &Slice, command: &str, payload: &[u8]) -> Result<Result<(Vec<u8>, ReadAppender), InvokeError>, Step<CommandOutput>> {
-        let (io, gated) = self.io();
+        let (io, gated) = self.io(slice.call_deadline());
         let run = slice.execute(io, command, payload).await;
         let gated = std::mem::take(&mut *gated.lock().expect("gate lock"));
         if gated.timed_out {

@@ -291,6 +291,11 @@ impl Slice {
         }
     }
 
+    /// How long one call into the guest may take, waits on the host included.
+    pub fn call_deadline(&self) -> std::time::Duration {
+        self.limits.deadline
+    }
+
     /// Runs a command once in a fresh instance. On success, returns its output and what the
     /// host recorded for it (reads, staged events), for the caller to commit.
     pub async fn execute(&self, io: ReadAppender, command: &str, payload: &[u8]) -> Result<(Vec<u8>, ReadAppender), InvokeError> {

@@ -20,8 +20,9 @@
 //! cut one of its segments) or overlapped by a bigger one is removed when the store opens, and
 //! merged again.
 //!
-//! **Which runs.** The sealer keeps the sealed segments as a list of parts, runs and segments no
-//! run covers yet, and merges the first [`FAN_IN`] consecutive parts of one size into one: runs
+//! **Which runs.** The store keeps the sealed segments as a list of parts, runs and segments no
+//! run covers yet; the sealer adds each segment it indexes, and the merger (sealer.rs) merges
+//! the first [`FAN_IN`] consecutive parts of one size into one: runs
 //! of 8, 64, 512 segments, like the digits of a counter in base 8. At 137 segments of 64 MiB (100
 //! M events) a search goes through 2 runs of 64, one of 8 and one segment; each segment's index
 //! is rewritten about once per level (three times up to 512 segments).

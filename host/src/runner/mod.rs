@@ -170,6 +170,11 @@ impl<'a> Retries<'a> {
         }
         let (store, tenant, deadline, slot) = (self.store.clone(), self.tenant.clone(), self.deadline, gated.clone());
         let io = io.refuse_reads_when(Box::new(move |reads, query| {
+            // Asked at every read of every first attempt: nothing is named (or locked) while
+            // nothing queues.
+            if CONTENTION.is_quiet() {
+                return Box::pin(std::future::ready(false));
+            }
             {
                 let gated = slot.lock().expect("gate lock");
                 // Stopped once, the run is moot: it must not take a turn inside the guest now,
@@ -177,9 +182,8 @@ impl<'a> Retries<'a> {
                 if gated.stopped_at.is_some() {
                     return Box::pin(std::future::ready(true));
                 }
-                // Asked at every read of every first attempt: nothing is named while nothing
-                // queues, and a run that has its turn reads on.
-                if gated.turn.is_some() || CONTENTION.is_quiet() {
+                // A run that has its turn reads on.
+                if gated.turn.is_some() {
                     return Box::pin(std::future::ready(false));
                 }
             }

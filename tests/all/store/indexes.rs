@@ -276,6 +276,18 @@ async fn merged(store: &EmbeddedStore) {
     panic!("the sealer did not finish merging: {:?}", store.index_memory());
 }
 
+/// A store on small segments filled with `appends` random appends (the same in a memory store),
+/// every merge that falls due done, then closed.
+async fn closed_merged_store(seed: u64, appends: usize) -> (tempfile::TempDir, MemoryStore, fastrand::Rng) {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = MemoryStore::new();
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let store = EmbeddedStore::open_with(dir.path(), small_segments()).unwrap();
+    fill([&store, &memory], &mut rng, appends).await;
+    merged(&store).await;
+    (dir, memory, rng)
+}
+
 /// The segments a run file covers, from its name.
 fn covered(run: &Path) -> (u32, u32) {
     let name = run.file_stem().unwrap().to_str().unwrap();
@@ -321,15 +333,8 @@ async fn searches_go_through_runs_of_merged_index_files() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn damaged_stale_and_leftover_runs_are_removed_and_merged_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let memory = MemoryStore::new();
-    let mut rng = fastrand::Rng::with_seed(29);
-    {
-        let store = EmbeddedStore::open_with(dir.path(), small_segments()).unwrap();
-        fill([&store, &memory], &mut rng, 500).await;
-        merged(&store).await;
-    }
+async fn damaged_half_written_and_leftover_runs_are_removed_and_merged_again() {
+    let (dir, memory, mut rng) = closed_merged_store(29, 500).await;
     let runs = run_files(dir.path());
     assert!(runs.len() >= 3, "{runs:?}");
     let good: Vec<Vec<u8>> = runs.iter().map(|r| std::fs::read(r).unwrap()).collect();
@@ -357,14 +362,7 @@ async fn damaged_stale_and_leftover_runs_are_removed_and_merged_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_run_block_is_found_by_check_and_removed_by_repair() {
-    let dir = tempfile::tempdir().unwrap();
-    let memory = MemoryStore::new();
-    let mut rng = fastrand::Rng::with_seed(37);
-    {
-        let store = EmbeddedStore::open_with(dir.path(), small_segments()).unwrap();
-        fill([&store, &memory], &mut rng, 300).await;
-        merged(&store).await;
-    }
+    let (dir, memory, mut rng) = closed_merged_store(37, 300).await;
     let runs = run_files(dir.path());
     let good = std::fs::read(&runs[0]).unwrap();
     // The first block is the first tenant's first key bucket: a search by any of its keys reads it.

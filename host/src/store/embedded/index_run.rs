@@ -554,16 +554,20 @@ mod tests {
         (all, indexes)
     }
 
+    /// Runs of segments 0..=7 and 8..=15, then the run of those two runs: both kinds of input.
+    /// Leaves all three files.
+    fn run_of_runs(dir: &Path, parts: &[Arc<SegmentIndex>], cache: &Arc<BlockCache>) -> SegmentIndex {
+        let stop = AtomicBool::new(false);
+        let low = Arc::new(merge(&RealDisk, dir, &parts[..8], cache, &stop).unwrap().unwrap());
+        let high = Arc::new(merge(&RealDisk, dir, &parts[8..], cache, &stop).unwrap().unwrap());
+        merge(&RealDisk, dir, &[low, high], cache, &stop).unwrap().unwrap()
+    }
+
     #[test]
     fn a_run_holds_every_key_of_its_parts_with_their_events_locations() {
         let dir = tempfile::tempdir().unwrap();
         let (expected, parts) = segments(dir.path(), 16, 150);
-        let cache = Arc::new(BlockCache::new(1 << 20));
-        let stop = AtomicBool::new(false);
-        // Runs of segments, then a run of runs: both kinds of input.
-        let low = Arc::new(merge(&RealDisk, dir.path(), &parts[..8], &cache, &stop).unwrap().unwrap());
-        let high = Arc::new(merge(&RealDisk, dir.path(), &parts[8..], &cache, &stop).unwrap().unwrap());
-        let run = merge(&RealDisk, dir.path(), &[low, high], &cache, &stop).unwrap().unwrap();
+        let run = run_of_runs(dir.path(), &parts, &Arc::new(BlockCache::new(1 << 20)));
         assert_eq!(run.covers(), Covers::Run { first: 0, last: 15 });
         for (tenant, events) in &expected {
             let keys = keys_of(events);
@@ -595,11 +599,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (_, mut parts) = segments(dir.path(), 16, 100);
         let cache = Arc::new(BlockCache::new(1 << 20));
-        let stop = AtomicBool::new(false);
-        let low = Arc::new(merge(&RealDisk, dir.path(), &parts[..8], &cache, &stop).unwrap().unwrap());
-        let high = Arc::new(merge(&RealDisk, dir.path(), &parts[8..], &cache, &stop).unwrap().unwrap());
         // A crash after the run of runs was written, before its inputs were removed.
-        merge(&RealDisk, dir.path(), &[low, high], &cache, &stop).unwrap().unwrap();
+        run_of_runs(dir.path(), &parts, &cache);
         assert_eq!(runs_in(&RealDisk, dir.path()).unwrap(), vec![(0, 7), (0, 15), (8, 15)]);
         let found = open_runs(&RealDisk, dir.path(), &parts, &cache);
         assert_eq!(found.iter().map(|p| p.covers()).collect::<Vec<_>>(), vec![Covers::Run { first: 0, last: 15 }]);

@@ -52,8 +52,16 @@ fn canonical(item: &QueryItem) -> String {
 /// The queues of one runner.
 #[derive(Default)]
 pub(super) struct Contention {
-    /// A lock per hot boundary; an entry exists while someone waits for or holds it.
-    queues: Mutex<HashMap<Boundary, Arc<TurnLock<()>>>>,
+    /// A queue per hot boundary; an entry exists while someone waits for or holds it.
+    queues: Mutex<HashMap<Boundary, Queue>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    lock: Arc<TurnLock<()>>,
+    /// Held by a whole turn, whose command runs now (not by one still waiting for the rest
+    /// of its boundaries).
+    running: bool,
 }
 
 impl Contention {
@@ -69,12 +77,20 @@ impl Contention {
         !queues.is_empty() && boundaries.iter().any(|b| queues.contains_key(b))
     }
 
+    /// Whether a command that runs in its whole turn holds one of `boundaries`. A command in
+    /// its turn elsewhere may append on these when none does: whoever waits for them has not
+    /// run yet, so the append invalidates nobody's reads; they read it when their turn comes.
+    pub fn is_running(&self, boundaries: &[Boundary]) -> bool {
+        let queues = self.queues.lock().expect("queues lock");
+        boundaries.iter().any(|b| queues.get(b).is_some_and(|q| q.running))
+    }
+
     /// Waits for a turn on every one of `boundaries` (sorted: every command takes its locks in
     /// one order), first come first served.
     pub async fn turn(self: &Arc<Self>, boundaries: Vec<Boundary>) -> Turn {
         let locks: Vec<(Boundary, Arc<TurnLock<()>>)> = {
             let mut queues = self.queues.lock().expect("queues lock");
-            boundaries.into_iter().map(|b| (b.clone(), queues.entry(b).or_default().clone())).collect()
+            boundaries.into_iter().map(|b| (b.clone(), queues.entry(b).or_default().lock.clone())).collect()
         };
         let mut turn = Turn { contention: self.clone(), held: Vec::with_capacity(locks.len()), waiting: Vec::new() };
         turn.waiting = locks.iter().map(|(b, _)| b.clone()).collect();
@@ -82,6 +98,12 @@ impl Contention {
             let guard = lock.lock_owned().await;
             turn.waiting.retain(|b| *b != boundary);
             turn.held.push((boundary, guard));
+        }
+        let mut queues = self.queues.lock().expect("queues lock");
+        for (boundary, _) in &turn.held {
+            if let Some(queue) = queues.get_mut(boundary) {
+                queue.running = true;
+            }
         }
         turn
     }
@@ -107,11 +129,16 @@ impl Turn {
 impl Drop for Turn {
     fn drop(&mut self) {
         let names: Vec<Boundary> = self.held.iter().map(|(b, _)| b.clone()).chain(self.waiting.drain(..)).collect();
-        self.held.clear(); // releases the locks: the next in line goes
         let mut queues = self.contention.queues.lock().expect("queues lock");
+        for (boundary, _) in &self.held {
+            if let Some(queue) = queues.get_mut(boundary) {
+                queue.running = false;
+            }
+        }
+        self.held.clear(); // releases the locks: the next in line goes
         for name in names {
             // Only the map holds it: nobody waits, the boundary has cooled down.
-            if queues.get(&name).is_some_and(|lock| Arc::strong_count(lock) == 1) {
+            if queues.get(&name).is_some_and(|queue| Arc::strong_count(&queue.lock) == 1) {
                 queues.remove(&name);
             }
         }
@@ -160,9 +187,13 @@ mod tests {
         };
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished(), "the second waits for the first");
+        assert!(contention.is_running(&course), "the first runs in its whole turn");
+        let student = boundaries(&store, &tenant, &reads(&[(&[], &["student:7"])]));
+        assert!(contention.is_hot(&student) && !contention.is_running(&student), "the second queues on the student too, still waiting for the course");
         drop(first);
         let second = waiting.await.unwrap();
         assert!(second.covers(&course));
+        assert!(contention.is_running(&student), "the second has its whole turn now");
         drop(second);
         assert!(!contention.is_hot(&course), "nobody waits: cooled down");
         assert!(contention.queues.lock().unwrap().is_empty());

@@ -17,7 +17,6 @@
 
 mod contention;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -72,29 +71,6 @@ impl Default for CommandRunner {
     }
 }
 
-/// At most this many first attempts of the process wait inside a read for their turn at once:
-/// each holds an instance meanwhile (a quarter of the default pool of 512, so that a hot
-/// boundary cannot make everything else `busy`). Beyond it, a first attempt is stopped at that
-/// read and runs again in its turn.
-const MAX_PARKED: usize = 128;
-
-static PARKED: AtomicUsize = AtomicUsize::new(0);
-
-/// One first attempt waiting inside a read for its turn; counted while it lives.
-struct Parked;
-
-impl Parked {
-    fn enter() -> Option<Parked> {
-        PARKED.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < MAX_PARKED).then_some(n + 1)).ok().map(|_| Parked)
-    }
-}
-
-impl Drop for Parked {
-    fn drop(&mut self) {
-        PARKED.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// What a first attempt's reads met on hot boundaries.
 #[derive(Default)]
 struct Gated {
@@ -122,16 +98,19 @@ impl<'a> Retries<'a> {
         Retries { runner, store, tenant, command, deadline: Instant::now() + runner.deadline, attempt: 1, turn: None }
     }
 
-    /// Whether a run that read `reads` may append now. Not while others queue on what it read
-    /// beyond its turn, if it has one (it would overtake them): then it takes its turn on what
-    /// it read, and runs again.
+    /// Whether a run that read `reads` may append now. One without a turn may not while others
+    /// queue on what it read (it would overtake them); one in its turn may not while a command
+    /// runs in its turn on what it read beyond this one ([`contention::Contention::is_running`]).
+    /// Then it takes its turn on all it read, and runs again.
     async fn may_append(&mut self, reads: &[AppendCondition]) -> Result<bool, InvokeError> {
         let boundaries = contention::boundaries(self.store, self.tenant, reads);
-        let beyond_turn: Vec<contention::Boundary> = match &self.turn {
-            Some(turn) => boundaries.iter().filter(|b| !turn.covers(std::slice::from_ref(b))).cloned().collect(),
-            None => boundaries.clone(),
+        let go = match &self.turn {
+            Some(turn) => {
+                let beyond_turn: Vec<contention::Boundary> = boundaries.iter().filter(|b| !turn.covers(std::slice::from_ref(b))).cloned().collect();
+                beyond_turn.is_empty() || !CONTENTION.is_running(&beyond_turn)
+            }
+            None => boundaries.is_empty() || !CONTENTION.is_hot(&boundaries),
         };
-        let go = beyond_turn.is_empty() || !CONTENTION.is_hot(&beyond_turn);
         if !go {
             self.turn = None; // a new turn is taken whole, in order
             self.take_turn(boundaries).await?;
@@ -155,20 +134,21 @@ impl<'a> Retries<'a> {
 
     /// The io of the next run. A first attempt's waits at its first read of a hot boundary
     /// until its turn comes there (it could not append before those queued anyway), then reads
-    /// and goes on, in its turn: one run decides it. When [`MAX_PARKED`] runs wait so already
-    /// (each holds an instance), it is stopped there instead, naming what it read so far, and
+    /// and goes on, in its turn: one run decides it. When as many runs as the runtime allows wait
+    /// so already (each holds an instance: [`Slice::wait_slots`]), it is stopped there instead, naming what it read so far, and
     /// runs again in its turn.
     ///
     /// The wait happens inside the call into the guest, whose wall time is limited
     /// (`call_deadline`): it lasts at most half of that, then the attempt is stopped as when too
     /// many wait, and waits for its turn outside the guest, until the command's deadline.
-    fn io(&self, call_deadline: Duration) -> (ReadAppender, Arc<Mutex<Gated>>) {
+    fn io(&self, slice: &Slice) -> (ReadAppender, Arc<Mutex<Gated>>) {
         let io = ReadAppender::new(self.store.clone(), self.tenant.clone(), Access::ReadAppend);
         let gated = Arc::new(Mutex::new(Gated::default()));
         if self.turn.is_some() {
             return (io, gated);
         }
         let (store, tenant, deadline, slot) = (self.store.clone(), self.tenant.clone(), self.deadline, gated.clone());
+        let (waits, call_deadline) = (slice.wait_slots(), slice.call_deadline());
         let io = io.refuse_reads_when(Box::new(move |reads, query| {
             // Asked at every read of every first attempt: nothing is named (or locked) while
             // nothing queues.
@@ -193,7 +173,7 @@ impl<'a> Retries<'a> {
             if !CONTENTION.is_hot(&boundaries) {
                 return Box::pin(std::future::ready(false));
             }
-            let Some(parked) = Parked::enter() else {
+            let Some(waiting) = waits.reserve() else {
                 slot.lock().expect("gate lock").stopped_at = Some(boundaries);
                 return Box::pin(std::future::ready(true));
             };
@@ -201,7 +181,7 @@ impl<'a> Retries<'a> {
             let wait_until = deadline.min(Instant::now() + call_deadline / 2);
             Box::pin(async move {
                 let turn = tokio::time::timeout_at(wait_until.into(), CONTENTION.turn(boundaries.clone())).await;
-                drop(parked);
+                drop(waiting);
                 let mut gated = slot.lock().expect("gate lock");
                 match turn {
                     Ok(turn) => {
@@ -225,7 +205,7 @@ impl<'a> Retries<'a> {
     /// Runs the command once. `Err` when the run was stopped at a hot boundary: it runs again
     /// in its turn (or, when no turn could be had, is decided).
     async fn execute(&mut self, slice: &Slice, command: &str, payload: &[u8]) -> Result<Result<(Vec<u8>, ReadAppender), InvokeError>, Step<CommandOutput>> {
-        let (io, gated) = self.io(slice.call_deadline());
+        let (io, gated) = self.io(slice);
         let run = slice.execute(io, command, payload).await;
         let gated = std::mem::take(&mut *gated.lock().expect("gate lock"));
         if gated.timed_out {

@@ -23,6 +23,7 @@ mod limits;
 mod output;
 mod read_model_state;
 mod slice;
+mod waits;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,6 +41,7 @@ pub use error::{InvokeError, LoadError};
 pub use invocation::{Access, ReadAppender};
 pub use read_model_state::KvSession;
 pub use limits::InvocationLimits;
+pub use waits::{WaitSlot, WaitSlots};
 pub use slice::{AutomationInfo, CommandCall, CommandInfo, Field, ProjectionInfo, ReadModelInfo, Slice, SliceDescription};
 
 use self::bindings::{guest, read_models_guest};
@@ -92,6 +94,8 @@ pub(crate) struct RuntimeInner {
     http: effects::HttpClient,
     /// Instances alive now.
     live: Arc<std::sync::atomic::AtomicI64>,
+    /// Instances that may wait on the host inside a call at once (a turn on a hot boundary).
+    waits: WaitSlots,
     /// Compiled components by hash; a contract-checked component is never compiled twice.
     components: std::sync::Mutex<std::collections::HashMap<String, Component>>,
     /// Turns to compile: compiling takes a core and much memory, so few run at once.
@@ -152,7 +156,7 @@ impl Runtime {
             }
         })?;
         Ok(Runtime {
-            inner: Arc::new(RuntimeInner { detached: (Arc::new(crate::store::MemoryStore::new()), crate::store::Tenant::new("detached").expect("a valid name")), engine, linker, limits, max_instances: n, cache, http: effects::http_client(None).map_err(|e| anyhow::anyhow!("the outbound HTTP client: {e}"))?, live: Default::default(), components: Default::default(), compiling: Arc::new(tokio::sync::Semaphore::new(config.compile_concurrency.max(1))), compile_timeout: config.compile_timeout, stop_ticker }),
+            inner: Arc::new(RuntimeInner { detached: (Arc::new(crate::store::MemoryStore::new()), crate::store::Tenant::new("detached").expect("a valid name")), engine, linker, limits, max_instances: n, cache, http: effects::http_client(None).map_err(|e| anyhow::anyhow!("the outbound HTTP client: {e}"))?, live: Default::default(), waits: WaitSlots::new(n as usize / 4), components: Default::default(), compiling: Arc::new(tokio::sync::Semaphore::new(config.compile_concurrency.max(1))), compile_timeout: config.compile_timeout, stop_ticker }),
         })
     }
 

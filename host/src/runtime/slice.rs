@@ -14,7 +14,7 @@ use super::invocation::{from_wit_options, from_wit_query, to_wit_event, to_wit_p
 use super::limits::Limiter;
 use super::output::{flush, LogBudget};
 use super::read_model_state::KvSession;
-use super::{Exports, InvocationLimits, InvokeError, LoadError, RuntimeInner};
+use super::{Exports, InvocationLimits, InvokeError, LoadError, RuntimeInner, WaitSlots};
 use crate::store::{Query, ReadOptions, SequencedEvent};
 
 /// A named input of a command or projection.
@@ -289,6 +289,11 @@ impl Slice {
                 Err(instance_less.classify("instantiate", err))
             }
         }
+    }
+
+    /// The instances of this slice's runtime that may wait on the host inside a call.
+    pub fn wait_slots(&self) -> WaitSlots {
+        self.runtime.waits.clone()
     }
 
     /// How long one call into the guest may take, waits on the host included.

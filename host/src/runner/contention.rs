@@ -78,8 +78,9 @@ impl Contention {
     }
 
     /// Whether a command that runs in its whole turn holds one of `boundaries`. A command in
-    /// its turn elsewhere may append on these when none does: whoever waits for them has not
-    /// run yet, so the append invalidates nobody's reads; they read it when their turn comes.
+    /// its turn elsewhere may append on these when none does: whoever waits for them is not
+    /// running in its turn. Most have not read yet and read the append when their turn comes;
+    /// a first attempt waiting inside a read has read part of them, and runs once more.
     pub fn is_running(&self, boundaries: &[Boundary]) -> bool {
         let queues = self.queues.lock().expect("queues lock");
         boundaries.iter().any(|b| queues.get(b).is_some_and(|q| q.running))

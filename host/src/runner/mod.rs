@@ -101,7 +101,8 @@ impl<'a> Retries<'a> {
     /// Whether a run that read `reads` may append now. One without a turn may not while others
     /// queue on what it read (it would overtake them); one in its turn may not while a command
     /// runs in its turn on what it read beyond this one ([`contention::Contention::is_running`]).
-    /// Then it takes its turn on all it read, and runs again.
+    /// Then it takes its turn on all it read, and runs again. Those that only wait there are
+    /// overtaken once: a wait is for a turn, not a decision.
     async fn may_append(&mut self, reads: &[AppendCondition]) -> Result<bool, InvokeError> {
         let boundaries = contention::boundaries(self.store, self.tenant, reads);
         let go = match &self.turn {
@@ -120,11 +121,14 @@ impl<'a> Retries<'a> {
     }
 
     /// After a failed condition (the event that broke it is accepted, so the next run reads
-    /// it): takes a turn on the boundary if it has none, and counts the next attempt;
-    /// `conflict` once the deadline has passed.
+    /// it): takes a turn on all it read unless its turn covers that already (a run that lost on
+    /// an item beyond its turn would otherwise go on racing there), and counts the next
+    /// attempt; `conflict` once the deadline has passed.
     async fn after_conflict(&mut self, reads: &[AppendCondition]) -> Result<(), InvokeError> {
-        if self.turn.is_none() {
-            self.take_turn(contention::boundaries(self.store, self.tenant, reads)).await?;
+        let boundaries = contention::boundaries(self.store, self.tenant, reads);
+        if !self.turn.as_ref().is_some_and(|turn| turn.covers(&boundaries)) {
+            self.turn = None; // a new turn is taken whole, in order
+            self.take_turn(boundaries).await?;
         }
         self.check_deadline()?;
         tracing::debug!(attempt = self.attempt, "append condition failed; running the command again");

@@ -320,10 +320,15 @@ async fn searches_go_through_runs_of_merged_index_files() {
             at += size;
         }
         assert_eq!(runs, want, "the runs merged smaller ones are removed");
+        // Bloom filters are held for what searches go through only: the segments runs cover
+        // keep their files (for their events' locations), not their filters.
+        assert_eq!(layout.bloom_files, runs.len() as u64 + loose, "{layout:?}");
         compare(&store, &memory, &mut rng, 200).await;
     }
-    // Reopened: the runs are taken as they are.
+    // Reopened: the runs are taken as they are, and the covered segments' filters left out.
     let store = EmbeddedStore::open_with(dir.path(), small_segments()).unwrap();
+    let layout = store.index_memory();
+    assert_eq!(layout.bloom_files, run_files(dir.path()).len() as u64 + layout.sealed_segments % 8, "{layout:?}");
     let parts = store.index_memory().search_parts;
     assert!(parts < store.index_memory().sealed_segments / 4, "{:?}", store.index_memory());
     compare(&store, &memory, &mut rng, 200).await;
@@ -350,6 +355,9 @@ async fn damaged_half_written_and_leftover_runs_are_removed_and_merged_again() {
     let leftover = dir.path().join(format!("{first:010}-{:010}.run", first + 1));
     std::fs::write(&leftover, b"merged since").unwrap();
     let store = EmbeddedStore::open_with(dir.path(), small_segments()).unwrap();
+    let layout = store.index_memory();
+    // The segments of the runs removed are searched themselves, with their bloom filters.
+    assert!(layout.bloom_files >= layout.search_parts, "{layout:?}");
     assert!(!leftover.exists() && !dir.path().join("0000000000-0000000063.run.tmp").exists(), "{:?}", run_files(dir.path()));
     compare(&store, &memory, &mut rng, 100).await;
     merged(&store).await;

@@ -33,7 +33,7 @@
 //! its keys' hashes (8 bytes a key, for the bloom filter written last). Long posting lists (an
 //! event type's) are written after the buckets, block by block.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -69,6 +69,13 @@ pub(super) fn runs_in(disk: &dyn Disk, dir: &Path) -> std::io::Result<Vec<(u32, 
 }
 
 /// The segments a file name names, if it is a run's.
+/// The segments that the runs in `dir` cover by their names (whether the runs are sound is
+/// for [`open_runs`] to say).
+pub(super) fn named_coverage(disk: &dyn Disk, dir: &Path) -> HashSet<u32> {
+    let names = disk.list(dir).unwrap_or_default();
+    names.iter().filter_map(|name| parse_run_name(name)).flat_map(|(first, last)| first..=last).collect()
+}
+
 fn parse_run_name(name: &str) -> Option<(u32, u32)> {
     let (first, last) = name.strip_suffix(".run")?.split_once('-')?;
     Some((first.parse().ok()?, last.parse().ok()?))

@@ -16,7 +16,9 @@
 //! reads the index files' small meta and scans the open segment alone, so it takes about as long
 //! whatever the size of the log, and memory holds the open segment's index, the files' metas and
 //! a bounded cache of their blocks. Index files are merged into runs over 8, 64, 512 segments in
-//! the background, so that a key whose events are spread over the log is found in a few files. A read resolves its query on the indexes (tenant.rs) and
+//! the background, so that a key whose events are spread over the log is found in a few files;
+//! a segment a run covers keeps its file's meta in memory without its bloom filters, which only
+//! searches use. A read resolves its query on the indexes (tenant.rs) and
 //! fetches the events with positioned reads, coalescing neighbours into one read; each event's
 //! checksum is checked as it is read.
 //!
@@ -98,6 +100,10 @@ pub struct IndexMemory {
     /// The index files a search of a tenant's sealed segments goes through (the most of any
     /// tenant): runs, and the segments no run covers yet.
     pub search_parts: u64,
+    /// The index files whose bloom filters are held in memory (runs, and the segments no run
+    /// covers yet), and those filters' bytes.
+    pub bloom_files: u64,
+    pub bloom_bytes: u64,
     /// Whether the sealer still has work: a sealed segment to index, or parts to merge.
     pub indexing: bool,
 }
@@ -287,11 +293,18 @@ impl EmbeddedStore {
         let (last_number, sealed_numbers) = segment_numbers.split_last().expect("at least one segment");
 
         // Sealed segments: their index files, built first where they are missing or unusable.
+        let covered = index_run::named_coverage(&*disk, &dir);
         for &number in sealed_numbers {
             let path = segment_path(&dir, number);
             let file = disk.open(&path, OpenMode::Read).map_err(|e| StoreError::io(&format!("opening {}", path.display()), e))?;
             let len = file.len().map_err(|e| StoreError::io(&format!("reading {}", path.display()), e))?;
-            let index = Arc::new(open_segment_index(&*disk, &dir, number, len, &cache)?);
+            let mut index = open_segment_index(&*disk, &dir, number, len, &cache)?;
+            if covered.contains(&number) {
+                // Searches go through the run that covers it: its file serves the locations of
+                // its events, and holds no bloom filters in memory.
+                index = index.without_blooms();
+            }
+            let index = Arc::new(index);
             for (name, first, last) in index.tenants() {
                 let tenant = Tenant::new(name).map_err(|e| corrupt(format!("{}: {e}", path.display())))?;
                 let log = tenants.entry(tenant).or_default();
@@ -304,7 +317,17 @@ impl EmbeddedStore {
             sealed.push(index);
             segments.push(file);
         }
-        let parts = index_run::open_runs(&*disk, &dir, &sealed, &cache);
+        let mut parts = index_run::open_runs(&*disk, &dir, &sealed, &cache);
+        // A segment whose run was removed (damaged, stale) is searched itself: its filters again.
+        for part in parts.iter_mut().filter(|part| matches!(part.covers(), Covers::Segment(_)) && covered.contains(&part.segment())) {
+            let (number, len) = part.segment_lengths()[0];
+            *part = Arc::new(open_segment_index(&*disk, &dir, number, len, &cache)?);
+            for (name, first, last) in part.tenants() {
+                if let Some(log) = Tenant::new(name).ok().and_then(|tenant| tenants.get_mut(&tenant)) {
+                    log.replace_segment(&SealedPart { index: part.clone(), first, last });
+                }
+            }
+        }
         for run in parts.iter().filter(|part| matches!(part.covers(), Covers::Run { .. })) {
             for (name, first, last) in run.tenants() {
                 // open_runs keeps only runs whose tenants' ranges are their segments'.
@@ -449,11 +472,16 @@ impl EmbeddedStore {
         let shared = &self.inner.shared;
         let tenants: Vec<_> = shared.tenants.read().expect("tenants lock").values().cloned().collect();
         let (mut events_in_memory, mut search_parts) = (0, 0);
+        let mut files: HashMap<*const SegmentIndex, usize> = HashMap::new();
         for state in &tenants {
             let log = state.log.read().expect("tenant log lock");
             events_in_memory += log.index.head() - log.base();
             search_parts = search_parts.max(log.searched.len() as u64);
+            for part in log.sealed.iter().chain(&log.searched) {
+                files.entry(Arc::as_ptr(&part.index)).or_insert_with(|| part.index.bloom_bytes());
+            }
         }
+        let blooms: Vec<usize> = files.into_values().filter(|&bytes| bytes > 0).collect();
         let sealed_segments = shared.segments.read().expect("segments lock").len() as u64 - 1;
         let layout = shared.layout.lock().expect("layout lock");
         let indexing = (!layout.indexing_stopped && u64::from(layout.indexed) < sealed_segments)
@@ -463,6 +491,8 @@ impl EmbeddedStore {
             sealed_segments,
             cache_bytes: shared.cache.bytes() as u64,
             search_parts,
+            bloom_files: blooms.len() as u64,
+            bloom_bytes: blooms.iter().sum::<usize>() as u64,
             indexing,
         }
     }

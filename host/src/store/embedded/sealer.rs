@@ -94,6 +94,15 @@ fn merge_due(shared: &Shared) {
         };
         tracing::info!(run = %run.path().display(), "merged index files into a run");
         install(shared, &run, |log, part| log.install_run(part));
+        // The segments merged keep their files for their events' locations, not their bloom
+        // filters: searches go through the run now.
+        for segment in inputs.iter().filter(|part| matches!(part.covers(), Covers::Segment(_))) {
+            let bare = Arc::new(segment.without_blooms());
+            install(shared, &bare, |log, part| {
+                log.replace_segment(&part);
+                true
+            });
+        }
         shared.layout.lock().expect("layout lock").parts.splice(range, [run]);
         // The runs merged are covered now; segments' own index files stay.
         let merged_runs: Vec<_> = inputs.iter().filter(|part| matches!(part.covers(), Covers::Run { .. })).collect();

@@ -346,6 +346,7 @@ pub(super) fn bucket_of(hash: u64, count: usize) -> usize {
 /// A blocked bloom filter over a tenant's keys: a key's bits all lie in one block of 512 bits
 /// (one cache line), chosen by the low half of its hash, so a probe of a segment that does not
 /// hold the key costs one memory access, however many segments a search passes.
+#[derive(Clone)]
 pub(super) struct Bloom {
     pub words: Vec<u64>,
 }
@@ -377,7 +378,16 @@ impl Bloom {
         }
     }
 
+    /// No filter: an index file a run covers keeps none in memory (searches go through the
+    /// run), and answers "maybe" to every key, never a wrong "no".
+    fn absent() -> Self {
+        Bloom { words: Vec::new() }
+    }
+
     fn may_hold_hash(&self, hash: u64) -> bool {
+        if self.words.is_empty() {
+            return true;
+        }
         let (block, bits) = self.bits(hash);
         let words = &self.words[block..block + BLOOM_BLOCK_WORDS];
         bits.into_iter().all(|bit| words[bit as usize / 64] & (1 << (bit % 64)) != 0)
@@ -449,6 +459,7 @@ impl BlockCache {
 }
 
 /// What the meta says about one tenant's events in the segment (or run).
+#[derive(Clone)]
 pub(super) struct TenantMeta {
     pub first: u64,
     pub last: u64,
@@ -675,6 +686,18 @@ impl SegmentIndex {
         Self::open(disk, dir, segment, segment_len, cache)
     }
 
+    /// This file without its bloom filters, for a segment a run covers: searches go through
+    /// the run, and the segment's file serves only its events' locations.
+    pub fn without_blooms(&self) -> SegmentIndex {
+        let tenants = self.tenants.iter().map(|(name, meta)| (name.clone(), TenantMeta { bloom: Bloom::absent(), ..meta.clone() })).collect();
+        SegmentIndex { path: self.path.clone(), file: self.file.clone(), covers: self.covers, segments: self.segments.clone(), tenants, cache: self.cache.clone(), blocks_end: self.blocks_end }
+    }
+
+    /// The bytes of the bloom filters this file holds in memory.
+    pub fn bloom_bytes(&self) -> usize {
+        self.tenants.values().map(|meta| meta.bloom.words.len() * 8).sum()
+    }
+
     /// The segment this file indexes (a run's first).
     pub fn segment(&self) -> u32 {
         self.covers.segments().0
@@ -725,6 +748,9 @@ impl SegmentIndex {
     pub fn touch(&self, tenant: &str, keys: &QueryKeys) -> u64 {
         let (Some(meta), Some(items)) = (self.tenants.get(tenant), &keys.items) else { return 0 };
         let hashes = items.iter().flat_map(|(types, tags)| types.iter().chain(tags));
+        if meta.bloom.words.is_empty() {
+            return 0;
+        }
         hashes.fold(0, |acc, &h| acc ^ meta.bloom.words[meta.bloom.block(h)])
     }
 

@@ -75,6 +75,18 @@ impl TenantLog {
         lines_up
     }
 
+    /// Takes `part.index`, another opening of the same segment's file (without its bloom
+    /// filters once a run covers the segment, with them again when that run is gone), in place
+    /// of the one its part held.
+    pub fn replace_segment(&mut self, part: &SealedPart) {
+        for parts in [&mut self.sealed, &mut self.searched] {
+            let i = parts.partition_point(|held| held.first < part.first);
+            if let Some(held) = parts.get_mut(i).filter(|held| held.first == part.first && held.index.covers() == part.index.covers()) {
+                held.index = part.index.clone();
+            }
+        }
+    }
+
     /// A search for `query`'s events in this log, for one batch of a read or one probe.
     pub fn search<'a>(&'a self, tenant: &'a str, query: &'a Query) -> Search<'a> {
         Search { log: self, tenant, query, keys: QueryKeys::new(query), memory: self.index.resolve(query), sealed: Vec::new() }

@@ -15,7 +15,8 @@
 //! 64 writers each reading a random old tag and appending under the condition that nothing
 //! matching it came after the read (`condition_check_per_s`), 64 writers appending on their
 //! own tags (`append_64w_per_s`), and one full read (`full_read_events_per_s`). It also says
-//! what the indexes hold: `sealed_segments` (each with its index file), `search_parts` (the runs
+//! what the indexes hold: `sealed_segments` (each with its index file), `bloom_mb` (the bloom
+//! filters held in memory), `search_parts` (the runs
 //! of merged index files and the segments left over, which a search goes through),
 //! `events_in_memory` (the open segment's, indexed in memory) and `index_cache_mb` after the
 //! reads. Before the child starts, the store is opened once and left to merge the index files
@@ -81,6 +82,7 @@ pub async fn scale(dir: &Path, seconds: f64, log_events: u64) -> anyhow::Result<
         ("full_read_events_per_s", "one forward read of the whole log (target >= 5,000,000)".into()),
         ("sealed_segments", "sealed log segments, each read through its index file".into()),
         ("search_parts", "index files a search of the sealed segments goes through: runs and segments".into()),
+        ("bloom_mb", "bloom filters held in memory: the runs' and the uncovered segments' (covered segments hold none)".into()),
         ("events_in_memory", "events indexed in memory after the open (the open segment's)".into()),
         ("index_cache_mb", "index-file blocks cached after the tag reads".into()),
     ] {
@@ -196,6 +198,7 @@ async fn measure(dir: &Path, log_events: u64, duration: Duration) -> anyhow::Res
     report.add("sealed_segments", memory.sealed_segments as f64, "");
     report.add("events_in_memory", memory.events_in_memory as f64, "");
     report.add("search_parts", memory.search_parts as f64, "");
+    report.add("bloom_mb", memory.bloom_bytes as f64 / (1 << 20) as f64, "");
 
     let start = Instant::now();
     let mut seen = 0;

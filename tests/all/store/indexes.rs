@@ -354,7 +354,11 @@ async fn damaged_half_written_and_leftover_runs_are_removed_and_merged_again() {
     let (first, _) = covered(&runs[2]);
     let leftover = dir.path().join(format!("{first:010}-{:010}.run", first + 1));
     std::fs::write(&leftover, b"merged since").unwrap();
+    // A stray name covering far more segments than there are.
+    let stray = dir.path().join(format!("{:010}-{}.run", 0, u32::MAX));
+    std::fs::write(&stray, b"stray").unwrap();
     let store = EmbeddedStore::open_with(dir.path(), small_segments()).unwrap();
+    assert!(!stray.exists(), "a run beyond the sealed segments is removed");
     let layout = store.index_memory();
     // The segments of the runs removed are searched themselves, with their bloom filters.
     assert!(layout.bloom_files >= layout.search_parts, "{layout:?}");

@@ -68,14 +68,15 @@ pub(super) fn runs_in(disk: &dyn Disk, dir: &Path) -> std::io::Result<Vec<(u32, 
     Ok(runs)
 }
 
-/// The segments a file name names, if it is a run's.
-/// The segments that the runs in `dir` cover by their names (whether the runs are sound is
-/// for [`open_runs`] to say).
-pub(super) fn named_coverage(disk: &dyn Disk, dir: &Path) -> HashSet<u32> {
+/// The segments among the first `sealed` that the runs in `dir` cover by their names (whether
+/// the runs are sound is for [`open_runs`] to say; a name beyond them is ignored).
+pub(super) fn named_coverage(disk: &dyn Disk, dir: &Path, sealed: u32) -> HashSet<u32> {
     let names = disk.list(dir).unwrap_or_default();
-    names.iter().filter_map(|name| parse_run_name(name)).flat_map(|(first, last)| first..=last).collect()
+    let runs = names.iter().filter_map(|name| parse_run_name(name)).filter(|&(first, last)| first < last && last < sealed);
+    runs.flat_map(|(first, last)| first..=last).collect()
 }
 
+/// The segments a file name names, if it is a run's.
 fn parse_run_name(name: &str) -> Option<(u32, u32)> {
     let (first, last) = name.strip_suffix(".run")?.split_once('-')?;
     Some((first.parse().ok()?, last.parse().ok()?))

@@ -293,7 +293,7 @@ impl EmbeddedStore {
         let (last_number, sealed_numbers) = segment_numbers.split_last().expect("at least one segment");
 
         // Sealed segments: their index files, built first where they are missing or unusable.
-        let covered = index_run::named_coverage(&*disk, &dir);
+        let covered = index_run::named_coverage(&*disk, &dir, sealed_numbers.len() as u32);
         for &number in sealed_numbers {
             let path = segment_path(&dir, number);
             let file = disk.open(&path, OpenMode::Read).map_err(|e| StoreError::io(&format!("opening {}", path.display()), e))?;
@@ -321,7 +321,14 @@ impl EmbeddedStore {
         // A segment whose run was removed (damaged, stale) is searched itself: its filters again.
         for part in parts.iter_mut().filter(|part| matches!(part.covers(), Covers::Segment(_)) && covered.contains(&part.segment())) {
             let (number, len) = part.segment_lengths()[0];
-            *part = Arc::new(open_segment_index(&*disk, &dir, number, len, &cache)?);
+            match open_segment_index(&*disk, &dir, number, len, &cache) {
+                Ok(index) => *part = Arc::new(index),
+                Err(err) => {
+                    // Searched without filters: every key is a "maybe", slower, never wrong.
+                    tracing::warn!(%err, segment = number, "cannot open a segment's index file again for its bloom filters");
+                    continue;
+                }
+            }
             for (name, first, last) in part.tenants() {
                 if let Some(log) = Tenant::new(name).ok().and_then(|tenant| tenants.get_mut(&tenant)) {
                     log.replace_segment(&SealedPart { index: part.clone(), first, last });

@@ -77,9 +77,11 @@ impl TenantLog {
 
     /// Takes `part.index`, another opening of the same segment's file (without its bloom
     /// filters once a run covers the segment, with them again when that run is gone), in place
-    /// of the one its part held.
+    /// of the one its part held. Searches keep a segment's filters while they go through it (a
+    /// run that did not line up, say).
     pub fn replace_segment(&mut self, part: &SealedPart) {
-        for parts in [&mut self.sealed, &mut self.searched] {
+        let searched = part.index.bloom_bytes() > 0;
+        for parts in [&mut self.sealed].into_iter().chain(searched.then_some(&mut self.searched)) {
             let i = parts.partition_point(|held| held.first < part.first);
             if let Some(held) = parts.get_mut(i).filter(|held| held.first == part.first && held.index.covers() == part.index.covers()) {
                 held.index = part.index.clone();

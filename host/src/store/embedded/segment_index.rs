@@ -406,6 +406,12 @@ impl Bloom {
 
 /// Checked blocks of index files, bounded in bytes, shared by a store's segments. Eviction is
 /// second chance (CLOCK): a block read since it was last passed over stays one more round.
+///
+/// A block is admitted on its second miss, as by TinyLFU's doorkeeper: a table of recently
+/// missed blocks' fingerprints, a few slots per cached block. Reads of keys spread evenly
+/// over a log far bigger than the cache (random tags at 100 M events hit it about 2% of the
+/// time) would otherwise allocate and evict a block each, the allocator faulting in fresh
+/// pages for them; a block read again soon, as a hot key's is, is kept from its second read.
 pub(crate) struct BlockCache {
     max_bytes: usize,
     inner: Mutex<CacheInner>,
@@ -419,11 +425,19 @@ struct CacheInner {
     bytes: usize,
     blocks: HashMap<(u64, u64), CachedBlock, foldhash::fast::RandomState>,
     order: VecDeque<(u64, u64)>,
+    /// Fingerprints of blocks missed once and not admitted yet, by slot (0: none). One that
+    /// shares its slot with another may be pushed out and missed once more before it is kept.
+    missed: Vec<u64>,
 }
+
+/// The doorkeeper's slots per byte the cache holds: four per KiB, about a block's size, so that
+/// few blocks missed in the same while share a slot (64 MiB of cache: 2 MiB of slots).
+const BYTES_PER_MISSED_SLOT: usize = 256;
 
 impl BlockCache {
     pub fn new(max_bytes: usize) -> Self {
-        BlockCache { max_bytes, inner: Mutex::default() }
+        let slots = (max_bytes / BYTES_PER_MISSED_SLOT).next_power_of_two().max(64);
+        BlockCache { max_bytes, inner: Mutex::new(CacheInner { missed: vec![0; slots], ..CacheInner::default() }) }
     }
 
     /// The bytes the cache holds.
@@ -438,9 +452,10 @@ impl BlockCache {
         Some(block.clone())
     }
 
+    /// Offers a block just read from its file; kept if it was missed once before (see above).
     fn insert(&self, key: (u64, u64), block: Arc<[u8]>) {
         let mut inner = self.inner.lock().expect("block cache lock");
-        if block.len() > self.max_bytes || inner.blocks.contains_key(&key) {
+        if block.len() > self.max_bytes || inner.blocks.contains_key(&key) || !inner.missed_before(key) {
             return;
         }
         inner.bytes += block.len();
@@ -455,6 +470,20 @@ impl BlockCache {
                 inner.bytes -= gone.len();
             }
         }
+    }
+}
+
+impl CacheInner {
+    /// Whether `key` was missed before; if not, remembers it in its slot (over whatever was there).
+    fn missed_before(&mut self, (file, offset): (u64, u64)) -> bool {
+        let hash = mix(file.rotate_left(32) ^ offset);
+        let (slot, fingerprint) = (hash as usize & (self.missed.len() - 1), hash | 1);
+        if self.missed[slot] == fingerprint {
+            self.missed[slot] = 0;
+            return true;
+        }
+        self.missed[slot] = fingerprint;
+        false
     }
 }
 
@@ -1409,11 +1438,30 @@ pub(super) mod tests {
     fn the_cache_stays_within_its_bytes() {
         let cache = BlockCache::new(100);
         for i in 0..50 {
+            // Missed twice: admitted.
+            cache.insert((0, i), vec![0; 30].into());
             cache.insert((0, i), vec![0; 30].into());
             assert!(cache.bytes() <= 100);
         }
         assert!(cache.get((0, 49)).is_some());
         assert!(cache.get((0, 0)).is_none());
+    }
+
+    #[test]
+    fn a_block_is_kept_from_its_second_miss_not_its_first() {
+        let cache = BlockCache::new(1 << 20);
+        for i in 0..1_000 {
+            cache.insert((7, i * 64), vec![0; 100].into());
+        }
+        assert_eq!(cache.bytes(), 0, "blocks read once are not kept");
+        assert!(cache.get((7, 0)).is_none());
+        for i in 0..1_000 {
+            cache.insert((7, i * 64), vec![0; 100].into());
+        }
+        let kept = (0..1_000).filter(|i| cache.get((7, i * 64)).is_some()).count();
+        // 4,096 slots for 1,000 blocks: about a fifth share a slot and push each other out.
+        assert!(kept > 700, "{kept} of 1,000 blocks read twice are kept");
+        assert_eq!(cache.bytes(), kept * 100);
     }
 
     #[test]

@@ -10,8 +10,10 @@
 //! Everything after the build runs in a fresh child process (this binary again, told by
 //! `COUNTERPOINT_BENCH_SCALE_CHILD`), so that `open_s` includes nothing cached in this one and the
 //! memory figures (`VmRSS`) are the store's alone: open and answer one tag read (`open_s`,
-//! `rss_mb_after_open`), 100,000 random tag reads (`tag_read_per_s`, `rss_mb_after_reads`; then
-//! by two readers at once, `tag_read_2_readers_per_s`),
+//! `rss_mb_after_open`), random 128-byte reads of the log's files (`random_log_read_per_s`: the
+//! page cache's own speed in this run), 100,000 random tag reads (`tag_read_per_s`,
+//! `rss_mb_after_reads`; then by two readers at once, `tag_read_2_readers_per_s`; and
+//! `tag_read_vs_10_log_reads`, against the ten random reads of its events alone),
 //! 64 writers each reading a random old tag and appending under the condition that nothing
 //! matching it came after the read (`condition_check_per_s`), 64 writers appending on their
 //! own tags (`append_64w_per_s`), and one full read (`full_read_events_per_s`). It also says
@@ -20,7 +22,11 @@
 //! of merged index files and the segments left over, which a search goes through),
 //! `events_in_memory` (the open segment's, indexed in memory) and `index_cache_mb` after the
 //! reads. Before the child starts, the store is opened once and left to merge the index files
-//! that are due (`index_merge_s`: 0 unless the log was built before runs).
+//! that are due (`index_merge_s`: 0 unless the log was built before runs), and every file of
+//! the store is read once (`page_cache_warm_s`), so that the child meets the page cache a host
+//! restarted on a machine that keeps its store in memory meets. Without it, the figures are the
+//! disk's and whatever else the machine last read: random tag reads on a cold 100 M log wait
+//! for a disk read each, and run at hundreds a second, not tens of thousands.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,6 +61,7 @@ pub async fn scale(dir: &Path, seconds: f64, log_events: u64) -> anyhow::Result<
     report.add("index_merge_s", merge_s, "waiting for index files to be merged into runs (a log from before runs)");
     report.add("disk_bytes_per_event", disk_bytes(&store_dir)? as f64 / log_events as f64, "every file of the store");
     report.add("fsync_per_s", fsync_per_s(dir, duration)?, "raw 4 KiB append + fdatasync, this disk, this run");
+    report.add("page_cache_warm_s", read_every_file(&store_dir)?, "reading the store once, so that the child finds it in the page cache");
 
     let child_out = dir.join("child-report");
     let _ = std::fs::remove_dir_all(&child_out);
@@ -76,6 +83,7 @@ pub async fn scale(dir: &Path, seconds: f64, log_events: u64) -> anyhow::Result<
         ("rss_mb_after_reads", format!("after {TAG_READS} random tag reads (target <= 512 at 100 M)")),
         ("tag_read_per_s", "~10 events by one random tag, one reader (target >= 50,000)".into()),
         ("tag_read_2_readers_per_s", "the same, two readers at once".into()),
+        ("random_log_read_per_s", "random 128-byte reads of the log's files, page cache, one thread (a tag read makes ~10)".into()),
         ("condition_check_per_s", "64 writers: read a random old tag, append under a condition on it".into()),
         ("condition_conflicts", "of those, appends refused by their condition".into()),
         ("append_64w_per_s", format!("64 writers on their own tags (target >= {:.0})", (32.0 * fsync).min(50_000.0))),
@@ -89,6 +97,11 @@ pub async fn scale(dir: &Path, seconds: f64, log_events: u64) -> anyhow::Result<
         let value = child.get(key).and_then(serde_json::Value::as_f64).with_context(|| format!("the child reported no {key}"))?;
         report.add(key, value, note);
     }
+    report.add(
+        "tag_read_vs_10_log_reads",
+        report.get("tag_read_per_s") * 10.0 / report.get("random_log_read_per_s"),
+        "tag reads against the random log reads their ~10 events alone would allow (1 = only those)",
+    );
     let _ = std::fs::remove_dir_all(&child_out);
 
     Ok(report)
@@ -156,6 +169,33 @@ fn keys(log_events: u64) -> u64 {
     (log_events / 10).max(1)
 }
 
+/// Reads every file in `dir` once, with a progress bar; the seconds spent.
+fn read_every_file(dir: &Path) -> anyhow::Result<f64> {
+    use std::io::Read;
+    let start = Instant::now();
+    let bar = indicatif::ProgressBar::new(disk_bytes(dir)?).with_style(
+        indicatif::ProgressStyle::with_template("reading the store into the page cache [{bar:40}] {bytes}/{total_bytes}, {bytes_per_sec}")?
+            .progress_chars("=> "),
+    );
+    let mut buf = vec![0u8; 1 << 20];
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if !entry.file_type()?.is_file() {
+            continue;
+        }
+        let mut file = std::fs::File::open(entry.path()).with_context(|| format!("reading {}", entry.path().display()))?;
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            bar.inc(n as u64);
+        }
+    }
+    bar.finish_and_clear();
+    Ok(start.elapsed().as_secs_f64())
+}
+
 fn disk_bytes(dir: &Path) -> anyhow::Result<u64> {
     let mut total = 0;
     for entry in std::fs::read_dir(dir)? {
@@ -165,6 +205,33 @@ fn disk_bytes(dir: &Path) -> anyhow::Result<u64> {
         }
     }
     Ok(total)
+}
+
+/// Random positioned 128-byte reads of the log's segment files, one thread: the limit a tag
+/// read's event reads meet, measured in the same run, since it moves with the machine's load
+/// and with how much of the store the page cache holds.
+fn random_log_reads_per_s(dir: &Path) -> anyhow::Result<f64> {
+    use std::os::unix::fs::FileExt;
+    const READS: u32 = 1_000_000;
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|ext| ext == "log") {
+            let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+            let len = file.metadata()?.len();
+            if len > 128 {
+                files.push((file, len - 128));
+            }
+        }
+    }
+    anyhow::ensure!(!files.is_empty(), "no log segment in {}", dir.display());
+    let mut buf = [0u8; 128];
+    let start = Instant::now();
+    for _ in 0..READS {
+        let (file, end) = &files[fastrand::usize(0..files.len())];
+        file.read_exact_at(&mut buf, fastrand::u64(0..*end))?;
+    }
+    Ok(READS as f64 / start.elapsed().as_secs_f64())
 }
 
 /// The process's resident memory, in MiB.
@@ -199,6 +266,7 @@ async fn measure(dir: &Path, log_events: u64, duration: Duration) -> anyhow::Res
     report.add("events_in_memory", memory.events_in_memory as f64, "");
     report.add("search_parts", memory.search_parts as f64, "");
     report.add("bloom_mb", memory.bloom_bytes as f64 / (1 << 20) as f64, "");
+    report.add("random_log_read_per_s", random_log_reads_per_s(dir)?, "");
 
     let start = Instant::now();
     let mut seen = 0;

@@ -86,6 +86,23 @@ impl Contention {
         boundaries.iter().any(|b| queues.get(b).is_some_and(|q| q.running))
     }
 
+    /// Whether a run that read `boundaries` may append now. One without a turn may not while
+    /// anyone queues on what it read (it would overtake them). One in `turn` may not while a
+    /// command runs in its turn on what it read beyond this one: those that only wait there
+    /// are overtaken once, since a wait is for a turn, not a decision.
+    pub fn may_append(&self, turn: Option<&Turn>, boundaries: &[Boundary]) -> bool {
+        if boundaries.is_empty() {
+            return true;
+        }
+        match turn {
+            Some(turn) => {
+                let beyond_turn: Vec<Boundary> = boundaries.iter().filter(|b| !turn.covers(std::slice::from_ref(b))).cloned().collect();
+                beyond_turn.is_empty() || !self.is_running(&beyond_turn)
+            }
+            None => !self.is_hot(boundaries),
+        }
+    }
+
     /// Waits for a turn on every one of `boundaries` (sorted: every command takes its locks in
     /// one order), first come first served.
     pub async fn turn(self: &Arc<Self>, boundaries: Vec<Boundary>) -> Turn {
@@ -198,5 +215,34 @@ mod tests {
         drop(second);
         assert!(!contention.is_hot(&course), "nobody waits: cooled down");
         assert!(contention.queues.lock().unwrap().is_empty());
+    }
+
+    /// The course's subscriptions: each reads the course, then its seats. One in its turn on
+    /// the course appends though others queue on the seats, as long as none runs there; were
+    /// it held back by mere queueing, every run would queue on the seats again and each
+    /// subscription would run twice.
+    #[tokio::test]
+    async fn a_turn_holder_appends_past_those_who_only_wait_beyond_its_turn() {
+        let store: SharedStore = Arc::new(MemoryStore::new());
+        let tenant = Tenant::new("acme").unwrap();
+        let course = boundaries(&store, &tenant, &reads(&[(&[], &["course:1"])]));
+        let seats = boundaries(&store, &tenant, &reads(&[(&["Subscribed"], &["course:1"])]));
+        let read = boundaries(&store, &tenant, &reads(&[(&[], &["course:1"]), (&["Subscribed"], &["course:1"])]));
+        let contention = Arc::new(Contention::default());
+        assert!(contention.may_append(None, &read), "nobody queues: a first attempt appends");
+        let first = contention.turn(course.clone()).await;
+        let waiting = {
+            let (contention, read) = (contention.clone(), read.clone());
+            tokio::spawn(async move { contention.turn(read).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(contention.is_hot(&seats) && !contention.is_running(&seats), "the second queues on the seats, waiting for the course");
+        assert!(contention.may_append(Some(&first), &read), "the first, in its turn, appends past the second's wait on the seats");
+        assert!(!contention.may_append(None, &seats), "a run without a turn would overtake the queue");
+        drop(first);
+        let second = waiting.await.unwrap();
+        let elsewhere = contention.turn(boundaries(&store, &tenant, &reads(&[(&[], &["course:2"])]))).await;
+        assert!(!contention.may_append(Some(&elsewhere), &read), "the second runs in its turn on what this one read beyond its own");
+        assert!(contention.may_append(Some(&second), &read), "a turn covering all it read");
     }
 }

@@ -98,20 +98,11 @@ impl<'a> Retries<'a> {
         Retries { runner, store, tenant, command, deadline: Instant::now() + runner.deadline, attempt: 1, turn: None }
     }
 
-    /// Whether a run that read `reads` may append now. One without a turn may not while others
-    /// queue on what it read (it would overtake them); one in its turn may not while a command
-    /// runs in its turn on what it read beyond this one ([`contention::Contention::is_running`]).
-    /// Then it takes its turn on all it read, and runs again. Those that only wait there are
-    /// overtaken once: a wait is for a turn, not a decision.
+    /// Whether a run that read `reads` may append now ([`contention::Contention::may_append`]).
+    /// If not, it takes its turn on all it read, and runs again.
     async fn may_append(&mut self, reads: &[AppendCondition]) -> Result<bool, InvokeError> {
         let boundaries = contention::boundaries(self.store, self.tenant, reads);
-        let go = match &self.turn {
-            Some(turn) => {
-                let beyond_turn: Vec<contention::Boundary> = boundaries.iter().filter(|b| !turn.covers(std::slice::from_ref(b))).cloned().collect();
-                beyond_turn.is_empty() || !CONTENTION.is_running(&beyond_turn)
-            }
-            None => boundaries.is_empty() || !CONTENTION.is_hot(&boundaries),
-        };
+        let go = CONTENTION.may_append(self.turn.as_ref(), &boundaries);
         if !go {
             self.turn = None; // a new turn is taken whole, in order
             self.take_turn(boundaries).await?;

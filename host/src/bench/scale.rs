@@ -23,10 +23,10 @@
 //! `events_in_memory` (the open segment's, indexed in memory) and `index_cache_mb` after the
 //! reads. Before the child starts, the store is opened once and left to merge the index files
 //! that are due (`index_merge_s`: 0 unless the log was built before runs), and every file of
-//! the store is read once (`page_cache_warm_s`), so that the child meets the page cache a host
-//! restarted on a machine that keeps its store in memory meets. Without it, the figures are the
-//! disk's and whatever else the machine last read: random tag reads on a cold 100 M log wait
-//! for a disk read each, and run at hundreds a second, not tens of thousands.
+//! the store is read once (`page_cache_warm_s`), so that the child starts with the store in the
+//! page cache, as a restarted host does on a machine whose memory holds it. Without it, the
+//! figures are the disk's and whatever else the machine last read: random tag reads on a cold
+//! 100 M log wait for a disk read each, and run at hundreds a second, not tens of thousands.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -207,31 +207,38 @@ fn disk_bytes(dir: &Path) -> anyhow::Result<u64> {
     Ok(total)
 }
 
-/// Random positioned 128-byte reads of the log's segment files, one thread: the limit a tag
-/// read's event reads meet, measured in the same run, since it moves with the machine's load
-/// and with how much of the store the page cache holds.
+/// Random positioned 128-byte reads of the log's segment files, one thread, for about a second:
+/// the limit a tag read's event reads meet, measured in the same run, since it moves with the
+/// machine's load and with how much of the store the page cache holds.
 fn random_log_reads_per_s(dir: &Path) -> anyhow::Result<f64> {
     use std::os::unix::fs::FileExt;
-    const READS: u32 = 1_000_000;
-    let mut files = Vec::new();
+    const READ: u64 = 128;
+    // Each file with where its positions start in all of them, so that a read lands on a byte
+    // chosen evenly over the log (the short open segment gets its share, no more).
+    let (mut files, mut total) = (Vec::new(), 0);
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         if path.extension().is_some_and(|ext| ext == "log") {
             let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
             let len = file.metadata()?.len();
-            if len > 128 {
-                files.push((file, len - 128));
+            if len > READ {
+                files.push((total, file));
+                total += len - READ;
             }
         }
     }
     anyhow::ensure!(!files.is_empty(), "no log segment in {}", dir.display());
-    let mut buf = [0u8; 128];
-    let start = Instant::now();
-    for _ in 0..READS {
-        let (file, end) = &files[fastrand::usize(0..files.len())];
-        file.read_exact_at(&mut buf, fastrand::u64(0..*end))?;
+    let mut buf = [0u8; READ as usize];
+    let (start, mut reads) = (Instant::now(), 0u64);
+    while start.elapsed() < Duration::from_secs(1) {
+        for _ in 0..1_000 {
+            let at = fastrand::u64(0..total);
+            let (first, file) = &files[files.partition_point(|(first, _)| *first <= at) - 1];
+            file.read_exact_at(&mut buf, at - first)?;
+        }
+        reads += 1_000;
     }
-    Ok(READS as f64 / start.elapsed().as_secs_f64())
+    Ok(reads as f64 / start.elapsed().as_secs_f64())
 }
 
 /// The process's resident memory, in MiB.

@@ -337,6 +337,44 @@ async fn searches_go_through_runs_of_merged_index_files() {
     compare(&store, &memory, &mut rng, 200).await;
 }
 
+/// The third level of the counter: 512 segments become one run, merged from 8 runs of 64, each
+/// merged from 8 runs of 8 (at 64 MiB segments, about 370 M events), and searches through it
+/// answer what memory answers, live and reopened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_of_512_segments_answers_what_memory_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = MemoryStore::new();
+    let mut rng = fastrand::Rng::with_seed(512);
+    {
+        let store = EmbeddedStore::open_with(dir.path(), small_segments()).unwrap();
+        // Appends bigger than a segment, so that each seals one: 520 segments in 520 appends.
+        while store.index_memory().sealed_segments < 520 {
+            let tenant = &tenants()[rng.usize(0..2)];
+            let events: Vec<Event> = (0..12)
+                .map(|_| {
+                    let mut event = Event::new(format!("T{}", rng.u8(0..4))).data(vec![rng.u8(..); 60]);
+                    for _ in 0..rng.usize(0..3) {
+                        event = event.tag(format!("k:{}", rng.u8(0..12)));
+                    }
+                    event
+                })
+                .collect();
+            let expected = memory.append(tenant, events.clone(), vec![]).await.unwrap();
+            assert_eq!(store.append(tenant, events, vec![]).await.unwrap(), expected);
+        }
+        merged(&store).await;
+        let runs: Vec<(u32, u32)> = run_files(dir.path()).iter().map(|r| covered(r)).collect();
+        assert_eq!(runs.first(), Some(&(0, 511)), "{runs:?}");
+        assert!(runs.iter().skip(1).all(|&(first, last)| first > 511 && last - first + 1 == 8), "{runs:?}");
+        let layout = store.index_memory();
+        assert!(layout.search_parts <= 1 + 7 + 7, "{layout:?}");
+        compare(&store, &memory, &mut rng, 300).await;
+    }
+    let store = EmbeddedStore::open_with(dir.path(), small_segments()).unwrap();
+    assert!(store.index_memory().search_parts <= 1 + 7 + 7, "{:?}", store.index_memory());
+    compare(&store, &memory, &mut rng, 300).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damaged_half_written_and_leftover_runs_are_removed_and_merged_again() {
     let (dir, memory, mut rng) = closed_merged_store(29, 500).await;

@@ -35,18 +35,22 @@ fn random_query(rng: &mut fastrand::Rng) -> Query {
     query
 }
 
+/// An event of one of four types with up to two of twelve tags and `data_len` bytes of data.
+fn random_event(rng: &mut fastrand::Rng, data_len: impl FnOnce(&mut fastrand::Rng) -> usize) -> Event {
+    let (kind, byte) = (rng.u8(0..4), rng.u8(..));
+    let mut event = Event::new(format!("T{kind}")).data(vec![byte; data_len(rng)]);
+    for _ in 0..rng.usize(0..3) {
+        event = event.tag(format!("k:{}", rng.u8(0..12)));
+    }
+    event
+}
+
 /// The same random appends to both stores, some under conditions.
 async fn fill(stores: [&dyn EventStore; 2], rng: &mut fastrand::Rng, appends: usize) {
     for _ in 0..appends {
         let tenant = &tenants()[rng.usize(0..2)];
         let events: Vec<Event> = (0..rng.usize(1..6))
-            .map(|_| {
-                let mut event = Event::new(format!("T{}", rng.u8(0..4))).data(vec![rng.u8(..); rng.usize(0..60)]);
-                for _ in 0..rng.usize(0..3) {
-                    event = event.tag(format!("k:{}", rng.u8(0..12)));
-                }
-                event
-            })
+            .map(|_| random_event(rng, |rng| rng.usize(0..60)))
             .collect();
         let conditions = match rng.u8(0..3) {
             0 => {
@@ -350,15 +354,7 @@ async fn a_run_of_512_segments_answers_what_memory_answers() {
         // Appends bigger than a segment, so that each seals one: 520 segments in 520 appends.
         while store.index_memory().sealed_segments < 520 {
             let tenant = &tenants()[rng.usize(0..2)];
-            let events: Vec<Event> = (0..12)
-                .map(|_| {
-                    let mut event = Event::new(format!("T{}", rng.u8(0..4))).data(vec![rng.u8(..); 60]);
-                    for _ in 0..rng.usize(0..3) {
-                        event = event.tag(format!("k:{}", rng.u8(0..12)));
-                    }
-                    event
-                })
-                .collect();
+            let events: Vec<Event> = (0..12).map(|_| random_event(&mut rng, |_| 60)).collect();
             let expected = memory.append(tenant, events.clone(), vec![]).await.unwrap();
             assert_eq!(store.append(tenant, events, vec![]).await.unwrap(), expected);
         }

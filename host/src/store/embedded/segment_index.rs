@@ -346,7 +346,6 @@ pub(super) fn bucket_of(hash: u64, count: usize) -> usize {
 /// A blocked bloom filter over a tenant's keys: a key's bits all lie in one block of 512 bits
 /// (one cache line), chosen by the low half of its hash, so a probe of a segment that does not
 /// hold the key costs one memory access, however many segments a search passes.
-#[derive(Clone)]
 pub(super) struct Bloom {
     pub words: Vec<u64>,
 }
@@ -488,7 +487,6 @@ impl CacheInner {
 }
 
 /// What the meta says about one tenant's events in the segment (or run).
-#[derive(Clone)]
 pub(super) struct TenantMeta {
     pub first: u64,
     pub last: u64,
@@ -499,6 +497,14 @@ pub(super) struct TenantMeta {
     pub bloom: Bloom,
     /// A run's: each long posting list's skip block (offset, length), which its entry names.
     long: Vec<(u64, u32)>,
+}
+
+impl TenantMeta {
+    /// A copy without the bloom filter, which is not copied only to be dropped.
+    fn without_bloom(&self) -> TenantMeta {
+        let TenantMeta { first, last, locs_offset, ref buckets, bloom: _, ref long } = *self;
+        TenantMeta { first, last, locs_offset, buckets: buckets.clone(), bloom: Bloom::absent(), long: long.clone() }
+    }
 }
 
 /// Each tenant's meta, by name; hashed with foldhash, since a search looks its tenant up in every
@@ -718,7 +724,7 @@ impl SegmentIndex {
     /// This file without its bloom filters, for a segment a run covers: searches go through
     /// the run, and the segment's file serves only its events' locations.
     pub fn without_blooms(&self) -> SegmentIndex {
-        let tenants = self.tenants.iter().map(|(name, meta)| (name.clone(), TenantMeta { bloom: Bloom::absent(), ..meta.clone() })).collect();
+        let tenants = self.tenants.iter().map(|(name, meta)| (name.clone(), meta.without_bloom())).collect();
         SegmentIndex { path: self.path.clone(), file: self.file.clone(), covers: self.covers, segments: self.segments.clone(), tenants, cache: self.cache.clone(), blocks_end: self.blocks_end }
     }
 

@@ -8,6 +8,13 @@
 //! read it does not append on its own but queues too, so the queued ones are not overtaken
 //! forever. Commands whose reads share no item with a queue never look at one: first
 //! attempts stay optimistic, and disjoint boundaries never serialize.
+//!
+//! A hot boundary does not crowd out the others either. The runtime runs a task woken by the
+//! one it just ran before every other ready task, so a queue handing its turn on from one
+//! command to the next would jump ahead of all of them, and one hot boundary would take as
+//! much CPU as every other boundary together. A turn is therefore taken at the back of the
+//! runtime's queue ([`Contention::turn`]): a hot boundary decides one command for each round
+//! of the others' ready work, and at full speed when it is alone.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -104,7 +111,8 @@ impl Contention {
     }
 
     /// Waits for a turn on every one of `boundaries` (sorted: every command takes its locks in
-    /// one order), first come first served.
+    /// one order), first come first served, then lets every task that is ready run before it
+    /// goes on (see the module's doc).
     pub async fn turn(self: &Arc<Self>, boundaries: Vec<Boundary>) -> Turn {
         let locks: Vec<(Boundary, Arc<TurnLock<()>>)> = {
             let mut queues = self.queues.lock().expect("queues lock");
@@ -117,12 +125,15 @@ impl Contention {
             turn.waiting.retain(|b| *b != boundary);
             turn.held.push((boundary, guard));
         }
-        let mut queues = self.queues.lock().expect("queues lock");
-        for (boundary, _) in &turn.held {
-            if let Some(queue) = queues.get_mut(boundary) {
-                queue.running = true;
+        {
+            let mut queues = self.queues.lock().expect("queues lock");
+            for (boundary, _) in &turn.held {
+                if let Some(queue) = queues.get_mut(boundary) {
+                    queue.running = true;
+                }
             }
         }
+        tokio::task::yield_now().await;
         turn
     }
 }
@@ -215,6 +226,47 @@ mod tests {
         drop(second);
         assert!(!contention.is_hot(&course), "nobody waits: cooled down");
         assert!(contention.queues.lock().unwrap().is_empty());
+    }
+
+    /// Handed on, a turn goes to the back of the runtime's queue: a task on another boundary
+    /// that became ready before the handoff runs first. (Woken by the task that drops the
+    /// turn, the next in line would otherwise run right after it, before everyone else.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_turn_handed_on_lets_ready_work_elsewhere_run_first() {
+        let store: SharedStore = Arc::new(MemoryStore::new());
+        let tenant = Tenant::new("acme").unwrap();
+        let course = boundaries(&store, &tenant, &reads(&[(&[], &["course:1"])]));
+        let contention = Arc::new(Contention::default());
+        let order = Arc::new(Mutex::new(Vec::new()));
+        // On the runtime's one worker, where wakes go to the front unless yielded.
+        let run = tokio::spawn({
+            let order = order.clone();
+            async move {
+                let first = contention.turn(course.clone()).await;
+                let next = tokio::spawn({
+                    let (contention, order) = (contention.clone(), order.clone());
+                    async move {
+                        let _turn = contention.turn(course).await;
+                        order.lock().unwrap().push("hot");
+                    }
+                });
+                let (go, ready) = tokio::sync::oneshot::channel::<()>();
+                let elsewhere = tokio::spawn({
+                    let order = order.clone();
+                    async move {
+                        ready.await.unwrap();
+                        order.lock().unwrap().push("elsewhere");
+                    }
+                });
+                tokio::task::yield_now().await; // both wait now
+                go.send(()).unwrap(); // ready elsewhere,
+                drop(first); // then the turn is handed on
+                next.await.unwrap();
+                elsewhere.await.unwrap();
+            }
+        });
+        run.await.unwrap();
+        assert_eq!(*order.lock().unwrap(), ["elsewhere", "hot"]);
     }
 
     /// The course's subscriptions: each reads the course, then its seats. One in its turn on

@@ -47,9 +47,9 @@ pub async fn contention(scratch: &Path, slices: &Path, seconds: f64) -> anyhow::
     let cold_alone = mean(cold_alone.iter().map(|cold| cold.per_s).collect());
     let cold_beside = mean(beside.iter().map(|(_, cold)| cold.per_s).collect());
     report.add("cold_64_commands_per_s", cold_alone, "64 tasks, each subscribing students to a course of its own, durable (mean of 3 runs)");
-    report.add("hot_64_conflicts_during_cold", beside.iter().map(|(hot, _)| hot.conflicts).sum::<u64>() as f64, "the hot course's 64 tasks while 64 cold tasks run beside them (target 0)");
+    report.add("hot_64_conflicts_during_cold", beside.iter().map(|(hot, _)| hot.conflicts).sum::<u64>() as f64, "the hot course's 64 tasks while 64 cold tasks run beside them, both runs (target 0)");
     report.add("hot_64_commands_per_s_during_cold", mean(beside.iter().map(|(hot, _)| hot.per_s).collect()), "subscriptions decided per second on the one course while the 64 cold tasks run");
-    report.add("hot_64_p99_ms_during_cold", mean(beside.iter().map(|(hot, _)| hot.p99_ms).collect()), "99th percentile of one subscription on the hot course while the cold tasks run");
+    report.add("hot_64_p99_ms_during_cold", mean(beside.iter().map(|(hot, _)| hot.p99_ms).collect()), "99th percentile of one subscription on the hot course while the cold tasks run (mean of the 2 runs')");
     report.add("cold_64_commands_per_s_during_hot", cold_beside, "64 tasks on courses of their own while the 64 hot ones run (mean of the 2 runs between those alone)");
     report.add("cold_during_hot_ratio", cold_beside / cold_alone, "cold commands per second with the hot load / without it (target >= 0.8)");
     let flushes = store.flushes();

@@ -175,19 +175,19 @@ impl<'a> Retries<'a> {
             let slot = slot.clone();
             let wait_until = deadline.min(Instant::now() + call_deadline / 2);
             Box::pin(async move {
-                let turn = tokio::time::timeout_at(wait_until.into(), CONTENTION.turn(boundaries.clone())).await;
+                let turn = CONTENTION.turn(boundaries.clone(), wait_until).await;
                 drop(waiting);
                 let mut gated = slot.lock().expect("gate lock");
                 match turn {
-                    Ok(turn) => {
+                    Some(turn) => {
                         gated.turn = Some(turn);
                         false
                     }
-                    Err(_) if wait_until < deadline => {
+                    None if wait_until < deadline => {
                         gated.stopped_at = Some(boundaries);
                         true
                     }
-                    Err(_) => {
+                    None => {
                         gated.timed_out = true;
                         true
                     }
@@ -235,8 +235,8 @@ impl<'a> Retries<'a> {
     }
 
     async fn take_turn(&mut self, boundaries: Vec<contention::Boundary>) -> Result<(), InvokeError> {
-        let turn = tokio::time::timeout_at(self.deadline.into(), CONTENTION.turn(boundaries)).await;
-        self.turn = Some(turn.map_err(|_| self.conflict())?);
+        let turn = CONTENTION.turn(boundaries, self.deadline).await;
+        self.turn = Some(turn.ok_or_else(|| self.conflict())?);
         Ok(())
     }
 

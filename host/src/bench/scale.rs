@@ -5,7 +5,8 @@
 //! progress bar: appends of 10,000 events of four types, each event tagged with one of N / 10
 //! keys (about 10 events per tag) and 64 bytes of data. A finished log is kept (a `BUILT` file
 //! says so) and reused by the next run of the same size, since building 100 M events takes a
-//! while; the measured appends then grow it a little.
+//! while. The measuring process works on a copy of it (`<N>.measured`, hard links but for the
+//! open segment: [`working_copy`]), so its appends do not grow the log that later runs measure.
 //!
 //! Everything after the build runs in a fresh child process (this binary again, told by
 //! `COUNTERPOINT_BENCH_SCALE_CHILD`), so that `open_s` includes nothing cached in this one and the
@@ -65,13 +66,17 @@ pub async fn scale(dir: &Path, seconds: f64, log_events: u64) -> anyhow::Result<
 
     let child_out = dir.join("child-report");
     let _ = std::fs::remove_dir_all(&child_out);
+    let work_dir = dir.join(format!("{log_events}.measured"));
+    working_copy(&store_dir, &work_dir)?;
     let status = std::process::Command::new(std::env::current_exe()?)
         .args(["bench", "scale", "--log-events", &log_events.to_string(), "--seconds", &seconds.to_string(), "--out"])
         .arg(&child_out)
-        .env(CHILD_VAR, &store_dir)
+        .env(CHILD_VAR, &work_dir)
         .stdout(std::process::Stdio::null())
         .status()
-        .context("starting the measuring process")?;
+        .context("starting the measuring process");
+    let _ = std::fs::remove_dir_all(&work_dir);
+    let status = status?;
     anyhow::ensure!(status.success(), "the measuring process failed: {status}");
     let path = child_out.join("scale-child.json");
     let child: serde_json::Map<String, serde_json::Value> =
@@ -105,6 +110,32 @@ pub async fn scale(dir: &Path, seconds: f64, log_events: u64) -> anyhow::Result<
     let _ = std::fs::remove_dir_all(&child_out);
 
     Ok(report)
+}
+
+/// Makes `work` a copy of the store in `built` for the measuring process, whose appends then
+/// leave the built log as it was built: every run measures a log of `--log-events` events, not
+/// one grown by the runs before it (and searching more loose segments each time). The store
+/// writes in place only to its open segment, the last one: that is copied. Every other segment,
+/// index file and run is immutable once written (replaced by a rename, removed by an unlink),
+/// so it is hard-linked: instant at any size, and read through the same pages of the page cache.
+fn working_copy(built: &Path, work: &Path) -> anyhow::Result<()> {
+    let _ = std::fs::remove_dir_all(work);
+    std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
+    let mut names: Vec<String> = std::fs::read_dir(built)?
+        .map(|entry| Ok(entry?.file_name().to_string_lossy().into_owned()))
+        .collect::<std::io::Result<_>>()?;
+    names.sort_unstable();
+    let open_segment = names.iter().rfind(|name| name.ends_with(".log")).cloned();
+    for name in names.iter().filter(|name| !matches!(name.as_str(), "LOCK" | "BUILT") && !name.ends_with(".tmp")) {
+        let (from, to) = (built.join(name), work.join(name));
+        let immutable = name.ends_with(".idx") || name.ends_with(".run") || (name.ends_with(".log") && Some(name) != open_segment.as_ref());
+        if immutable {
+            std::fs::hard_link(&from, &to).with_context(|| format!("linking {} to {}", from.display(), to.display()))?;
+        } else {
+            std::fs::copy(&from, &to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Builds the log in `dir` unless a finished one of `log_events` events is there; the seconds
@@ -379,4 +410,72 @@ where
 /// which they empty.
 pub fn scale_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("bench-scale")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+    use crate::store::EmbeddedOptions;
+
+    fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.file_name().unwrap() != "LOCK")
+            .map(|path| (path.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&path).unwrap()))
+            .collect()
+    }
+
+    async fn open(dir: &Path) -> EmbeddedStore {
+        let store = EmbeddedStore::open_with(dir, EmbeddedOptions { segment_bytes: 16 << 10, ..Default::default() }).unwrap();
+        settled(&store).await;
+        store
+    }
+
+    /// Once the sealer has indexed and merged what is due: it writes nothing more.
+    async fn settled(store: &EmbeddedStore) {
+        while store.index_memory().indexing {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn events(store: &EmbeddedStore, tenant: &Tenant) -> usize {
+        store.read(tenant, Query::all(), ReadOptions::default()).await.unwrap().collect().await.unwrap().0.len()
+    }
+
+    #[tokio::test]
+    async fn the_measured_appends_leave_the_built_log_as_it_was_built() {
+        let scratch = tempfile::tempdir().unwrap();
+        let (built, work) = (scratch.path().join("1000"), scratch.path().join("1000.measured"));
+        let tenant = Tenant::new("bench").unwrap();
+        let store = open(&built).await;
+        for batch in 0..20 {
+            let events = (0..50).map(|i| Event::new("Type0").tag(format!("key:{}", batch * 50 + i)).data(vec![1u8; 64])).collect();
+            store.append(&tenant, events, vec![]).await.unwrap();
+        }
+        settled(&store).await;
+        assert!(store.index_memory().sealed_segments >= 3, "the log spans several segments");
+        drop(store);
+        let before = files(&built);
+
+        working_copy(&built, &work).unwrap();
+        let store = open(&work).await;
+        assert_eq!(events(&store, &tenant).await, 1000, "the copy holds the built log");
+        store.append(&tenant, vec![Event::new("Type1").tag("key:1")], vec![]).await.unwrap();
+        assert_eq!(events(&store, &tenant).await, 1001);
+        settled(&store).await;
+        drop(store);
+
+        assert_eq!(files(&built), before, "the built log's files are as they were, byte for byte");
+        assert_eq!(events(&open(&built).await, &tenant).await, 1000);
+        // Sealed segments are shared, not copied; the open one is the copy's own.
+        let inode = |dir: &Path, name: &str| std::fs::metadata(dir.join(name)).unwrap().ino();
+        let segments: Vec<&String> = before.keys().filter(|name| name.ends_with(".log")).collect();
+        let (open_segment, sealed) = segments.split_last().unwrap();
+        assert!(sealed.iter().all(|name| inode(&built, name) == inode(&work, name)));
+        assert_ne!(inode(&built, open_segment), inode(&work, open_segment));
+    }
 }

@@ -6,7 +6,7 @@
 //! keys (about 10 events per tag) and 64 bytes of data. A finished log is kept (a `BUILT` file
 //! says so) and reused by the next run of the same size, since building 100 M events takes a
 //! while. The measuring process works on a copy of it (`<N>.measured`, hard links but for the
-//! open segment: [`working_copy`]), so its appends do not grow the log that later runs measure.
+//! open segment: [`WorkingCopy`]), so its appends do not grow the log that later runs measure.
 //!
 //! Everything after the build runs in a fresh child process (this binary again, told by
 //! `COUNTERPOINT_BENCH_SCALE_CHILD`), so that `open_s` includes nothing cached in this one and the
@@ -66,17 +66,15 @@ pub async fn scale(dir: &Path, seconds: f64, log_events: u64) -> anyhow::Result<
 
     let child_out = dir.join("child-report");
     let _ = std::fs::remove_dir_all(&child_out);
-    let work_dir = dir.join(format!("{log_events}.measured"));
-    working_copy(&store_dir, &work_dir)?;
+    let work_dir = WorkingCopy::of(&store_dir, &dir.join(format!("{log_events}.measured")))?;
     let status = std::process::Command::new(std::env::current_exe()?)
         .args(["bench", "scale", "--log-events", &log_events.to_string(), "--seconds", &seconds.to_string(), "--out"])
         .arg(&child_out)
-        .env(CHILD_VAR, &work_dir)
+        .env(CHILD_VAR, &work_dir.0)
         .stdout(std::process::Stdio::null())
         .status()
-        .context("starting the measuring process");
-    let _ = std::fs::remove_dir_all(&work_dir);
-    let status = status?;
+        .context("starting the measuring process")?;
+    drop(work_dir);
     anyhow::ensure!(status.success(), "the measuring process failed: {status}");
     let path = child_out.join("scale-child.json");
     let child: serde_json::Map<String, serde_json::Value> =
@@ -112,44 +110,63 @@ pub async fn scale(dir: &Path, seconds: f64, log_events: u64) -> anyhow::Result<
     Ok(report)
 }
 
-/// Makes `work` a copy of the store in `built` for the measuring process, whose appends then
-/// leave the built log as it was built: every run measures a log of `--log-events` events, not
-/// one grown by the runs before it (and searching more loose segments each time). The store
-/// writes in place only to its open segment, the last one: that is copied. Every other segment,
-/// index file and run is immutable once written (replaced by a rename, removed by an unlink),
-/// so it is hard-linked: instant at any size, and read through the same pages of the page cache.
-fn working_copy(built: &Path, work: &Path) -> anyhow::Result<()> {
-    let _ = std::fs::remove_dir_all(work);
-    std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
-    let mut names: Vec<String> = std::fs::read_dir(built)?
-        .map(|entry| Ok(entry?.file_name().to_string_lossy().into_owned()))
-        .collect::<std::io::Result<_>>()?;
-    names.sort_unstable();
-    let open_segment = names.iter().rfind(|name| name.ends_with(".log")).cloned();
-    for name in names.iter().filter(|name| !matches!(name.as_str(), "LOCK" | "BUILT") && !name.ends_with(".tmp")) {
-        let (from, to) = (built.join(name), work.join(name));
-        let immutable = name.ends_with(".idx") || name.ends_with(".run") || (name.ends_with(".log") && Some(name) != open_segment.as_ref());
-        if immutable {
-            std::fs::hard_link(&from, &to).with_context(|| format!("linking {} to {}", from.display(), to.display()))?;
-        } else {
-            std::fs::copy(&from, &to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+/// A copy of the store in `built` for the measuring process, whose appends then leave the built
+/// log as it was built: every run measures a log of `--log-events` events, not one grown by the
+/// runs before it (and searching more loose segments each time). Removed when dropped.
+struct WorkingCopy(PathBuf);
+
+impl WorkingCopy {
+    /// The store appends only to its open segment, the highest-numbered one: that is copied, and
+    /// synced, so that the first measured flush does not write the copy. The other segments,
+    /// index files and runs are never written in place (replaced by a rename, removed by an
+    /// unlink), so they are hard-linked: instant at any size, and read through the same pages of
+    /// the page cache. Any other file is copied; the lock and the `BUILT` marker are left out.
+    fn of(built: &Path, work: &Path) -> anyhow::Result<Self> {
+        let _ = std::fs::remove_dir_all(work);
+        std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
+        let copy = WorkingCopy(work.to_path_buf());
+        let names: Vec<String> = std::fs::read_dir(built)?
+            .map(|entry| Ok(entry?.file_name().to_string_lossy().into_owned()))
+            .collect::<std::io::Result<_>>()?;
+        let segment = |name: &str| name.strip_suffix(".log").and_then(|number| number.parse::<u32>().ok());
+        let open_segment = names.iter().filter_map(|name| segment(name)).max();
+        for name in names.iter().filter(|name| !matches!(name.as_str(), "LOCK" | "BUILT") && !name.ends_with(".tmp")) {
+            let (from, to) = (built.join(name), work.join(name));
+            let sealed = segment(name).is_some_and(|number| Some(number) != open_segment);
+            if sealed || name.ends_with(".idx") || name.ends_with(".run") {
+                std::fs::hard_link(&from, &to).with_context(|| format!("linking {} to {}", from.display(), to.display()))?;
+            } else {
+                std::fs::copy(&from, &to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+                std::fs::File::open(&to).and_then(|file| file.sync_data()).with_context(|| format!("syncing {}", to.display()))?;
+            }
         }
+        Ok(copy)
     }
-    Ok(())
+}
+
+impl Drop for WorkingCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Builds the log in `dir` unless a finished one of `log_events` events is there; the seconds
 /// spent.
 async fn build(dir: &Path, log_events: u64) -> anyhow::Result<f64> {
     let marker = dir.join("BUILT");
+    let tenant = Tenant::new("bench")?;
     if std::fs::read_to_string(&marker).is_ok_and(|text| text.trim() == log_events.to_string()) {
-        eprintln!("reusing the log of {log_events} events in {}", dir.display());
-        return Ok(0.0);
+        let head = EmbeddedStore::open(dir)?.head(&tenant).await?.dense();
+        if head == log_events {
+            eprintln!("reusing the log of {log_events} events in {}", dir.display());
+            return Ok(0.0);
+        }
+        // Measured by a build from before the working copy, which appended to it.
+        eprintln!("the kept log in {} holds {head} events, not {log_events}: building it again", dir.display());
     }
     let _ = std::fs::remove_dir_all(dir);
     let start = Instant::now();
     let store = EmbeddedStore::open(dir)?;
-    let tenant = Tenant::new("bench")?;
     let keys = keys(log_events);
     let bar = indicatif::ProgressBar::new(log_events).with_style(
         indicatif::ProgressStyle::with_template("building the log [{bar:40}] {pos}/{len} events, {per_sec}, eta {eta}")?
@@ -446,36 +463,49 @@ mod tests {
         store.read(tenant, Query::all(), ReadOptions::default()).await.unwrap().collect().await.unwrap().0.len()
     }
 
+    async fn append_batches(store: &EmbeddedStore, tenant: &Tenant, batches: std::ops::Range<u64>) {
+        for batch in batches {
+            let events = (0..50).map(|i| Event::new("Type0").tag(format!("key:{}", batch * 50 + i)).data(vec![1u8; 64])).collect();
+            store.append(tenant, events, vec![]).await.unwrap();
+        }
+        settled(store).await;
+    }
+
+    /// The copy is measured as the benchmark does, long enough to seal segments, index them and
+    /// merge them into a run over the linked ones.
     #[tokio::test]
     async fn the_measured_appends_leave_the_built_log_as_it_was_built() {
         let scratch = tempfile::tempdir().unwrap();
-        let (built, work) = (scratch.path().join("1000"), scratch.path().join("1000.measured"));
+        let (built, work) = (scratch.path().join("2000"), scratch.path().join("2000.measured"));
         let tenant = Tenant::new("bench").unwrap();
         let store = open(&built).await;
-        for batch in 0..20 {
-            let events = (0..50).map(|i| Event::new("Type0").tag(format!("key:{}", batch * 50 + i)).data(vec![1u8; 64])).collect();
-            store.append(&tenant, events, vec![]).await.unwrap();
-        }
-        settled(&store).await;
-        assert!(store.index_memory().sealed_segments >= 3, "the log spans several segments");
+        append_batches(&store, &tenant, 0..40).await;
+        let memory = store.index_memory();
+        assert!(memory.sealed_segments > 8 && memory.search_parts < memory.sealed_segments, "segments, and a run over some");
         drop(store);
         let before = files(&built);
+        assert!(before.keys().any(|name| name.ends_with(".run")));
 
-        working_copy(&built, &work).unwrap();
-        let store = open(&work).await;
-        assert_eq!(events(&store, &tenant).await, 1000, "the copy holds the built log");
-        store.append(&tenant, vec![Event::new("Type1").tag("key:1")], vec![]).await.unwrap();
-        assert_eq!(events(&store, &tenant).await, 1001);
-        settled(&store).await;
-        drop(store);
-
-        assert_eq!(files(&built), before, "the built log's files are as they were, byte for byte");
-        assert_eq!(events(&open(&built).await, &tenant).await, 1000);
-        // Sealed segments are shared, not copied; the open one is the copy's own.
+        let copy = WorkingCopy::of(&built, &work).unwrap();
+        // Sealed segments, index files and runs are shared, not copied; the open segment is the copy's own.
         let inode = |dir: &Path, name: &str| std::fs::metadata(dir.join(name)).unwrap().ino();
         let segments: Vec<&String> = before.keys().filter(|name| name.ends_with(".log")).collect();
         let (open_segment, sealed) = segments.split_last().unwrap();
         assert!(sealed.iter().all(|name| inode(&built, name) == inode(&work, name)));
+        assert!(before.keys().filter(|name| name.ends_with(".idx") || name.ends_with(".run")).all(|name| inode(&built, name) == inode(&work, name)));
         assert_ne!(inode(&built, open_segment), inode(&work, open_segment));
+
+        let store = open(&work).await;
+        assert_eq!(events(&store, &tenant).await, 2000, "the copy holds the built log");
+        let parts = store.index_memory().search_parts;
+        append_batches(&store, &tenant, 40..80).await;
+        assert_eq!(events(&store, &tenant).await, 4000);
+        assert!(store.index_memory().search_parts <= parts, "the copy's new segments were merged into runs too");
+        drop(store);
+
+        assert_eq!(files(&built), before, "the built log's files are as they were, byte for byte");
+        assert_eq!(events(&open(&built).await, &tenant).await, 2000);
+        drop(copy);
+        assert!(!work.exists(), "the copy is removed when dropped");
     }
 }

@@ -56,9 +56,10 @@ pub async fn scale(dir: &Path, seconds: f64, log_events: u64) -> anyhow::Result<
     let store_dir = dir.join(log_events.to_string());
     let mut report = Report::new("scale");
     report.add("log_events", log_events as f64, "events in the log before the measured appends");
-    let built = build(&store_dir, log_events).await?;
+    let (store, built) = build(&store_dir, log_events).await?;
     report.add("build_s", built, "building the log (0: reused from an earlier run)");
-    let merge_s = settle_indexes(&store_dir).await?;
+    let merge_s = settle_indexes(&store).await;
+    drop(store);
     report.add("index_merge_s", merge_s, "waiting for index files to be merged into runs (a log from before runs)");
     report.add("disk_bytes_per_event", disk_bytes(&store_dir)? as f64 / log_events as f64, "every file of the store");
     report.add("fsync_per_s", fsync_per_s(dir, duration)?, "raw 4 KiB append + fdatasync, this disk, this run");
@@ -150,16 +151,17 @@ impl Drop for WorkingCopy {
     }
 }
 
-/// Builds the log in `dir` unless a finished one of `log_events` events is there; the seconds
-/// spent.
-async fn build(dir: &Path, log_events: u64) -> anyhow::Result<f64> {
+/// The log in `dir`, open, built first unless a finished one of `log_events` events is there;
+/// the seconds spent building.
+async fn build(dir: &Path, log_events: u64) -> anyhow::Result<(EmbeddedStore, f64)> {
     let marker = dir.join("BUILT");
     let tenant = Tenant::new("bench")?;
     if std::fs::read_to_string(&marker).is_ok_and(|text| text.trim() == log_events.to_string()) {
-        let head = EmbeddedStore::open(dir)?.head(&tenant).await?.dense();
+        let store = EmbeddedStore::open(dir)?;
+        let head = store.head(&tenant).await?.dense();
         if head == log_events {
             eprintln!("reusing the log of {log_events} events in {}", dir.display());
-            return Ok(0.0);
+            return Ok((store, 0.0));
         }
         // Measured by a build from before the working copy, which appended to it.
         eprintln!("the kept log in {} holds {head} events, not {log_events}: building it again", dir.display());
@@ -193,23 +195,22 @@ async fn build(dir: &Path, log_events: u64) -> anyhow::Result<f64> {
         previous.await??;
     }
     bar.finish();
-    drop(store);
     std::fs::write(&marker, format!("{log_events}\n"))?;
-    Ok(start.elapsed().as_secs_f64())
+    Ok((store, start.elapsed().as_secs_f64()))
 }
 
-/// Opens the store in `dir` and waits until it has indexed every sealed segment and merged the
-/// index files that are due into runs, as a store that has run a while has; the seconds spent.
-async fn settle_indexes(dir: &Path) -> anyhow::Result<f64> {
+/// Waits until `store` has indexed every sealed segment and merged the index files that are due
+/// into runs, as a store that has run a while has; the seconds spent. Its sealer writes nothing
+/// more then.
+async fn settle_indexes(store: &EmbeddedStore) -> f64 {
     let start = Instant::now();
-    let store = EmbeddedStore::open(dir)?;
     let spinner = indicatif::ProgressBar::new_spinner().with_message("merging index files into runs");
     while store.index_memory().indexing {
         spinner.tick();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     spinner.finish_and_clear();
-    Ok(start.elapsed().as_secs_f64())
+    start.elapsed().as_secs_f64()
 }
 
 /// The keys the log's events are tagged with: about ten events each.
@@ -448,15 +449,8 @@ mod tests {
 
     async fn open(dir: &Path) -> EmbeddedStore {
         let store = EmbeddedStore::open_with(dir, EmbeddedOptions { segment_bytes: 16 << 10, ..Default::default() }).unwrap();
-        settled(&store).await;
+        settle_indexes(&store).await;
         store
-    }
-
-    /// Once the sealer has indexed and merged what is due: it writes nothing more.
-    async fn settled(store: &EmbeddedStore) {
-        while store.index_memory().indexing {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
     }
 
     async fn events(store: &EmbeddedStore, tenant: &Tenant) -> usize {
@@ -468,7 +462,7 @@ mod tests {
             let events = (0..50).map(|i| Event::new("Type0").tag(format!("key:{}", batch * 50 + i)).data(vec![1u8; 64])).collect();
             store.append(tenant, events, vec![]).await.unwrap();
         }
-        settled(store).await;
+        settle_indexes(store).await;
     }
 
     /// The copy is measured as the benchmark does, long enough to seal segments, index them and

@@ -124,8 +124,8 @@ impl Contention {
             let mut queues = self.queues.lock().expect("queues lock");
             boundaries.into_iter().map(|b| (b.clone(), queues.entry(b).or_default().lock.clone())).collect()
         };
-        let mut turn = Turn { contention: self.clone(), held: Vec::with_capacity(locks.len()), waiting: Vec::new() };
-        turn.waiting = locks.iter().map(|(b, _)| b.clone()).collect();
+        let waiting = locks.iter().map(|(b, _)| b.clone()).collect();
+        let mut turn = Turn { contention: self.clone(), held: Vec::with_capacity(locks.len()), waiting };
         let mut waited = false;
         for (boundary, lock) in locks {
             let guard = match lock.clone().try_lock_owned() {

@@ -7,6 +7,7 @@ mod damage;
 mod embedded;
 mod fdb;
 mod indexes;
+mod open_files;
 mod power_loss;
 mod racing;
 

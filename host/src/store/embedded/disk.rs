@@ -45,6 +45,12 @@ pub trait Disk: Send + Sync + 'static {
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Takes the directory's exclusive lock for this process, held until the guard drops.
     fn lock(&self, dir: &Path) -> Result<Box<dyn Any + Send + Sync>, StoreError>;
+    /// Makes room for `files` files held open at once (the store holds every segment and index
+    /// file open); an error when the process may not open that many.
+    fn reserve_open_files(&self, files: u64) -> Result<(), StoreError> {
+        let _ = files;
+        Ok(())
+    }
 }
 
 /// An open file.
@@ -153,6 +159,31 @@ impl Disk for RealDisk {
             .and_then(|()| FileExt::write_all_at(&file, std::process::id().to_string().as_bytes(), 0))
             .map_err(|e| StoreError::io(&format!("writing {}", path.display()), e))?;
         Ok(Box::new(file))
+    }
+
+    /// Raises the process's soft limit to its hard one (as Go's runtime does at start), so that
+    /// a growing log does not run out of files later either; the common soft default of 1,024
+    /// is about 8 GB of log.
+    fn reserve_open_files(&self, files: u64) -> Result<(), StoreError> {
+        use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+        // Linux refuses a soft limit above `fs.nr_open`, 2^20 by default.
+        const MOST: u64 = 1 << 20;
+        let limit = getrlimit(Resource::Nofile);
+        let (soft, hard) = (limit.current.unwrap_or(u64::MAX), limit.maximum.unwrap_or(u64::MAX));
+        if hard < files {
+            return Err(StoreError::Unavailable(format!(
+                "the store holds its log segments and their index files open, about {files} files, and this process \
+                 may open at most {hard}: raise the open-files limit (`ulimit -n`, or `LimitNOFILE=` in a systemd unit)"
+            )));
+        }
+        let target = hard.min(MOST).max(files);
+        if soft >= target {
+            return Ok(());
+        }
+        setrlimit(Resource::Nofile, Rlimit { current: Some(target), maximum: limit.maximum })
+            .map_err(|e| StoreError::io("raising the open-files limit", e.into()))?;
+        tracing::debug!(from = soft, to = target, "raised the soft open-files limit for the store's files");
+        Ok(())
     }
 }
 

@@ -280,6 +280,10 @@ impl EmbeddedStore {
             segment_numbers.push(0);
         }
 
+        // Each segment and its index file, the runs (one per 8 segments at most), and room for
+        // the rest of the process.
+        let segments_held = segment_numbers.len() as u64;
+        disk.reserve_open_files(2 * segments_held + segments_held / 8 + 256)?;
         let corrupt = |detail: String| StoreError::Corrupt { dir: dir.clone(), detail };
         let cache = Arc::new(BlockCache::new(options.index_cache_bytes));
         let mut tenants: HashMap<Tenant, TenantLog> = HashMap::new();

@@ -12,6 +12,17 @@ pub mod crash {
     /// during rolls too.
     pub const SEGMENT_BYTES: u32 = 64 << 10;
 
+    /// The store's options in the child and the test: small segments, and the open segment's
+    /// index checkpointed each time it grows 8 KiB, so that kills land while one is written.
+    pub fn options() -> counterpoint::store::EmbeddedOptions {
+        counterpoint::store::EmbeddedOptions {
+            segment_bytes: SEGMENT_BYTES,
+            checkpoint_every_bytes: 8 << 10,
+            checkpoint_interval: std::time::Duration::ZERO,
+            ..Default::default()
+        }
+    }
+
     /// The tag that identifies one racer's append.
     pub fn race_tag(cycle: u64, racer: usize, seq: u64) -> String {
         format!("race:{cycle}-{racer}-{seq}")

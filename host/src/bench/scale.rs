@@ -11,7 +11,9 @@
 //! Everything after the build runs in a fresh child process (this binary again, told by
 //! `COUNTERPOINT_BENCH_SCALE_CHILD`), so that `open_s` includes nothing cached in this one and the
 //! memory figures (`VmRSS`) are the store's alone: open and answer one tag read (`open_s`,
-//! `rss_mb_after_open`), random 128-byte reads of the log's files (`random_log_read_per_s`: the
+//! `rss_mb_after_open`; the store was closed cleanly, so the open segment's index is in a file,
+//! and a first child measures the same open without that file, as after a crash:
+//! `open_after_crash_s`, `rss_mb_after_crash_open`), random 128-byte reads of the log's files (`random_log_read_per_s`: the
 //! page cache's own speed in this run), 100,000 random tag reads (`tag_read_per_s`,
 //! `rss_mb_after_reads`; then by two readers at once, `tag_read_2_readers_per_s`; and
 //! `tag_read_vs_10_log_reads`, against the ten random reads of its events alone),
@@ -41,6 +43,8 @@ use crate::store::{AppendCondition, EmbeddedStore, Event, EventStore, Position, 
 
 /// Set in the child process to the store's directory.
 const CHILD_VAR: &str = "COUNTERPOINT_BENCH_SCALE_CHILD";
+/// Set in a child process that measures the open alone.
+const OPEN_ONLY_VAR: &str = "COUNTERPOINT_BENCH_SCALE_OPEN_ONLY";
 const TAG_READS: u64 = 100_000;
 const LOAD_BATCH: u64 = 10_000;
 
@@ -65,24 +69,19 @@ pub async fn scale(dir: &Path, seconds: f64, log_events: u64) -> anyhow::Result<
     report.add("fsync_per_s", fsync_per_s(dir, duration)?, "raw 4 KiB append + fdatasync, this disk, this run");
     report.add("page_cache_warm_s", read_every_file(&store_dir)?, "reading the store once, so that the child finds it in the page cache");
 
-    let child_out = dir.join("child-report");
-    let _ = std::fs::remove_dir_all(&child_out);
-    let work_dir = WorkingCopy::of(&store_dir, &dir.join(format!("{log_events}.measured")))?;
-    let status = std::process::Command::new(std::env::current_exe()?)
-        .args(["bench", "scale", "--log-events", &log_events.to_string(), "--seconds", &seconds.to_string(), "--out"])
-        .arg(&child_out)
-        .env(CHILD_VAR, &work_dir.0)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .context("starting the measuring process")?;
-    drop(work_dir);
-    anyhow::ensure!(status.success(), "the measuring process failed: {status}");
-    let path = child_out.join("scale-child.json");
-    let child: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?)?;
+    // As after a crash: the open segment's index from the last clean close is not there.
+    let after_crash = run_child(dir, &store_dir, log_events, seconds, Child::OpenAfterCrash)?;
+    for (key, child_key, note) in [
+        ("open_after_crash_s", "open_s", "the same, without the open segment's index a clean close writes: it scans the open segment"),
+        ("rss_mb_after_crash_open", "rss_mb_after_open", "the process's resident memory then"),
+    ] {
+        let value = after_crash.get(child_key).and_then(serde_json::Value::as_f64).with_context(|| format!("the child reported no {child_key}"))?;
+        report.add(key, value, note);
+    }
+    let child = run_child(dir, &store_dir, log_events, seconds, Child::Measure)?;
     let fsync = report.get("fsync_per_s");
     for (key, note) in [
-        ("open_s", "a fresh process opens the store and answers one tag read (target <= 1 at 100 M)".to_string()),
+        ("open_s", "a fresh process opens the store (closed cleanly) and answers one tag read (target <= 1 at 100 M)".to_string()),
         ("rss_mb_after_open", "the process's resident memory then".into()),
         ("rss_mb_after_reads", format!("after {TAG_READS} random tag reads (target <= 512 at 100 M)")),
         ("tag_read_per_s", "~10 events by one random tag, one reader (target >= 50,000)".into()),
@@ -106,8 +105,39 @@ pub async fn scale(dir: &Path, seconds: f64, log_events: u64) -> anyhow::Result<
         report.get("tag_read_per_s") * 10.0 / report.get("random_log_read_per_s"),
         "tag reads against the random log reads their ~10 events alone would allow (1 = only those)",
     );
-    let _ = std::fs::remove_dir_all(&child_out);
 
+    Ok(report)
+}
+
+/// What a child process measures.
+#[derive(Clone, Copy, PartialEq)]
+enum Child {
+    /// Everything after the build, on the store as a clean close left it.
+    Measure,
+    /// Only the open, without the open segment's index that a clean close writes.
+    OpenAfterCrash,
+}
+
+/// Runs a fresh process of this binary on a working copy of the store in `store_dir`; its report.
+fn run_child(dir: &Path, store_dir: &Path, log_events: u64, seconds: f64, child: Child) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    let child_out = dir.join("child-report");
+    let _ = std::fs::remove_dir_all(&child_out);
+    let work_dir = WorkingCopy::of(store_dir, &dir.join(format!("{log_events}.measured")), child == Child::Measure)?;
+    let mut command = std::process::Command::new(std::env::current_exe()?);
+    command
+        .args(["bench", "scale", "--log-events", &log_events.to_string(), "--seconds", &seconds.to_string(), "--out"])
+        .arg(&child_out)
+        .env(CHILD_VAR, &work_dir.0)
+        .stdout(std::process::Stdio::null());
+    if child == Child::OpenAfterCrash {
+        command.env(OPEN_ONLY_VAR, "1");
+    }
+    let status = command.status().context("starting the measuring process")?;
+    drop(work_dir);
+    anyhow::ensure!(status.success(), "the measuring process failed: {status}");
+    let path = child_out.join("scale-child.json");
+    let report = serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?)?;
+    let _ = std::fs::remove_dir_all(&child_out);
     Ok(report)
 }
 
@@ -122,7 +152,8 @@ impl WorkingCopy {
     /// index files and runs are never written in place (replaced by a rename, removed by an
     /// unlink), so they are hard-linked: instant at any size, and read through the same pages of
     /// the page cache. Any other file is copied; the lock and the `BUILT` marker are left out.
-    fn of(built: &Path, work: &Path) -> anyhow::Result<Self> {
+    /// Without `with_close_index`, the open segment's index file (from a clean close) is left out.
+    fn of(built: &Path, work: &Path, with_close_index: bool) -> anyhow::Result<Self> {
         let _ = std::fs::remove_dir_all(work);
         std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
         let copy = WorkingCopy(work.to_path_buf());
@@ -131,7 +162,9 @@ impl WorkingCopy {
             .collect::<std::io::Result<_>>()?;
         let segment = |name: &str| name.strip_suffix(".log").and_then(|number| number.parse::<u32>().ok());
         let open_segment = names.iter().filter_map(|name| segment(name)).max();
-        for name in names.iter().filter(|name| !matches!(name.as_str(), "LOCK" | "BUILT") && !name.ends_with(".tmp")) {
+        let close_index = open_segment.map(|number| format!("{number:010}.idx"));
+        let left_out = |name: &String| matches!(name.as_str(), "LOCK" | "BUILT") || name.ends_with(".tmp") || (!with_close_index && Some(name) == close_index.as_ref());
+        for name in names.iter().filter(|name| !left_out(name)) {
             let (from, to) = (built.join(name), work.join(name));
             let sealed = segment(name).is_some_and(|number| Some(number) != open_segment);
             if sealed || name.ends_with(".idx") || name.ends_with(".run") {
@@ -322,6 +355,9 @@ async fn measure(dir: &Path, log_events: u64, duration: Duration) -> anyhow::Res
     report.add("events_in_memory", memory.events_in_memory as f64, "");
     report.add("search_parts", memory.search_parts as f64, "");
     report.add("bloom_mb", memory.bloom_bytes as f64 / (1 << 20) as f64, "");
+    if std::env::var_os(OPEN_ONLY_VAR).is_some() {
+        return Ok(report);
+    }
     report.add("random_log_read_per_s", random_log_reads_per_s(dir)?, "");
 
     let start = Instant::now();
@@ -480,7 +516,7 @@ mod tests {
         let before = files(&built);
         assert!(before.keys().any(|name| name.ends_with(".run")));
 
-        let copy = WorkingCopy::of(&built, &work).unwrap();
+        let copy = WorkingCopy::of(&built, &work, true).unwrap();
         // Sealed segments, index files and runs are shared, not copied; the open segment is the copy's own.
         let inode = |dir: &Path, name: &str| std::fs::metadata(dir.join(name)).unwrap().ino();
         let segments: Vec<&String> = before.keys().filter(|name| name.ends_with(".log")).collect();

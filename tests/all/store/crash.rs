@@ -16,8 +16,8 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use counterpoint::store::{EmbeddedOptions, EmbeddedStore, Event, EventStore, Query, ReadOptions, Tenant};
-use counterpoint_tests::crash::{append_tag, event_data, parse_data, parse_race_data, race_tag, RACE_TAG, SEGMENT_BYTES};
+use counterpoint::store::{EmbeddedStore, Event, EventStore, Query, ReadOptions, Tenant};
+use counterpoint_tests::crash::{append_tag, event_data, parse_data, parse_race_data, race_tag, RACE_TAG};
 
 struct Ack {
     tag: String,
@@ -135,7 +135,7 @@ fn acknowledged_appends_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let tenant = Tenant::new("crash").unwrap();
-    let options = EmbeddedOptions { segment_bytes: SEGMENT_BYTES, ..Default::default() };
+    let options = counterpoint_tests::crash::options();
     let (mut total_acked, mut total_refused, mut total_raced, mut killed_in_recovery) = (0, 0, 0, 0);
     let mut open_time = Duration::from_millis(1);
     let mut acked_before: HashSet<String> = HashSet::new();

@@ -461,3 +461,100 @@ async fn a_merge_that_fails_stops_merging_not_indexing() {
     assert!(memory_after.sealed_segments >= 16, "{memory_after:?}");
     assert!(run_files(dir.path()).is_empty(), "the merge of the damaged file failed");
 }
+
+/// Segments of many appends, and the open one's index written at every clean close.
+fn checkpointed() -> EmbeddedOptions {
+    EmbeddedOptions { segment_bytes: 48 << 10, checkpoint_min_bytes: 0, ..Default::default() }
+}
+
+fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "log")).collect();
+    files.sort();
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_close_writes_the_open_segments_index_and_the_next_open_scans_only_what_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = MemoryStore::new();
+    let mut rng = fastrand::Rng::with_seed(23);
+    let store = EmbeddedStore::open_with(dir.path(), checkpointed()).unwrap();
+    fill([&store, &memory], &mut rng, 150).await;
+    assert_eq!(store.index_memory().sealed_segments, 0, "one open segment: {:?}", store.index_memory());
+    drop(store);
+    let open_index = dir.path().join("0000000000.idx");
+    assert!(open_index.exists(), "the close wrote the open segment's index");
+
+    // The open takes every event from the file: none is indexed in memory.
+    let store = EmbeddedStore::open_with(dir.path(), checkpointed()).unwrap();
+    assert_eq!(store.index_memory().events_in_memory, 0, "{:?}", store.index_memory());
+    compare(&store, &memory, &mut rng, 150).await;
+    // Appends after it are indexed in memory, and conditions see both.
+    fill([&store, &memory], &mut rng, 100).await;
+    assert!(store.index_memory().events_in_memory > 0);
+    compare(&store, &memory, &mut rng, 100).await;
+    // Until the segment is sealed: its whole index replaces the file and what memory held.
+    while store.index_memory().sealed_segments == 0 {
+        fill([&store, &memory], &mut rng, 20).await;
+    }
+    sealed(&store).await;
+    let held = store.index_memory();
+    assert_eq!(held.search_parts, held.sealed_segments, "the sealed segment's file took the place of the close's: {held:?}");
+    compare(&store, &memory, &mut rng, 150).await;
+    drop(store);
+
+    let store = EmbeddedStore::open_with(dir.path(), checkpointed()).unwrap();
+    assert_eq!(store.index_memory().events_in_memory, 0, "{:?}", store.index_memory());
+    compare(&store, &memory, &mut rng, 150).await;
+    drop(store);
+    let report = embedded_check::check(dir.path()).unwrap();
+    let files = index_files(dir.path()).len() + run_files(dir.path()).len();
+    assert_eq!((report.index_files.sound, report.index_files.unsound.len(), report.index_files.rebuilt_at_open.len()), (files, 0, 0), "{:?}", report.index_files);
+}
+
+/// A store closed cleanly on one open segment of 120 appends of one event each (tags `k:0`..`k:6`).
+async fn closed_on_one_segment(dir: &Path) -> Tenant {
+    let tenant = tenants()[0].clone();
+    let store = EmbeddedStore::open_with(dir, checkpointed()).unwrap();
+    for i in 0..120u64 {
+        store.append(&tenant, vec![Event::new("T0").tag(format!("k:{}", i % 7)).data(vec![i as u8; 40])], vec![]).await.unwrap();
+    }
+    drop(store);
+    assert!(dir.join("0000000000.idx").exists());
+    tenant
+}
+
+async fn positions(store: &EmbeddedStore, tenant: &Tenant, query: Query) -> Vec<u64> {
+    let (events, _) = store.read(tenant, query, ReadOptions::default()).await.unwrap().collect().await.unwrap();
+    events.iter().map(|e| e.position.dense()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_segments_index_that_no_longer_describes_the_segment_is_removed_and_the_segment_scanned() {
+    // The segment cut inside its last frame (as a repair cuts, or a torn write): the file
+    // describes bytes the segment no longer has.
+    let dir = tempfile::tempdir().unwrap();
+    let tenant = closed_on_one_segment(dir.path()).await;
+    let segment = &segment_files(dir.path())[0];
+    let len = std::fs::metadata(segment).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(segment).unwrap().set_len(len - 5).unwrap();
+    let store = EmbeddedStore::open_with(dir.path(), checkpointed()).unwrap();
+    assert!(!dir.path().join("0000000000.idx").exists(), "the file that describes more than the segment is removed");
+    assert_eq!(positions(&store, &tenant, Query::all()).await, (1..=119).collect::<Vec<_>>(), "the torn append is cut");
+    assert_eq!(store.index_memory().events_in_memory, 119);
+    drop(store);
+
+    // The segment's last event changed, its length the same: the file's checksum of it fails.
+    let dir = tempfile::tempdir().unwrap();
+    let tenant = closed_on_one_segment(dir.path()).await;
+    let segment = &segment_files(dir.path())[0];
+    let mut bytes = std::fs::read(segment).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x01;
+    std::fs::write(segment, &bytes).unwrap();
+    let store = EmbeddedStore::open_with(dir.path(), checkpointed()).unwrap();
+    let by_tag = Query::item(QueryItem::tags(["k:1"]));
+    // The last frame fails its checksum with no frame after it: cut as a torn write.
+    assert_eq!(positions(&store, &tenant, by_tag).await, (0..17).map(|n| 2 + 7 * n).collect::<Vec<_>>());
+    assert_eq!(positions(&store, &tenant, Query::all()).await.len(), 119);
+}

@@ -15,10 +15,10 @@
 use std::time::Instant;
 
 use counterpoint::store::{
-    AppendCondition, EmbeddedOptions, EmbeddedStore, Event, EventStore, Position, Query, QueryItem, ReadOptions,
+    AppendCondition, EmbeddedStore, Event, EventStore, Position, Query, QueryItem, ReadOptions,
     StoreError, Tenant,
 };
-use counterpoint_tests::crash::{append_tag, event_data, race_data, race_tag, RACERS, RACE_TAG, SEGMENT_BYTES, WRITERS};
+use counterpoint_tests::crash::{append_tag, event_data, race_data, race_tag, RACERS, RACE_TAG, WRITERS};
 
 fn fail(what: &str, err: impl std::fmt::Display) -> ! {
     eprintln!("crash-writer: {what}: {err}");
@@ -32,7 +32,7 @@ async fn main() {
     let cycle: u64 = args.next().expect("usage: crash-writer DIR RUN").parse().expect("run number");
     println!("OPENING");
     let started = Instant::now();
-    let options = EmbeddedOptions { segment_bytes: SEGMENT_BYTES, ..Default::default() };
+    let options = counterpoint_tests::crash::options();
     let store = EmbeddedStore::open_with(&dir, options).unwrap_or_else(|e| fail("open", e));
     let tenant = Tenant::new("crash").unwrap();
     println!("READY {}", started.elapsed().as_micros());

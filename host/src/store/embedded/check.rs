@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use super::log::{list_segments, scan_bytes, scan_segment, segment_path, Damage, Item, RecoveredFrame};
 use super::disk::{try_lock_patiently, Disk, RealDisk};
-use super::segment_index::{index_path, verify, IndexFileState};
+use super::segment_index::{index_path, indexed_len, verify, IndexFileState};
 use super::{index_run, readable_format, sync_dir, FORMAT_PREFIX, FORMAT_VERSION};
 use crate::store::{StoreError, Tenant};
 
@@ -305,9 +305,15 @@ fn check_locked(dir: &Path) -> Result<StoreCheck, StoreError> {
     // A repair removes the index files of the segments it cuts or sets aside, so only those
     // before the first damage are checked.
     let first_damaged = report.cut.as_ref().map_or(u32::MAX, |cut| cut.segment);
+    let open_segment = report.segments.last().map(|s| s.number);
     for segment in report.segments.iter().filter(|s| s.number < first_damaged) {
-        // The open segment has none, and the next open builds any other that is missing.
-        report.index_files.record(index_path(dir, segment.number), verify(&RealDisk, dir, segment.number, segment.bytes));
+        // The open segment has none but from a clean close, which describes what the segment
+        // held then (checkpoint.rs); the next open builds any other that is missing.
+        let bytes = match indexed_len(&RealDisk, dir, segment.number) {
+            Ok(Some(indexed)) if Some(segment.number) == open_segment && indexed <= segment.bytes => indexed,
+            _ => segment.bytes,
+        };
+        report.index_files.record(index_path(dir, segment.number), verify(&RealDisk, dir, segment.number, bytes));
     }
     // Runs of merged index files, over the segments before any damage.
     let sealed: Vec<u64> = report.segments.iter().filter(|s| s.number < first_damaged).map(|s| s.bytes).collect();

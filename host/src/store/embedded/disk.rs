@@ -68,7 +68,12 @@ pub trait DiskFile: Send + Sync {
 impl dyn DiskFile {
     /// A sequential reader over the first `len` bytes, for scanning.
     pub fn reader(self: &Arc<Self>, len: u64) -> impl Read + '_ {
-        io::BufReader::with_capacity(1 << 20, FileReader { file: self.as_ref(), at: 0, len })
+        self.reader_from(0, len)
+    }
+
+    /// A sequential reader over bytes `start..len`.
+    pub fn reader_from(self: &Arc<Self>, start: u64, len: u64) -> impl Read + '_ {
+        io::BufReader::with_capacity(1 << 20, FileReader { file: self.as_ref(), at: start, len })
     }
 
     /// The whole file.

@@ -213,12 +213,23 @@ impl Damage {
 /// A frame whose checksum holds but whose contents do not decode is an error, not damage:
 /// the checksum says these are the bytes that were written.
 pub(super) fn scan_segment(
+    reader: impl Read,
+    len: u64,
+    segment: u32,
+    on_frame: impl FnMut(u64, RecoveredFrame) -> Result<(), String>,
+) -> Result<SegmentScan, String> {
+    scan_segment_from(reader, 0, len, segment, on_frame)
+}
+
+/// [`scan_segment`] from byte `start` (a frame's start), `reader` reading from there.
+pub(super) fn scan_segment_from(
     mut reader: impl Read,
+    start: u64,
     len: u64,
     segment: u32,
     mut on_frame: impl FnMut(u64, RecoveredFrame) -> Result<(), String>,
 ) -> Result<SegmentScan, String> {
-    let mut at: u64 = 0;
+    let mut at: u64 = start;
     let mut frame = Vec::new();
     loop {
         if at == len {

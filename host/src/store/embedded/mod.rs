@@ -32,6 +32,7 @@
 
 /// `counterpoint store check|repair`.
 pub mod check;
+mod checkpoint;
 pub mod disk;
 pub mod sim_disk;
 // The FoundationDB backend reuses the event record encoding.
@@ -50,15 +51,17 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::watch;
 
 use self::check::damage_report;
 use self::disk::{Disk, DiskFile, OpenMode, RealDisk};
-use self::log::{decode_run, list_segments, scan_segment, segment_path, EventLoc};
+use self::log::{decode_run, list_segments, scan_segment_from, segment_path, EventLoc};
 use self::segment_index::{BlockCache, Covers, SegmentIndex};
 use self::tenant::{index_error, SealedPart, TenantLog};
+use self::checkpoint::Checkpoints;
 use self::writer::{Accepted, Writer};
 use super::index::{ReadCursor, TenantIndex};
 use super::{
@@ -83,11 +86,26 @@ pub struct EmbeddedOptions {
     pub segment_bytes: u32,
     /// The bytes of index-file blocks kept in memory.
     pub index_cache_bytes: usize,
+    /// At a clean close, the open segment's index is written to a file when the segment holds at
+    /// least this many bytes, so that the next open scans only what came after (checkpoint.rs).
+    pub checkpoint_min_bytes: u64,
+    /// While the store runs, the open segment's index file is written again each time the
+    /// segment has grown this many bytes past the last one, and at least `checkpoint_interval`
+    /// after it, so that an open after a crash scans at most about that much (`u64::MAX`: never).
+    pub checkpoint_every_bytes: u64,
+    pub checkpoint_interval: Duration,
 }
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
-        EmbeddedOptions { limits: Limits::default(), segment_bytes: 64 << 20, index_cache_bytes: 64 << 20 }
+        EmbeddedOptions {
+            limits: Limits::default(),
+            segment_bytes: 64 << 20,
+            index_cache_bytes: 64 << 20,
+            checkpoint_min_bytes: 1 << 20,
+            checkpoint_every_bytes: 8 << 20,
+            checkpoint_interval: Duration::from_secs(2),
+        }
     }
 }
 
@@ -121,6 +139,7 @@ struct Inner {
     writer: Option<JoinHandle<()>>,
     sealer: Option<JoinHandle<()>>,
     merger: Option<JoinHandle<()>>,
+    checkpoint_min_bytes: u64,
 }
 
 impl Drop for Inner {
@@ -134,6 +153,7 @@ impl Drop for Inner {
         for thread in [self.writer.take(), self.sealer.take(), self.merger.take()].into_iter().flatten() {
             let _ = thread.join();
         }
+        checkpoint::write_at_close(&self.shared, self.checkpoint_min_bytes);
     }
 }
 
@@ -309,15 +329,7 @@ impl EmbeddedStore {
                 index = index.without_blooms();
             }
             let index = Arc::new(index);
-            for (name, first, last) in index.tenants() {
-                let tenant = Tenant::new(name).map_err(|e| corrupt(format!("{}: {e}", path.display())))?;
-                let log = tenants.entry(tenant).or_default();
-                if first != log.base() + 1 {
-                    return Err(corrupt(format!("{}: positions of tenant {name} jump from {} to {first}", path.display(), log.base())));
-                }
-                log.sealed.push(SealedPart { index: index.clone(), first, last });
-                log.searched.push(SealedPart { index: index.clone(), first, last });
-            }
+            add_part(&mut tenants, &index).map_err(|detail| corrupt(format!("{}: {detail}", path.display())))?;
             sealed.push(index);
             segments.push(file);
         }
@@ -348,6 +360,24 @@ impl EmbeddedStore {
             }
         }
         let layout = Layout { parts, indexed: sealed.len() as u32, indexing_stopped: false, merging_stopped: false };
+
+        // The open segment: its first events from the index file a clean close wrote, if there
+        // is one (checkpoint.rs), the rest scanned, their index held in memory.
+        let number = *last_number;
+        let path = segment_path(&dir, number);
+        let file = disk.open(&path, OpenMode::ReadWrite).map_err(|e| StoreError::io(&format!("opening {}", path.display()), e))?;
+        let len = file.len().map_err(|e| StoreError::io(&format!("reading {}", path.display()), e))?;
+        let mut scan_from = 0;
+        if let Some((index, prefix)) = checkpoint::load(&*disk, &dir, number, &file, len, &cache) {
+            let index = Arc::new(index);
+            match add_part(&mut tenants, &index) {
+                Ok(()) => scan_from = prefix,
+                Err(detail) => {
+                    tracing::warn!(path = %index.path().display(), "not using the open segment's index file: {detail}");
+                    checkpoint::remove(&*disk, &dir, number);
+                }
+            }
+        }
         for (tenant, log) in &mut tenants {
             let base = log.base();
             log.index = TenantIndex::starting_after(base);
@@ -356,12 +386,7 @@ impl EmbeddedStore {
             log.end = Some((part.index.segment(), u64::from(loc.offset) + u64::from(loc.len)));
         }
 
-        // The open segment: scanned, its index held in memory.
-        let number = *last_number;
-        let path = segment_path(&dir, number);
-        let file = disk.open(&path, OpenMode::ReadWrite).map_err(|e| StoreError::io(&format!("opening {}", path.display()), e))?;
-        let len = file.len().map_err(|e| StoreError::io(&format!("reading {}", path.display()), e))?;
-        let scan = scan_segment(file.reader(len), len, number, |_, frame| {
+        let scan = scan_segment_from(file.reader_from(scan_from, len), scan_from, len, number, |_, frame| {
             let tenant = Tenant::new(frame.tenant).map_err(|e| e.to_string())?;
             let log = tenants.entry(tenant).or_default();
             if frame.first != log.index.head() + 1 {
@@ -433,6 +458,7 @@ impl EmbeddedStore {
             segment_bytes: options.segment_bytes as u64,
             buf: Vec::with_capacity(1 << 20),
             sealer,
+            checkpoints: Checkpoints::after(scan_from, options.checkpoint_every_bytes, options.checkpoint_interval),
         };
         let (added, merges) = mpsc::channel();
         let merger = {
@@ -461,6 +487,7 @@ impl EmbeddedStore {
                 writer: Some(writer),
                 sealer: Some(sealer),
                 merger: Some(merger),
+                checkpoint_min_bytes: options.checkpoint_min_bytes,
             }),
         })
     }
@@ -586,6 +613,25 @@ fn write_format(disk: &dyn Disk, dir: &Path) -> Result<(), StoreError> {
         .and_then(|()| disk.rename(&tmp, &path))
         .map_err(|e| StoreError::io("writing FORMAT", e))?;
     sync_dir(disk, dir)
+}
+
+/// Adds each tenant's part of `index` (a sealed segment's, or the open one's from a clean close)
+/// after the parts the tenant has; an error, and nothing added, if its positions do not follow
+/// theirs.
+fn add_part(tenants: &mut HashMap<Tenant, TenantLog>, index: &Arc<SegmentIndex>) -> Result<(), String> {
+    for (name, first, _) in index.tenants() {
+        let tenant = Tenant::new(name).map_err(|e| e.to_string())?;
+        let base = tenants.get(&tenant).map_or(0, TenantLog::base);
+        if first != base + 1 {
+            return Err(format!("positions of tenant {name} jump from {base} to {first}"));
+        }
+    }
+    for (name, first, last) in index.tenants() {
+        let log = tenants.entry(Tenant::new(name).map_err(|e| e.to_string())?).or_default();
+        log.sealed.push(SealedPart { index: index.clone(), first, last });
+        log.searched.push(SealedPart { index: index.clone(), first, last });
+    }
+    Ok(())
 }
 
 /// Opens a sealed segment's index file, building it from the segment when it is missing (a

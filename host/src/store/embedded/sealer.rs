@@ -15,38 +15,64 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 
+use super::checkpoint;
 use super::index_run::{merge, next_merge};
 use super::segment_index::{build_from_segment, Covers, SegmentIndex};
 use super::tenant::{SealedPart, TenantLog};
 use super::Shared;
 
-/// The sealer: indexes each sealed segment, then tells the merger.
-pub(super) fn run(shared: Arc<Shared>, sealed: Receiver<(u32, u64)>, merger: Sender<()>) {
+/// What the writer tells the sealer, in the log's order.
+pub(super) enum ToSealer {
+    /// The writer started the next segment: this one is sealed at `len` bytes.
+    Sealed { segment: u32, len: u64 },
+    /// The open segment has grown to `len` published bytes since its last checkpoint.
+    Grown { segment: u32, len: u64 },
+}
+
+/// The sealer: indexes each sealed segment, then tells the merger; checkpoints the open
+/// segment's index when it has grown (checkpoint.rs).
+pub(super) fn run(shared: Arc<Shared>, told: Receiver<ToSealer>, merger: Sender<()>) {
     let mut stopped = false;
-    while let Ok((segment, len)) = sealed.recv() {
-        if stopped {
-            continue;
+    while let Ok(first) = told.recv() {
+        // A checkpoint that a later one or the seal makes moot is skipped: only the last thing
+        // told, if it is one, is written.
+        let mut pending = vec![first];
+        pending.extend(told.try_iter());
+        let count = pending.len();
+        for (i, told) in pending.into_iter().enumerate() {
+            match told {
+                _ if stopped => {}
+                ToSealer::Grown { segment, len } if i + 1 == count => checkpoint::write(&shared, segment, len),
+                ToSealer::Grown { .. } => {}
+                ToSealer::Sealed { segment, len } => stopped = !seal(&shared, segment, len, &merger),
+            }
         }
-        let built = build_from_segment(&*shared.disk, &shared.dir, segment, len)
-            .and_then(|()| SegmentIndex::open(&*shared.disk, &shared.dir, segment, len, shared.cache.clone()));
-        match built {
-            Ok(index) => {
-                let index = Arc::new(index);
-                install(&shared, &index, |log, part| {
-                    log.seal(part);
-                    true
-                });
-                let mut layout = shared.layout.lock().expect("layout lock");
-                layout.parts.push(index);
-                layout.indexed += 1;
-                drop(layout);
-                let _ = merger.send(());
-            }
-            Err(err) => {
-                tracing::error!(%err, "cannot index a sealed log segment; its events stay in memory until the store reopens");
-                shared.layout.lock().expect("layout lock").indexing_stopped = true;
-                stopped = true;
-            }
+    }
+}
+
+/// Indexes a sealed segment, lets the tenants' memory forget it and tells the merger; false if
+/// it cannot be indexed.
+fn seal(shared: &Shared, segment: u32, len: u64, merger: &Sender<()>) -> bool {
+    let built = build_from_segment(&*shared.disk, &shared.dir, segment, len)
+        .and_then(|()| SegmentIndex::open(&*shared.disk, &shared.dir, segment, len, shared.cache.clone()));
+    match built {
+        Ok(index) => {
+            let index = Arc::new(index);
+            install(shared, &index, |log, part| {
+                log.seal(part);
+                true
+            });
+            let mut layout = shared.layout.lock().expect("layout lock");
+            layout.parts.push(index);
+            layout.indexed += 1;
+            drop(layout);
+            let _ = merger.send(());
+            true
+        }
+        Err(err) => {
+            tracing::error!(%err, "cannot index a sealed log segment; its events stay in memory until the store reopens");
+            shared.layout.lock().expect("layout lock").indexing_stopped = true;
+            false
         }
     }
 }

@@ -539,12 +539,6 @@ pub(crate) enum Covers {
 }
 
 impl Covers {
-    /// The file's key in the block cache.
-    fn cache_id(self) -> u64 {
-        let (first, last) = self.segments();
-        (first as u64) << 32 | last as u64
-    }
-
     /// The first and last segment covered.
     pub fn segments(self) -> (u32, u32) {
         match self {
@@ -571,9 +565,15 @@ pub(crate) struct SegmentIndex {
     segments: Vec<(u32, u64)>,
     tenants: TenantMetas,
     cache: Arc<BlockCache>,
+    /// This opening's key in the block cache: one per file opened, since a file's name can
+    /// stand for another file later (the open segment's from a clean close, then its whole one).
+    cache_id: u64,
     /// Where the meta starts: every block lies before it.
     blocks_end: u64,
 }
+
+/// The next [`SegmentIndex::cache_id`].
+static NEXT_CACHE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Per block of 128 positions of a long list: its first position, its offset and length.
 type SkipList = Arc<[(u64, u64, u32)]>;
@@ -652,31 +652,12 @@ impl SegmentIndex {
             Err(e) if e.kind() == ErrorKind::NotFound => return Err(IndexFileError::Missing { path }),
             Err(source) => return Err(IndexFileError::Io { path, source }),
         };
-        let len = file.len().map_err(|source| IndexFileError::Io { path: path.clone(), source })?;
-        let damaged = |detail: &str| IndexFileError::Damaged { path: path.clone(), detail: detail.into() };
-        if len < TRAILER as u64 {
-            return Err(damaged("shorter than its trailer"));
-        }
-        let mut trailer = [0u8; TRAILER];
-        file.read_exact_at(&mut trailer, len - TRAILER as u64).map_err(|source| IndexFileError::Io { path: path.clone(), source })?;
-        let mut t = Cursor::new(&trailer);
-        let fields = (|| {
-            let magic = t.take(8)?;
-            let version = t.u32()?;
-            let (a, b) = (t.u32()?, t.u64()?);
-            let (meta_offset, meta_len, meta_crc) = (t.u64()?, t.u32()?, t.u32()?);
-            let crc = t.u32()?;
-            Ok::<_, String>((magic, version, a, b, meta_offset, meta_len, meta_crc, crc))
-        })()
-        .map_err(|e| damaged(&e))?;
-        let (magic, version, a, b, meta_offset, meta_len, meta_crc, crc) = fields;
         let (want_magic, want_version) = match covers {
             Covers::Segment(_) => (MAGIC, INDEX_VERSION),
             Covers::Run { .. } => (RUN_MAGIC, RUN_VERSION),
         };
-        if magic != want_magic || crc32fast::hash(&trailer[..TRAILER - CRC]) != crc {
-            return Err(damaged("its trailer fails its checksum"));
-        }
+        let (len, Trailer { version, a, b, meta_offset, meta_len, meta_crc }) = read_trailer(&*file, &path, want_magic)?;
+        let damaged = |detail: &str| IndexFileError::Damaged { path: path.clone(), detail: detail.into() };
         let stale = |detail: String| IndexFileError::Stale { path: path.clone(), detail };
         if version != want_version {
             return Err(stale(format!("index format {version}, this build writes {want_version}")));
@@ -703,7 +684,8 @@ impl SegmentIndex {
         if segments != lengths {
             return Err(stale(format!("it describes segments of {segments:?} bytes, they have {lengths:?}")));
         }
-        Ok(SegmentIndex { path, file, covers, segments, tenants, cache, blocks_end: meta_offset })
+        let cache_id = NEXT_CACHE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(SegmentIndex { path, file, covers, segments, tenants, cache, cache_id, blocks_end: meta_offset })
     }
 
     /// Opens the index of sealed segment `segment`, building it from the segment first when it
@@ -725,7 +707,7 @@ impl SegmentIndex {
     /// the run, and the segment's file serves only its events' locations.
     pub fn without_blooms(&self) -> SegmentIndex {
         let tenants = self.tenants.iter().map(|(name, meta)| (name.clone(), meta.without_bloom())).collect();
-        SegmentIndex { path: self.path.clone(), file: self.file.clone(), covers: self.covers, segments: self.segments.clone(), tenants, cache: self.cache.clone(), blocks_end: self.blocks_end }
+        SegmentIndex { path: self.path.clone(), file: self.file.clone(), covers: self.covers, segments: self.segments.clone(), tenants, cache: self.cache.clone(), cache_id: self.cache_id, blocks_end: self.blocks_end }
     }
 
     /// The bytes of the bloom filters this file holds in memory.
@@ -993,7 +975,7 @@ impl SegmentIndex {
         if (len as usize) < CRC || offset.checked_add(len as u64).is_none_or(|end| end > self.blocks_end) {
             return Err(self.damaged(format!("the block at byte {offset} ({len} bytes) does not lie within the blocks")));
         }
-        if let Some(block) = self.cache.get((self.covers.cache_id(), offset)) {
+        if let Some(block) = self.cache.get((self.cache_id, offset)) {
             if block.len() + CRC != len as usize {
                 return Err(self.damaged(format!("the block at byte {offset} is read as {len} bytes and as {}", block.len() + CRC)));
             }
@@ -1013,7 +995,7 @@ impl SegmentIndex {
             return Err(self.damaged(format!("the block at byte {offset} fails its checksum")));
         }
         let block: Arc<[u8]> = payload.into();
-        self.cache.insert((self.covers.cache_id(), offset), block.clone());
+        self.cache.insert((self.cache_id, offset), block.clone());
         Ok(block)
     }
 
@@ -1073,6 +1055,58 @@ fn parse_meta(meta: &[u8], covers: Covers) -> Result<(Option<SegmentLengths>, Te
         return Err("the meta has trailing bytes".into());
     }
     Ok((segments, tenants))
+}
+
+/// An index file's trailer: its format version, what it covers (a segment and its length, or a
+/// run's first and last segments), and where its meta is.
+struct Trailer {
+    version: u32,
+    a: u32,
+    b: u64,
+    meta_offset: u64,
+    meta_len: u32,
+    meta_crc: u32,
+}
+
+/// The length of the index file `file` at `path`, and its trailer, checked against `magic` and
+/// its checksum.
+fn read_trailer(file: &dyn DiskFile, path: &Path, magic: &[u8; 8]) -> Result<(u64, Trailer), IndexFileError> {
+    let io = |source| IndexFileError::Io { path: path.to_path_buf(), source };
+    let damaged = |detail: &str| IndexFileError::Damaged { path: path.to_path_buf(), detail: detail.into() };
+    let len = file.len().map_err(io)?;
+    if len < TRAILER as u64 {
+        return Err(damaged("shorter than its trailer"));
+    }
+    let mut bytes = [0u8; TRAILER];
+    file.read_exact_at(&mut bytes, len - TRAILER as u64).map_err(io)?;
+    let mut t = Cursor::new(&bytes);
+    let fields = (|| {
+        let found = t.take(8)?;
+        let trailer = Trailer { version: t.u32()?, a: t.u32()?, b: t.u64()?, meta_offset: t.u64()?, meta_len: t.u32()?, meta_crc: t.u32()? };
+        Ok::<_, String>((found, trailer, t.u32()?))
+    })();
+    match fields {
+        Ok((found, trailer, crc)) if found == magic && crc32fast::hash(&bytes[..TRAILER - CRC]) == crc => Ok((len, trailer)),
+        Ok(_) => Err(damaged("its trailer fails its checksum")),
+        Err(e) => Err(damaged(&e)),
+    }
+}
+
+/// How many bytes of segment `segment` its index file describes, from the file's trailer alone
+/// (None: there is no file). For the open segment's, written at a clean close.
+pub(crate) fn indexed_len(disk: &dyn Disk, dir: &Path, segment: u32) -> Result<Option<u64>, IndexFileError> {
+    let path = index_path(dir, segment);
+    let file = match disk.open(&path, OpenMode::Read) {
+        Ok(file) => file,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(IndexFileError::Io { path, source }),
+    };
+    let (_, trailer) = read_trailer(&*file, &path, MAGIC)?;
+    if trailer.version != INDEX_VERSION || trailer.a != segment {
+        let detail = format!("index format {} of segment {}", trailer.version, trailer.a);
+        return Err(IndexFileError::Stale { path, detail });
+    }
+    Ok(Some(trailer.b))
 }
 
 /// Scans segment `segment` (`segment_len` bytes, sealed: any damage is an error) and writes its

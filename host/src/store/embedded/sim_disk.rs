@@ -167,6 +167,11 @@ impl SimDisk {
         SimDisk { state: Arc::new(Mutex::new(state)), held: Arc::default() }
     }
 
+    /// The write-side operations so far: what [`Faults::power_cut_after`] counts.
+    pub fn operations(&self) -> u64 {
+        self.state().ops
+    }
+
     /// Replaces the faults to inject from now on.
     pub fn set_faults(&self, faults: Faults) {
         self.state().faults = faults;

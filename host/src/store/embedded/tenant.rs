@@ -51,11 +51,19 @@ impl TenantLog {
     }
 
     /// Takes the next sealed segment's part: the oldest events in memory are now found through
-    /// its index file, and memory forgets them.
+    /// its index file, and memory forgets them. The part replaces one of the same segment (the
+    /// open segment's from a clean close).
     pub fn seal(&mut self, part: SealedPart) {
+        let base = self.base();
+        // The open segment's file from a clean close (checkpoint.rs) held its first events: the
+        // segment's whole file takes its place.
+        if self.sealed.last().is_some_and(|held| held.index.covers() == part.index.covers()) {
+            self.sealed.pop();
+            self.searched.pop();
+        }
         debug_assert_eq!(part.first, self.base() + 1, "sealed parts follow one another");
         debug_assert!(part.last <= self.index.published(), "only published events are sealed");
-        self.locs.drain(..(part.last - self.base()) as usize);
+        self.locs.drain(..(part.last - base) as usize);
         self.index.forget_up_to(part.last);
         self.searched.push(part.clone());
         self.sealed.push(part);

@@ -22,7 +22,9 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 use super::disk::{DiskFile, OpenMode};
+use super::checkpoint::Checkpoints;
 use super::log::{encode_frame, frame_len, segment_path, EventLoc};
+use super::sealer::ToSealer;
 use super::{Shared, TenantState};
 use crate::store::{AcceptedAppend, AppendCondition, Event, Position, StoreError, Tenant};
 
@@ -83,8 +85,10 @@ pub(super) struct Writer {
     pub len: u64,
     pub segment_bytes: u64,
     pub buf: Vec<u8>,
-    /// Where a segment goes, with its length, once it is sealed: to have its index written.
-    pub sealer: Sender<(u32, u64)>,
+    /// Where a segment goes, with its length, once it is sealed (to have its index written) or
+    /// has grown enough for a checkpoint of its index.
+    pub sealer: Sender<ToSealer>,
+    pub checkpoints: Checkpoints,
 }
 
 impl Writer {
@@ -161,6 +165,10 @@ impl Writer {
         for accepted in batch {
             let _ = accepted.reply.send(Ok(()));
         }
+        // Only what is published is checkpointed: a crash cannot take it back.
+        if self.checkpoints.due(self.len) {
+            let _ = self.sealer.send(ToSealer::Grown { segment: self.segment, len: self.len });
+        }
     }
 
     /// After a failed write or flush: the kernel may have dropped the dirty pages, so the file's
@@ -188,7 +196,8 @@ impl Writer {
         self.shared.disk.sync_dir(&self.shared.dir)?;
         self.shared.segments.write().expect("segments lock").push(file.clone());
         // The sealer may be gone only while the store closes; the next open indexes the segment.
-        let _ = self.sealer.send((self.segment, self.len));
+        let _ = self.sealer.send(ToSealer::Sealed { segment: self.segment, len: self.len });
+        self.checkpoints.restart();
         self.segment = next;
         self.file = file;
         self.len = 0;

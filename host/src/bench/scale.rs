@@ -12,8 +12,9 @@
 //! `COUNTERPOINT_BENCH_SCALE_CHILD`), so that `open_s` includes nothing cached in this one and the
 //! memory figures (`VmRSS`) are the store's alone: open and answer one tag read (`open_s`,
 //! `rss_mb_after_open`; the store was closed cleanly, so the open segment's index is in a file,
-//! and a first child measures the same open without that file, as after a crash:
-//! `open_after_crash_s`, `rss_mb_after_crash_open`), random 128-byte reads of the log's files (`random_log_read_per_s`: the
+//! and a first child measures the same open without that file, as after a crash before the
+//! running store's first checkpoint of it, the worst case: `open_after_crash_s`,
+//! `rss_mb_after_crash_open`), random 128-byte reads of the log's files (`random_log_read_per_s`: the
 //! page cache's own speed in this run), 100,000 random tag reads (`tag_read_per_s`,
 //! `rss_mb_after_reads`; then by two readers at once, `tag_read_2_readers_per_s`; and
 //! `tag_read_vs_10_log_reads`, against the ten random reads of its events alone),
@@ -69,10 +70,10 @@ pub async fn scale(dir: &Path, seconds: f64, log_events: u64) -> anyhow::Result<
     report.add("fsync_per_s", fsync_per_s(dir, duration)?, "raw 4 KiB append + fdatasync, this disk, this run");
     report.add("page_cache_warm_s", read_every_file(&store_dir)?, "reading the store once, so that the child finds it in the page cache");
 
-    // As after a crash: the open segment's index from the last clean close is not there.
+    // As after a crash before the open segment's first checkpoint: no index file describes it.
     let after_crash = run_child(dir, &store_dir, log_events, seconds, Child::OpenAfterCrash)?;
     for (key, child_key, note) in [
-        ("open_after_crash_s", "open_s", "the same, without the open segment's index a clean close writes: it scans the open segment"),
+        ("open_after_crash_s", "open_s", "the same without the open segment's index file, as after a crash before its first checkpoint: the open scans the whole open segment (the worst case; a running store writes one each time the segment has grown 8 MiB, 2 s apart)"),
         ("rss_mb_after_crash_open", "rss_mb_after_open", "the process's resident memory then"),
     ] {
         let value = after_crash.get(child_key).and_then(serde_json::Value::as_f64).with_context(|| format!("the child reported no {child_key}"))?;

@@ -281,6 +281,27 @@ pub(super) fn scan_bytes(bytes: &[u8], base: u64, segment: u32, mut on_item: imp
     }
 }
 
+/// Where the first of the `len` bytes from `reader` that are not whole frames with their checksums
+/// holding starts, if any: a check of a segment's prefix that is not scanned (not parsed).
+pub(super) fn first_bad_frame(mut reader: impl Read, len: u64) -> io::Result<Option<u64>> {
+    let mut at = 0;
+    let mut frame = Vec::new();
+    while at < len {
+        frame.resize(FRAME_HEADER, 0);
+        let payload_len = match read_full(&mut reader, &mut frame)? {
+            FRAME_HEADER => header_len(&frame, len - at),
+            _ => None,
+        };
+        let Some(payload_len) = payload_len else { return Ok(Some(at)) };
+        frame.resize(FRAME_HEADER + payload_len, 0);
+        if read_full(&mut reader, &mut frame[FRAME_HEADER..])? < payload_len || !checksum_holds(&frame) {
+            return Ok(Some(at));
+        }
+        at += frame.len() as u64;
+    }
+    Ok(None)
+}
+
 /// The smallest payload: a one-letter tenant, the first position, a count.
 const MIN_PAYLOAD: usize = 1 + 1 + 8 + 4;
 

@@ -57,6 +57,7 @@ fn seal(shared: &Shared, segment: u32, len: u64, merger: &Sender<()>) -> bool {
         .and_then(|()| SegmentIndex::open(&*shared.disk, &shared.dir, segment, len, shared.cache.clone()));
     match built {
         Ok(index) => {
+            tracing::info!(segment = %index.path().display(), "indexed a sealed log segment");
             let index = Arc::new(index);
             install(shared, &index, |log, part| {
                 log.seal(part);

@@ -700,6 +700,7 @@ impl SegmentIndex {
             other => return other,
         }
         build_from_segment(disk, dir, segment, segment_len)?;
+        tracing::info!(segment = %segment_path(dir, segment).display(), "indexed a sealed log segment");
         Self::open(disk, dir, segment, segment_len, cache)
     }
 
@@ -1112,9 +1113,7 @@ pub(crate) fn indexed_len(disk: &dyn Disk, dir: &Path, segment: u32) -> Result<O
 /// Scans segment `segment` (`segment_len` bytes, sealed: any damage is an error) and writes its
 /// index.
 pub(crate) fn build_from_segment(disk: &dyn Disk, dir: &Path, segment: u32, segment_len: u64) -> Result<(), IndexFileError> {
-    let builder = index_segment(disk, dir, segment, segment_len)?;
-    tracing::info!(segment = %segment_path(dir, segment).display(), "indexed a sealed log segment");
-    builder.write(disk, dir, segment, segment_len)
+    index_segment(disk, dir, segment, segment_len)?.write(disk, dir, segment, segment_len)
 }
 
 /// What `store check` finds of a sealed segment's index file.

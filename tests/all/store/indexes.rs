@@ -579,26 +579,14 @@ async fn an_open_segments_index_that_no_longer_describes_the_segment_is_removed_
 /// file sound, the open segment's describing its prefix.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sealers_checkpoint_of_the_open_segment_is_what_an_open_after_a_crash_starts_from() {
-    let options = EmbeddedOptions {
-        segment_bytes: 1 << 20,
-        checkpoint_every_bytes: 8 << 10,
-        checkpoint_interval: Duration::ZERO,
-        checkpoint_min_bytes: u64::MAX,
-        ..Default::default()
-    };
+    let options = super::checkpointed_while_running(8 << 10);
     let dir = tempfile::tempdir().unwrap();
     let memory = MemoryStore::new();
     let mut rng = fastrand::Rng::with_seed(29);
     let store = EmbeddedStore::open_with(dir.path(), options.clone()).unwrap();
     fill([&store, &memory], &mut rng, 150).await;
     let open_index = dir.path().join("0000000000.idx");
-    for _ in 0..10_000 {
-        if open_index.exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    assert!(open_index.exists(), "the sealer checkpointed the open segment");
+    crate::api::eventually("the sealer checkpoints the open segment", || async { open_index.exists() }).await;
     // A tenant with no event in the checkpoint.
     let late = Tenant::new("late").unwrap();
     for i in 0..5u64 {

@@ -41,6 +41,18 @@ pub fn embedded_sealed() -> Fixture {
     Fixture { store: Arc::new(store), _guard: Some(Box::new(dir)) }
 }
 
+/// Segments of 1 MiB whose index the sealer checkpoints each time the open one grows
+/// `every_bytes`, at once, and never at close: what an open finds after a crash.
+pub fn checkpointed_while_running(every_bytes: u64) -> counterpoint::store::EmbeddedOptions {
+    counterpoint::store::EmbeddedOptions {
+        segment_bytes: 1 << 20,
+        checkpoint_every_bytes: every_bytes,
+        checkpoint_interval: std::time::Duration::ZERO,
+        checkpoint_min_bytes: u64::MAX,
+        ..Default::default()
+    }
+}
+
 /// A store on the cluster named by `FDB_CLUSTER_FILE`, under a fresh random prefix, and a guard
 /// that clears the prefix (every log, read model, lease of the test) when dropped.
 #[cfg(feature = "fdb")]

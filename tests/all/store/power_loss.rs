@@ -392,13 +392,7 @@ async fn a_power_cut_while_the_open_segments_index_is_written_at_close_loses_not
 /// only what came after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_power_cut_while_the_store_runs_leaves_the_open_segments_last_checkpoint_to_open_from() {
-    let options = EmbeddedOptions {
-        segment_bytes: 1 << 20,
-        checkpoint_every_bytes: 2 << 10,
-        checkpoint_interval: Duration::ZERO,
-        checkpoint_min_bytes: u64::MAX,
-        ..EmbeddedOptions::default()
-    };
+    let options = super::checkpointed_while_running(2 << 10);
     let tenant = Tenant::new("acme").unwrap();
     let event = |i: u64| Event::new("Counted").tag(format!("k:{}", i % 7)).data(i.to_le_bytes().to_vec());
     let index_file = std::path::Path::new(DIR).join("0000000000.idx");
@@ -409,13 +403,7 @@ async fn a_power_cut_while_the_store_runs_leaves_the_open_segments_last_checkpoi
         for i in 0..100 {
             store.append(&tenant, vec![event(i)], vec![]).await.unwrap();
         }
-        for _ in 0..10_000 {
-            if disk.contents(&index_file).is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        assert!(disk.contents(&index_file).is_some(), "step {step}: the sealer wrote no checkpoint");
+        crate::api::eventually("the sealer checkpoints the open segment", || async { disk.contents(&index_file).is_some() }).await;
         disk.set_faults(Faults { power_cut_after: Some(disk.operations() + 2 * step), ..Faults::default() });
         let mut acked = 100;
         for i in 100..300 {

@@ -235,14 +235,8 @@ pub(super) fn scan_segment_from(
         if at == len {
             return Ok(SegmentScan { valid_len: at, damage: None });
         }
-        frame.resize(FRAME_HEADER, 0);
-        let mut filled = read_full(&mut reader, &mut frame).map_err(|e| e.to_string())?;
-        let payload_len = (filled == FRAME_HEADER).then(|| header_len(&frame, len - at)).flatten();
-        if let Some(payload_len) = payload_len {
-            frame.resize(FRAME_HEADER + payload_len, 0);
-            filled += read_full(&mut reader, &mut frame[FRAME_HEADER..]).map_err(|e| e.to_string())?;
-        }
-        if payload_len.is_none() || filled < frame.len() || !checksum_holds(&frame) {
+        let (filled, whole) = read_frame(&mut reader, &mut frame, len - at).map_err(|e| e.to_string())?;
+        if !whole {
             // What was read of the bad frame is the start of the rest; read what remains.
             let mut rest = frame[..filled].to_vec();
             reader.take((len - at).saturating_sub(filled as u64)).read_to_end(&mut rest).map_err(|e| e.to_string())?;
@@ -287,19 +281,25 @@ pub(super) fn first_bad_frame(mut reader: impl Read, len: u64) -> io::Result<Opt
     let mut at = 0;
     let mut frame = Vec::new();
     while at < len {
-        frame.resize(FRAME_HEADER, 0);
-        let payload_len = match read_full(&mut reader, &mut frame)? {
-            FRAME_HEADER => header_len(&frame, len - at),
-            _ => None,
-        };
-        let Some(payload_len) = payload_len else { return Ok(Some(at)) };
-        frame.resize(FRAME_HEADER + payload_len, 0);
-        if read_full(&mut reader, &mut frame[FRAME_HEADER..])? < payload_len || !checksum_holds(&frame) {
+        if !read_frame(&mut reader, &mut frame, len - at)?.1 {
             return Ok(Some(at));
         }
         at += frame.len() as u64;
     }
     Ok(None)
+}
+
+/// Reads the next frame, of at most `remaining` bytes, into `frame`: how many bytes it read,
+/// and whether they are a whole frame whose checksum holds.
+fn read_frame(reader: &mut impl Read, frame: &mut Vec<u8>, remaining: u64) -> io::Result<(usize, bool)> {
+    frame.resize(FRAME_HEADER, 0);
+    let mut filled = read_full(reader, frame)?;
+    let Some(payload_len) = (filled == FRAME_HEADER).then(|| header_len(frame, remaining)).flatten() else {
+        return Ok((filled, false));
+    };
+    frame.resize(FRAME_HEADER + payload_len, 0);
+    filled += read_full(reader, &mut frame[FRAME_HEADER..])?;
+    Ok((filled, filled == frame.len() && checksum_holds(frame)))
 }
 
 /// The smallest payload: a one-letter tenant, the first position, a count.

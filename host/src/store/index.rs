@@ -363,6 +363,10 @@ pub(crate) struct ReadCursor {
     /// A forward read stopped by its limit while a further matching event existed.
     cut: bool,
     done: bool,
+    /// The query matches every event: positions are dense, so each step is arithmetic and
+    /// the index is never searched (a full read of a big log would otherwise search it once
+    /// per event).
+    every_event: bool,
 }
 
 impl ReadCursor {
@@ -378,7 +382,9 @@ impl ReadCursor {
 
     fn at(snapshot: u64, query: Query, after: u64, limit: Option<u64>, backwards: bool) -> Self {
         let next = if backwards { snapshot } else { after.saturating_add(1) };
+        let every_event = query.items.is_empty() || query.items.iter().any(|item| item.types.is_empty() && item.tags.is_empty());
         ReadCursor {
+            every_event,
             query,
             backwards,
             after,
@@ -415,7 +421,15 @@ impl ReadCursor {
         let mut out = Vec::new();
         while out.len() < max && !self.done {
             let found = if self.backwards {
-                if self.next <= self.after { None } else { find(Step::Backward { from: self.next, down_to: self.after.saturating_add(1) })? }
+                if self.next <= self.after {
+                    None
+                } else if self.every_event {
+                    Some(self.next)
+                } else {
+                    find(Step::Backward { from: self.next, down_to: self.after.saturating_add(1) })?
+                }
+            } else if self.every_event {
+                (self.next <= self.snapshot).then_some(self.next)
             } else {
                 find(Step::Forward { from: self.next, to: self.snapshot })?
             };

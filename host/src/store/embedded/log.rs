@@ -379,26 +379,24 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// Decodes the events at `locs` from `bytes`, which hold the file range starting at `base`.
+/// Decodes the events at `locs` from `bytes`, which hold the file range starting at `base`,
+/// onto `out`.
 pub(super) fn decode_run(
     bytes: &[u8],
     base: u32,
     positions: &[u64],
     locs: &[EventLoc],
-) -> Result<Vec<SequencedEvent>, String> {
-    positions
-        .iter()
-        .zip(locs)
-        .map(|(&position, loc)| {
-            let start = (loc.offset - base) as usize;
-            let record = &bytes[start..start + loc.len as usize];
-            if crc32fast::hash(record) != loc.crc {
-                return Err(format!("{:010}.log: the event at byte {} fails its checksum", loc.segment, loc.offset));
-            }
-            let event = decode_event(record)?;
-            Ok(SequencedEvent { position: Position::new(position), event })
-        })
-        .collect()
+    out: &mut Vec<SequencedEvent>,
+) -> Result<(), String> {
+    for (&position, loc) in positions.iter().zip(locs) {
+        let start = (loc.offset - base) as usize;
+        let record = &bytes[start..start + loc.len as usize];
+        if crc32fast::hash(record) != loc.crc {
+            return Err(format!("{:010}.log: the event at byte {} fails its checksum", loc.segment, loc.offset));
+        }
+        out.push(SequencedEvent { position: Position::new(position), event: decode_event(record)? });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -245,8 +245,7 @@ impl Shared {
             let file = segments.get(segment as usize).ok_or_else(|| self.corrupt(format!("segment {segment} is missing")))?;
             buf.resize((hi - lo) as usize, 0);
             file.read_exact_at(&mut buf, lo).map_err(|e| StoreError::io("reading the log", e))?;
-            let events = decode_run(&buf, lo as u32, &positions[start..end], &locs[start..end]).map_err(|e| self.corrupt(e))?;
-            out.extend(events);
+            decode_run(&buf, lo as u32, &positions[start..end], &locs[start..end], &mut out).map_err(|e| self.corrupt(e))?;
             start = end;
         }
         Ok(out)
@@ -753,7 +752,11 @@ impl EventBatches for EmbeddedBatches {
         if positions.is_empty() {
             return Ok(None);
         }
-        let mut fetched = self.shared.fetch(&on_disk, &locs)?.into_iter();
+        let fetched = self.shared.fetch(&on_disk, &locs)?;
+        if fetched.len() == positions.len() {
+            return Ok(Some(fetched));
+        }
+        let mut fetched = fetched.into_iter();
         // Back in the read's order (accepted events are all newer than published ones).
         let batch = positions.iter().map(|&p| if p <= published { fetched.next() } else { accepted.next() }).collect::<Option<Vec<_>>>();
         Ok(Some(batch.expect("one event per position")))

@@ -906,25 +906,59 @@ impl SegmentIndex {
     /// in the segment.
     pub fn locs(&self, tenant: &str, positions: &[u64]) -> Result<Vec<Loc>, IndexFileError> {
         let meta = self.tenants.get(tenant).ok_or_else(|| self.damaged(format!("no events of tenant {tenant}")))?;
+        if let Some(&p) = positions.iter().find(|&&p| p < meta.first || p > meta.last) {
+            return Err(self.damaged(format!("position {p} of tenant {tenant} is not in this segment")));
+        }
         let block_bytes = LOCS_PER_BLOCK * LOC_BYTES as u64 + CRC as u64;
+        // Block `b` of the tenant's loc blocks: its offset and length (the last may be short).
+        let block_at = |block: u64| {
+            let in_block = (meta.last - meta.first + 1 - block * LOCS_PER_BLOCK).min(LOCS_PER_BLOCK);
+            let offset = block.checked_mul(block_bytes).and_then(|at| at.checked_add(meta.locs_offset));
+            let offset = offset.ok_or_else(|| self.damaged(format!("tenant {tenant}'s loc blocks lie past the file")))?;
+            Ok((offset, (in_block as usize * LOC_BYTES + CRC) as u32))
+        };
+        let block_of = |p: u64| ((p - meta.first) / LOCS_PER_BLOCK, ((p - meta.first) % LOCS_PER_BLOCK) as usize);
+        let (Some(&first), Some(&last)) = (positions.first(), positions.last()) else { return Ok(Vec::new()) };
+        let (lo, hi) = (block_of(first.min(last)).0, block_of(first.max(last)).0);
         let mut out = Vec::with_capacity(positions.len());
-        let mut current: Option<(u64, Arc<[u8]>)> = None;
-        for &p in positions {
-            if p < meta.first || p > meta.last {
-                return Err(self.damaged(format!("position {p} of tenant {tenant} is not in this segment")));
-            }
-            let (block, slot) = ((p - meta.first) / LOCS_PER_BLOCK, ((p - meta.first) % LOCS_PER_BLOCK) as usize);
-            if current.as_ref().is_none_or(|(b, _)| *b != block) {
-                let in_block = (meta.last - meta.first + 1 - block * LOCS_PER_BLOCK).min(LOCS_PER_BLOCK);
-                let len = (in_block as usize * LOC_BYTES + CRC) as u32;
-                let offset = block.checked_mul(block_bytes).and_then(|at| at.checked_add(meta.locs_offset));
-                let offset = offset.ok_or_else(|| self.damaged(format!("tenant {tenant}'s loc blocks lie past the file")))?;
-                current = Some((block, self.block(offset, len)?));
-            }
-            let bytes = current.as_ref().and_then(|(_, block)| block.get(slot * LOC_BYTES..(slot + 1) * LOC_BYTES));
+        let mut push = |block: &[u8], slot: usize, p: u64| {
+            let bytes = block.get(slot * LOC_BYTES..(slot + 1) * LOC_BYTES);
             let bytes = bytes.ok_or_else(|| self.damaged(format!("the loc block of position {p} is short")))?;
             let mut r = Cursor::new(bytes);
             out.push(Loc { offset: r.u32().expect("4 bytes"), len: r.u32().expect("4 bytes"), crc: r.u32().expect("4 bytes") });
+            Ok::<_, IndexFileError>(())
+        };
+        if hi > lo && positions.len() as u64 >= (hi - lo + 1) * LOCS_PER_BLOCK / 2 {
+            // Most events of consecutive blocks (a full read): one read of them all, each block
+            // checked, none cached (a scan reads each block once, and would evict hot ones).
+            let (start, _) = block_at(lo)?;
+            let (last_offset, last_len) = block_at(hi)?;
+            let bytes = self.read_raw(start, last_offset + last_len as u64 - start)?;
+            let blocks = (lo..=hi)
+                .map(|block| {
+                    let (offset, len) = block_at(block)?;
+                    let raw = &bytes[(offset - start) as usize..(offset - start) as usize + len as usize];
+                    let (payload, crc) = raw.split_at(raw.len() - CRC);
+                    if crc32fast::hash(payload) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
+                        return Err(self.damaged(format!("the block at byte {offset} fails its checksum")));
+                    }
+                    Ok(payload)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            for &p in positions {
+                let (block, slot) = block_of(p);
+                push(blocks[(block - lo) as usize], slot, p)?;
+            }
+            return Ok(out);
+        }
+        let mut current: Option<(u64, Arc<[u8]>)> = None;
+        for &p in positions {
+            let (block, slot) = block_of(p);
+            if current.as_ref().is_none_or(|(b, _)| *b != block) {
+                let (offset, len) = block_at(block)?;
+                current = Some((block, self.block(offset, len)?));
+            }
+            push(current.as_ref().map(|(_, block)| &block[..]).expect("just read"), slot, p)?;
         }
         Ok(out)
     }
@@ -1290,7 +1324,16 @@ pub(super) mod tests {
             assert_eq!(index.range(tenant), Some((events[0].0, events.last().unwrap().0)));
             let positions: Vec<u64> = events.iter().map(|e| e.0).collect();
             let locs: Vec<Loc> = events.iter().map(|e| e.2).collect();
+            // Read in one go (most of consecutive blocks) and block by block (sparse), either way.
             assert_eq!(index.locs(tenant, &positions).unwrap(), locs);
+            fn reversed<T: Copy>(v: &[T]) -> Vec<T> {
+                v.iter().rev().copied().collect()
+            }
+            fn every_37th<T: Copy>(v: &[T]) -> Vec<T> {
+                v.iter().step_by(37).copied().collect()
+            }
+            assert_eq!(index.locs(tenant, &reversed(&positions)).unwrap(), reversed(&locs));
+            assert_eq!(index.locs(tenant, &every_37th(&positions)).unwrap(), every_37th(&locs));
             let keys = keys_of(events);
             assert!(keys.values().any(|l| l.len() > POSTINGS_PER_BLOCK), "long lists are covered");
             assert!(keys.values().any(|l| l.len() <= POSTINGS_PER_BLOCK), "short lists are covered");
@@ -1406,6 +1449,8 @@ pub(super) mod tests {
         let index = open().expect("the meta is intact");
         let first = index.range("acme").unwrap().0;
         assert!(matches!(index.locs("acme", &[first]), Err(IndexFileError::Damaged { .. })));
+        let run: Vec<u64> = (first..first + 200).collect();
+        assert!(matches!(index.locs("acme", &run), Err(IndexFileError::Damaged { .. })), "read in one go, checked too");
 
         // The segment grew (or a repair cut it): the index is for other bytes.
         std::fs::write(&path, &good).unwrap();

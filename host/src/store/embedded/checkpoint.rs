@@ -110,7 +110,9 @@ impl Checkpoints {
         Checkpoints { every_bytes, interval, last_len: len, last_at: Instant::now() }
     }
 
-    /// Whether a checkpoint of the open segment, now `len` published bytes, is due.
+    /// Whether a checkpoint of the open segment, now `len` published bytes, is due. Asking moves
+    /// the baseline whether or not the sealer's write then succeeds: a disk that refuses the
+    /// write is asked again only a full step later, and an open meanwhile scans a little more.
     pub fn due(&mut self, len: u64) -> bool {
         if len.saturating_sub(self.last_len) < self.every_bytes || self.last_at.elapsed() < self.interval {
             return false;

@@ -928,12 +928,13 @@ impl SegmentIndex {
             out.push(Loc { offset: r.u32().expect("4 bytes"), len: r.u32().expect("4 bytes"), crc: r.u32().expect("4 bytes") });
             Ok::<_, IndexFileError>(())
         };
-        if hi > lo && positions.len() as u64 >= (hi - lo + 1) * LOCS_PER_BLOCK / 2 {
+        if hi > lo && positions.len() as u64 >= (hi - lo + 1).saturating_mul(LOCS_PER_BLOCK / 2) {
             // Most events of consecutive blocks (a full read): one read of them all, each block
             // checked, none cached (a scan reads each block once, and would evict hot ones).
             let (start, _) = block_at(lo)?;
             let (last_offset, last_len) = block_at(hi)?;
-            let bytes = self.read_raw(start, last_offset + last_len as u64 - start)?;
+            let end = last_offset.checked_add(last_len as u64).ok_or_else(|| self.damaged(format!("tenant {tenant}'s loc blocks lie past the file")))?;
+            let bytes = self.read_raw(start, end - start)?;
             let blocks = (lo..=hi)
                 .map(|block| {
                     let (offset, len) = block_at(block)?;

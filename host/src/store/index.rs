@@ -215,7 +215,7 @@ impl<L: PostingList> Resolved<L> {
             }
             tags.sort_by_key(|list| list.len()); // most selective first
             let every_type = item.types.is_empty();
-            items.push(if every_type && tags.is_empty() { ResolvedItem::Every } else { ResolvedItem::Lists { types, tags, every_type } });
+            items.push(if item.matches_every_event() { ResolvedItem::Every } else { ResolvedItem::Lists { types, tags, every_type } });
         }
         let every_event = items.iter().any(|item| matches!(item, ResolvedItem::Every));
         Ok(Resolved { every_event, items })
@@ -382,7 +382,7 @@ impl ReadCursor {
 
     fn at(snapshot: u64, query: Query, after: u64, limit: Option<u64>, backwards: bool) -> Self {
         let next = if backwards { snapshot } else { after.saturating_add(1) };
-        let every_event = query.items.is_empty() || query.items.iter().any(|item| item.types.is_empty() && item.tags.is_empty());
+        let every_event = query.matches_every_event();
         ReadCursor {
             every_event,
             query,

@@ -270,6 +270,11 @@ impl QueryItem {
         self
     }
 
+    /// An item with no types and no tags matches every event.
+    pub fn matches_every_event(&self) -> bool {
+        self.types.is_empty() && self.tags.is_empty()
+    }
+
     pub fn matches(&self, event: &Event) -> bool {
         (self.types.is_empty() || self.types.contains(&event.event_type))
             && self.tags.iter().all(|t| event.tags.iter().any(|e| e == t))
@@ -291,6 +296,11 @@ impl Query {
 
     pub fn item(item: QueryItem) -> Self {
         Query { items: vec![item] }
+    }
+
+    /// No items, or an item that matches every event: the index need not be searched.
+    pub fn matches_every_event(&self) -> bool {
+        self.items.is_empty() || self.items.iter().any(QueryItem::matches_every_event)
     }
 
     pub fn or(mut self, item: QueryItem) -> Self {

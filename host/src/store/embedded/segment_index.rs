@@ -519,7 +519,7 @@ pub(crate) struct QueryKeys {
 
 impl QueryKeys {
     pub fn new(query: &Query) -> Self {
-        let every = query.items.is_empty() || query.items.iter().any(|item| item.types.is_empty() && item.tags.is_empty());
+        let every = query.matches_every_event();
         let items = (!every).then(|| {
             let hashes = |kind, names: &[String]| names.iter().map(|name| key_hash(kind, name)).collect();
             query.items.iter().map(|item| (hashes(KeyKind::Type, &item.types), hashes(KeyKind::Tag, &item.tags))).collect()
@@ -1370,7 +1370,7 @@ pub(super) mod tests {
             let events = &expected[tenant];
             let matching: Vec<u64> = events
                 .iter()
-                .filter(|(_, event, _)| query.items.is_empty() || query.items.iter().any(|item| item.matches(event)))
+                .filter(|(_, event, _)| query.matches(event))
                 .map(|e| e.0)
                 .collect();
             let (first, last) = index.range(tenant).unwrap();

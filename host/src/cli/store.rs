@@ -89,6 +89,9 @@ fn print(report: &StoreCheck) {
     for (path, why) in &report.index_files.rebuilt_at_open {
         out!("  index file {}: {why}; the next open builds it again", path.display());
     }
+    if let Some((path, why)) = &report.index_files.open_segment_scanned {
+        out!("  index file {}: {why}; the next open removes it and scans the open segment", path.display());
+    }
     for (path, why) in &report.index_files.unsound {
         out!("  index file {}: {why}", path.display());
     }

@@ -524,6 +524,32 @@ async fn closed_on_one_segment(dir: &Path) -> Tenant {
     tenant
 }
 
+/// `store check` says what the next open does with an open segment's index file that does not
+/// describe it: removes it and scans the segment (it is not built again as a sealed one's is).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_says_a_damaged_open_segment_index_is_removed_and_the_segment_scanned() {
+    let dir = tempfile::tempdir().unwrap();
+    let tenant = closed_on_one_segment(dir.path()).await;
+    let file = dir.path().join("0000000000.idx");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01; // the trailer
+    std::fs::write(&file, &bytes).unwrap();
+
+    let report = embedded_check::check(dir.path()).unwrap();
+    assert!(report.opens(), "{report:?}");
+    let scanned = report.index_files.open_segment_scanned.as_ref().map(|(path, _)| path.clone());
+    assert_eq!((scanned, report.index_files.rebuilt_at_open.len(), report.index_files.sound), (Some(file.clone()), 0, 0), "{:?}", report.index_files);
+
+    let store = EmbeddedStore::open_with(dir.path(), checkpointed()).unwrap();
+    assert!(!file.exists(), "the open removes it");
+    assert_eq!(store.index_memory().events_in_memory, 120, "and scans the segment");
+    assert_eq!(positions(&store, &tenant, Query::all()).await, (1..=120).collect::<Vec<_>>());
+    drop(store);
+    let report = embedded_check::check(dir.path()).unwrap();
+    assert_eq!((report.index_files.open_segment_scanned.is_none(), report.index_files.sound), (true, 1), "the clean close wrote it again: {:?}", report.index_files);
+}
+
 async fn positions(store: &EmbeddedStore, tenant: &Tenant, query: Query) -> Vec<u64> {
     let (events, _) = store.read(tenant, query, ReadOptions::default()).await.unwrap().collect().await.unwrap();
     events.iter().map(|e| e.position.dense()).collect()

@@ -44,6 +44,9 @@ pub struct IndexFiles {
     /// Files the next open builds again by itself, and why: another index format or segment
     /// length, a damaged trailer or meta.
     pub rebuilt_at_open: Vec<(PathBuf, String)>,
+    /// The open segment's index file (its checkpoint) when it does not describe the segment, and
+    /// why: the next open removes it and scans the segment instead (checkpoint.rs).
+    pub open_segment_scanned: Option<(PathBuf, String)>,
     /// Files that differ from the index their segment gives where only a read would find it (a
     /// damaged block), or that cannot be read, and why: `repair` removes them, and the next open
     /// builds them again.
@@ -313,7 +316,13 @@ fn check_locked(dir: &Path) -> Result<StoreCheck, StoreError> {
             Ok(Some(indexed)) if Some(segment.number) == open_segment && indexed <= segment.bytes => indexed,
             _ => segment.bytes,
         };
-        report.index_files.record(index_path(dir, segment.number), verify(&RealDisk, dir, segment.number, bytes));
+        let (path, state) = (index_path(dir, segment.number), verify(&RealDisk, dir, segment.number, bytes));
+        match state {
+            IndexFileState::RebuiltAtOpen(why) if Some(segment.number) == open_segment => {
+                report.index_files.open_segment_scanned = Some((path, why.to_string()));
+            }
+            state => report.index_files.record(path, state),
+        }
     }
     // Runs of merged index files, over the segments before any damage.
     let sealed: Vec<u64> = report.segments.iter().filter(|s| s.number < first_damaged).map(|s| s.bytes).collect();

@@ -78,6 +78,9 @@ fn print(report: &StoreCheck) {
         for (offset, len) in &segment.damage {
             out!("    damaged at byte {offset}: {len} bytes that are not a valid frame");
         }
+        if segment.zeroed_tail > 0 {
+            out!("    then {} zero bytes the writer wrote ahead of its frames (not damage: the next open writes over them)", segment.zeroed_tail);
+        }
         if segment.frames_after_damage > 0 {
             out!("    {} valid frames, {} events after the damage", segment.frames_after_damage, segment.events_after_damage);
         }

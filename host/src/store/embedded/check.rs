@@ -78,6 +78,9 @@ pub struct SegmentCheck {
     /// Valid frames and events in this segment after the log's first damage.
     pub frames_after_damage: u64,
     pub events_after_damage: u64,
+    /// Zeros after the last frame: what the writer wrote ahead of its frames in the open
+    /// segment, which a crash left (writer.rs). Not damage; the next open writes over them.
+    pub zeroed_tail: u64,
 }
 
 /// Where a repair cuts the log, and what it loses.
@@ -290,14 +293,16 @@ fn check_locked(dir: &Path) -> Result<StoreCheck, StoreError> {
             damage: Vec::new(),
             frames_after_damage: 0,
             events_after_damage: 0,
+            zeroed_tail: 0,
         });
         let mut items = Vec::new();
         let walked = walk_segment(BufReader::with_capacity(1 << 20, file), bytes, number, |item| items.push(item));
         for item in items {
             record(&mut report, number, item);
         }
-        if let Err(e) = walked {
-            report.problems.push(format!("{}: {e}", path.display()));
+        match walked {
+            Ok(zeros) => report.segments.last_mut().expect("the segment walked").zeroed_tail = zeros,
+            Err(e) => report.problems.push(format!("{}: {e}", path.display())),
         }
     }
     if let Some(cut) = &mut report.cut {
@@ -334,19 +339,19 @@ fn check_locked(dir: &Path) -> Result<StoreCheck, StoreError> {
     Ok(report)
 }
 
-/// Every frame and every damaged run of one segment, in order.
-fn walk_segment(reader: impl Read, len: u64, number: u32, mut on_item: impl FnMut(Item)) -> Result<(), String> {
+/// Every frame and every damaged run of one segment, in order; the zeros after its last frame
+/// (written ahead by the writer), if it ends in them.
+fn walk_segment(reader: impl Read, len: u64, number: u32, mut on_item: impl FnMut(Item)) -> Result<u64, String> {
     let scan = scan_segment(reader, len, number, |offset, frame| {
         on_item(Item::Frame { offset, frame });
         Ok(())
     })?;
-    if let Some(damage) = scan.damage {
-        on_item(Item::Damage { offset: damage.offset, len: damage.len() });
-        if let Some(next) = damage.next_frame {
-            scan_bytes(&damage.rest[(next - damage.offset) as usize..], next, number, on_item);
-        }
+    let Some(damage) = scan.damage else { return Ok(len - scan.valid_len) };
+    on_item(Item::Damage { offset: damage.offset, len: damage.len() });
+    if let Some(next) = damage.next_frame {
+        scan_bytes(&damage.rest[(next - damage.offset) as usize..], next, number, on_item);
     }
-    Ok(())
+    Ok(0)
 }
 
 fn record(report: &mut StoreCheck, number: u32, item: Item) {

@@ -184,6 +184,8 @@ pub(super) struct RecoveredFrame {
 /// What a segment scan found.
 pub(super) struct SegmentScan {
     /// Bytes of complete, valid frames before the first damage (all of them when undamaged).
+    /// Less than the segment's length when it ends in zeros: the open segment's writer writes
+    /// zeros ahead of its frames (writer.rs), and zeros after the last frame are not damage.
     pub valid_len: u64,
     /// The first damage: bytes at `valid_len` that do not form a valid frame.
     pub damage: Option<Damage>,
@@ -240,6 +242,9 @@ pub(super) fn scan_segment_from(
             // What was read of the bad frame is the start of the rest; read what remains.
             let mut rest = frame[..filled].to_vec();
             reader.take((len - at).saturating_sub(filled as u64)).read_to_end(&mut rest).map_err(|e| e.to_string())?;
+            if rest.iter().all(|&b| b == 0) {
+                return Ok(SegmentScan { valid_len: at, damage: None });
+            }
             let next_frame = find_frame(&rest, 1, segment).map(|i| at + i as u64);
             return Ok(SegmentScan { valid_len: at, damage: Some(Damage { offset: at, next_frame, rest }) });
         }

@@ -417,6 +417,8 @@ impl EmbeddedStore {
                 .map_err(|e| StoreError::io("truncating a torn append", e))?;
         }
         let last_len = scan.valid_len;
+        // Zeros the writer wrote ahead before a crash: it writes over them.
+        let zeroed = if scan.damage.is_some() { last_len } else { len };
         segments.push(file);
         if format < FORMAT_VERSION {
             // Every sealed segment has its index file now.
@@ -454,6 +456,7 @@ impl EmbeddedStore {
             segment,
             file,
             len: last_len,
+            zeroed,
             segment_bytes: options.segment_bytes as u64,
             buf: Vec::with_capacity(1 << 20),
             sealer,

@@ -12,6 +12,13 @@
 //! heads and answers every caller. Accepting goes on meanwhile, so a chain of commands on one
 //! boundary, each deciding on the one before, is not held to one command per flush.
 //!
+//! **Zeros ahead.** A small flush writes zeros after its frames (up to [`ZEROED_AHEAD`]), so that
+//! the flushes after it overwrite bytes the file already has: their `fdatasync` then has no file
+//! size and no new block to record, one disk write less each (on this machine's ext4, 4 KiB
+//! overwrites flush about 1.3 times as often as appends). A scan takes zeros after the last frame
+//! for the end of the segment (log.rs); a segment is cut to its frames when it is sealed and when
+//! the store closes.
+//!
 //! If a write or a flush fails, the store is poisoned: every accepted, unpublished event is
 //! forgotten, every caller still waiting gets the error, and nothing is accepted any more until
 //! the store is reopened, so nothing decided on a lost event can ever be acknowledged.
@@ -30,6 +37,11 @@ use crate::store::{AcceptedAppend, AppendCondition, Event, Position, StoreError,
 
 /// A batch stops growing at this many bytes (one append may exceed it alone).
 const MAX_BATCH_BYTES: usize = 32 << 20;
+/// How far past its frames a small flush writes zeros.
+pub(super) const ZEROED_AHEAD: u64 = 1 << 20;
+/// Flushes up to this size write zeros ahead. A bigger one is bound by its bytes, not by the
+/// disk's round trips, and writing zeros too would add to its bytes.
+const SMALL_FLUSH: usize = 64 << 10;
 
 /// An accepted append, waiting to be written.
 pub(super) struct Accepted {
@@ -83,6 +95,8 @@ pub(super) struct Writer {
     pub segment: u32,
     pub file: Arc<dyn DiskFile>,
     pub len: u64,
+    /// The file's length: zeros from `len` to here.
+    pub zeroed: u64,
     pub segment_bytes: u64,
     pub buf: Vec<u8>,
     /// Where a segment goes, with its length, once it is sealed (to have its index written) or
@@ -107,6 +121,20 @@ impl Writer {
             }
             self.flush(batch, bytes as u64);
         }
+        // Closing: the segment ends with its last frame.
+        if let Err(err) = self.cut_zeros() {
+            tracing::warn!(%err, segment = self.segment, "cannot cut the zeros after the open segment's last frame; the next open skips them");
+        }
+    }
+
+    /// Cuts the file to its frames (no zeros after them), durably.
+    fn cut_zeros(&mut self) -> std::io::Result<()> {
+        if self.zeroed > self.len {
+            self.file.set_len(self.len)?;
+            self.file.sync_data()?;
+            self.zeroed = self.len;
+        }
+        Ok(())
     }
 
     fn flush(&mut self, batch: Vec<Accepted>, bytes: u64) {
@@ -138,10 +166,16 @@ impl Writer {
             );
             self.buf.extend_from_slice(&accepted.frame);
         }
+        let end = self.len + self.buf.len() as u64;
+        if end > self.zeroed && self.buf.len() <= SMALL_FLUSH {
+            let ahead = (end + ZEROED_AHEAD).min(self.segment_bytes.max(end));
+            self.buf.resize((ahead - self.len) as usize, 0);
+        }
         if let Err(err) = self.file.write_all_at(&self.buf, self.len).and_then(|()| self.file.sync_data()) {
             return self.fail(batch, format!("writing the log failed: {err}"));
         }
-        self.len += self.buf.len() as u64;
+        self.zeroed = self.zeroed.max(self.len + self.buf.len() as u64);
+        self.len = end;
         self.shared.flushes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 
         // Publish in queue order: per tenant that is position order, and this batch holds the
@@ -177,6 +211,7 @@ impl Writer {
     fn fail(&mut self, batch: Vec<Accepted>, reason: String) {
         let reason = self.shared.poison(reason);
         let _ = self.file.set_len(self.len);
+        self.zeroed = self.len;
         let tenants: Vec<Arc<TenantState>> = self.shared.tenants.read().expect("tenants lock").values().cloned().collect();
         for state in tenants {
             let mut log = state.log.write().expect("tenant log lock");
@@ -190,6 +225,8 @@ impl Writer {
     }
 
     fn roll_segment(&mut self) -> std::io::Result<()> {
+        // Cut before the next segment exists: only the last segment may end in zeros.
+        self.cut_zeros()?;
         let next = self.segment + 1;
         let path = segment_path(&self.shared.dir, next);
         let file = self.shared.disk.open(&path, OpenMode::CreateNew)?;
@@ -201,6 +238,7 @@ impl Writer {
         self.segment = next;
         self.file = file;
         self.len = 0;
+        self.zeroed = 0;
         Ok(())
     }
 }

@@ -101,7 +101,8 @@ fn print(report: &StoreCheck) {
     if let Some(cut) = &report.cut {
         let name = cut.path.file_name().unwrap_or_default().to_string_lossy();
         if cut.torn {
-            out!("torn final write in {name} at byte {} ({} bytes): never acknowledged, cut when the store opens", cut.offset, cut.damaged_bytes);
+            let after = if cut.frames_lost > 0 { format!(", then {} append(s) of the same flush", cut.frames_lost) } else { String::new() };
+            out!("torn final flush in {name} at byte {} ({} bytes{after}): never acknowledged, cut when the store opens", cut.offset, cut.damaged_bytes);
             return;
         }
         out!(

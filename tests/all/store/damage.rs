@@ -45,13 +45,15 @@ async fn types(store: &EmbeddedStore, tenant: &Tenant) -> Vec<(u64, String)> {
 }
 
 /// Six appends in one segment: acme A1, other O1, acme A2 (two events), acme A3, other O2, acme A4.
+/// A3 is bigger than one flush can write over (`OVERWRITE_WINDOW`, 64 KiB), so that the frames
+/// after it are not what a power cut in the flush of A2 could have left.
 async fn six_appends(dir: &Path) {
     let store = EmbeddedStore::open(dir).unwrap();
     for (tenant, events) in [
         (acme(), vec![Event::new("A1")]),
         (other(), vec![Event::new("O1")]),
         (acme(), vec![Event::new("A2").data(vec![7; 300]), Event::new("A2")]),
-        (acme(), vec![Event::new("A3")]),
+        (acme(), vec![Event::new("A3").data(vec![3; 70_000])]),
         (other(), vec![Event::new("O2")]),
         (acme(), vec![Event::new("A4")]),
     ] {
@@ -173,6 +175,42 @@ async fn a_torn_final_frame_is_still_cut_at_open() {
     assert!(report.cut.is_none() && report.segments[0].zeroed_tail == 0, "closed: cut to its frames {report:?}");
 }
 
+/// A store of [`six_appends`] with a bit flipped in frame `damaged` and 8 KiB of zeros after its
+/// last frame, as the writer leaves them ahead: its directory, the segment and the frames' offsets.
+async fn damaged_before_zeros(damaged: usize) -> (tempfile::TempDir, PathBuf, Vec<usize>) {
+    let dir = tempfile::tempdir().unwrap();
+    six_appends(dir.path()).await;
+    let path = segment(dir.path(), 0);
+    let offsets = frame_offsets(&path);
+    flip_bit(&path, offsets[damaged]);
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(offsets[5] as u64 + 8192).unwrap();
+    (dir, path, offsets)
+}
+
+#[tokio::test]
+async fn a_power_cut_that_kept_a_later_page_of_the_last_flush_and_lost_an_earlier_one_is_cut_at_open() {
+    // The last flush wrote O2 and A4 over the zeros the writer had written ahead; the power went
+    // before its fdatasync ended, and the disk holds A4's page but not all of O2's.
+    let (dir, path, offsets) = damaged_before_zeros(4).await;
+    let report = embedded_check::check(dir.path()).unwrap();
+    let cut = report.cut.clone().expect("the torn flush");
+    assert!(report.opens() && cut.torn, "{report:?}");
+    assert_eq!((cut.offset, cut.frames_lost), (offsets[4] as u64, 1), "O2 is damaged, A4 of the same flush is cut with it");
+
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(types(&store, &other()).await, vec![(1, "O1".to_string())]);
+    assert_eq!(types(&store, &acme()).await.last(), Some(&(4, "A3".to_string())), "A4 is gone with O2");
+    assert_eq!(store.append(&other(), vec![Event::new("O3")], vec![]).await.unwrap(), vec![Position::new(2)]);
+    drop(store);
+    assert_eq!(*frame_offsets(&path).last().unwrap(), offsets[4], "the next append is written at the cut");
+
+    // The same damage with valid frames further on than one flush reaches is not a torn flush.
+    let (dir, _, _) = damaged_before_zeros(2).await;
+    assert!(matches!(EmbeddedStore::open(dir.path()), Err(StoreError::Corrupt { .. })));
+    assert!(!embedded_check::check(dir.path()).unwrap().opens());
+}
+
 #[tokio::test]
 async fn damage_in_a_sealed_segment_is_reported_and_repaired_with_the_later_segments_set_aside() {
     let dir = tempfile::tempdir().unwrap();
@@ -203,6 +241,13 @@ async fn damage_in_a_sealed_segment_is_reported_and_repaired_with_the_later_segm
     let cut = report.cut.clone().expect("the damage");
     assert!(!report.opens() && !cut.torn);
     let later: Vec<u32> = report.segments.iter().skip(1).map(|s| s.number).collect();
+    // Zeros at the end of a sealed segment are damage too (only the open one is written ahead).
+    let second = segment(dir.path(), 1);
+    let second_len = std::fs::metadata(&second).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&second).unwrap().set_len(second_len + 4096).unwrap();
+    let report = embedded_check::check(dir.path()).unwrap();
+    assert_eq!((report.segments[1].damage.clone(), report.segments[1].zeroed_tail), (vec![(second_len, 4096)], 0), "{report:?}");
+    std::fs::OpenOptions::new().write(true).open(&second).unwrap().set_len(second_len).unwrap();
     assert_eq!(cut.later_segments, later);
     assert_eq!(cut.events_lost, 8 - kept as u64 - 1, "every valid append after the damage, in every later segment");
     assert_eq!(cut.tenants_lost["acme"].first, kept as u64 + 2);

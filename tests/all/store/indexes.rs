@@ -585,16 +585,23 @@ async fn an_open_segments_index_that_no_longer_describes_the_segment_is_removed_
     assert_eq!(positions(&store, &tenant, Query::all()).await.len(), 119);
     drop(store);
 
-    // A byte of the first frame flipped, frames after it whole: damage, not a torn write. The
-    // store refuses to open and names the segment, as it does with no file: the prefix the file
-    // describes is checked too.
+    // A byte of the first frame flipped, frames after it whole further on than one flush
+    // reaches: damage, not a torn write. The store refuses to open and names the segment, as it
+    // does with no file: the prefix the file describes is checked too.
     let dir = tempfile::tempdir().unwrap();
-    closed_on_one_segment(dir.path()).await;
+    let options = EmbeddedOptions { segment_bytes: 1 << 20, ..checkpointed() };
+    {
+        let store = EmbeddedStore::open_with(dir.path(), options.clone()).unwrap();
+        for i in 0..3u8 {
+            store.append(&tenant, vec![Event::new("T0").data(vec![i; 40_000])], vec![]).await.unwrap();
+        }
+    }
+    assert!(dir.path().join("0000000000.idx").exists());
     let segment = &segment_files(dir.path())[0];
     let mut bytes = std::fs::read(segment).unwrap();
     bytes[20] ^= 0x01;
     std::fs::write(segment, &bytes).unwrap();
-    let err = EmbeddedStore::open_with(dir.path(), checkpointed()).err().expect("damage in the open segment stops the open");
+    let err = EmbeddedStore::open_with(dir.path(), options).err().expect("damage in the open segment stops the open");
     assert!(matches!(&err, StoreError::Corrupt { detail, .. } if detail.contains("0000000000.log")), "{err:?}");
 }
 

@@ -1,6 +1,7 @@
 //! Power loss on a simulated disk, by seed: the embedded store runs on a `SimDisk` that fails
 //! writes and syncs, cuts the power after a random number of operations, keeps a random part of
-//! what was not synced (the last write torn at any byte) and sometimes flips a bit; then the store
+//! what was not synced (the last write torn at any byte, or, when it wrote over bytes the file
+//! had, kept in some of its pages and not others) and sometimes flips a bit; then the store
 //! reopens on what the disk kept.
 //!
 //! After every cut: each acknowledged append is there, whole, at its acknowledged positions;
@@ -45,6 +46,8 @@ struct Found {
     acked: u64,
     cut_mid_run: u64,
     torn: u64,
+    /// Torn in an overwrite's pages, any of them kept.
+    torn_pages: u64,
     unacked_survived: u64,
     flips: u64,
     flips_refused: u64,
@@ -65,7 +68,8 @@ fn options(segment_bytes: u32) -> EmbeddedOptions {
 }
 
 /// Runs the workload on a faulty disk until it ends or the disk fails; returns every append made.
-async fn workload(store: &EmbeddedStore, seed: u64) -> Vec<Submitted> {
+/// Notes carry up to `note_bytes` of data.
+async fn workload(store: &EmbeddedStore, seed: u64, note_bytes: usize) -> Vec<Submitted> {
     let submitted = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
     for task in 0..TASKS {
@@ -78,7 +82,11 @@ async fn workload(store: &EmbeddedStore, seed: u64) -> Vec<Submitted> {
                     extend_chain(&store, &tenant, task, i, &submitted).await
                 } else {
                     let events = (0..rng.usize(1..4))
-                        .map(|e| Event::new("Note").tag(format!("task:{task}")).data(format!("{seed}/{task}/{i}/{e}").into_bytes()))
+                        .map(|e| {
+                            let mut data = format!("{seed}/{task}/{i}/{e}/").into_bytes();
+                            data.resize(rng.usize(data.len()..=data.len().max(note_bytes)), b'.');
+                            Event::new("Note").tag(format!("task:{task}")).data(data)
+                        })
                         .collect();
                     append(&store, &tenant, events, vec![], &submitted).await
                 };
@@ -200,11 +208,14 @@ async fn run_seed(seed: u64, found: &mut Found) {
         write_error: if rng.u8(0..4) == 0 { 0.02 } else { 0.0 },
         sync_error: if rng.u8(0..4) == 0 { 0.02 } else { 0.0 },
     };
-    let segment_bytes = rng.u32(256..4096);
+    // Mostly segments smaller than a page, so that they roll often; some of many pages, with
+    // bigger notes, so that a flush torn in its overwrite can keep a later page and lose an
+    // earlier one.
+    let (segment_bytes, note_bytes) = if rng.u8(0..3) == 0 { (rng.u32(16384..131072), 3000) } else { (rng.u32(256..4096), 0) };
     let disk = SimDisk::new(seed, faults);
     let submitted = match EmbeddedStore::open_on(Arc::new(disk.clone()), DIR, options(segment_bytes)) {
         Ok(store) => {
-            let submitted = workload(&store, seed).await;
+            let submitted = workload(&store, seed, note_bytes).await;
             // The power goes while the store is still open.
             let image = disk.power_cut(seed ^ 0xc0ffee);
             drop(store);
@@ -217,6 +228,7 @@ async fn run_seed(seed: u64, found: &mut Found) {
     found.seeds += 1;
     found.cut_mid_run += journal.iter().any(|j| j.starts_with("power cut after")) as u64;
     found.torn += journal.iter().any(|j| j.contains(" bytes at ")) as u64;
+    found.torn_pages += journal.iter().any(|j| j.contains("(an overwrite")) as u64;
 
     let flipped = (rng.u8(0..5) == 0).then(|| image.flip_bit(".log")).flatten();
     let reopened = EmbeddedStore::open_on(Arc::new(image.clone()), DIR, options(segment_bytes));
@@ -299,11 +311,12 @@ async fn acknowledged_appends_survive_power_loss_on_a_simulated_disk() {
         run_seed(seed, &mut found).await;
     }
     eprintln!(
-        "simulated disk: {} seeds, power cut mid-run in {}, a torn write in {}; {} acknowledged appends checked; \
+        "simulated disk: {} seeds, power cut mid-run in {}, a torn write in {} ({} in an overwrite's pages); {} acknowledged appends checked; \
          {} unacknowledged appends survived whole; {} bit flips: {} refused (Corrupt) at open or read, {} cut as a torn tail, {} harmless",
         found.seeds,
         found.cut_mid_run,
         found.torn,
+        found.torn_pages,
         found.acked,
         found.unacked_survived,
         found.flips,
@@ -311,7 +324,10 @@ async fn acknowledged_appends_survive_power_loss_on_a_simulated_disk() {
         found.flips_cut_as_tail,
         found.flips_harmless,
     );
-    assert!(found.cut_mid_run > 0 && found.torn > 0 && found.acked > 0, "the seeds exercised power cuts, torn writes and acknowledgements");
+    assert!(
+        found.cut_mid_run > 0 && found.torn > 0 && found.torn_pages > 0 && found.acked > 0,
+        "the seeds exercised power cuts, torn writes (in an overwrite's pages too) and acknowledgements"
+    );
 }
 
 /// A decision made on an accepted event is answered only once that event is durable (`settle`),
@@ -343,6 +359,55 @@ async fn nothing_settles_on_an_accepted_event_whose_flush_fails() {
     assert!(matches!(store.settle(tenant).await, Err(StoreError::Unavailable(_))), "nor does it when asked after the failure");
     let (visible, _) = store.read_accepted(tenant, Query::all(), ReadOptions::default()).await.unwrap().collect().await.unwrap();
     assert_eq!(visible.len(), 1, "the lost event is forgotten");
+}
+
+/// A power cut while a flush writes its frames over the zeros the writer wrote ahead: the disk
+/// may hold any of the flush's pages and not the others (nothing orders an overwrite's pages),
+/// so a frame can be lost while a later one of the same flush is whole. The store still
+/// reopens, with every acknowledged append and nothing torn, and cuts the rest of the flush.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_cut_in_a_flush_over_the_zeros_ahead_keeps_every_acknowledged_append() {
+    let options = EmbeddedOptions { segment_bytes: 128 << 10, ..EmbeddedOptions::default() };
+    let tenant = Tenant::new("acme").unwrap();
+    let note = |i: usize| Event::new("Note").tag(format!("n:{i}")).data(vec![i as u8; 1500]);
+    let mut page_mixes = 0;
+    for seed in 0..48 {
+        let disk = SimDisk::new(seed, Faults::default());
+        let store = EmbeddedStore::open_on(Arc::new(disk.clone()), DIR, options.clone()).unwrap();
+        store.append(&tenant, vec![Event::new("Before")], vec![]).await.unwrap();
+        // The writer writes the held append and waits in its sync; six more queue meanwhile and
+        // go in the next flush, whose sync the power cut stops.
+        disk.hold_syncs();
+        let written = disk.operations();
+        let held = store.append_accepted(&tenant, vec![Event::new("Held")], vec![]).await.unwrap();
+        crate::api::eventually("the writer writes the held append", || async { disk.operations() > written }).await;
+        let mut queued = Vec::new();
+        for i in 0..6 {
+            queued.push(store.append_accepted(&tenant, vec![note(i)], vec![]).await.unwrap());
+        }
+        disk.set_faults(Faults { power_cut_after: Some(disk.operations() + 2), ..Faults::default() });
+        disk.release_syncs();
+        held.durable().await.expect("the held append's sync");
+        for accepted in queued {
+            assert!(accepted.durable().await.is_err(), "seed {seed}: the power went before the queued appends' sync");
+        }
+        let image = disk.power_cut(seed);
+        page_mixes += image.journal().iter().any(|j| j.contains("(an overwrite") && !j.contains(" then 0 pages")) as u64;
+        drop(store);
+
+        let store = EmbeddedStore::open_on(Arc::new(image.clone()), DIR, options.clone())
+            .unwrap_or_else(|e| panic!("seed {seed}: the store does not reopen: {e}\njournal: {:#?}", image.journal()));
+        let events = read_log(&store, &tenant).await;
+        let types: Vec<&str> = events.iter().map(|(_, e)| e.event_type.as_str()).collect();
+        assert_eq!(types[..2], ["Before", "Held"], "seed {seed}: every acknowledged append");
+        for (i, (position, event)) in events.iter().enumerate().skip(2) {
+            // What survived of the unacknowledged flush is whole, in order, at dense positions.
+            assert_eq!((*position, event), (i as u64 + 1, &note(i - 2)), "seed {seed}");
+        }
+        let next = store.append(&tenant, vec![Event::new("After")], vec![]).await.expect("an append after the reopen");
+        assert_eq!(next[0].dense(), events.len() as u64 + 1, "seed {seed}");
+    }
+    assert!(page_mixes > 0, "the seeds kept some of a flush's pages over the zeros ahead");
 }
 
 /// The open segment's index, written as the store closes, cut by a power loss at each step of

@@ -12,7 +12,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::log::{list_segments, scan_bytes, scan_segment, segment_path, Damage, Item, RecoveredFrame};
+use super::log::{list_segments, scan_bytes, scan_segment, segment_path, Damage, Item, RecoveredFrame, SegmentKind};
 use super::disk::{try_lock_patiently, Disk, RealDisk};
 use super::segment_index::{index_path, indexed_len, verify, IndexFileState};
 use super::{index_run, readable_format, sync_dir, FORMAT_PREFIX, FORMAT_VERSION};
@@ -91,7 +91,9 @@ pub struct Cut {
     pub offset: u64,
     /// The damaged bytes at the cut (up to the next valid frame, or the end of the segment).
     pub damaged_bytes: u64,
-    /// A torn final write: nothing valid follows, the store cuts it itself when it opens.
+    /// A torn final flush: in the last segment, nothing valid follows, or only frames within
+    /// one flush's reach (log.rs); the store cuts it itself when it opens. The frames it cuts
+    /// were never acknowledged.
     pub torn: bool,
     /// Whole segments after the cut, set aside by a repair.
     pub later_segments: Vec<u32>,
@@ -276,6 +278,7 @@ fn check_locked(dir: &Path) -> Result<StoreCheck, StoreError> {
         Err(e) => report.problems.push(format!("FORMAT cannot be read: {e}")),
     }
     let numbers = list_segments(&RealDisk, dir).map_err(|e| StoreError::io("listing the log", e))?;
+    let mut last_torn = false;
     for (expected, &number) in numbers.iter().enumerate() {
         if number as usize != expected {
             report.problems.push(format!("log segment {expected} is missing"));
@@ -296,19 +299,24 @@ fn check_locked(dir: &Path) -> Result<StoreCheck, StoreError> {
             zeroed_tail: 0,
         });
         let mut items = Vec::new();
-        let walked = walk_segment(BufReader::with_capacity(1 << 20, file), bytes, number, |item| items.push(item));
+        let kind = if expected + 1 == numbers.len() { SegmentKind::Open } else { SegmentKind::Sealed };
+        let walked = walk_segment(BufReader::with_capacity(1 << 20, file), bytes, number, kind, |item| items.push(item));
         for item in items {
             record(&mut report, number, item);
         }
         match walked {
-            Ok(zeros) => report.segments.last_mut().expect("the segment walked").zeroed_tail = zeros,
+            Ok(walked) => {
+                report.segments.last_mut().expect("the segment walked").zeroed_tail = walked.zeroed_tail;
+                last_torn = walked.torn;
+            }
             Err(e) => report.problems.push(format!("{}: {e}", path.display())),
         }
     }
     if let Some(cut) = &mut report.cut {
         let last = report.segments.last().map(|s| s.number);
         cut.later_segments = report.segments.iter().map(|s| s.number).filter(|&n| n > cut.segment).collect();
-        cut.torn = Some(cut.segment) == last && cut.frames_lost == 0;
+        // The first damage is the last segment's: torn if that segment's scan says so.
+        cut.torn = Some(cut.segment) == last && last_torn;
     }
     // A repair removes the index files of the segments it cuts or sets aside, so only those
     // before the first damage are checked.
@@ -339,19 +347,26 @@ fn check_locked(dir: &Path) -> Result<StoreCheck, StoreError> {
     Ok(report)
 }
 
-/// Every frame and every damaged run of one segment, in order; the zeros after its last frame
-/// (written ahead by the writer), if it ends in them.
-fn walk_segment(reader: impl Read, len: u64, number: u32, mut on_item: impl FnMut(Item)) -> Result<u64, String> {
-    let scan = scan_segment(reader, len, number, |offset, frame| {
+/// What walking a segment found besides its frames and damage.
+struct Walked {
+    /// Zeros after the last frame (written ahead by the writer), if it ends in them.
+    zeroed_tail: u64,
+    /// Its first damage is a flush torn by a crash ([`Damage::is_torn_flush`]; open segment only).
+    torn: bool,
+}
+
+/// Every frame and every damaged run of one segment, in order.
+fn walk_segment(reader: impl Read, len: u64, number: u32, kind: SegmentKind, mut on_item: impl FnMut(Item)) -> Result<Walked, String> {
+    let scan = scan_segment(reader, len, number, kind, |offset, frame| {
         on_item(Item::Frame { offset, frame });
         Ok(())
     })?;
-    let Some(damage) = scan.damage else { return Ok(len - scan.valid_len) };
+    let Some(damage) = scan.damage else { return Ok(Walked { zeroed_tail: len - scan.valid_len, torn: false }) };
     on_item(Item::Damage { offset: damage.offset, len: damage.len() });
     if let Some(next) = damage.next_frame {
         scan_bytes(&damage.rest[(next - damage.offset) as usize..], next, number, on_item);
     }
-    Ok(0)
+    Ok(Walked { zeroed_tail: 0, torn: kind == SegmentKind::Open && damage.is_torn_flush() })
 }
 
 fn record(report: &mut StoreCheck, number: u32, item: Item) {

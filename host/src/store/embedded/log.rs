@@ -7,10 +7,11 @@
 //!           (key_len:u16 key value_len:u32 value)* data_len:u32 data
 //! ```
 //!
-//! A frame is all of one append. After a crash the last frame may be torn: it runs past the end
-//! of the file or fails its checksum with no valid frame after it, and the store cuts it off
-//! when it opens, so a partial append is never visible. A bad frame with valid frames after it
-//! is damage, not a crash: the store refuses to open and `counterpoint store check` / `store
+//! A frame is all of one append. After a crash the last flush may be torn: a frame runs past the
+//! end of the file or fails its checksum, with no valid frame after it, or with valid frames
+//! after it only within [`OVERWRITE_WINDOW`] and zeros beyond; the store cuts it off when it
+//! opens, so a partial append is never visible. Other bad frames with valid frames after them
+//! are damage, not a crash: the store refuses to open and `counterpoint store check` / `store
 //! repair` take over (check.rs). Scanning works on readers and byte slices, not on files.
 
 use std::io::{self, Read};
@@ -22,6 +23,20 @@ use crate::store::{Event, Position, SequencedEvent, Tenant};
 const FRAME_HEADER: usize = 8;
 /// Frames larger than this are damage, not data (an append is at most a few tens of MiB).
 const MAX_FRAME: usize = 1 << 30;
+/// How far a flush can write over bytes the open segment already has: the writer writes zeros
+/// this far ahead of its frames (writer.rs), and the next flushes write their frames over them.
+/// A power cut during such a flush's `fdatasync` may keep any of its pages and lose the others
+/// (no file size orders them, as it does bytes that grow the file), so valid frames up to this
+/// far after a bad one, with only zeros beyond, can be that flush's own, never acknowledged.
+pub(super) const OVERWRITE_WINDOW: u64 = 64 << 10;
+
+/// Which segment a scan reads: the open one may end in zeros the writer wrote ahead of its
+/// frames; a sealed one ends with its last frame, and zeros at its end are damage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum SegmentKind {
+    Open,
+    Sealed,
+}
 
 /// Where an event's bytes are: its segment, offset and length; and their CRC-32, checked on
 /// every read, since a read fetches one event, not its whole frame.
@@ -184,8 +199,8 @@ pub(super) struct RecoveredFrame {
 /// What a segment scan found.
 pub(super) struct SegmentScan {
     /// Bytes of complete, valid frames before the first damage (all of them when undamaged).
-    /// Less than the segment's length when it ends in zeros: the open segment's writer writes
-    /// zeros ahead of its frames (writer.rs), and zeros after the last frame are not damage.
+    /// Less than the open segment's length when it ends in zeros: its writer writes zeros ahead
+    /// of its frames (writer.rs), and zeros after its last frame are not damage.
     pub valid_len: u64,
     /// The first damage: bytes at `valid_len` that do not form a valid frame.
     pub damage: Option<Damage>,
@@ -206,6 +221,12 @@ impl Damage {
     pub fn len(&self) -> u64 {
         self.next_frame.unwrap_or(self.offset + self.rest.len() as u64) - self.offset
     }
+
+    /// Whether, in the open segment, this is what a crash leaves of the last flush: nothing
+    /// valid after it, or valid frames only within [`OVERWRITE_WINDOW`] and zeros beyond.
+    pub fn is_torn_flush(&self) -> bool {
+        self.next_frame.is_none() || self.rest.get(OVERWRITE_WINDOW as usize..).is_none_or(|beyond| beyond.iter().all(|&b| b == 0))
+    }
 }
 
 /// Reads every valid frame of a segment from `reader` (`len` bytes), calling `on_frame` with
@@ -218,9 +239,10 @@ pub(super) fn scan_segment(
     reader: impl Read,
     len: u64,
     segment: u32,
+    kind: SegmentKind,
     on_frame: impl FnMut(u64, RecoveredFrame) -> Result<(), String>,
 ) -> Result<SegmentScan, String> {
-    scan_segment_from(reader, 0, len, segment, on_frame)
+    scan_segment_from(reader, 0, len, segment, kind, on_frame)
 }
 
 /// [`scan_segment`] from byte `start` (a frame's start), `reader` reading from there.
@@ -229,6 +251,7 @@ pub(super) fn scan_segment_from(
     start: u64,
     len: u64,
     segment: u32,
+    kind: SegmentKind,
     mut on_frame: impl FnMut(u64, RecoveredFrame) -> Result<(), String>,
 ) -> Result<SegmentScan, String> {
     let mut at: u64 = start;
@@ -242,7 +265,7 @@ pub(super) fn scan_segment_from(
             // What was read of the bad frame is the start of the rest; read what remains.
             let mut rest = frame[..filled].to_vec();
             reader.take((len - at).saturating_sub(filled as u64)).read_to_end(&mut rest).map_err(|e| e.to_string())?;
-            if rest.iter().all(|&b| b == 0) {
+            if kind == SegmentKind::Open && rest.iter().all(|&b| b == 0) {
                 return Ok(SegmentScan { valid_len: at, damage: None });
             }
             let next_frame = find_frame(&rest, 1, segment).map(|i| at + i as u64);

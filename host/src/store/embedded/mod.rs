@@ -58,7 +58,7 @@ use tokio::sync::watch;
 
 use self::check::damage_report;
 use self::disk::{Disk, DiskFile, OpenMode, RealDisk};
-use self::log::{decode_run, list_segments, scan_segment_from, segment_path, EventLoc};
+use self::log::{decode_run, list_segments, scan_segment_from, segment_path, EventLoc, SegmentKind};
 use self::segment_index::{BlockCache, Covers, SegmentIndex};
 use self::tenant::{index_error, SealedPart, TenantLog};
 use self::checkpoint::Checkpoints;
@@ -385,7 +385,7 @@ impl EmbeddedStore {
             log.end = Some((part.index.segment(), u64::from(loc.offset) + u64::from(loc.len)));
         }
 
-        let scan = scan_segment_from(file.reader_from(scan_from, len), scan_from, len, number, |_, frame| {
+        let scan = scan_segment_from(file.reader_from(scan_from, len), scan_from, len, number, SegmentKind::Open, |_, frame| {
             let tenant = Tenant::new(frame.tenant).map_err(|e| e.to_string())?;
             let log = tenants.entry(tenant).or_default();
             if frame.first != log.index.head() + 1 {
@@ -400,17 +400,17 @@ impl EmbeddedStore {
         })
         .map_err(|e| corrupt(format!("{}: {e}", path.display())))?;
         if let Some(damage) = &scan.damage {
-            // Only the very end of the log can be a write cut short by a crash: a bad frame
-            // with valid frames after it is damage, and cutting it off would silently drop
-            // acknowledged appends.
-            if damage.next_frame.is_some() {
+            // Only the very end of the log can be a flush cut short by a crash: a bad frame
+            // with valid frames after it further than one flush reaches is damage, and cutting
+            // it off would silently drop acknowledged appends.
+            if !damage.is_torn_flush() {
                 return Err(corrupt(damage_report(&path, damage)));
             }
             tracing::warn!(
                 segment = %path.display(),
                 offset = damage.offset,
-                bytes = damage.len(),
-                "cutting off a torn append left by a crash (no valid frame follows it)"
+                bytes = damage.rest.len(),
+                "cutting off a flush torn by a crash (never acknowledged)"
             );
             file.set_len(scan.valid_len)
                 .and_then(|()| file.sync_data())

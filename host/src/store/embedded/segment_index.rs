@@ -53,7 +53,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::disk::{Disk, DiskFile, OpenMode};
-use super::log::{scan_segment, segment_path, Cursor, EventLoc};
+use super::log::{scan_segment, segment_path, Cursor, EventLoc, SegmentKind};
 use crate::store::index::{KeyKind, PostingList, Resolved};
 use crate::store::Query;
 
@@ -1198,7 +1198,8 @@ fn index_segment(disk: &dyn Disk, dir: &Path, segment: u32, segment_len: u64) ->
     let io = |source| IndexFileError::Io { path: path.clone(), source };
     let file = disk.open(&path, OpenMode::Read).map_err(io)?;
     let mut builder = IndexBuilder::default();
-    let scan = scan_segment(file.reader(segment_len), segment_len, segment, |_, frame| {
+    // A sealed segment, or the open one's published prefix: both end with a frame.
+    let scan = scan_segment(file.reader(segment_len), segment_len, segment, SegmentKind::Sealed, |_, frame| {
         for ((event, loc), position) in frame.events.iter().zip(frame.first..) {
             builder.add(&frame.tenant, position, &event.event_type, &event.tags, Loc { offset: loc.offset, len: loc.len, crc: loc.crc })?;
         }

@@ -5,7 +5,9 @@
 //! sync. [`SimDisk::power_cut`] gives the disk as a machine finds it after losing power: every
 //! unsynced write is lost, except that a prefix of them may have reached the platter and the
 //! last of those may be torn at any byte (the rest of its range left as it was, zeroed or
-//! garbage); files whose directory entry was never synced are gone. [`Faults`] make writes and
+//! garbage) or, when it writes over bytes the file had, kept in any of its 4 KiB pages and not
+//! the others, with nothing past the file's end; files whose directory entry was never synced
+//! are gone. [`Faults`] make writes and
 //! syncs fail before the cut, and cut the power after a given number of operations (every later
 //! operation fails, as the process would have died). [`SimDisk::flip_bit`] damages durable data.
 //!
@@ -79,6 +81,9 @@ impl Change {
     }
 }
 
+/// The unit a disk writes whole (or not at all) when it persists an overwrite.
+const PAGE: usize = 4096;
+
 fn write_into(data: &mut Vec<u8>, offset: u64, bytes: &[u8]) {
     let end = offset as usize + bytes.len();
     if data.len() < end {
@@ -122,7 +127,28 @@ impl SimDisk {
             for change in &file.pending[..reached] {
                 change.apply(&mut data);
             }
-            if let Some(Change::Write { offset, bytes }) = file.pending.get(reached) {
+            if let Some(Change::Write { offset, bytes }) = file.pending.get(reached)
+                && (*offset as usize) < data.len()
+                && rng.u8(0..4) == 0
+            {
+                // An overwrite in flight: the disk may hold any of its pages and not others
+                // (nothing orders them), and none of what grows the file (its size never got there).
+                let (start, end) = (*offset as usize, (*offset as usize + bytes.len()).min(data.len()));
+                let mut kept_pages = 0;
+                for page in (start / PAGE..end.div_ceil(PAGE)).map(|page| page * PAGE) {
+                    let range = page.max(start)..(page + PAGE).min(end);
+                    if rng.bool() {
+                        data[range.clone()].copy_from_slice(&bytes[range.start - start..range.end - start]);
+                        kept_pages += 1;
+                    }
+                }
+                journal.push(format!(
+                    "power cut: {} kept {reached} of {} unsynced changes, then {kept_pages} pages of the {} bytes at {offset} (an overwrite: any of its pages, nothing past the end of the file)",
+                    path.display(),
+                    file.pending.len(),
+                    bytes.len()
+                ));
+            } else if let Some(Change::Write { offset, bytes }) = file.pending.get(reached) {
                 let kept = rng.usize(0..=bytes.len());
                 write_into(&mut data, *offset, &bytes[..kept]);
                 let rest = *offset as usize + kept..*offset as usize + bytes.len();

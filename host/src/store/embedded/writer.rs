@@ -12,12 +12,13 @@
 //! heads and answers every caller. Accepting goes on meanwhile, so a chain of commands on one
 //! boundary, each deciding on the one before, is not held to one command per flush.
 //!
-//! **Zeros ahead.** A small flush writes zeros after its frames (up to [`ZEROED_AHEAD`]), so that
-//! the flushes after it overwrite bytes the file already has: their `fdatasync` then has no file
-//! size and no new block to record, one disk write less each (on this machine's ext4, 4 KiB
-//! overwrites flush about 1.3 times as often as appends). A scan takes zeros after the last frame
-//! for the end of the segment (log.rs); a segment is cut to its frames when it is sealed and when
-//! the store closes.
+//! **Zeros ahead.** A small flush writes zeros after its frames (up to [`OVERWRITE_WINDOW`]), so
+//! that the flushes after it overwrite bytes the file already has: their `fdatasync` then has no
+//! file size and no new block to record, one disk write less each (on this machine's ext4, 4 KiB
+//! overwrites flush about 1.3 times as often as appends). A scan of the open segment takes zeros
+//! after the last frame for its end, and tells a flush torn by a crash (which may keep any of
+//! its pages, since no file size orders them) by that window (log.rs); a segment is cut to its
+//! frames, durably, before the next one is created and when the store closes.
 //!
 //! If a write or a flush fails, the store is poisoned: every accepted, unpublished event is
 //! forgotten, every caller still waiting gets the error, and nothing is accepted any more until
@@ -30,15 +31,13 @@ use tokio::sync::oneshot;
 
 use super::disk::{DiskFile, OpenMode};
 use super::checkpoint::Checkpoints;
-use super::log::{encode_frame, frame_len, segment_path, EventLoc};
+use super::log::{encode_frame, frame_len, segment_path, EventLoc, OVERWRITE_WINDOW};
 use super::sealer::ToSealer;
 use super::{Shared, TenantState};
 use crate::store::{AcceptedAppend, AppendCondition, Event, Position, StoreError, Tenant};
 
 /// A batch stops growing at this many bytes (one append may exceed it alone).
 const MAX_BATCH_BYTES: usize = 32 << 20;
-/// How far past its frames a small flush writes zeros.
-pub(super) const ZEROED_AHEAD: u64 = 1 << 20;
 /// Flushes up to this size write zeros ahead. A bigger one is bound by its bytes, not by the
 /// disk's round trips, and writing zeros too would add to its bytes.
 const SMALL_FLUSH: usize = 64 << 10;
@@ -166,12 +165,19 @@ impl Writer {
             );
             self.buf.extend_from_slice(&accepted.frame);
         }
-        let end = self.len + self.buf.len() as u64;
-        if end > self.zeroed && self.buf.len() <= SMALL_FLUSH {
-            let ahead = (end + ZEROED_AHEAD).min(self.segment_bytes.max(end));
+        let (end, frames) = (self.len + self.buf.len() as u64, self.buf.len());
+        if end > self.zeroed && frames <= SMALL_FLUSH {
+            let ahead = (end + OVERWRITE_WINDOW).min(self.segment_bytes.max(end));
             self.buf.resize((ahead - self.len) as usize, 0);
         }
-        if let Err(err) = self.file.write_all_at(&self.buf, self.len).and_then(|()| self.file.sync_data()) {
+        let mut written = self.file.write_all_at(&self.buf, self.len);
+        if written.is_err() && self.buf.len() > frames {
+            // No room for the zeros (a full disk, a limit on the file's size): the frames go
+            // alone, and the file ends with them.
+            self.buf.truncate(frames);
+            written = self.file.write_all_at(&self.buf, self.len).and_then(|()| self.file.set_len(end));
+        }
+        if let Err(err) = written.and_then(|()| self.file.sync_data()) {
             return self.fail(batch, format!("writing the log failed: {err}"));
         }
         self.zeroed = self.zeroed.max(self.len + self.buf.len() as u64);

@@ -79,7 +79,7 @@ fn print(report: &StoreCheck) {
             out!("    damaged at byte {offset}: {len} bytes that are not a valid frame");
         }
         if segment.zeroed_tail > 0 {
-            out!("    then {} zero bytes the writer wrote ahead of its frames (not damage: the next open writes over them)", segment.zeroed_tail);
+            out!("    then {} zero bytes the writer wrote ahead of its frames (not damage: the next open cuts them)", segment.zeroed_tail);
         }
         if segment.frames_after_damage > 0 {
             out!("    {} valid frames, {} events after the damage", segment.frames_after_damage, segment.events_after_damage);
@@ -102,7 +102,12 @@ fn print(report: &StoreCheck) {
         let name = cut.path.file_name().unwrap_or_default().to_string_lossy();
         if cut.torn {
             let after = if cut.frames_lost > 0 { format!(", then {} append(s) of the same flush", cut.frames_lost) } else { String::new() };
-            out!("torn final flush in {name} at byte {} ({} bytes{after}): never acknowledged, cut when the store opens", cut.offset, cut.damaged_bytes);
+            out!(
+                "torn final flush in {name} at byte {} ({} bytes{after}): what a crash leaves of a flush never acknowledged \
+                 (or damage in the open segment's last 64 KiB), cut when the store opens",
+                cut.offset,
+                cut.damaged_bytes
+            );
             return;
         }
         out!(

@@ -157,17 +157,18 @@ async fn a_torn_final_frame_is_still_cut_at_open() {
 
     // A file extended by zeros (a power cut after the size reached the disk, before the data;
     // or the zeros the writer writes ahead of its frames) ends at its last frame: the next
-    // append goes right after it, and a clean close cuts the zeros.
+    // append goes right after it, and the open cuts the zeros.
     let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     file.set_len(last as u64 + 4096).unwrap();
     let report = embedded_check::check(dir.path()).unwrap();
     assert!(report.opens() && report.cut.is_none(), "{report:?}");
     assert_eq!(report.segments[0].zeroed_tail, 4096);
     let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), last as u64, "the open cuts the zeros");
     assert_eq!(types(&store, &acme()).await.len(), 4);
     assert_eq!(store.append(&acme(), vec![Event::new("A5")], vec![]).await.unwrap(), vec![Position::new(5)]);
     drop(store);
-    assert_eq!(*frame_offsets(&path).last().unwrap(), last, "A5 is written over the zeros");
+    assert_eq!(*frame_offsets(&path).last().unwrap(), last, "A5 follows the last frame");
     let store = EmbeddedStore::open(dir.path()).unwrap();
     assert_eq!(types(&store, &acme()).await.last(), Some(&(5, "A5".to_string())));
     drop(store);

@@ -79,7 +79,7 @@ pub struct SegmentCheck {
     pub frames_after_damage: u64,
     pub events_after_damage: u64,
     /// Zeros after the last frame: what the writer wrote ahead of its frames in the open
-    /// segment, which a crash left (writer.rs). Not damage; the next open writes over them.
+    /// segment, which a crash left (writer.rs). Not damage; the next open cuts them.
     pub zeroed_tail: u64,
 }
 

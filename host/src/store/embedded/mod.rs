@@ -412,13 +412,15 @@ impl EmbeddedStore {
                 bytes = damage.rest.len(),
                 "cutting off a flush torn by a crash (never acknowledged)"
             );
-            file.set_len(scan.valid_len)
-                .and_then(|()| file.sync_data())
-                .map_err(|e| StoreError::io("truncating a torn append", e))?;
         }
         let last_len = scan.valid_len;
-        // Zeros the writer wrote ahead before a crash: it writes over them.
-        let zeroed = if scan.damage.is_some() { last_len } else { len };
+        if last_len < len {
+            // A torn flush, or zeros the writer wrote ahead before a crash: the segment ends with
+            // its last frame again, so that no flush writes over more than the window.
+            file.set_len(last_len)
+                .and_then(|()| file.sync_data())
+                .map_err(|e| StoreError::io("cutting the open segment to its last frame", e))?;
+        }
         segments.push(file);
         if format < FORMAT_VERSION {
             // Every sealed segment has its index file now.
@@ -456,7 +458,7 @@ impl EmbeddedStore {
             segment,
             file,
             len: last_len,
-            zeroed,
+            zeroed: last_len,
             segment_bytes: options.segment_bytes as u64,
             buf: Vec::with_capacity(1 << 20),
             sealer,

@@ -24,6 +24,7 @@
 //! forgotten, every caller still waiting gets the error, and nothing is accepted any more until
 //! the store is reopened, so nothing decided on a lost event can ever be acknowledged.
 
+use std::io::ErrorKind;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
@@ -166,12 +167,19 @@ impl Writer {
             self.buf.extend_from_slice(&accepted.frame);
         }
         let (end, frames) = (self.len + self.buf.len() as u64, self.buf.len());
+        let mut written = Ok(());
         if end > self.zeroed && frames <= SMALL_FLUSH {
             let ahead = (end + OVERWRITE_WINDOW).min(self.segment_bytes.max(end));
             self.buf.resize((ahead - self.len) as usize, 0);
+        } else if end > self.zeroed && self.zeroed > self.len {
+            // A big flush past the zeros would both overwrite and grow the file, and a file
+            // system may make its new size durable before the overwritten pages: it grows the
+            // file from its frames instead.
+            written = self.file.set_len(self.len);
+            self.zeroed = self.len;
         }
-        let mut written = self.file.write_all_at(&self.buf, self.len);
-        if written.is_err() && self.buf.len() > frames {
+        written = written.and_then(|()| self.file.write_all_at(&self.buf, self.len));
+        if written.as_ref().is_err_and(|e| matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::FileTooLarge)) && self.buf.len() > frames {
             // No room for the zeros (a full disk, a limit on the file's size): the frames go
             // alone, and the file ends with them.
             self.buf.truncate(frames);

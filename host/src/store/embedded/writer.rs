@@ -18,7 +18,9 @@
 //! overwrites flush about 1.3 times as often as appends). A scan of the open segment takes zeros
 //! after the last frame for its end, and tells a flush torn by a crash (which may keep any of
 //! its pages, since no file size orders them) by that window (log.rs); a segment is cut to its
-//! frames, durably, before the next one is created and when the store closes.
+//! frames, durably, before the next one is created and when the store closes, and an open cuts
+//! what a crash left (mod.rs), so no flush writes over more than the window; a big flush that
+//! would run past the zeros cuts them first, so that none both overwrites and grows the file.
 //!
 //! If a write or a flush fails, the store is poisoned: every accepted, unpublished event is
 //! forgotten, every caller still waiting gets the error, and nothing is accepted any more until
@@ -123,7 +125,7 @@ impl Writer {
         }
         // Closing: the segment ends with its last frame.
         if let Err(err) = self.cut_zeros() {
-            tracing::warn!(%err, segment = self.segment, "cannot cut the zeros after the open segment's last frame; the next open skips them");
+            tracing::warn!(%err, segment = self.segment, "cannot cut the zeros after the open segment's last frame; the next open cuts them");
         }
     }
 

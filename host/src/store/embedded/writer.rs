@@ -20,7 +20,8 @@
 //! its pages, since no file size orders them) by that window (log.rs); a segment is cut to its
 //! frames, durably, before the next one is created and when the store closes, and an open cuts
 //! what a crash left (mod.rs), so no flush writes over more than the window; a big flush that
-//! would run past the zeros cuts them first, so that none both overwrites and grows the file.
+//! would run past the zeros cuts them first, so that a flush that both overwrites and grows the
+//! file is a small one, within the window.
 //!
 //! If a write or a flush fails, the store is poisoned: every accepted, unpublished event is
 //! forgotten, every caller still waiting gets the error, and nothing is accepted any more until

@@ -136,17 +136,13 @@ pub(super) fn write(shared: &Shared, segment: u32, len: u64) {
     }
 }
 
-/// At a clean close (the writer, sealer and merger stopped): writes the open segment's index,
-/// when the segment holds at least `min_bytes`.
-pub(super) fn write_at_close(shared: &Shared, min_bytes: u64) {
-    let (segment, file) = {
-        let segments = shared.segments.read().expect("segments lock");
-        ((segments.len() - 1) as u32, segments.last().expect("at least one segment").clone())
-    };
-    match file.len() {
-        Ok(len) if len > 0 && len >= min_bytes => write_file(shared, segment, len),
-        Ok(_) => {}
-        Err(err) => tracing::warn!(%err, "cannot write the open segment's index at close; the next open scans it"),
+/// At a clean close (the writer, sealer and merger stopped): writes the index of the open
+/// segment's `len` bytes of frames (the writer's end of them: the file may still hold zeros after
+/// them if cutting those failed), when they are at least `min_bytes`.
+pub(super) fn write_at_close(shared: &Shared, min_bytes: u64, len: u64) {
+    let segment = (shared.segments.read().expect("segments lock").len() - 1) as u32;
+    if len > 0 && len >= min_bytes {
+        write_file(shared, segment, len);
     }
 }
 

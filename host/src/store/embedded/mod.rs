@@ -136,7 +136,7 @@ struct Inner {
     shared: Arc<Shared>,
     /// The writer's queue; its lock is the accept lock (see writer.rs).
     queue: Mutex<Option<mpsc::Sender<Accepted>>>,
-    writer: Option<JoinHandle<()>>,
+    writer: Option<JoinHandle<u64>>,
     sealer: Option<JoinHandle<()>>,
     merger: Option<JoinHandle<()>>,
     checkpoint_min_bytes: u64,
@@ -150,10 +150,13 @@ impl Drop for Inner {
         self.queue.lock().expect("append queue lock").take();
         // A merge in progress is given up (its temporary file is removed at the next open).
         self.shared.closing.store(true, Ordering::Relaxed);
-        for thread in [self.writer.take(), self.sealer.take(), self.merger.take()].into_iter().flatten() {
+        let frames_end = self.writer.take().and_then(|thread| thread.join().ok());
+        for thread in [self.sealer.take(), self.merger.take()].into_iter().flatten() {
             let _ = thread.join();
         }
-        checkpoint::write_at_close(&self.shared, self.checkpoint_min_bytes);
+        if let Some(len) = frames_end {
+            checkpoint::write_at_close(&self.shared, self.checkpoint_min_bytes, len);
+        }
     }
 }
 

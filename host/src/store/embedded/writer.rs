@@ -109,7 +109,8 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub fn run(mut self, queue: Receiver<Accepted>) {
+    /// Writes what is queued until the queue closes; returns where the open segment's frames end.
+    pub fn run(mut self, queue: Receiver<Accepted>) -> u64 {
         while let Ok(first) = queue.recv() {
             let mut bytes = first.frame.len();
             let mut batch = vec![first];
@@ -128,6 +129,7 @@ impl Writer {
         if let Err(err) = self.cut_zeros() {
             tracing::warn!(%err, segment = self.segment, "cannot cut the zeros after the open segment's last frame; the next open cuts them");
         }
+        self.len
     }
 
     /// Cuts the file to its frames (no zeros after them), durably.

@@ -69,6 +69,28 @@ async fn each_hostile_command_fails_alone_while_others_keep_answering() {
     assert!(types.iter().all(|t| t == "Pinged"), "no hostile command appended anything: {types:?}");
 }
 
+/// A guest that spins gives its worker thread up once it has held it for an epoch tick: on a
+/// runtime with a single thread, a well-behaved command is served again and again while it
+/// spins (were the spin to keep the thread, nothing else would run until its deadline).
+#[tokio::test(flavor = "current_thread")]
+async fn a_spinning_guest_gives_a_single_worker_thread_up_while_it_spins() {
+    let host = Arc::new(Host::new());
+    host.run("hostile", "ok", json!({"stream": "bystander"})).await.expect("the slice is loaded");
+    let spin = {
+        let host = host.clone();
+        tokio::spawn(async move { host.run("hostile", "spin", json!({})).await.unwrap_err() })
+    };
+    tokio::task::yield_now().await; // the spin starts
+    let mut served_while_spinning = 0;
+    while !spin.is_finished() {
+        host.run("hostile", "ok", json!({"stream": "bystander"})).await.expect("the well-behaved command");
+        served_while_spinning += 1;
+    }
+    let err = spin.await.unwrap();
+    assert!(matches!(&err, InvokeError::Timeout { stage: "execute", .. }), "spin: {err:?}");
+    assert!(served_while_spinning >= 10, "only {served_while_spinning} commands were served in the spin's second");
+}
+
 #[tokio::test]
 async fn a_slice_gets_no_environment_files_or_network() {
     // Something to find, were the sandbox leaky.

@@ -52,7 +52,7 @@ pub fn repair(data_dir: &Path, cut_after_damage: bool) -> anyhow::Result<ExitCod
     for path in &repair.removed_index_files {
         out!("removed {} (the next open builds it again)", path.display());
     }
-    if repair.before.cut.is_some() && !cut_after_damage {
+    if repair.before.cut.as_ref().is_some_and(|cut| !cut.torn) && !cut_after_damage {
         let changed = if repair.removed_index_files.is_empty() { "nothing changed" } else { "the log was not cut" };
         out!("{changed}: run `counterpoint store repair --cut-after-damage` to cut it as above");
         return Ok(ExitCode::from(DAMAGED));

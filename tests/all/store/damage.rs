@@ -176,6 +176,28 @@ async fn a_torn_final_frame_is_still_cut_at_open() {
     assert!(report.cut.is_none() && report.segments[0].zeroed_tail == 0, "closed: cut to its frames {report:?}");
 }
 
+/// A repair not asked to cut still cuts a torn final flush, as the store's next open would (its
+/// appends were never acknowledged), and keeps the bytes; damage it is not asked to cut stays.
+#[tokio::test]
+async fn a_repair_cuts_a_torn_final_flush_without_being_asked_and_nothing_else() {
+    let (dir, path, offsets) = damaged_before_zeros(4).await;
+    let repair = embedded_check::repair(dir.path(), false).unwrap();
+    assert!(repair.before.cut.as_ref().is_some_and(|cut| cut.torn), "{:?}", repair.before);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), offsets[4] as u64, "cut at the torn flush");
+    assert_eq!(repair.set_aside.len(), 1, "the cut bytes are kept");
+    let report = embedded_check::check(dir.path()).unwrap();
+    assert!(report.opens() && report.cut.is_none(), "{report:?}");
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(types(&store, &acme()).await.last(), Some(&(4, "A3".to_string())));
+
+    let (dir, path, _) = damaged_before_zeros(2).await;
+    let len = std::fs::metadata(&path).unwrap().len();
+    let repair = embedded_check::repair(dir.path(), false).unwrap();
+    assert!(repair.before.cut.as_ref().is_some_and(|cut| !cut.torn) && repair.set_aside.is_empty(), "{:?}", repair.before);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), len, "damage it was not asked to cut is left as it is");
+    assert!(!embedded_check::check(dir.path()).unwrap().opens());
+}
+
 /// A store of [`six_appends`] with a bit flipped in frame `damaged` and 8 KiB of zeros after its
 /// last frame, as the writer leaves them ahead: its directory, the segment and the frames' offsets.
 async fn damaged_before_zeros(damaged: usize) -> (tempfile::TempDir, PathBuf, Vec<usize>) {

@@ -138,8 +138,9 @@ pub fn check(dir: &Path) -> Result<StoreCheck, StoreError> {
 }
 
 /// Removes the unsound index files (derived: the next open builds them again) and, when `cut`,
-/// cuts the log at its first damage, keeping what is cut beside it. Without damage it removes
-/// only those files. Refuses when the log has problems a cut does not fix.
+/// cuts the log at its first damage, keeping what is cut beside it. A torn final flush is cut
+/// without `cut`, as an open would cut it: its frames were never acknowledged. Without damage
+/// it removes only those files. Refuses when the log has problems a cut does not fix.
 pub fn repair(dir: &Path, cut: bool) -> Result<Repair, StoreError> {
     let dir = store_dir(dir)?;
     let _lock = RealDisk.lock(&dir)?;
@@ -160,7 +161,7 @@ pub fn repair(dir: &Path, cut: bool) -> Result<Repair, StoreError> {
         sync_dir(&RealDisk, &dir)?;
     }
     let cut = match &before.cut {
-        Some(damage) if cut => damage,
+        Some(damage) if cut || damage.torn => damage,
         _ => return Ok(Repair { before, set_aside: Vec::new(), removed_index_files }),
     };
     let mut set_aside = Vec::new();

@@ -207,6 +207,7 @@ async fn run_seed(seed: u64, found: &mut Found) {
         power_cut_after: (rng.u8(0..4) != 0).then(|| rng.u64(3..250)),
         write_error: if rng.u8(0..4) == 0 { 0.02 } else { 0.0 },
         sync_error: if rng.u8(0..4) == 0 { 0.02 } else { 0.0 },
+        failing_syncs: 0,
     };
     // Mostly segments smaller than a page, so that they roll often; some of many pages, with
     // bigger notes, so that a flush torn in its overwrite can keep a later page and lose an
@@ -359,6 +360,38 @@ async fn nothing_settles_on_an_accepted_event_whose_flush_fails() {
     assert!(matches!(store.settle(tenant).await, Err(StoreError::Unavailable(_))), "nor does it when asked after the failure");
     let (visible, _) = store.read_accepted(tenant, Query::all(), ReadOptions::default()).await.unwrap().collect().await.unwrap();
     assert_eq!(visible.len(), 1, "the lost event is forgotten");
+}
+
+/// A flush whose `fdatasync` fails may have reached the disk in part all the same (writeback had
+/// begun). The writer cuts it off again, durably, before it answers: an append that got the
+/// error, which says so, is not in the log after a power cut; when the cut fails too, the error
+/// says the append may come back.
+#[tokio::test]
+async fn an_append_whose_flush_failed_is_not_in_the_log_after_a_power_cut() {
+    let tenant = &tenants()[0];
+    let mut reached_the_disk = 0;
+    for seed in 0..32 {
+        let disk = SimDisk::new(seed, Faults::default());
+        let store = EmbeddedStore::open_on(Arc::new(disk.clone()), DIR, options(4096)).unwrap();
+        store.append(tenant, vec![Event::new("Before")], vec![]).await.unwrap();
+        disk.set_faults(Faults { failing_syncs: 1, ..Faults::default() });
+        let err = store.append(tenant, vec![Event::new("Failed").data(vec![7; 300])], vec![]).await.unwrap_err();
+        assert!(matches!(&err, StoreError::Unavailable(m) if m.contains("none of the appends it carried is in the log")), "seed {seed}: {err}");
+        let image = disk.power_cut(seed ^ 0xc0ffee);
+        reached_the_disk += image.journal().iter().any(|j| j.starts_with("sync error") && !j.starts_with("sync error: 0 of")) as u64;
+        drop(store);
+        let store = EmbeddedStore::open_on(Arc::new(image.clone()), DIR, options(4096)).unwrap();
+        let types: Vec<String> = read_log(&store, tenant).await.into_iter().map(|(_, e)| e.event_type).collect();
+        assert_eq!(types, ["Before"], "seed {seed}: journal {:#?}", image.journal());
+    }
+    assert!(reached_the_disk > 0, "some seeds had part of the failed flush reach the disk");
+
+    // When the disk refuses the cut too, the answer cannot promise anything.
+    let disk = SimDisk::new(1, Faults::default());
+    let store = EmbeddedStore::open_on(Arc::new(disk.clone()), DIR, options(4096)).unwrap();
+    disk.set_faults(Faults { failing_syncs: 2, ..Faults::default() });
+    let err = store.append(tenant, vec![Event::new("Failed")], vec![]).await.unwrap_err();
+    assert!(matches!(&err, StoreError::Unavailable(m) if m.contains("may be in the log when the store reopens")), "{err}");
 }
 
 /// A power cut while a flush writes its frames over the zeros the writer wrote ahead: the disk

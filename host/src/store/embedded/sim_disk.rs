@@ -32,9 +32,12 @@ pub struct Faults {
     pub power_cut_after: Option<u64>,
     /// The chance that a write fails (after writing a random prefix to the page cache).
     pub write_error: f64,
-    /// The chance that an `fdatasync` fails; what it should have flushed is then lost, though
-    /// still readable until the power goes (as Linux does).
+    /// The chance that an `fdatasync` fails. A random part of what it should have flushed (the
+    /// oldest changes) reached the disk before the error, as writeback had begun; the rest never
+    /// will, though still readable until the power goes (as Linux does).
     pub sync_error: f64,
+    /// The next this many `fdatasync`s fail (as `sync_error` has them fail), whatever its chance.
+    pub failing_syncs: u64,
 }
 
 /// An in-memory file system with durable and volatile state. Cloning gives another handle.
@@ -449,13 +452,20 @@ impl DiskFile for SimFile {
         let mut state = self.disk.state();
         state.op()?;
         let sync_error = state.faults.sync_error;
-        let fails = state.chance(sync_error);
+        let fails = state.faults.failing_syncs > 0 || state.chance(sync_error);
+        state.faults.failing_syncs = state.faults.failing_syncs.saturating_sub(1);
+        let unsynced = state.files[self.id].pending.len();
+        let reached = if fails { state.rng.usize(0..=unsynced) } else { 0 };
         let file = &mut state.files[self.id];
         let pending = std::mem::take(&mut file.pending);
         if fails {
-            // What this sync should have flushed stays in the page cache but never reaches the
-            // disk: a later sync does not retry it (Linux marks the pages clean).
-            state.journal.push("sync error: unsynced changes dropped".to_string());
+            // What this sync should have flushed stays in the page cache; some of it reached the
+            // disk before the error, the rest never will: a later sync does not retry it (Linux
+            // marks the pages clean).
+            for change in &pending[..reached] {
+                change.apply(&mut file.durable);
+            }
+            state.journal.push(format!("sync error: {reached} of {} unsynced changes reached the disk, the rest dropped", pending.len()));
             return Err(injected("fdatasync"));
         }
         for change in &pending {

@@ -226,10 +226,16 @@ impl Writer {
 
     /// After a failed write or flush: the kernel may have dropped the dirty pages, so the file's
     /// contents are unknown and no further write is trusted until the store reopens and recovers
-    /// from what is really on disk. Every accepted event is forgotten.
+    /// from what is really on disk. Every accepted event is forgotten. Part of a failed flush may
+    /// have reached the disk all the same (writeback had begun): the file is cut back to its
+    /// published end, durably if the disk still takes that, before anyone is answered, and the
+    /// answer says whether the flush's appends can come back when the store reopens.
     fn fail(&mut self, batch: Vec<Accepted>, reason: String) {
+        let reason = match self.file.set_len(self.len).and_then(|()| self.file.sync_data()) {
+            Ok(()) => format!("{reason}; none of the appends it carried is in the log"),
+            Err(err) => format!("{reason}; the appends it carried may be in the log when the store reopens (cutting them off failed: {err})"),
+        };
         let reason = self.shared.poison(reason);
-        let _ = self.file.set_len(self.len);
         self.zeroed = self.len;
         let tenants: Vec<Arc<TenantState>> = self.shared.tenants.read().expect("tenants lock").values().cloned().collect();
         for state in tenants {

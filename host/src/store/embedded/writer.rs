@@ -134,11 +134,15 @@ impl Writer {
 
     /// Cuts the file to its frames (no zeros after them), durably.
     fn cut_zeros(&mut self) -> std::io::Result<()> {
-        if self.zeroed > self.len {
-            self.file.set_len(self.len)?;
-            self.file.sync_data()?;
-            self.zeroed = self.len;
-        }
+        if self.zeroed > self.len { self.cut_to_frames() } else { Ok(()) }
+    }
+
+    /// Cuts the file to its published frames, durably: nothing after them, zeros or a failed
+    /// flush's bytes.
+    fn cut_to_frames(&mut self) -> std::io::Result<()> {
+        self.file.set_len(self.len)?;
+        self.file.sync_data()?;
+        self.zeroed = self.len;
         Ok(())
     }
 
@@ -231,7 +235,7 @@ impl Writer {
     /// published end, durably if the disk still takes that, before anyone is answered, and the
     /// answer says whether the flush's appends can come back when the store reopens.
     fn fail(&mut self, batch: Vec<Accepted>, reason: String) {
-        let reason = match self.file.set_len(self.len).and_then(|()| self.file.sync_data()) {
+        let reason = match self.cut_to_frames() {
             Ok(()) => format!("{reason}; none of the appends it carried is in the log"),
             Err(err) => format!("{reason}; the appends it carried may be in the log when the store reopens (cutting them off failed: {err})"),
         };

@@ -154,7 +154,7 @@ impl WorkingCopy {
     /// index files and runs are never written in place (replaced by a rename, removed by an
     /// unlink), so they are hard-linked: instant at any size, and read through the same pages of
     /// the page cache. Any other file is copied; the lock and the `BUILT` marker are left out.
-    /// Without `with_close_index`, the open segment's index file (from a clean close) is left out.
+    /// Without `with_close_index`, the open segment's checkpoint files (from a clean close) are left out.
     fn of(built: &Path, work: &Path, with_close_index: bool) -> anyhow::Result<Self> {
         let _ = std::fs::remove_dir_all(work);
         std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
@@ -164,8 +164,9 @@ impl WorkingCopy {
             .collect::<std::io::Result<_>>()?;
         let segment = |name: &str| name.strip_suffix(".log").and_then(|number| number.parse::<u32>().ok());
         let open_segment = names.iter().filter_map(|name| segment(name)).max();
-        let close_index = open_segment.map(|number| format!("{number:010}.idx"));
-        let left_out = |name: &String| matches!(name.as_str(), "LOCK" | "BUILT") || name.ends_with(".tmp") || (!with_close_index && Some(name) == close_index.as_ref());
+        // The open segment's checkpoint files: `<segment>.idx` and `<segment>+<from>.idx`.
+        let checkpoint = |name: &str| open_segment.is_some_and(|number| name.strip_prefix(&format!("{number:010}")).is_some_and(|rest| rest == ".idx" || rest.starts_with('+')));
+        let left_out = |name: &String| matches!(name.as_str(), "LOCK" | "BUILT") || name.ends_with(".tmp") || (!with_close_index && checkpoint(name));
         for name in names.iter().filter(|name| !left_out(name)) {
             let (from, to) = (built.join(name), work.join(name));
             let sealed = segment(name).is_some_and(|number| Some(number) != open_segment);
@@ -490,7 +491,8 @@ mod tests {
     }
 
     async fn open(dir: &Path) -> EmbeddedStore {
-        let store = EmbeddedStore::open_with(dir, EmbeddedOptions { segment_bytes: 16 << 10, ..Default::default() }).unwrap();
+        let options = EmbeddedOptions { segment_bytes: 16 << 10, checkpoint_min_bytes: 0, ..Default::default() };
+        let store = EmbeddedStore::open_with(dir, options).unwrap();
         settle_indexes(&store).await;
         store
     }
@@ -543,5 +545,11 @@ mod tests {
         assert_eq!(events(&open(&built).await, &tenant).await, 2000);
         drop(copy);
         assert!(!work.exists(), "the copy is removed when dropped");
+
+        // A copy as a crash before any checkpoint leaves it: none of the open segment's files.
+        let number = open_segment.strip_suffix(".log").unwrap();
+        assert!(before.keys().any(|name| name.starts_with(number) && name.ends_with(".idx")), "the close checkpointed the open segment");
+        let _copy = WorkingCopy::of(&built, &work, false).unwrap();
+        assert!(files(&work).keys().all(|name| !(name.starts_with(number) && name.ends_with(".idx"))), "{:?}", files(&work).keys());
     }
 }

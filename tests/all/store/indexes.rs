@@ -640,6 +640,138 @@ async fn the_sealers_checkpoint_of_the_open_segment_is_what_an_open_after_a_cras
     compare(&store, &memory, &mut rng, 150).await;
     assert_eq!(positions(&store, &late, Query::all()).await, (1..=5).collect::<Vec<_>>());
     drop(store);
+    // The sealer's checkpoints after the first described only what came after the one before.
+    let files = index_files(dir.path());
+    assert!(files.len() >= 2 && files.len() <= 8, "a chain of checkpoint files: {files:?}");
     let report = embedded_check::check(dir.path()).unwrap();
-    assert_eq!((report.index_files.sound, report.index_files.unsound.len(), report.index_files.rebuilt_at_open.len()), (1, 0, 0), "{:?}", report.index_files);
+    let index_files = &report.index_files;
+    assert_eq!((index_files.sound, index_files.unsound.len(), index_files.rebuilt_at_open.len(), index_files.open_segment_scanned.is_none()), (files.len(), 0, 0, true), "{index_files:?}");
+}
+
+/// The open segment's checkpoint files: the first (`<segment>.idx`) and those after it
+/// (`<segment>+<from>.idx`), in order.
+fn checkpoint_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = index_files(dir).into_iter().filter(|path| path.to_string_lossy().contains("0000000000")).collect();
+    // The first file, then the others by where they start.
+    files.sort_by_key(|path| path.file_name().unwrap().to_string_lossy().replace(".idx", "+"));
+    files
+}
+
+/// Appends events `numbers` one by one, each tagged `k:<number % 7>`.
+async fn append_numbered(store: &EmbeddedStore, tenant: &Tenant, numbers: std::ops::RangeInclusive<u64>) {
+    for i in numbers {
+        store.append(tenant, vec![Event::new("T0").tag(format!("k:{}", i % 7)).data(vec![i as u8; 200])], vec![]).await.unwrap();
+    }
+}
+
+/// Opens the store, appends events `round * 10 + 1..=round * 10 + 10` and closes it, for each round.
+async fn rounds_of_ten(dir: &Path, options: &EmbeddedOptions, tenant: &Tenant, rounds: std::ops::Range<u64>) {
+    for round in rounds {
+        let store = EmbeddedStore::open_with(dir, options.clone()).unwrap();
+        append_numbered(&store, tenant, round * 10 + 1..=round * 10 + 10).await;
+    }
+}
+
+/// Each clean close adds a checkpoint file that describes only what came after the last one, and
+/// the next open takes every event from the chain (none is scanned); the close after the eighth
+/// file writes one file of the whole segment again in their place, so a chain stays short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_clean_close_adds_a_checkpoint_of_what_came_after_the_last_and_eight_are_folded_into_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = EmbeddedOptions { segment_bytes: 1 << 20, checkpoint_min_bytes: 0, ..Default::default() };
+    let tenant = tenants()[0].clone();
+    let mut sizes = Vec::new();
+    for round in 1..=10u64 {
+        let store = EmbeddedStore::open_with(dir.path(), options.clone()).unwrap();
+        assert_eq!(store.index_memory().events_in_memory, 0, "round {round}: every event from the files");
+        assert_eq!(positions(&store, &tenant, Query::all()).await, (1..=(round - 1) * 10).collect::<Vec<_>>(), "round {round}");
+        let by_tag = Query::item(QueryItem::tags(["k:3"]));
+        let expected: Vec<u64> = (1..=(round - 1) * 10).filter(|p| p % 7 == 3).collect();
+        assert_eq!(positions(&store, &tenant, by_tag).await, expected, "round {round}: a tag read across the files");
+        append_numbered(&store, &tenant, (round - 1) * 10 + 1..=round * 10).await;
+        drop(store);
+        let files = checkpoint_files(dir.path());
+        assert_eq!(files.len() as u64, if round <= 8 { round } else { round - 8 }, "round {round}: {files:?}");
+        sizes.push(std::fs::metadata(files.last().unwrap()).unwrap().len());
+    }
+    // A file after the first costs its own events (ten), not the segment's: the eighth is about
+    // the size of the first, the ninth (all 90 events again) several times bigger.
+    assert!(sizes[7] < 2 * sizes[0] && sizes[8] > 4 * sizes[0], "file sizes by round: {sizes:?}");
+    let report = embedded_check::check(dir.path()).unwrap();
+    assert_eq!((report.index_files.sound, report.index_files.open_segment_scanned.is_none()), (2, true), "{:?}", report.index_files);
+}
+
+/// A checkpoint file in the middle of the chain damaged, then one missing: the open takes the
+/// events of the files before it, removes it and every later one, and scans the rest; `store
+/// check` names the file first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_or_missing_checkpoint_file_ends_the_chain_there_and_the_rest_is_scanned() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = EmbeddedOptions { segment_bytes: 1 << 20, checkpoint_min_bytes: 0, ..Default::default() };
+    let tenant = tenants()[0].clone();
+    rounds_of_ten(dir.path(), &options, &tenant, 0..5).await;
+    let files = checkpoint_files(dir.path());
+    assert_eq!(files.len(), 5, "{files:?}");
+
+    // The third file's trailer damaged: the first two are taken, 30 events scanned.
+    let mut bytes = std::fs::read(&files[2]).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&files[2], &bytes).unwrap();
+    let report = embedded_check::check(dir.path()).unwrap();
+    assert_eq!(report.index_files.open_segment_scanned.as_ref().map(|(path, _)| path), Some(&files[2]), "{:?}", report.index_files);
+    let store = EmbeddedStore::open_with(dir.path(), options.clone()).unwrap();
+    assert_eq!(store.index_memory().events_in_memory, 30);
+    assert_eq!(checkpoint_files(dir.path()), files[..2], "the damaged file and those after it are removed");
+    assert_eq!(positions(&store, &tenant, Query::all()).await, (1..=50).collect::<Vec<_>>());
+    let expected: Vec<u64> = (1..=50).filter(|p| p % 7 == 3).collect();
+    assert_eq!(positions(&store, &tenant, Query::item(QueryItem::tags(["k:3"]))).await, expected);
+    drop(store);
+
+    // The close added one file for the 30 events; two more rounds, then the second file goes:
+    // the files after it do not follow the first, and only the first is taken.
+    rounds_of_ten(dir.path(), &options, &tenant, 5..7).await;
+    let files = checkpoint_files(dir.path());
+    assert_eq!(files.len(), 5, "{files:?}");
+    std::fs::remove_file(&files[1]).unwrap();
+    let report = embedded_check::check(dir.path()).unwrap();
+    assert_eq!(report.index_files.open_segment_scanned.as_ref().map(|(path, _)| path), Some(&files[2]), "{:?}", report.index_files);
+    let store = EmbeddedStore::open_with(dir.path(), options.clone()).unwrap();
+    assert_eq!(store.index_memory().events_in_memory, 60, "the first file held the first 10 events");
+    assert_eq!(checkpoint_files(dir.path()), files[..1]);
+    let expected: Vec<u64> = (1..=70).filter(|p| p % 7 == 3).collect();
+    assert_eq!(positions(&store, &tenant, Query::item(QueryItem::tags(["k:3"]))).await, expected);
+}
+
+/// When the open segment is sealed its whole index replaces the chain: the files after the first
+/// are removed, in a store opened from them too; one that a crash left behind after the seal is
+/// removed by the next open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seal_replaces_the_checkpoint_chain_and_an_open_removes_one_left_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = EmbeddedOptions { segment_bytes: 64 << 10, checkpoint_min_bytes: 0, ..Default::default() };
+    let tenant = tenants()[0].clone();
+    rounds_of_ten(dir.path(), &options, &tenant, 0..3).await;
+    let mut appended = 30;
+    let chain = checkpoint_files(dir.path());
+    assert_eq!(chain.len(), 3, "{chain:?}");
+    let left_behind = std::fs::read(&chain[2]).unwrap();
+
+    // Opened from the chain, then sealed: the segment's whole file takes the chain's place.
+    let store = EmbeddedStore::open_with(dir.path(), options.clone()).unwrap();
+    while store.index_memory().sealed_segments == 0 {
+        append_numbered(&store, &tenant, appended + 1..=appended + 20).await;
+        appended += 20;
+    }
+    sealed(&store).await;
+    assert_eq!(checkpoint_files(dir.path()), [dir.path().join("0000000000.idx")], "the seal removed the files after the first");
+    drop(store);
+
+    // A crash between the seal's file and the removal of the chain's others.
+    std::fs::write(&chain[2], &left_behind).unwrap();
+    let store = EmbeddedStore::open_with(dir.path(), options.clone()).unwrap();
+    assert!(!chain[2].exists(), "the open removes a sealed segment's checkpoint file");
+    assert_eq!(positions(&store, &tenant, Query::all()).await, (1..=appended).collect::<Vec<_>>());
+    let expected: Vec<u64> = (1..=appended).filter(|p| p % 7 == 3).collect();
+    assert_eq!(positions(&store, &tenant, Query::item(QueryItem::tags(["k:3"]))).await, expected);
 }

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 
 use super::log::{list_segments, scan_bytes, scan_segment, segment_path, Damage, Item, RecoveredFrame, SegmentKind};
 use super::disk::{try_lock_patiently, Disk, RealDisk};
-use super::segment_index::{index_path, indexed_len, verify, IndexFileState};
+use super::checkpoint::chain_files;
+use super::segment_index::{described_len, index_path, verify, verify_file, IndexFileState};
 use super::{index_run, readable_format, sync_dir, FORMAT_PREFIX, FORMAT_VERSION};
 use crate::store::{StoreError, Tenant};
 
@@ -44,8 +45,9 @@ pub struct IndexFiles {
     /// Files the next open builds again by itself, and why: another index format or segment
     /// length, a damaged trailer or meta.
     pub rebuilt_at_open: Vec<(PathBuf, String)>,
-    /// The open segment's index file (its checkpoint) when it does not describe the segment, and
-    /// why: the next open removes it and scans the segment instead (checkpoint.rs).
+    /// The first of the open segment's checkpoint files that does not describe the segment, and
+    /// why: the next open removes it with every later one and scans the segment from where
+    /// those before it end (checkpoint.rs).
     pub open_segment_scanned: Option<(PathBuf, String)>,
     /// Files that differ from the index their segment gives where only a read would find it (a
     /// damaged block), or that cannot be read, and why: `repair` removes them, and the next open
@@ -170,9 +172,12 @@ pub fn repair(dir: &Path, cut: bool) -> Result<Repair, StoreError> {
     // open builds what is missing, and none may outlive its segment to describe a new one that
     // takes its number.
     for number in std::iter::once(cut.segment).chain(cut.later_segments.iter().copied()) {
-        match std::fs::remove_file(index_path(&dir, number)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("removing a segment's index file", e)),
-            _ => {}
+        let chain = chain_files(&RealDisk, &dir, number).map_err(|e| io("listing the data directory", e))?;
+        for (_, path) in chain {
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("removing a segment's index file", e)),
+                _ => {}
+            }
         }
     }
     // So do the runs that cover any of them.
@@ -324,19 +329,13 @@ fn check_locked(dir: &Path) -> Result<StoreCheck, StoreError> {
     let first_damaged = report.cut.as_ref().map_or(u32::MAX, |cut| cut.segment);
     let open_segment = report.segments.last().map(|s| s.number);
     for segment in report.segments.iter().filter(|s| s.number < first_damaged) {
-        // The open segment has none but from a clean close, which describes what the segment
-        // held then (checkpoint.rs); the next open builds any other that is missing.
-        let bytes = match indexed_len(&RealDisk, dir, segment.number) {
-            Ok(Some(indexed)) if Some(segment.number) == open_segment && indexed <= segment.bytes => indexed,
-            _ => segment.bytes,
-        };
-        let (path, state) = (index_path(dir, segment.number), verify(&RealDisk, dir, segment.number, bytes));
-        match state {
-            IndexFileState::RebuiltAtOpen(why) if Some(segment.number) == open_segment => {
-                report.index_files.open_segment_scanned = Some((path, why.to_string()));
-            }
-            state => report.index_files.record(path, state),
+        if Some(segment.number) == open_segment {
+            check_checkpoints(dir, segment, &mut report.index_files)?;
+            continue;
         }
+        // The next open builds any that is missing.
+        let (path, state) = (index_path(dir, segment.number), verify(&RealDisk, dir, segment.number, segment.bytes));
+        report.index_files.record(path, state);
     }
     // Runs of merged index files, over the segments before any damage.
     let sealed: Vec<u64> = report.segments.iter().filter(|s| s.number < first_damaged).map(|s| s.bytes).collect();
@@ -346,6 +345,44 @@ fn check_locked(dir: &Path) -> Result<StoreCheck, StoreError> {
         report.index_files.record(path, state);
     }
     Ok(report)
+}
+
+/// The open segment's checkpoint files (checkpoint.rs), each describing what the segment held
+/// when it was written, in the chain's order: the first that the next open would not take, and
+/// why, since the open removes it with every later one and scans the segment from there.
+fn check_checkpoints(dir: &Path, segment: &SegmentCheck, files: &mut IndexFiles) -> Result<(), StoreError> {
+    let chain = chain_files(&RealDisk, dir, segment.number).map_err(|e| StoreError::io("listing the data directory", e))?;
+    let mut end = 0;
+    for (from, path) in chain {
+        let state = match described_len(&RealDisk, path.clone(), segment.number) {
+            _ if from != end => Err(format!("it describes the segment from byte {from}, the files before it up to byte {end}")),
+            Ok(None) => Err("the chain's first file is missing".into()),
+            Ok(Some(to)) if to <= from || to > segment.bytes => Err(format!("it describes bytes {from}..{to} of a segment of {}", segment.bytes)),
+            Ok(Some(to)) => Ok((to, verify_file(&RealDisk, dir, path.clone(), segment.number, from, to))),
+            Err(err) => Err(err.to_string()),
+        };
+        match state {
+            Ok((to, IndexFileState::Sound)) => {
+                files.sound += 1;
+                end = to;
+            }
+            Ok((_, IndexFileState::RebuiltAtOpen(why))) => {
+                files.open_segment_scanned = Some((path, why.to_string()));
+                break;
+            }
+            Ok((_, state)) => {
+                files.record(path, state);
+                break;
+            }
+            // A missing first file with no other one: nothing to say.
+            Err(_) if from == 0 && !path.exists() => continue,
+            Err(why) => {
+                files.open_segment_scanned = Some((path, why));
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What walking a segment found besides its frames and damage.

@@ -317,6 +317,13 @@ pub(super) fn first_bad_frame(mut reader: impl Read, len: u64) -> io::Result<Opt
     Ok(None)
 }
 
+/// The length of the frame the `len` bytes from `reader` begin with, if they begin with a whole
+/// one.
+pub(super) fn first_frame_len(mut reader: impl Read, len: u64) -> io::Result<Option<u64>> {
+    let mut frame = Vec::new();
+    Ok(read_frame(&mut reader, &mut frame, len)?.1.then_some(frame.len() as u64))
+}
+
 /// Reads the next frame, of at most `remaining` bytes, into `frame`: how many bytes it read,
 /// and whether they are a whole frame whose checksum holds.
 fn read_frame(reader: &mut impl Read, frame: &mut Vec<u8>, remaining: u64) -> io::Result<(usize, bool)> {

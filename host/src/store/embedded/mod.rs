@@ -5,6 +5,8 @@
 //! <data dir>/LOCK              held by the process that has the store open; holds its pid
 //! <data dir>/0000000000.log    log segments: checksummed frames, one per append (see log.rs)
 //! <data dir>/0000000000.idx    a sealed segment's type and tag index (see segment_index.rs)
+//! <data dir>/0000000005+000012582912.idx   the open segment's index from byte 12582912 on,
+//!                              after the checkpoint that ends there (see checkpoint.rs)
 //! <data dir>/0000000000-0000000007.run   index files merged over 8 segments (see index_run.rs)
 //! ```
 //!
@@ -61,7 +63,7 @@ use self::disk::{Disk, DiskFile, OpenMode, RealDisk};
 use self::log::{decode_run, list_segments, scan_segment_from, segment_path, EventLoc, SegmentKind};
 use self::segment_index::{BlockCache, Covers, SegmentIndex};
 use self::tenant::{index_error, SealedPart, TenantLog};
-use self::checkpoint::Checkpoints;
+use self::checkpoint::{Chain, Checkpoints};
 use self::writer::{Accepted, Writer};
 use super::index::{ReadCursor, TenantIndex};
 use super::{
@@ -137,7 +139,7 @@ struct Inner {
     /// The writer's queue; its lock is the accept lock (see writer.rs).
     queue: Mutex<Option<mpsc::Sender<Accepted>>>,
     writer: Option<JoinHandle<u64>>,
-    sealer: Option<JoinHandle<()>>,
+    sealer: Option<JoinHandle<Chain>>,
     merger: Option<JoinHandle<()>>,
     checkpoint_min_bytes: u64,
 }
@@ -151,11 +153,12 @@ impl Drop for Inner {
         // A merge in progress is given up (its temporary file is removed at the next open).
         self.shared.closing.store(true, Ordering::Relaxed);
         let frames_end = self.writer.take().and_then(|thread| thread.join().ok());
-        for thread in [self.sealer.take(), self.merger.take()].into_iter().flatten() {
+        let chain = self.sealer.take().and_then(|thread| thread.join().ok());
+        if let Some(thread) = self.merger.take() {
             let _ = thread.join();
         }
-        if let Some(len) = frames_end {
-            checkpoint::write_at_close(&self.shared, self.checkpoint_min_bytes, len);
+        if let (Some(len), Some(chain)) = (frames_end, chain) {
+            chain.close(&self.shared, self.checkpoint_min_bytes, len);
         }
     }
 }
@@ -369,17 +372,18 @@ impl EmbeddedStore {
         let path = segment_path(&dir, number);
         let file = disk.open(&path, OpenMode::ReadWrite).map_err(|e| StoreError::io(&format!("opening {}", path.display()), e))?;
         let len = file.len().map_err(|e| StoreError::io(&format!("reading {}", path.display()), e))?;
-        let mut scan_from = 0;
-        if let Some((index, prefix)) = checkpoint::load(&*disk, &dir, number, &file, len, &cache) {
+        checkpoint::remove_sealed_links(&*disk, &dir, number);
+        let mut chain = Chain::new(number);
+        for (index, end) in checkpoint::load(&*disk, &dir, number, &file, len, &cache) {
             let index = Arc::new(index);
-            match add_part(&mut tenants, &index) {
-                Ok(()) => scan_from = prefix,
-                Err(detail) => {
-                    tracing::warn!(path = %index.path().display(), "not using the open segment's index file: {detail}");
-                    checkpoint::remove(&*disk, &dir, number);
-                }
+            if let Err(detail) = add_part(&mut tenants, &index) {
+                tracing::warn!(path = %index.path().display(), "not using the open segment's index file: {detail}");
+                checkpoint::remove_from(&*disk, &dir, number, chain.end);
+                break;
             }
+            chain.loaded(end);
         }
+        let scan_from = chain.end;
         for (tenant, log) in &mut tenants {
             let base = log.base();
             log.index = TenantIndex::starting_after(base);
@@ -479,7 +483,7 @@ impl EmbeddedStore {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("counterpoint-store-sealer".into())
-                .spawn(move || sealer::run(shared, sealed, added))
+                .spawn(move || sealer::run(shared, sealed, added, chain))
                 .map_err(|e| StoreError::io("starting the sealer thread", e))?
         };
         let (queue, accepted) = mpsc::channel();

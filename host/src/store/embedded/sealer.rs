@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 
-use super::checkpoint;
+use super::checkpoint::Chain;
 use super::index_run::{merge, next_merge};
 use super::segment_index::{build_from_segment, Covers, SegmentIndex};
 use super::tenant::{SealedPart, TenantLog};
@@ -31,7 +31,8 @@ pub(super) enum ToSealer {
 
 /// The sealer: indexes each sealed segment, then tells the merger; checkpoints the open
 /// segment's index when it has grown (checkpoint.rs).
-pub(super) fn run(shared: Arc<Shared>, told: Receiver<ToSealer>, merger: Sender<()>) {
+/// Returns the open segment's checkpoints as they stand when the writer is gone, for the close.
+pub(super) fn run(shared: Arc<Shared>, told: Receiver<ToSealer>, merger: Sender<()>, mut chain: Chain) -> Chain {
     let mut stopped = false;
     while let Ok(first) = told.recv() {
         // A checkpoint that a later one or the seal makes moot is skipped: only the last thing
@@ -42,12 +43,18 @@ pub(super) fn run(shared: Arc<Shared>, told: Receiver<ToSealer>, merger: Sender<
         for (i, told) in pending.into_iter().enumerate() {
             match told {
                 _ if stopped => {}
-                ToSealer::Grown { segment, len } if i + 1 == count => checkpoint::write(&shared, segment, len),
+                ToSealer::Grown { segment, len } if i + 1 == count => chain.grow(&shared, segment, len),
                 ToSealer::Grown { .. } => {}
-                ToSealer::Sealed { segment, len } => stopped = !seal(&shared, segment, len, &merger),
+                ToSealer::Sealed { segment, len } => {
+                    stopped = !seal(&shared, segment, len, &merger);
+                    if !stopped {
+                        chain.sealed(&shared, segment);
+                    }
+                }
             }
         }
     }
+    chain
 }
 
 /// Indexes a sealed segment, lets the tenants' memory forget it and tells the merger; false if

@@ -53,7 +53,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::disk::{Disk, DiskFile, OpenMode};
-use super::log::{scan_segment, segment_path, Cursor, EventLoc, SegmentKind};
+use super::log::{scan_segment_from, segment_path, Cursor, EventLoc, SegmentKind};
 use crate::store::index::{KeyKind, PostingList, Resolved};
 use crate::store::Query;
 
@@ -242,7 +242,12 @@ impl IndexBuilder {
     /// Writes the index of segment `segment` (`segment_len` bytes) in `dir`: to a temporary
     /// file, synced, then renamed, so the file is whole or absent after a crash.
     pub fn write(self, disk: &dyn Disk, dir: &Path, segment: u32, segment_len: u64) -> Result<(), IndexFileError> {
-        let path = index_path(dir, segment);
+        self.write_to(disk, dir, index_path(dir, segment), segment, segment_len)
+    }
+
+    /// [`IndexBuilder::write`] to `path` in `dir` (a checkpoint of the open segment's later
+    /// bytes, checkpoint.rs).
+    pub fn write_to(self, disk: &dyn Disk, dir: &Path, path: PathBuf, segment: u32, segment_len: u64) -> Result<(), IndexFileError> {
         let tmp = path.with_extension("idx.tmp");
         let io = |source| IndexFileError::Io { path: path.clone(), source };
         let bytes = self.encode(segment, segment_len);
@@ -1128,10 +1133,9 @@ fn read_trailer(file: &dyn DiskFile, path: &Path, magic: &[u8; 8]) -> Result<(u6
     }
 }
 
-/// How many bytes of segment `segment` its index file describes, from the file's trailer alone
-/// (None: there is no file). For the open segment's, written at a clean close.
-pub(crate) fn indexed_len(disk: &dyn Disk, dir: &Path, segment: u32) -> Result<Option<u64>, IndexFileError> {
-    let path = index_path(dir, segment);
+/// Where the bytes of segment `segment` that the index file at `path` describes end, from its
+/// trailer alone (None: there is no file).
+pub(crate) fn described_len(disk: &dyn Disk, path: PathBuf, segment: u32) -> Result<Option<u64>, IndexFileError> {
     let file = match disk.open(&path, OpenMode::Read) {
         Ok(file) => file,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
@@ -1170,14 +1174,21 @@ pub(crate) enum IndexFileState {
 /// gives. A build is deterministic, so a sound file is identical to it; a flipped bit in a block,
 /// which only the read of that block would find, is found here.
 pub(crate) fn verify(disk: &dyn Disk, dir: &Path, segment: u32, segment_len: u64) -> IndexFileState {
-    let index = match SegmentIndex::open(disk, dir, segment, segment_len, Arc::new(BlockCache::new(0))) {
+    verify_file(disk, dir, index_path(dir, segment), segment, 0, segment_len)
+}
+
+/// [`verify`] of the index file at `path`, which describes bytes `from..to` of `segment` (a
+/// checkpoint of the open segment, checkpoint.rs).
+pub(crate) fn verify_file(disk: &dyn Disk, dir: &Path, path: PathBuf, segment: u32, from: u64, to: u64) -> IndexFileState {
+    let opened = SegmentIndex::open_file(disk, path, Covers::Segment(segment), &[(segment, to)], Arc::new(BlockCache::new(0)));
+    let index = match opened {
         Ok(index) => index,
         Err(IndexFileError::Missing { .. }) => return IndexFileState::Missing,
         Err(err @ (IndexFileError::Stale { .. } | IndexFileError::Damaged { .. })) => return IndexFileState::RebuiltAtOpen(err),
         Err(err) => return IndexFileState::Unsound(err),
     };
     let found = index.file.read_all().map_err(|source| IndexFileError::Io { path: index.path.clone(), source });
-    let expected = index_segment(disk, dir, segment, segment_len).map(|builder| builder.encode(segment, segment_len));
+    let expected = index_segment_range(disk, dir, segment, from, to).map(|builder| builder.encode(segment, to));
     let (found, expected) = match (found, expected) {
         (Ok(found), Ok(expected)) => (found, expected),
         (Err(err), _) | (_, Err(err)) => return IndexFileState::Unsound(err),
@@ -1194,12 +1205,17 @@ pub(crate) fn verify(disk: &dyn Disk, dir: &Path, segment: u32, segment_len: u64
 
 /// The index of every event in `segment`, from a scan of it.
 fn index_segment(disk: &dyn Disk, dir: &Path, segment: u32, segment_len: u64) -> Result<IndexBuilder, IndexFileError> {
+    index_segment_range(disk, dir, segment, 0, segment_len)
+}
+
+/// The index of the events in bytes `from..to` of `segment` (`from` a frame's start).
+pub(crate) fn index_segment_range(disk: &dyn Disk, dir: &Path, segment: u32, from: u64, to: u64) -> Result<IndexBuilder, IndexFileError> {
     let path = segment_path(dir, segment);
     let io = |source| IndexFileError::Io { path: path.clone(), source };
     let file = disk.open(&path, OpenMode::Read).map_err(io)?;
     let mut builder = IndexBuilder::default();
-    // A sealed segment, or the open one's published prefix: both end with a frame.
-    let scan = scan_segment(file.reader(segment_len), segment_len, segment, SegmentKind::Sealed, |_, frame| {
+    // A sealed segment, or the open one's published bytes: both end with a frame.
+    let scan = scan_segment_from(file.reader_from(from, to), from, to, segment, SegmentKind::Sealed, |_, frame| {
         for ((event, loc), position) in frame.events.iter().zip(frame.first..) {
             builder.add(&frame.tenant, position, &event.event_type, &event.tags, Loc { offset: loc.offset, len: loc.len, crc: loc.crc })?;
         }

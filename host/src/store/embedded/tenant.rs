@@ -52,12 +52,12 @@ impl TenantLog {
 
     /// Takes the next sealed segment's part: the oldest events in memory are now found through
     /// its index file, and memory forgets them. The part replaces one of the same segment (the
-    /// open segment's from a clean close).
+    /// open segment's checkpoint files).
     pub fn seal(&mut self, part: SealedPart) {
         let base = self.base();
-        // The open segment's file from a clean close (checkpoint.rs) held its first events: the
-        // segment's whole file takes its place.
-        if self.sealed.last().is_some_and(|held| held.index.covers() == part.index.covers()) {
+        // The open segment's checkpoint files (checkpoint.rs) held its first events: the
+        // segment's whole file takes their place.
+        while self.sealed.last().is_some_and(|held| held.index.covers() == part.index.covers()) {
             self.sealed.pop();
             self.searched.pop();
         }

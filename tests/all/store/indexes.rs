@@ -745,7 +745,7 @@ async fn a_damaged_or_missing_checkpoint_file_ends_the_chain_there_and_the_rest_
 
 /// When the open segment is sealed its whole index replaces the chain: the files after the first
 /// are removed, in a store opened from them too; one that a crash left behind after the seal is
-/// removed by the next open.
+/// removed by the next open, as is an index file's temporary file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seal_replaces_the_checkpoint_chain_and_an_open_removes_one_left_behind() {
     let dir = tempfile::tempdir().unwrap();
@@ -767,10 +767,14 @@ async fn a_seal_replaces_the_checkpoint_chain_and_an_open_removes_one_left_behin
     assert_eq!(checkpoint_files(dir.path()), [dir.path().join("0000000000.idx")], "the seal removed the files after the first");
     drop(store);
 
-    // A crash between the seal's file and the removal of the chain's others.
+    // A crash between the seal's file and the removal of the chain's others, and one while an
+    // index file was written.
     std::fs::write(&chain[2], &left_behind).unwrap();
+    let temporary = chain[2].with_extension("idx.tmp");
+    std::fs::write(&temporary, &left_behind[..100]).unwrap();
     let store = EmbeddedStore::open_with(dir.path(), options.clone()).unwrap();
     assert!(!chain[2].exists(), "the open removes a sealed segment's checkpoint file");
+    assert!(!temporary.exists(), "and an index file's temporary file");
     assert_eq!(positions(&store, &tenant, Query::all()).await, (1..=appended).collect::<Vec<_>>());
     let expected: Vec<u64> = (1..=appended).filter(|p| p % 7 == 3).collect();
     assert_eq!(positions(&store, &tenant, Query::item(QueryItem::tags(["k:3"]))).await, expected);

@@ -220,9 +220,20 @@ pub(super) fn remove_links(disk: &dyn Disk, dir: &Path, segment: u32, from: u64)
     }
 }
 
-/// Removes the checkpoint files after the first of the segments before `open`: a crash after a
-/// seal wrote the segment's whole index, before they were removed.
-pub(super) fn remove_sealed_links(disk: &dyn Disk, dir: &Path, open: u32) {
+/// Removes what a crash can leave behind: the checkpoint files after the first of the segments
+/// before `open` (a crash after a seal wrote the segment's whole index, before they were
+/// removed), and index files' temporary files (a crash while one was written).
+pub(super) fn remove_leftovers(disk: &dyn Disk, dir: &Path, open: u32) {
+    let names = match disk.list(dir) {
+        Ok(names) => names,
+        Err(err) => return tracing::warn!(%err, "cannot list the data directory"),
+    };
+    let temporary: Vec<PathBuf> = names.iter().filter(|name| name.ends_with(".idx.tmp")).map(|name| dir.join(name)).collect();
+    for path in &temporary {
+        if let Err(err) = disk.remove(path) {
+            tracing::warn!(%err, path = %path.display(), "cannot remove an index file's temporary file");
+        }
+    }
     let sealed: Vec<u32> = match links_in(disk, dir) {
         Ok(links) => links.into_iter().map(|(segment, ..)| segment).filter(|&segment| segment < open).collect(),
         Err(err) => return tracing::warn!(%err, "cannot list the checkpoint files"),

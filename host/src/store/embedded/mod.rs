@@ -372,7 +372,7 @@ impl EmbeddedStore {
         let path = segment_path(&dir, number);
         let file = disk.open(&path, OpenMode::ReadWrite).map_err(|e| StoreError::io(&format!("opening {}", path.display()), e))?;
         let len = file.len().map_err(|e| StoreError::io(&format!("reading {}", path.display()), e))?;
-        checkpoint::remove_sealed_links(&*disk, &dir, number);
+        checkpoint::remove_leftovers(&*disk, &dir, number);
         let mut chain = Chain::new(number);
         for (index, end) in checkpoint::load(&*disk, &dir, number, &file, len, &cache) {
             let index = Arc::new(index);

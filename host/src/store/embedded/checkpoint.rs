@@ -50,8 +50,12 @@ pub(crate) fn link_path(dir: &Path, segment: u32, from: u64) -> PathBuf {
 /// The checkpoint files after the first in `dir`, of every segment: (segment, from, path), in
 /// order.
 pub(crate) fn links_in(disk: &dyn Disk, dir: &Path) -> std::io::Result<Vec<(u32, u64, PathBuf)>> {
-    let mut links: Vec<_> = disk
-        .list(dir)?
+    Ok(links_among(dir, disk.list(dir)?))
+}
+
+/// [`links_in`] of the directory `dir` whose entries are `names`.
+fn links_among(dir: &Path, names: Vec<String>) -> Vec<(u32, u64, PathBuf)> {
+    let mut links: Vec<_> = names
         .into_iter()
         .filter_map(|name| {
             let (segment, from) = name.strip_suffix(".idx")?.split_once('+')?;
@@ -59,7 +63,7 @@ pub(crate) fn links_in(disk: &dyn Disk, dir: &Path) -> std::io::Result<Vec<(u32,
         })
         .collect();
     links.sort();
-    Ok(links)
+    links
 }
 
 /// The files of segment `segment`'s chain there are, in order: (from, path), the first file
@@ -163,13 +167,7 @@ pub(super) fn load(
     let mut chain = Vec::new();
     let mut end = 0;
     for (from, path) in files {
-        let link = if from == end {
-            open_link(disk, &path, segment, from, file, len, cache)
-        } else {
-            let detail = format!("it describes the segment from byte {from}, the files before it up to byte {end}");
-            Err(IndexFileError::Stale { path: path.clone(), detail })
-        };
-        match link {
+        match open_link(disk, &path, segment, from, end, file, len, cache) {
             Ok(Some((index, to))) => {
                 chain.push((index, to));
                 end = to;
@@ -234,31 +232,44 @@ pub(super) fn remove_leftovers(disk: &dyn Disk, dir: &Path, open: u32) {
             tracing::warn!(%err, path = %path.display(), "cannot remove an index file's temporary file");
         }
     }
-    let sealed: Vec<u32> = match links_in(disk, dir) {
-        Ok(links) => links.into_iter().map(|(segment, ..)| segment).filter(|&segment| segment < open).collect(),
-        Err(err) => return tracing::warn!(%err, "cannot list the checkpoint files"),
-    };
+    let mut sealed: Vec<u32> = links_among(dir, names).into_iter().map(|(segment, ..)| segment).filter(|&segment| segment < open).collect();
+    sealed.dedup();
     for segment in sealed {
         remove_links(disk, dir, segment, 0);
     }
 }
 
+/// Where the bytes that the chain's file at `path`, named for segment `segment` from byte
+/// `from`, describes end, when it continues a chain that ends at `chain_end` inside the
+/// segment's `len` bytes; None if it does not exist. Only its name and trailer are read.
+pub(crate) fn described_end(disk: &dyn Disk, path: &Path, segment: u32, from: u64, chain_end: u64, len: u64) -> Result<Option<u64>, IndexFileError> {
+    let stale = |detail: String| IndexFileError::Stale { path: path.to_path_buf(), detail };
+    if from != chain_end {
+        return Err(stale(format!("it describes the segment from byte {from}, the files before it up to byte {chain_end}")));
+    }
+    let Some(to) = described_len(disk, path.to_path_buf(), segment)? else { return Ok(None) };
+    if to <= from || to > len {
+        return Err(stale(format!("it describes bytes {from}..{to} of a segment of {len}")));
+    }
+    Ok(Some(to))
+}
+
 /// Opens the file at `path` of the chain, which must describe segment `segment` (`len` bytes)
-/// from byte `from`: its index and where the bytes it describes end. None if it does not exist.
+/// from byte `from`, where the chain before it ends: its index and where the bytes it
+/// describes end. None if it does not exist.
+#[allow(clippy::too_many_arguments)]
 fn open_link(
     disk: &dyn Disk,
     path: &Path,
     segment: u32,
     from: u64,
+    chain_end: u64,
     file: &Arc<dyn DiskFile>,
     len: u64,
     cache: &Arc<BlockCache>,
 ) -> Result<Option<(SegmentIndex, u64)>, IndexFileError> {
     let stale = |detail: String| IndexFileError::Stale { path: path.to_path_buf(), detail };
-    let Some(to) = described_len(disk, path.to_path_buf(), segment)? else { return Ok(None) };
-    if to <= from || to > len {
-        return Err(stale(format!("it describes bytes {from}..{to} of a segment of {len}")));
-    }
+    let Some(to) = described_end(disk, path, segment, from, chain_end, len)? else { return Ok(None) };
     let index = SegmentIndex::open_file(disk, path.to_path_buf(), Covers::Segment(segment), &[(segment, to)], cache.clone())?;
     let io = |source| IndexFileError::Io { path: path.to_path_buf(), source };
     let first_frame = first_frame_len(file.reader_from(from, to), to - from).map_err(io)?.unwrap_or(0);

@@ -12,17 +12,20 @@
 //! A hot boundary does not crowd out the others either. The runtime runs a task woken by the
 //! one it just ran before every other ready task, so a queue handing its turn on from one
 //! command to the next would jump ahead of all of them, and one hot boundary would take as
-//! much CPU as every other boundary together. A command handed its turn therefore gives way
-//! first ([`Contention::turn`]), with `tokio::task::yield_now`: tokio defers it until its worker
-//! has no other work, or at the latest until the worker's periodic maintenance (every 61 polls).
-//! Beside busy boundaries a hot one then decides about one command per 61 polls of its worker;
-//! alone, it waits only for its own commands' other work. (Merely queueing it behind the ready
-//! tasks, by waking itself, was measured too: it left the others 0.61 – 0.64 of their speed,
-//! against 0.81 – 0.93.)
+//! much CPU as every other boundary together. While commands run on boundaries nobody queues on
+//! (one read such a boundary within the last [`ELSEWHERE_WINDOW`]), a command handed its turn
+//! therefore gives way first ([`Contention::turn`]), with `tokio::task::yield_now`: tokio defers
+//! it until its worker has no other work, or at the latest until the worker's periodic
+//! maintenance (every 61 polls). Beside busy boundaries a hot one then decides about one
+//! command per 61 polls of its worker. (Merely queueing it behind the ready tasks, by waking
+//! itself, was measured too: it left the others 0.61 – 0.64 of their speed, against 0.81 –
+//! 0.93.) Alone, a hot boundary goes on at once: giving way to its own commands' other work
+//! only put a wait between every two of its decisions.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex as TurnLock, OwnedMutexGuard};
 
@@ -66,6 +69,19 @@ fn canonical(item: &QueryItem) -> String {
 pub(super) struct Contention {
     /// A queue per hot boundary; an entry exists while someone waits for or holds it.
     queues: Mutex<HashMap<Boundary, Queue>>,
+    /// When a command last read boundaries nobody queued on while others queued: microseconds
+    /// since [`SINCE`], 0 for never.
+    elsewhere_at: AtomicU64,
+}
+
+/// How long after a read of boundaries nobody queues on a turn handed on still gives way.
+pub(super) const ELSEWHERE_WINDOW: Duration = Duration::from_millis(1);
+
+/// The origin of [`Contention::elsewhere_at`].
+static SINCE: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+fn micros_since(at: Instant) -> u64 {
+    at.saturating_duration_since(*SINCE).as_micros() as u64 + 1
 }
 
 #[derive(Default)]
@@ -81,6 +97,18 @@ impl Contention {
     /// boundary (which allocates).
     pub fn is_quiet(&self) -> bool {
         self.queues.lock().expect("queues lock").is_empty()
+    }
+
+    /// Notes that a command reads boundaries nobody queues on (while others queue): for
+    /// [`ELSEWHERE_WINDOW`] from now, turns handed on give way to the ready work beside them.
+    pub fn ran_elsewhere(&self) {
+        self.elsewhere_at.store(micros_since(Instant::now()), Ordering::Relaxed);
+    }
+
+    /// Whether a command read boundaries nobody queued on within the last [`ELSEWHERE_WINDOW`].
+    fn ran_elsewhere_lately(&self) -> bool {
+        let at = self.elsewhere_at.load(Ordering::Relaxed);
+        at != 0 && micros_since(Instant::now()) < at + ELSEWHERE_WINDOW.as_micros() as u64
     }
 
     /// Whether anyone waits for or holds a turn on one of `boundaries`.
@@ -118,7 +146,8 @@ impl Contention {
     /// Waits until `until` for a turn on every one of `boundaries` (sorted: every command takes
     /// its locks in one order), first come first served; `None` if it did not come by then. A
     /// turn that had to be waited for was handed on by the command before, which woke this one:
-    /// it gives way to the ready work beside it before it goes on (see the module's doc).
+    /// while commands run elsewhere, it gives way to the ready work beside it before it goes on
+    /// (see the module's doc).
     pub async fn turn(self: &Arc<Self>, boundaries: Vec<Boundary>, until: Instant) -> Option<Turn> {
         let locks: Vec<(Boundary, Arc<TurnLock<()>>)> = {
             let mut queues = self.queues.lock().expect("queues lock");
@@ -147,7 +176,7 @@ impl Contention {
                 }
             }
         }
-        if waited {
+        if waited && self.ran_elsewhere_lately() {
             tokio::task::yield_now().await;
         }
         Some(turn)
@@ -269,18 +298,17 @@ mod tests {
         assert!(contention.queues.lock().unwrap().is_empty(), "nobody waits: cooled down");
     }
 
-    /// Handed on, a turn gives way: a task on another boundary that became ready before the
-    /// handoff runs first. (Woken by the task that drops the turn, the next in line would
-    /// otherwise run right after it, before everyone else.) This relies on how tokio schedules
-    /// a yield, which its documentation does not promise: an upgrade that changes it fails here.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-    async fn a_turn_handed_on_lets_ready_work_elsewhere_run_first() {
+    /// Hands a turn on while a task on another boundary is ready, on a runtime of one worker
+    /// (where a task woken by the running one runs next unless it yields), and says which ran
+    /// first. `elsewhere_since`: how long before the handoff a command read a boundary nobody
+    /// queued on, if one did. This relies on how tokio schedules a wake and a yield, which its
+    /// documentation does not promise: an upgrade that changes it fails the tests below.
+    async fn first_after_handoff(elsewhere_since: Option<Duration>) -> Vec<&'static str> {
         let store: SharedStore = Arc::new(MemoryStore::new());
         let tenant = Tenant::new("acme").unwrap();
         let course = boundaries(&store, &tenant, &reads(&[(&[], &["course:1"])]));
         let contention = Arc::new(Contention::default());
         let order = Arc::new(Mutex::new(Vec::new()));
-        // On the runtime's one worker, where wakes go to the front unless yielded.
         let run = tokio::spawn({
             let order = order.clone();
             async move {
@@ -300,6 +328,12 @@ mod tests {
                         order.lock().unwrap().push("elsewhere");
                     }
                 });
+                if let Some(since) = elsewhere_since {
+                    contention.ran_elsewhere();
+                    if !since.is_zero() {
+                        tokio::time::sleep(since).await;
+                    }
+                }
                 tokio::task::yield_now().await; // both wait now
                 go.send(()).unwrap(); // ready elsewhere,
                 drop(first); // then the turn is handed on
@@ -308,7 +342,23 @@ mod tests {
             }
         });
         run.await.unwrap();
-        assert_eq!(*order.lock().unwrap(), ["elsewhere", "hot"]);
+        order.lock().unwrap().clone()
+    }
+
+    /// While commands run on other boundaries, a turn handed on gives way: the task elsewhere
+    /// that became ready before the handoff runs first (else the hot queue would jump ahead of
+    /// all other work, every time).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_turn_handed_on_lets_ready_work_elsewhere_run_first_while_commands_run_there() {
+        assert_eq!(first_after_handoff(Some(Duration::ZERO)).await, ["elsewhere", "hot"]);
+    }
+
+    /// Alone, a hot boundary goes on at once: the next in line runs right after the handoff,
+    /// when no command read elsewhere, or none within the window.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_turn_handed_on_goes_on_at_once_when_nothing_ran_elsewhere_lately() {
+        assert_eq!(first_after_handoff(None).await, ["hot", "elsewhere"]);
+        assert_eq!(first_after_handoff(Some(ELSEWHERE_WINDOW * 3)).await, ["hot", "elsewhere"]);
     }
 
     /// The course's subscriptions: each reads the course, then its seats. One in its turn on

@@ -166,6 +166,8 @@ impl<'a> Retries<'a> {
             reads.push(AppendCondition::new(query.clone(), None));
             let boundaries = contention::boundaries(&store, &tenant, &reads);
             if !CONTENTION.is_hot(&boundaries) {
+                // Others queue elsewhere: their turns give way to this command's work a while.
+                CONTENTION.ran_elsewhere();
                 return Box::pin(std::future::ready(false));
             }
             let Some(waiting) = waits.reserve() else {

@@ -176,7 +176,8 @@ impl Slice {
         let described = within(instance.deadline(), instance.bindings.call_describe(&mut instance.store)).await;
         let description = described.map_err(|e| LoadError::Describe(instance.failure("describe", e).to_string()))?;
         let mut description = SliceDescription::from_wit(description);
-        if let Some(read_models) = instance.read_models.clone() {
+        if slice.exports.read_models.is_some() {
+            let read_models = instance.read_models_export().map_err(|e| LoadError::Describe(e.to_string()))?;
             instance.arm();
             let listed = within(instance.deadline(), read_models.call_read_models(&mut instance.store)).await;
             let listed = listed.map_err(|e| LoadError::Describe(instance.failure("read-models", e).to_string()))?;
@@ -271,14 +272,13 @@ impl Slice {
         let instantiated = async {
             let instance = self.exports.pre.instantiate_async(&mut store).await?;
             let bindings = self.exports.slice.load(&mut store, &instance)?;
-            let read_models = self.exports.read_models.as_ref().map(|r| r.load(&mut store, &instance)).transpose()?;
-            wasmtime::Result::Ok((bindings, read_models))
+            wasmtime::Result::Ok((instance, bindings))
         };
         // The deadline covers instantiation too (a start function may wait on the host).
         let instantiated: wasmtime::Result<_> = within(deadline, instantiated).await;
         match instantiated {
-            Ok((bindings, read_models)) => {
-                Ok(Instance { slice: self, store, bindings, read_models, _live: LiveGuard::new(&self.runtime.live) })
+            Ok((instance, bindings)) => {
+                Ok(Instance { slice: self, store, instance, bindings, _live: LiveGuard::new(&self.runtime.live) })
             }
             Err(err) => {
                 if let Some(full) = err.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
@@ -406,8 +406,8 @@ impl Slice {
 pub(crate) struct Instance<'a> {
     slice: &'a Slice,
     store: Store<InvocationState>,
+    instance: wasmtime::component::Instance,
     bindings: guest::Guest,
-    read_models: Option<read_models_guest::Guest>,
     _live: LiveGuard,
 }
 
@@ -431,8 +431,14 @@ impl Drop for LiveGuard {
 pub(crate) struct ProjectionHandle(wasmtime::component::ResourceAny);
 
 impl Instance<'_> {
-    fn read_models_export(&self) -> Result<read_models_guest::Guest, InvokeError> {
-        self.read_models.clone().ok_or_else(|| InvokeError::NotFound(format!("slice {} has no read models", self.slice.name())))
+    /// The read models' exports, looked up by the calls that use them only: most instances
+    /// run a command, which never does.
+    fn read_models_export(&mut self) -> Result<read_models_guest::Guest, InvokeError> {
+        let slice = self.slice;
+        let Some(indices) = &slice.exports.read_models else {
+            return Err(InvokeError::NotFound(format!("slice {} has no read models", slice.name())));
+        };
+        indices.load(&mut self.store, &self.instance).map_err(|err| self.failure("read models", err))
     }
 
     /// Starts the wall-time deadline of the next call into the guest.

@@ -75,7 +75,7 @@ pub(super) struct Contention {
 }
 
 /// How long after a read of boundaries nobody queues on a turn handed on still gives way.
-pub(super) const ELSEWHERE_WINDOW: Duration = Duration::from_millis(1);
+const ELSEWHERE_WINDOW: Duration = Duration::from_millis(1);
 
 /// The origin of [`Contention::elsewhere_at`].
 static SINCE: LazyLock<Instant> = LazyLock::new(Instant::now);

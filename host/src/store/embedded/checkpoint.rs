@@ -167,7 +167,9 @@ pub(super) fn load(
     let mut chain = Vec::new();
     let mut end = 0;
     for (from, path) in files {
-        match open_link(disk, &path, segment, from, end, file, len, cache) {
+        let link = described_end(disk, &path, segment, from, end, len)
+            .and_then(|to| to.map(|to| open_link(disk, &path, segment, from..to, file, cache).map(|index| (index, to))).transpose());
+        match link {
             Ok(Some((index, to))) => {
                 chain.push((index, to));
                 end = to;
@@ -254,22 +256,17 @@ pub(crate) fn described_end(disk: &dyn Disk, path: &Path, segment: u32, from: u6
     Ok(Some(to))
 }
 
-/// Opens the file at `path` of the chain, which must describe segment `segment` (`len` bytes)
-/// from byte `from`, where the chain before it ends: its index and where the bytes it
-/// describes end. None if it does not exist.
-#[allow(clippy::too_many_arguments)]
+/// Opens the file at `path` of the chain, which describes bytes `from..to` of segment `segment`
+/// ([`described_end`]): its index, once the segment's bytes agree with it.
 fn open_link(
     disk: &dyn Disk,
     path: &Path,
     segment: u32,
-    from: u64,
-    chain_end: u64,
+    Range { start: from, end: to }: Range<u64>,
     file: &Arc<dyn DiskFile>,
-    len: u64,
     cache: &Arc<BlockCache>,
-) -> Result<Option<(SegmentIndex, u64)>, IndexFileError> {
+) -> Result<SegmentIndex, IndexFileError> {
     let stale = |detail: String| IndexFileError::Stale { path: path.to_path_buf(), detail };
-    let Some(to) = described_end(disk, path, segment, from, chain_end, len)? else { return Ok(None) };
     let index = SegmentIndex::open_file(disk, path.to_path_buf(), Covers::Segment(segment), &[(segment, to)], cache.clone())?;
     let io = |source| IndexFileError::Io { path: path.to_path_buf(), source };
     let first_frame = first_frame_len(file.reader_from(from, to), to - from).map_err(io)?.unwrap_or(0);
@@ -280,7 +277,7 @@ fn open_link(
         let at = from + at;
         return Err(stale(format!("the frame at byte {at} of the segment, before the end it describes, is damaged")));
     }
-    Ok(Some((index, to)))
+    Ok(index)
 }
 
 /// Whether the events `index` holds begin in the segment's frame at bytes `first_frame` (where

@@ -8,6 +8,7 @@
 //! - [`tenants`]: the server's configuration: tenants, hashed tokens, limits;
 //! - [`deploy`]: deployed slices per tenant, hot deploy by upload or drop zone;
 //! - [`durable`]: files in the data directory that survive a power cut;
+//! - [`memory`]: how the process takes memory from the kernel (no transparent huge pages);
 //! - [`testing`]: given/when/then scenarios for compiled slices (`counterpoint test`);
 //! - [`scaffold`]: `counterpoint new`, a slice crate that builds and passes its tests;
 //! - [`codec`]: JSON at the edges, MessagePack inside;
@@ -27,6 +28,7 @@ pub mod delivery;
 pub mod deploy;
 pub mod durable;
 pub mod leases;
+pub mod memory;
 pub mod projections;
 pub mod readmodels;
 pub mod runner;

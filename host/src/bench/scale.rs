@@ -30,8 +30,14 @@
 //! the store is read twice (`page_cache_warm_s`), so that the child starts with the store in the
 //! page cache, as a restarted host does on a machine whose memory holds it (a page read twice is
 //! on the kernel's active list, which other files read once do not evict first). Without it, the
-//! figures are the disk's and whatever else the machine last read: random tag reads on a cold
-//! 100 M log wait for a disk read each, and run at hundreds a second, not tens of thousands.
+//! figures are the disk's and whatever else the machine last read.
+//!
+//! Last, the child drops every file of the store from the page cache (`posix_fadvise`
+//! `DONTNEED`), as on a machine whose memory does not hold the log, and measures random 128-byte
+//! reads of the log's files again (`uncached_log_read_per_s`: the disk's speed for reads that
+//! miss) and up to [`UNCACHED_TAG_READS`] random tag reads by one reader for `--seconds`
+//! (`tag_read_uncached_per_s`; `tag_read_uncached_vs_10_log_reads` against the ten reads of its
+//! events alone, waiting one after another).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,6 +54,8 @@ const CHILD_VAR: &str = "COUNTERPOINT_BENCH_SCALE_CHILD";
 /// Set in a child process that measures the open alone.
 const OPEN_ONLY_VAR: &str = "COUNTERPOINT_BENCH_SCALE_OPEN_ONLY";
 const TAG_READS: u64 = 100_000;
+/// Tag reads of the store out of the page cache: at most this many, at most `--seconds` long.
+const UNCACHED_TAG_READS: u64 = 20_000;
 const LOAD_BATCH: u64 = 10_000;
 
 /// Runs the benchmark on a log of `log_events` events kept under `dir`; each timed append case
@@ -98,6 +106,8 @@ pub async fn scale(dir: &Path, seconds: f64, log_events: u64) -> anyhow::Result<
         ("bloom_mb", "bloom filters held in memory: the runs' and the uncovered segments' (covered segments hold none)".into()),
         ("events_in_memory", "events indexed in memory after the open (the open segment's)".into()),
         ("index_cache_mb", "index-file blocks cached after the tag reads".into()),
+        ("uncached_log_read_per_s", "random 128-byte reads of the log's files out of the page cache (the disk), one thread".into()),
+        ("tag_read_uncached_per_s", "~10 events by one random tag, one reader, the store out of the page cache".into()),
     ] {
         let value = child.get(key).and_then(serde_json::Value::as_f64).with_context(|| format!("the child reported no {key}"))?;
         report.add(key, value, note);
@@ -106,6 +116,11 @@ pub async fn scale(dir: &Path, seconds: f64, log_events: u64) -> anyhow::Result<
         "tag_read_vs_10_log_reads",
         report.get("tag_read_per_s") * 10.0 / report.get("random_log_read_per_s"),
         "tag reads against the random log reads their ~10 events alone would allow (1 = only those)",
+    );
+    report.add(
+        "tag_read_uncached_vs_10_log_reads",
+        report.get("tag_read_uncached_per_s") * 10.0 / report.get("uncached_log_read_per_s"),
+        "the same out of the page cache: above 1 where a read's events are fetched from the disk at once",
     );
 
     Ok(report)
@@ -425,7 +440,32 @@ async fn measure(dir: &Path, log_events: u64, duration: Duration) -> anyhow::Res
     }
     anyhow::ensure!(total >= log_events, "the full read returned {total} of at least {log_events} events");
     report.add("full_read_events_per_s", total as f64 / start.elapsed().as_secs_f64(), "");
+
+    // Out of memory: what a host whose machine cannot hold the log in its page cache reads.
+    drop_from_page_cache(dir)?;
+    report.add("uncached_log_read_per_s", random_log_reads_per_s(dir)?, "");
+    drop_from_page_cache(dir)?;
+    let (start, mut reads) = (Instant::now(), 0u64);
+    while reads < UNCACHED_TAG_READS && start.elapsed() < duration {
+        store.read(&tenant, tag(fastrand::u64(0..keys)), ReadOptions::default()).await?.collect().await?;
+        reads += 1;
+    }
+    report.add("tag_read_uncached_per_s", reads as f64 / start.elapsed().as_secs_f64(), "");
     Ok(report)
+}
+
+/// Asks the kernel to drop every file of the store in `dir` from the page cache (`posix_fadvise`
+/// `DONTNEED`: pages not yet written back, or mapped, stay).
+fn drop_from_page_cache(dir: &Path) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            let file = std::fs::File::open(entry.path()).with_context(|| format!("opening {}", entry.path().display()))?;
+            rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed)
+                .with_context(|| format!("dropping {} from the page cache", entry.path().display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// 64 writers, each appending what `next` makes (given the writer's number and its last

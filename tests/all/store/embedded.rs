@@ -116,3 +116,70 @@ async fn damage_before_the_tail_is_reported_not_hidden() {
     let err = EmbeddedStore::open_with(dir.path(), options).err().expect("must refuse");
     assert!(matches!(&err, StoreError::Corrupt { detail, .. } if detail.contains("0000000000.log")), "{err:?}");
 }
+
+/// A read of events whose bytes are out of memory (a log bigger than the page cache) asks the
+/// disk for all of them at once; while they are in memory it asks for nothing. Either way it
+/// reads the events as written.
+#[tokio::test]
+async fn events_out_of_memory_are_asked_of_the_disk_at_once_and_read_as_written() {
+    use counterpoint::store::sim_disk::{Faults, SimDisk};
+    let disk = SimDisk::new(11, Faults::default());
+    // Segments of 4 KiB: the tag's events, between bigger ones, lie in many segments.
+    let options = EmbeddedOptions { segment_bytes: 4096, ..EmbeddedOptions::default() };
+    let store = EmbeddedStore::open_on(std::sync::Arc::new(disk.clone()), "/data", options).unwrap();
+    let mut written = Vec::new();
+    for i in 0..24u8 {
+        store.append(&tenant(), vec![Event::new("Filler").data(vec![i; 1500])], vec![]).await.unwrap();
+        let event = Event::new("Wanted").tag("k:1").data(vec![i; 40]);
+        written.push(("Wanted".to_string(), event.data.clone()));
+        store.append(&tenant(), vec![event], vec![]).await.unwrap();
+    }
+    let wanted = Query::item(QueryItem::tags(["k:1"]));
+    let read = |store: &EmbeddedStore| {
+        let (store, wanted) = (store.clone(), wanted.clone());
+        async move {
+            let (events, _) = store.read(&tenant(), wanted, ReadOptions::default()).await.unwrap().collect().await.unwrap();
+            events.into_iter().map(|e| (e.event.event_type, e.event.data)).collect::<Vec<_>>()
+        }
+    };
+
+    assert_eq!(read(&store).await, written);
+    assert_eq!(disk.prefetches(), 0, "nothing is asked ahead while every byte is in memory");
+
+    disk.set_faults(Faults { uncached_reads: 1.0, ..Faults::default() });
+    assert_eq!(read(&store).await, written, "read as written when out of memory");
+    let asked = disk.prefetches();
+    assert!(asked > 1, "the reads left are asked for at the first miss: {asked}");
+    assert!(asked <= written.len() as u64, "each read once, not once per miss: {asked}");
+}
+
+/// What the store's reads rely on from the operating system: a read that must not wait tells
+/// bytes out of memory from bytes in it.
+#[test]
+fn a_file_tells_whether_its_bytes_are_in_memory() {
+    use counterpoint::store::embedded_disk::{Disk, OpenMode, RealDisk};
+    // Not a tmpfs: its pages are the file, and cannot leave memory.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("0000000000.log");
+    let bytes: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+    let file = RealDisk.open(&path, OpenMode::CreateNew).unwrap();
+    file.write_all_at(&bytes, 0).unwrap();
+    file.sync_data().unwrap();
+    // The kernel drops a synced file's pages when asked.
+    let raw = std::fs::File::open(&path).unwrap();
+    rustix::fs::fadvise(&raw, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+
+    let at = 600 << 10;
+    let mut buf = vec![0; 4096];
+    assert!(!file.read_cached_at(&mut buf, at).unwrap(), "bytes out of memory are not read without waiting");
+    file.prefetch(at, 4096);
+    file.read_exact_at(&mut buf, at).unwrap();
+    let mut again = vec![0; 4096];
+    assert!(file.read_cached_at(&mut again, at).unwrap(), "bytes just read are in memory");
+    assert_eq!(again, bytes[at as usize..][..4096]);
+    assert_eq!(buf, again);
+    let tail = (1 << 20) - 100;
+    file.read_exact_at(&mut buf[..100], tail).unwrap();
+    let err = file.read_cached_at(&mut buf, tail).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof, "a read past the end is an error: {err}");
+}

@@ -208,6 +208,8 @@ async fn run_seed(seed: u64, found: &mut Found) {
         write_error: if rng.u8(0..4) == 0 { 0.02 } else { 0.0 },
         sync_error: if rng.u8(0..4) == 0 { 0.02 } else { 0.0 },
         failing_syncs: 0,
+        // Reads that find their bytes out of memory take the path a log bigger than memory takes.
+        uncached_reads: if rng.u8(0..4) == 0 { 0.5 } else { 0.0 },
     };
     // Mostly segments smaller than a page, so that they roll often; some of many pages, with
     // bigger notes, so that a flush torn in its overwrite can keep a later page and lose an

@@ -59,6 +59,17 @@ pub trait DiskFile: Send + Sync {
     fn len(&self) -> io::Result<u64>;
     /// Fills `buf` from `offset`; an error if the file ends first.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Fills `buf` from `offset` if its bytes are in memory (the page cache), without waiting
+    /// for the disk: `Ok(false)` when the first of them is not (`buf` is left in any state).
+    /// A file system that cannot tell reads them.
+    fn read_cached_at(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+        self.read_exact_at(buf, offset).map(|()| true)
+    }
+    /// Asks for `len` bytes from `offset` to be read from the disk in the background, so that a
+    /// read of many places waits for the disk about once, not once for each. A hint only.
+    fn prefetch(&self, offset: u64, len: u64) {
+        let _ = (offset, len);
+    }
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// `fdatasync`: the written bytes (and the length) survive a power cut once this returns.
     fn sync_data(&self) -> io::Result<()>;
@@ -223,6 +234,35 @@ impl DiskFile for File {
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         FileExt::read_exact_at(self, buf, offset)
+    }
+
+    /// `preadv2` with `RWF_NOWAIT` (Linux 4.14 or later, buffered reads since 5.9 on ext4 and
+    /// XFS); a kernel or file system without it reads and waits.
+    fn read_cached_at(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+        use rustix::io::{preadv2, Errno, ReadWriteFlags};
+        let mut done = 0;
+        while done < buf.len() {
+            let at = offset + done as u64;
+            match preadv2(self, &mut [io::IoSliceMut::new(&mut buf[done..])], at, ReadWriteFlags::NOWAIT) {
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "failed to fill whole buffer")),
+                Ok(n) => done += n,
+                Err(Errno::AGAIN) if done == 0 => return Ok(false),
+                Err(Errno::INTR) => {}
+                // The rest is not in memory, or the kernel cannot tell: read it, waiting.
+                Err(Errno::AGAIN | Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL) => {
+                    FileExt::read_exact_at(self, &mut buf[done..], at)?;
+                    done = buf.len();
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(true)
+    }
+
+    /// `posix_fadvise(WILLNEED)`: the kernel starts reading the range. An error changes nothing
+    /// a read relies on, so it is ignored.
+    fn prefetch(&self, offset: u64, len: u64) {
+        let _ = rustix::fs::fadvise(self, offset, std::num::NonZeroU64::new(len), rustix::fs::Advice::WillNeed);
     }
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {

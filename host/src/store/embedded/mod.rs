@@ -230,29 +230,33 @@ impl Shared {
         self.poisoned.lock().expect("poison lock").get_or_insert(reason).clone()
     }
 
-    /// Reads the events at `locs` with as few positioned reads as possible.
+    /// Reads the events at `locs` with as few positioned reads as possible. The reads go one
+    /// after another while their bytes are in memory; at the first that is not, every read left
+    /// is asked of the disk at once ([`DiskFile::prefetch`]), so that a read of events spread
+    /// over a log bigger than memory waits for the disk about once, not once for each.
     fn fetch(&self, positions: &[u64], locs: &[EventLoc]) -> Result<Vec<SequencedEvent>, StoreError> {
         let segments = self.segments.read().expect("segments lock");
+        let reads = coalesce(locs);
         let mut out = Vec::with_capacity(positions.len());
         let mut buf = Vec::new();
-        let mut start = 0;
-        while start < locs.len() {
-            let segment = locs[start].segment;
-            let (mut lo, mut hi) = (locs[start].offset as u64, (locs[start].offset + locs[start].len) as u64);
-            let mut wanted = locs[start].len as u64;
-            let mut end = start + 1;
-            while let Some(loc) = locs.get(end).filter(|l| l.segment == segment) {
-                let (l, h) = (lo.min(loc.offset as u64), hi.max((loc.offset + loc.len) as u64));
-                if h - l > MAX_RUN_BYTES || h - l > wanted + loc.len as u64 + MAX_RUN_SLACK {
-                    break;
+        let mut prefetched = false;
+        for (i, read) in reads.iter().enumerate() {
+            let file = segments.get(read.segment as usize).ok_or_else(|| self.corrupt(format!("segment {} is missing", read.segment)))?;
+            buf.resize((read.hi - read.lo) as usize, 0);
+            let io_error = |e| StoreError::io("reading the log", e);
+            if prefetched || !file.read_cached_at(&mut buf, read.lo).map_err(io_error)? {
+                if !prefetched {
+                    for later in &reads[i..] {
+                        if let Some(file) = segments.get(later.segment as usize) {
+                            file.prefetch(later.lo, later.hi - later.lo);
+                        }
+                    }
+                    prefetched = true;
                 }
-                (lo, hi, wanted, end) = (l, h, wanted + loc.len as u64, end + 1);
+                file.read_exact_at(&mut buf, read.lo).map_err(io_error)?;
             }
-            let file = segments.get(segment as usize).ok_or_else(|| self.corrupt(format!("segment {segment} is missing")))?;
-            buf.resize((hi - lo) as usize, 0);
-            file.read_exact_at(&mut buf, lo).map_err(|e| StoreError::io("reading the log", e))?;
-            decode_run(&buf, lo as u32, &positions[start..end], &locs[start..end], &mut out).map_err(|e| self.corrupt(e))?;
-            start = end;
+            let events = read.events.clone();
+            decode_run(&buf, read.lo as u32, &positions[events.clone()], &locs[events], &mut out).map_err(|e| self.corrupt(e))?;
         }
         Ok(out)
     }
@@ -260,6 +264,37 @@ impl Shared {
     fn corrupt(&self, detail: String) -> StoreError {
         StoreError::Corrupt { dir: self.dir.clone(), detail }
     }
+}
+
+/// One positioned read of a segment: bytes `lo..hi`, holding the events `events` of a fetch.
+struct LogRead {
+    segment: u32,
+    lo: u64,
+    hi: u64,
+    events: std::ops::Range<usize>,
+}
+
+/// Groups `locs` (in log order) into reads: neighbouring events of one segment share a read
+/// while it stays under [`MAX_RUN_BYTES`] and wastes at most [`MAX_RUN_SLACK`] on bytes between them.
+fn coalesce(locs: &[EventLoc]) -> Vec<LogRead> {
+    let mut reads = Vec::new();
+    let mut start = 0;
+    while start < locs.len() {
+        let segment = locs[start].segment;
+        let (mut lo, mut hi) = (locs[start].offset as u64, (locs[start].offset + locs[start].len) as u64);
+        let mut wanted = locs[start].len as u64;
+        let mut end = start + 1;
+        while let Some(loc) = locs.get(end).filter(|l| l.segment == segment) {
+            let (l, h) = (lo.min(loc.offset as u64), hi.max((loc.offset + loc.len) as u64));
+            if h - l > MAX_RUN_BYTES || h - l > wanted + loc.len as u64 + MAX_RUN_SLACK {
+                break;
+            }
+            (lo, hi, wanted, end) = (l, h, wanted + loc.len as u64, end + 1);
+        }
+        reads.push(LogRead { segment, lo, hi, events: start..end });
+        start = end;
+    }
+    reads
 }
 
 impl EmbeddedStore {

@@ -38,6 +38,9 @@ pub struct Faults {
     pub sync_error: f64,
     /// The next this many `fdatasync`s fail (as `sync_error` has them fail), whatever its chance.
     pub failing_syncs: u64,
+    /// The chance that a read finds its bytes out of memory (the page cache), so that a read
+    /// that must not wait for the disk reads nothing.
+    pub uncached_reads: f64,
 }
 
 /// An in-memory file system with durable and volatile state. Cloning gives another handle.
@@ -59,6 +62,8 @@ struct State {
     dirs: BTreeSet<PathBuf>,
     locked: BTreeSet<PathBuf>,
     journal: Vec<String>,
+    /// Ranges asked for ahead of reads ([`DiskFile::prefetch`]).
+    prefetches: u64,
 }
 
 #[derive(Clone, Default)]
@@ -107,6 +112,7 @@ impl SimDisk {
             dirs: BTreeSet::from([PathBuf::from("/")]),
             locked: BTreeSet::new(),
             journal: Vec::new(),
+            prefetches: 0,
         };
         SimDisk { state: Arc::new(Mutex::new(state)), held: Arc::default() }
     }
@@ -192,6 +198,7 @@ impl SimDisk {
             dirs: state.dirs.clone(),
             locked: BTreeSet::new(),
             journal,
+            prefetches: 0,
         };
         SimDisk { state: Arc::new(Mutex::new(state)), held: Arc::default() }
     }
@@ -199,6 +206,11 @@ impl SimDisk {
     /// The write-side operations so far: what [`Faults::power_cut_after`] counts.
     pub fn operations(&self) -> u64 {
         self.state().ops
+    }
+
+    /// How many ranges the store asked for ahead of its reads ([`DiskFile::prefetch`]).
+    pub fn prefetches(&self) -> u64 {
+        self.state().prefetches
     }
 
     /// Replaces the faults to inject from now on.
@@ -427,6 +439,22 @@ impl DiskFile for SimFile {
             .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the file"))?;
         buf.copy_from_slice(bytes);
         Ok(())
+    }
+
+    fn read_cached_at(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+        let uncached = {
+            let mut state = self.disk.state();
+            let chance = state.faults.uncached_reads;
+            state.chance(chance)
+        };
+        if uncached {
+            return Ok(false);
+        }
+        self.read_exact_at(buf, offset).map(|()| true)
+    }
+
+    fn prefetch(&self, _offset: u64, _len: u64) {
+        self.disk.state().prefetches += 1;
     }
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {

@@ -118,15 +118,16 @@ async fn damage_before_the_tail_is_reported_not_hidden() {
 }
 
 /// A read of events whose bytes are out of memory (a log bigger than the page cache) asks the
-/// disk for all of them at once; while they are in memory it asks for nothing. Either way it
-/// reads the events as written.
+/// disk for all of them at once, and once reads have waited for the disk, a search asks for its
+/// index files' key buckets at once too; while everything is in memory it asks for nothing.
+/// Either way it reads the events as written.
 #[tokio::test]
 async fn events_out_of_memory_are_asked_of_the_disk_at_once_and_read_as_written() {
     use counterpoint::store::sim_disk::{Faults, SimDisk};
     let disk = SimDisk::new(11, Faults::default());
     // Segments of 4 KiB: the tag's events, between bigger ones, lie in many segments.
     let options = EmbeddedOptions { segment_bytes: 4096, ..EmbeddedOptions::default() };
-    let store = EmbeddedStore::open_on(std::sync::Arc::new(disk.clone()), "/data", options).unwrap();
+    let store = EmbeddedStore::open_on(std::sync::Arc::new(disk.clone()), "/data", options.clone()).unwrap();
     let mut written = Vec::new();
     for i in 0..24u8 {
         store.append(&tenant(), vec![Event::new("Filler").data(vec![i; 1500])], vec![]).await.unwrap();
@@ -151,6 +152,21 @@ async fn events_out_of_memory_are_asked_of_the_disk_at_once_and_read_as_written(
     let asked = disk.prefetches();
     assert!(asked > 1, "the reads left are asked for at the first miss: {asked}");
     assert!(asked <= written.len() as u64, "each read once, not once per miss: {asked}");
+
+    // Opened again, with no index block cache (as for a key read for the first time): a first
+    // read finds that reads wait for the disk; from then on a search also asks ahead for the key
+    // buckets of the index files it goes through.
+    drop(store);
+    disk.set_faults(Faults::default());
+    let options = EmbeddedOptions { index_cache_bytes: 1, ..options };
+    let store = EmbeddedStore::open_on(std::sync::Arc::new(disk.clone()), "/data", options).unwrap();
+    disk.set_faults(Faults { uncached_reads: 1.0, ..Faults::default() });
+    let before = disk.prefetches();
+    assert_eq!(read(&store).await, written);
+    let first = disk.prefetches() - before;
+    assert_eq!(read(&store).await, written);
+    let second = disk.prefetches() - before - first;
+    assert!(second > first, "key buckets asked ahead too: {second} against {first}");
 }
 
 /// What the store's reads rely on from the operating system: a read that must not wait tells

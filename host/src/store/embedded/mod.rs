@@ -246,6 +246,7 @@ impl Shared {
             let io_error = |e| StoreError::io("reading the log", e);
             if prefetched || !file.read_cached_at(&mut buf, read.lo).map_err(io_error)? {
                 if !prefetched {
+                    self.cache.note_disk_read();
                     for later in &reads[i..] {
                         if let Some(file) = segments.get(later.segment as usize) {
                             file.prefetch(later.lo, later.hi - later.lo);

@@ -50,7 +50,9 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::disk::{Disk, DiskFile, OpenMode};
 use super::log::{scan_segment_from, segment_path, Cursor, EventLoc, SegmentKind};
@@ -419,7 +421,14 @@ impl Bloom {
 pub(crate) struct BlockCache {
     max_bytes: usize,
     inner: Mutex<CacheInner>,
+    /// When a read of the store last waited for the disk: microseconds after `since`, 0 never.
+    disk_read_at: AtomicU64,
+    since: Instant,
 }
+
+/// How long after a read of the store waited for the disk its searches ask the disk ahead for
+/// the key buckets they will read.
+const DISK_READS_LATELY: Duration = Duration::from_secs(1);
 
 /// A block's payload and whether it was read since the clock hand last passed it.
 type CachedBlock = (Arc<[u8]>, bool);
@@ -441,7 +450,29 @@ const BYTES_PER_MISSED_SLOT: usize = 256;
 impl BlockCache {
     pub fn new(max_bytes: usize) -> Self {
         let slots = (max_bytes / BYTES_PER_MISSED_SLOT).next_power_of_two().max(64);
-        BlockCache { max_bytes, inner: Mutex::new(CacheInner { missed: vec![0; slots], ..CacheInner::default() }) }
+        BlockCache {
+            max_bytes,
+            inner: Mutex::new(CacheInner { missed: vec![0; slots], ..CacheInner::default() }),
+            disk_read_at: AtomicU64::new(0),
+            since: Instant::now(),
+        }
+    }
+
+    /// Notes that a read of the store (an event, an index block) found its bytes out of memory.
+    pub fn note_disk_read(&self) {
+        self.disk_read_at.store(self.since.elapsed().as_micros() as u64 + 1, Ordering::Relaxed);
+    }
+
+    /// Whether a read of the store waited for the disk within the last [`DISK_READS_LATELY`]:
+    /// the log is not all in memory, and a search then asks for the key buckets it will read
+    /// all at once ([`SegmentIndex::prefetch_keys`]) rather than wait for them one by one.
+    pub fn reads_disk_lately(&self) -> bool {
+        let at = self.disk_read_at.load(Ordering::Relaxed);
+        at != 0 && self.since.elapsed().as_micros() as u64 + 1 < at + DISK_READS_LATELY.as_micros() as u64
+    }
+
+    fn contains(&self, key: (u64, u64)) -> bool {
+        self.inner.lock().expect("block cache lock").blocks.contains_key(&key)
     }
 
     /// The bytes the cache holds.
@@ -777,6 +808,28 @@ impl SegmentIndex {
         hashes.fold(0, |acc, &h| acc ^ meta.bloom.words[meta.bloom.block(h)])
     }
 
+    /// Whether a read of this store waited for the disk lately ([`BlockCache::reads_disk_lately`]).
+    pub fn reads_disk_lately(&self) -> bool {
+        self.cache.reads_disk_lately()
+    }
+
+    /// Asks the disk ahead for the key buckets that a search of `keys` reads here and the block
+    /// cache does not hold, so that the parts a search goes through are read side by side.
+    pub fn prefetch_keys(&self, tenant: &str, keys: &QueryKeys) {
+        let (Some(meta), Some(items)) = (self.tenants.get(tenant), &keys.items) else { return };
+        let Some(count) = meta.buckets.len().checked_sub(1).filter(|&count| count > 0) else { return };
+        for &hash in items.iter().flat_map(|(types, tags)| types.iter().chain(tags)) {
+            if !meta.bloom.may_hold_hash(hash) {
+                continue;
+            }
+            let bucket = bucket_of(hash, count);
+            let (offset, end) = (meta.buckets[bucket], meta.buckets[bucket + 1]);
+            if end > offset && !self.cache.contains((self.cache_id, offset)) {
+                self.file.prefetch(offset, end - offset);
+            }
+        }
+    }
+
     /// The positions of `tenant`'s events with this type or tag, if there are any here.
     pub fn postings(&self, tenant: &str, kind: KeyKind, name: &str) -> Result<Option<Postings>, IndexFileError> {
         let Some(meta) = self.tenants.get(tenant) else { return Ok(None) };
@@ -1030,7 +1083,11 @@ impl SegmentIndex {
             heap.resize(len as usize, 0);
             &mut heap[..]
         };
-        self.file.read_exact_at(bytes, offset).map_err(|source| IndexFileError::Io { path: self.path.clone(), source })?;
+        let io = |source| IndexFileError::Io { path: self.path.clone(), source };
+        if !self.file.read_cached_at(bytes, offset).map_err(io)? {
+            self.cache.note_disk_read();
+            self.file.read_exact_at(bytes, offset).map_err(io)?;
+        }
         let (payload, crc) = bytes.split_at(len as usize - CRC);
         if crc32fast::hash(payload) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
             return Err(self.damaged(format!("the block at byte {offset} fails its checksum")));

@@ -236,10 +236,17 @@ impl<'a> Search<'a> {
         if matches!(self.sealed[part], PartSearch::Unknown) {
             let touched = pass.clone().fold(0, |acc, i| acc ^ self.log.searched[i].index.touch(self.tenant, &self.keys));
             std::hint::black_box(touched);
-            for i in pass {
+            for i in pass.clone() {
                 if matches!(self.sealed[i], PartSearch::Unknown) {
                     let may = self.log.searched[i].index.may_match(self.tenant, &self.keys);
                     self.sealed[i] = if may { PartSearch::Candidate } else { PartSearch::RuledOut };
+                }
+            }
+            // The log is not all in memory: the candidates' key buckets are asked of the disk
+            // together, so that resolving them one after another waits for it about once.
+            if self.log.searched[part].index.reads_disk_lately() {
+                for i in pass.filter(|&i| matches!(self.sealed[i], PartSearch::Candidate)) {
+                    self.log.searched[i].index.prefetch_keys(self.tenant, &self.keys);
                 }
             }
         }

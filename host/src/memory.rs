@@ -16,11 +16,11 @@
 use std::ffi::OsStr;
 
 /// The variable mimalloc reads for its own choice; when it is set, the process makes none.
-pub const ALLOW_THP_VAR: &str = "MIMALLOC_ALLOW_THP";
+const ALLOW_THP_VAR: &str = "MIMALLOC_ALLOW_THP";
 
 /// Turns transparent huge pages off for this process (and the processes it starts), unless
-/// `MIMALLOC_ALLOW_THP` is set. Whether they are off now; an error from the kernel only where
-/// it refuses (a kernel without the setting leaves the process as it was).
+/// `MIMALLOC_ALLOW_THP` is set: whether it did. The kernel's error where it refuses (one older
+/// than 3.15 has no such setting); the process is then as it was.
 pub fn prefer_small_pages() -> std::io::Result<bool> {
     if !small_pages_wanted(std::env::var_os(ALLOW_THP_VAR).as_deref()) {
         return Ok(false);

@@ -236,8 +236,8 @@ impl DiskFile for File {
         FileExt::read_exact_at(self, buf, offset)
     }
 
-    /// `preadv2` with `RWF_NOWAIT` (Linux 4.14 or later, buffered reads since 5.9 on ext4 and
-    /// XFS); a kernel or file system without it reads and waits.
+    /// `preadv2` with `RWF_NOWAIT` (Linux 4.14 or later); a kernel or file system without it
+    /// reads and waits.
     fn read_cached_at(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
         use rustix::io::{preadv2, Errno, ReadWriteFlags};
         let mut done = 0;

@@ -418,6 +418,9 @@ impl Bloom {
 /// over a log far bigger than the cache (random tags at 100 M events hit it about 2% of the
 /// time) would otherwise allocate and evict a block each, the allocator faulting in fresh
 /// pages for them; a block read again soon, as a hot key's is, is kept from its second read.
+///
+/// It also notes when a read of the store last had to wait for the disk (an event or a block
+/// not in the page cache), which tells searches to ask the disk ahead for what they will read.
 pub(crate) struct BlockCache {
     max_bytes: usize,
     inner: Mutex<CacheInner>,

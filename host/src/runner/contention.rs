@@ -105,6 +105,12 @@ impl Contention {
         self.elsewhere_at.store(micros_since(Instant::now()), Ordering::Relaxed);
     }
 
+    /// When a command last read boundaries nobody queued on (microseconds, 0: never).
+    #[cfg(test)]
+    pub(super) fn elsewhere_noted(&self) -> u64 {
+        self.elsewhere_at.load(Ordering::Relaxed)
+    }
+
     /// Whether a command read boundaries nobody queued on within the last [`ELSEWHERE_WINDOW`].
     fn ran_elsewhere_lately(&self) -> bool {
         let at = self.elsewhere_at.load(Ordering::Relaxed);

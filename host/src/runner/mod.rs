@@ -24,7 +24,7 @@ use tracing::Instrument;
 
 use serde::{Deserialize, Serialize};
 
-use crate::runtime::{Access, InvokeError, ReadAppender, Slice};
+use crate::runtime::{Access, InvokeError, ReadAppender, ReadGate, Slice, WaitSlots};
 use crate::store::{AcceptedAppend, AppendCondition, Event, Position, Query, QueryItem, ReadOptions, SharedStore, StoreError, Tenant};
 
 /// The type of the event that records a command's result under an idempotency key, appended
@@ -142,61 +142,8 @@ impl<'a> Retries<'a> {
         if self.turn.is_some() {
             return (io, gated);
         }
-        let (store, tenant, deadline, slot) = (self.store.clone(), self.tenant.clone(), self.deadline, gated.clone());
-        let (waits, call_deadline) = (slice.wait_slots(), slice.call_deadline());
-        let io = io.refuse_reads_when(Box::new(move |reads, query| {
-            // Asked at every read of every first attempt: nothing is named (or locked) while
-            // nothing queues.
-            if CONTENTION.is_quiet() {
-                return Box::pin(std::future::ready(false));
-            }
-            {
-                let gated = slot.lock().expect("gate lock");
-                // Stopped once, the run is moot: it must not take a turn inside the guest now,
-                // since the runner takes one on what it read when the run ends.
-                if gated.stopped_at.is_some() {
-                    return Box::pin(std::future::ready(true));
-                }
-                // A run that has its turn reads on.
-                if gated.turn.is_some() {
-                    return Box::pin(std::future::ready(false));
-                }
-            }
-            let mut reads = reads.to_vec();
-            reads.push(AppendCondition::new(query.clone(), None));
-            let boundaries = contention::boundaries(&store, &tenant, &reads);
-            if !CONTENTION.is_hot(&boundaries) {
-                // Others queue elsewhere: their turns give way to this command's work a while.
-                CONTENTION.ran_elsewhere();
-                return Box::pin(std::future::ready(false));
-            }
-            let Some(waiting) = waits.reserve() else {
-                slot.lock().expect("gate lock").stopped_at = Some(boundaries);
-                return Box::pin(std::future::ready(true));
-            };
-            let slot = slot.clone();
-            let wait_until = deadline.min(Instant::now() + call_deadline / 2);
-            Box::pin(async move {
-                let turn = CONTENTION.turn(boundaries.clone(), wait_until).await;
-                drop(waiting);
-                let mut gated = slot.lock().expect("gate lock");
-                match turn {
-                    Some(turn) => {
-                        gated.turn = Some(turn);
-                        false
-                    }
-                    None if wait_until < deadline => {
-                        gated.stopped_at = Some(boundaries);
-                        true
-                    }
-                    None => {
-                        gated.timed_out = true;
-                        true
-                    }
-                }
-            })
-        }));
-        (io, gated)
+        let gate = read_gate(self.store.clone(), self.tenant.clone(), self.deadline, slice.wait_slots(), slice.call_deadline(), gated.clone());
+        (io.refuse_reads_when(gate), gated)
     }
 
     /// Runs the command once. `Err` when the run was stopped at a hot boundary: it runs again
@@ -254,6 +201,63 @@ impl<'a> Retries<'a> {
             self.runner.deadline.as_millis()
         ))
     }
+}
+
+/// The gate of a first attempt's reads ([`Retries::io`]): whether a read is refused (the run is
+/// stopped there), after waiting inside it for a turn on a hot boundary.
+fn read_gate(store: SharedStore, tenant: Tenant, deadline: Instant, waits: WaitSlots, call_deadline: Duration, slot: Arc<Mutex<Gated>>) -> ReadGate {
+    Box::new(move |reads, query| {
+        // Asked at every read of every first attempt: nothing is named (or locked) while
+        // nothing queues.
+        if CONTENTION.is_quiet() {
+            return Box::pin(std::future::ready(false));
+        }
+        {
+            let gated = slot.lock().expect("gate lock");
+            // Stopped once, the run is moot: it must not take a turn inside the guest now,
+            // since the runner takes one on what it read when the run ends.
+            if gated.stopped_at.is_some() {
+                return Box::pin(std::future::ready(true));
+            }
+            // A run that has its turn reads on.
+            if gated.turn.is_some() {
+                return Box::pin(std::future::ready(false));
+            }
+        }
+        let mut reads = reads.to_vec();
+        reads.push(AppendCondition::new(query.clone(), None));
+        let boundaries = contention::boundaries(&store, &tenant, &reads);
+        if !CONTENTION.is_hot(&boundaries) {
+            // Others queue elsewhere: their turns give way to this command's work a while.
+            CONTENTION.ran_elsewhere();
+            return Box::pin(std::future::ready(false));
+        }
+        let Some(waiting) = waits.reserve() else {
+            slot.lock().expect("gate lock").stopped_at = Some(boundaries);
+            return Box::pin(std::future::ready(true));
+        };
+        let slot = slot.clone();
+        let wait_until = deadline.min(Instant::now() + call_deadline / 2);
+        Box::pin(async move {
+            let turn = CONTENTION.turn(boundaries.clone(), wait_until).await;
+            drop(waiting);
+            let mut gated = slot.lock().expect("gate lock");
+            match turn {
+                Some(turn) => {
+                    gated.turn = Some(turn);
+                    false
+                }
+                None if wait_until < deadline => {
+                    gated.stopped_at = Some(boundaries);
+                    true
+                }
+                None => {
+                    gated.timed_out = true;
+                    true
+                }
+            }
+        })
+    })
 }
 
 /// Where one attempt left the command: run again (and why), or decided.
@@ -509,3 +513,31 @@ async fn recorded(
     let positions = events.iter().take(record.events as usize).map(|e| e.position).collect();
     Ok((Some(CommandOutput { output: record.output, positions, attempts: 0 }), seen))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The read gate is what tells a hot boundary that commands run elsewhere, so that its
+    /// turns give way to them ([`contention::Contention::turn`]): without the note, a hot
+    /// boundary would take the cold commands' share of the processors.
+    #[tokio::test]
+    async fn a_first_attempt_reading_where_nobody_queues_notes_that_commands_run_elsewhere() {
+        let store: SharedStore = Arc::new(crate::store::MemoryStore::new());
+        let tenant = Tenant::new("gate-test").unwrap();
+        let read = |tag: &str| Query::item(QueryItem::tags([tag.to_string()]));
+        let soon = Instant::now() + Duration::from_secs(10);
+        // Someone holds a turn on the hot course: the process's queues are not quiet.
+        let hot = contention::boundaries(&store, &tenant, &[AppendCondition::new(read("course:hot"), None)]);
+        let turn = CONTENTION.turn(hot, soon).await.expect("a turn on a boundary nobody else queues on");
+
+        let gate = read_gate(store.clone(), tenant.clone(), soon, WaitSlots::new(4), Duration::from_secs(10), Arc::default());
+        let before = CONTENTION.elsewhere_noted();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let refused = gate(&[], &read("course:cold")).await;
+        assert!(!refused, "a read of a boundary nobody queues on goes on");
+        assert!(CONTENTION.elsewhere_noted() > before, "the read is noted as a command running elsewhere");
+        drop(turn);
+    }
+}
+

@@ -38,7 +38,7 @@ pub use contract::{CONTRACT_PACKAGE, CONTRACT_VERSION};
 pub use effects::{DirGrant, Grants};
 pub(crate) use effects::public_tls;
 pub use error::{InvokeError, LoadError};
-pub use invocation::{Access, ReadAppender};
+pub use invocation::{Access, ReadAppender, ReadGate};
 pub use read_model_state::KvSession;
 pub use limits::InvocationLimits;
 pub use waits::{WaitSlot, WaitSlots};

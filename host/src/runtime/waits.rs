@@ -18,7 +18,7 @@ pub struct WaitSlots {
 pub struct WaitSlot(Arc<AtomicUsize>);
 
 impl WaitSlots {
-    pub(super) fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         WaitSlots { waiting: Arc::default(), max }
     }
 

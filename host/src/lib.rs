@@ -27,6 +27,7 @@ pub mod codec;
 pub mod delivery;
 pub mod deploy;
 pub mod durable;
+mod last_noted;
 pub mod leases;
 pub mod memory;
 pub mod projections;

@@ -23,12 +23,12 @@
 //! only put a wait between every two of its decisions.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex as TurnLock, OwnedMutexGuard};
 
+use crate::last_noted::LastNoted;
 use crate::store::{AppendCondition, QueryItem, SharedStore, Tenant};
 
 /// One query item of one tenant's log in one store.
@@ -69,20 +69,13 @@ fn canonical(item: &QueryItem) -> String {
 pub(super) struct Contention {
     /// A queue per hot boundary; an entry exists while someone waits for or holds it.
     queues: Mutex<HashMap<Boundary, Queue>>,
-    /// When a command last read boundaries nobody queued on while others queued: microseconds
-    /// since [`SINCE`], 0 for never.
-    elsewhere_at: AtomicU64,
+    /// When a command last read boundaries nobody queued on while others queued.
+    elsewhere: LastNoted,
 }
 
 /// How long after a read of boundaries nobody queues on a turn handed on still gives way.
 const ELSEWHERE_WINDOW: Duration = Duration::from_millis(1);
 
-/// The origin of [`Contention::elsewhere_at`].
-static SINCE: LazyLock<Instant> = LazyLock::new(Instant::now);
-
-fn micros_since(at: Instant) -> u64 {
-    at.saturating_duration_since(*SINCE).as_micros() as u64 + 1
-}
 
 #[derive(Default)]
 struct Queue {
@@ -102,19 +95,18 @@ impl Contention {
     /// Notes that a command reads boundaries nobody queues on (while others queue): for
     /// [`ELSEWHERE_WINDOW`] from now, turns handed on give way to the ready work beside them.
     pub fn ran_elsewhere(&self) {
-        self.elsewhere_at.store(micros_since(Instant::now()), Ordering::Relaxed);
+        self.elsewhere.note();
     }
 
     /// When a command last read boundaries nobody queued on (microseconds, 0: never).
     #[cfg(test)]
     pub(super) fn elsewhere_noted(&self) -> u64 {
-        self.elsewhere_at.load(Ordering::Relaxed)
+        self.elsewhere.at()
     }
 
     /// Whether a command read boundaries nobody queued on within the last [`ELSEWHERE_WINDOW`].
     fn ran_elsewhere_lately(&self) -> bool {
-        let at = self.elsewhere_at.load(Ordering::Relaxed);
-        at != 0 && micros_since(Instant::now()) < at + ELSEWHERE_WINDOW.as_micros() as u64
+        self.elsewhere.within(ELSEWHERE_WINDOW)
     }
 
     /// Whether anyone waits for or holds a turn on one of `boundaries`.

@@ -50,12 +50,12 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::disk::{Disk, DiskFile, OpenMode};
 use super::log::{scan_segment_from, segment_path, Cursor, EventLoc, SegmentKind};
+use crate::last_noted::LastNoted;
 use crate::store::index::{KeyKind, PostingList, Resolved};
 use crate::store::Query;
 
@@ -424,9 +424,8 @@ impl Bloom {
 pub(crate) struct BlockCache {
     max_bytes: usize,
     inner: Mutex<CacheInner>,
-    /// When a read of the store last waited for the disk: microseconds after `since`, 0 never.
-    disk_read_at: AtomicU64,
-    since: Instant,
+    /// When a read of the store last waited for the disk.
+    disk_read: LastNoted,
 }
 
 /// How long after a read of the store waited for the disk its searches ask the disk ahead for
@@ -456,22 +455,20 @@ impl BlockCache {
         BlockCache {
             max_bytes,
             inner: Mutex::new(CacheInner { missed: vec![0; slots], ..CacheInner::default() }),
-            disk_read_at: AtomicU64::new(0),
-            since: Instant::now(),
+            disk_read: LastNoted::default(),
         }
     }
 
     /// Notes that a read of the store (an event, an index block) found its bytes out of memory.
     pub fn note_disk_read(&self) {
-        self.disk_read_at.store(self.since.elapsed().as_micros() as u64 + 1, Ordering::Relaxed);
+        self.disk_read.note();
     }
 
     /// Whether a read of the store waited for the disk within the last [`DISK_READS_LATELY`]:
     /// the log is not all in memory, and a search then asks for the key buckets it will read
     /// all at once ([`SegmentIndex::prefetch_keys`]) rather than wait for them one by one.
     pub fn reads_disk_lately(&self) -> bool {
-        let at = self.disk_read_at.load(Ordering::Relaxed);
-        at != 0 && self.since.elapsed().as_micros() as u64 + 1 < at + DISK_READS_LATELY.as_micros() as u64
+        self.disk_read.within(DISK_READS_LATELY)
     }
 
     fn contains(&self, key: (u64, u64)) -> bool {
@@ -539,6 +536,13 @@ pub(super) struct TenantMeta {
 }
 
 impl TenantMeta {
+    /// Where the key bucket of the key with `hash` lies: bytes `start..end` of the file (the
+    /// meta holds at least one bucket, none empty: checked when it is read).
+    fn bucket(&self, hash: u64) -> (u64, u64) {
+        let bucket = bucket_of(hash, self.buckets.len() - 1);
+        (self.buckets[bucket], self.buckets[bucket + 1])
+    }
+
     /// A copy without the bloom filter, which is not copied only to be dropped.
     fn without_bloom(&self) -> TenantMeta {
         let TenantMeta { first, last, locs_offset, ref buckets, bloom: _, ref long } = *self;
@@ -820,14 +824,12 @@ impl SegmentIndex {
     /// cache does not hold, so that the parts a search goes through are read side by side.
     pub fn prefetch_keys(&self, tenant: &str, keys: &QueryKeys) {
         let (Some(meta), Some(items)) = (self.tenants.get(tenant), &keys.items) else { return };
-        let Some(count) = meta.buckets.len().checked_sub(1).filter(|&count| count > 0) else { return };
         for &hash in items.iter().flat_map(|(types, tags)| types.iter().chain(tags)) {
             if !meta.bloom.may_hold_hash(hash) {
                 continue;
             }
-            let bucket = bucket_of(hash, count);
-            let (offset, end) = (meta.buckets[bucket], meta.buckets[bucket + 1]);
-            if end > offset && !self.cache.contains((self.cache_id, offset)) {
+            let (offset, end) = meta.bucket(hash);
+            if !self.cache.contains((self.cache_id, offset)) {
                 self.file.prefetch(offset, end - offset);
             }
         }
@@ -840,8 +842,7 @@ impl SegmentIndex {
         if !meta.bloom.may_hold_hash(hash) {
             return Ok(None);
         }
-        let bucket = bucket_of(hash, meta.buckets.len() - 1);
-        let (offset, end) = (meta.buckets[bucket], meta.buckets[bucket + 1]);
+        let (offset, end) = meta.bucket(hash);
         let block = self.block(offset, (end - offset) as u32)?;
         let mut r = Cursor::new(&block);
         let damaged = |e: String| self.damaged(format!("the key bucket at byte {offset}: {e}"));

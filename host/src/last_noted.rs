@@ -1,7 +1,7 @@
 //! When something last happened, noted and asked from any thread without a lock: one atomic
 //! word of microseconds since the process's first use of it (0: never). The runner notes
-//! commands running beside a hot boundary with it, the embedded store reads that waited for
-//! the disk; each asks whether the last one was within a window of its own.
+//! commands running beside a hot boundary with it, and asks whether the last one was within a
+//! window.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::LazyLock;

@@ -153,20 +153,39 @@ async fn events_out_of_memory_are_asked_of_the_disk_at_once_and_read_as_written(
     assert!(asked > 1, "the reads left are asked for at the first miss: {asked}");
     assert!(asked <= written.len() as u64, "each read once, not once per miss: {asked}");
 
-    // Opened again, with no index block cache (as for a key read for the first time): a first
-    // read finds that reads wait for the disk; from then on a search also asks ahead for the key
-    // buckets of the index files it goes through.
+    // Opened again, with no index block cache (as for a key read for the first time): the first
+    // reads find that reads wait for the disk; once they have waited often, a search also asks
+    // ahead for the key buckets of the index files it goes through.
     drop(store);
     disk.set_faults(Faults::default());
     let options = EmbeddedOptions { index_cache_bytes: 1, ..options };
     let store = EmbeddedStore::open_on(std::sync::Arc::new(disk.clone()), "/data", options).unwrap();
     disk.set_faults(Faults { uncached_reads: 1.0, ..Faults::default() });
+    // Key buckets asked ahead in `reads` reads.
+    let asked = |reads: usize| {
+        let store = store.clone();
+        let (disk, written, read) = (disk.clone(), written.clone(), read);
+        async move {
+            let before = disk.index_prefetches();
+            for _ in 0..reads {
+                assert_eq!(read(&store).await, written);
+            }
+            disk.index_prefetches() - before
+        }
+    };
+    let first = asked(1).await;
+    asked(8).await;
+    let later = asked(1).await;
+    assert!(later > first, "key buckets asked ahead, once reads wait often: {later} against {first}");
+
+    // Back in memory, with the odd read that waits: searches stop asking ahead for key buckets
+    // (a read that waited still asks for the events left after it).
+    disk.set_faults(Faults::default());
+    asked(40).await;
+    disk.set_faults(Faults { uncached_reads: 0.01, ..Faults::default() });
     let before = disk.prefetches();
-    assert_eq!(read(&store).await, written);
-    let first = disk.prefetches() - before;
-    assert_eq!(read(&store).await, written);
-    let second = disk.prefetches() - before - first;
-    assert!(second > first, "key buckets asked ahead too: {second} against {first}");
+    assert_eq!(asked(20).await, 0, "no key bucket asked ahead while reads seldom wait");
+    assert!(disk.prefetches() > before, "the events after a read that waited are asked ahead");
 }
 
 /// What the store's reads rely on from the operating system: a read that must not wait tells

@@ -13,6 +13,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use crate::store::StoreError;
@@ -74,6 +75,44 @@ pub trait DiskFile: Send + Sync {
     /// `fdatasync`: the written bytes (and the length) survive a power cut once this returns.
     fn sync_data(&self) -> io::Result<()>;
     fn set_len(&self, len: u64) -> io::Result<()>;
+}
+
+/// How often the store's reads have waited for the disk lately: a moving average, over its
+/// reads (an index block, or a batch of events), of those whose bytes were not in memory.
+///
+/// A search asks the disk ahead for what it will read only when reads wait often
+/// ([`often`](Self::often)): with the log in memory an occasional read still waits (a page the
+/// kernel let go), and asking ahead at every search then would cost more system calls than the
+/// rare wait it spares. One atomic word, written only when it changes (never while every read
+/// finds its bytes in memory), so readers on many threads do not contend for it.
+#[derive(Debug, Default)]
+pub(crate) struct DiskWaits(AtomicU32);
+
+/// The average in units of 1/65,536.
+const ONE: u32 = 1 << 16;
+/// Each read weighs 1/64 of the average: about 130 reads from memory forget a run of waits.
+const WEIGHT_SHIFT: u32 = 6;
+/// "Often": more than one read in eight waits.
+const OFTEN: u32 = ONE / 8;
+
+impl DiskWaits {
+    /// Notes one read, and whether it waited for the disk.
+    pub fn note(&self, waited: bool) {
+        let old = self.0.load(Ordering::Relaxed);
+        if old == 0 && !waited {
+            return;
+        }
+        let new = old - (old >> WEIGHT_SHIFT) + if waited { ONE >> WEIGHT_SHIFT } else { 0 };
+        if new != old {
+            // Racing notes may lose one another's update: the average is a hint.
+            self.0.store(new, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether more than one read in eight waited for the disk lately.
+    pub fn often(&self) -> bool {
+        self.0.load(Ordering::Relaxed) > OFTEN
+    }
 }
 
 impl dyn DiskFile {
@@ -275,5 +314,41 @@ impl DiskFile for File {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         File::set_len(self, len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DiskWaits;
+
+    fn note_pattern(waits: &DiskWaits, reads: usize, one_in: usize) {
+        for i in 0..reads {
+            waits.note(i % one_in == 0);
+        }
+    }
+
+    #[test]
+    fn reads_wait_often_only_while_many_of_them_wait() {
+        let waits = DiskWaits::default();
+        assert!(!waits.often(), "no read yet");
+
+        // The log in memory, with the odd page the kernel let go.
+        note_pattern(&waits, 10_000, 500);
+        assert!(!waits.often(), "one read in 500 waiting is not often");
+
+        // Out of memory: a handful of reads in a row that wait are enough.
+        for _ in 0..12 {
+            waits.note(true);
+        }
+        assert!(waits.often(), "a dozen reads that waited in a row");
+
+        // Back in memory: soon forgotten.
+        note_pattern(&waits, 300, usize::MAX);
+        assert!(!waits.often(), "300 reads from memory since");
+
+        note_pattern(&waits, 2_000, 4);
+        assert!(waits.often(), "one read in four waits");
+        note_pattern(&waits, 2_000, 16);
+        assert!(!waits.often(), "one read in sixteen waits");
     }
 }

@@ -233,7 +233,8 @@ impl Shared {
     /// Reads the events at `locs` with as few positioned reads as possible. The reads go one
     /// after another while their bytes are in memory; at the first that is not, every read left
     /// is asked of the disk at once ([`DiskFile::prefetch`]), so that a read of events spread
-    /// over a log bigger than memory waits for the disk about once, not once for each.
+    /// over a log bigger than memory waits for the disk about once, not once for each. The block
+    /// cache counts the batch as one read of the store, which waited or not.
     fn fetch(&self, positions: &[u64], locs: &[EventLoc]) -> Result<Vec<SequencedEvent>, StoreError> {
         let segments = self.segments.read().expect("segments lock");
         let reads = coalesce(locs);
@@ -246,7 +247,6 @@ impl Shared {
             let io_error = |e| StoreError::io("reading the log", e);
             if prefetched || !file.read_cached_at(&mut buf, read.lo).map_err(io_error)? {
                 if !prefetched {
-                    self.cache.note_disk_read();
                     for later in &reads[i..] {
                         if let Some(file) = segments.get(later.segment as usize) {
                             file.prefetch(later.lo, later.hi - later.lo);
@@ -259,6 +259,7 @@ impl Shared {
             let events = read.events.clone();
             decode_run(&buf, read.lo as u32, &positions[events.clone()], &locs[events], &mut out).map_err(|e| self.corrupt(e))?;
         }
+        self.cache.note_read(prefetched);
         Ok(out)
     }
 

@@ -51,11 +51,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use super::disk::{Disk, DiskFile, OpenMode};
+use super::disk::{Disk, DiskFile, DiskWaits, OpenMode};
 use super::log::{scan_segment_from, segment_path, Cursor, EventLoc, SegmentKind};
-use crate::last_noted::LastNoted;
 use crate::store::index::{KeyKind, PostingList, Resolved};
 use crate::store::Query;
 
@@ -419,18 +417,14 @@ impl Bloom {
 /// time) would otherwise allocate and evict a block each, the allocator faulting in fresh
 /// pages for them; a block read again soon, as a hot key's is, is kept from its second read.
 ///
-/// It also notes when a read of the store last had to wait for the disk (an event or a block
-/// not in the page cache), which tells searches to ask the disk ahead for what they will read.
+/// It also notes how often the store's reads wait for the disk (an event or a block not in the
+/// page cache), which tells searches to ask the disk ahead for what they will read.
 pub(crate) struct BlockCache {
     max_bytes: usize,
     inner: Mutex<CacheInner>,
-    /// When a read of the store last waited for the disk.
-    disk_read: LastNoted,
+    /// How often the store's reads waited for the disk lately.
+    disk_waits: DiskWaits,
 }
-
-/// How long after a read of the store waited for the disk its searches ask the disk ahead for
-/// the key buckets they will read.
-const DISK_READS_LATELY: Duration = Duration::from_secs(1);
 
 /// A block's payload and whether it was read since the clock hand last passed it.
 type CachedBlock = (Arc<[u8]>, bool);
@@ -455,20 +449,21 @@ impl BlockCache {
         BlockCache {
             max_bytes,
             inner: Mutex::new(CacheInner { missed: vec![0; slots], ..CacheInner::default() }),
-            disk_read: LastNoted::default(),
+            disk_waits: DiskWaits::default(),
         }
     }
 
-    /// Notes that a read of the store (an event, an index block) found its bytes out of memory.
-    pub fn note_disk_read(&self) {
-        self.disk_read.note();
+    /// Notes a read of the store (an index block, a batch of events) and whether it found its
+    /// bytes out of memory.
+    pub fn note_read(&self, waited: bool) {
+        self.disk_waits.note(waited);
     }
 
-    /// Whether a read of the store waited for the disk within the last [`DISK_READS_LATELY`]:
-    /// the log is not all in memory, and a search then asks for the key buckets it will read
-    /// all at once ([`SegmentIndex::prefetch_keys`]) rather than wait for them one by one.
-    pub fn reads_disk_lately(&self) -> bool {
-        self.disk_read.within(DISK_READS_LATELY)
+    /// Whether the store's reads often wait for the disk lately ([`DiskWaits::often`]): the log
+    /// is not all in memory, and a search then asks for the key buckets it will read all at once
+    /// ([`SegmentIndex::prefetch_keys`]) rather than wait for them one by one.
+    pub fn reads_disk_often(&self) -> bool {
+        self.disk_waits.often()
     }
 
     fn contains(&self, key: (u64, u64)) -> bool {
@@ -815,9 +810,9 @@ impl SegmentIndex {
         hashes.fold(0, |acc, &h| acc ^ meta.bloom.words[meta.bloom.block(h)])
     }
 
-    /// Whether a read of this store waited for the disk lately ([`BlockCache::reads_disk_lately`]).
-    pub fn reads_disk_lately(&self) -> bool {
-        self.cache.reads_disk_lately()
+    /// Whether this store's reads often wait for the disk lately ([`BlockCache::reads_disk_often`]).
+    pub fn reads_disk_often(&self) -> bool {
+        self.cache.reads_disk_often()
     }
 
     /// Asks the disk ahead for the key buckets that a search of `keys` reads here and the block
@@ -1088,8 +1083,9 @@ impl SegmentIndex {
             &mut heap[..]
         };
         let io = |source| IndexFileError::Io { path: self.path.clone(), source };
-        if !self.file.read_cached_at(bytes, offset).map_err(io)? {
-            self.cache.note_disk_read();
+        let in_memory = self.file.read_cached_at(bytes, offset).map_err(io)?;
+        self.cache.note_read(!in_memory);
+        if !in_memory {
             self.file.read_exact_at(bytes, offset).map_err(io)?;
         }
         let (payload, crc) = bytes.split_at(len as usize - CRC);

@@ -62,8 +62,10 @@ struct State {
     dirs: BTreeSet<PathBuf>,
     locked: BTreeSet<PathBuf>,
     journal: Vec<String>,
-    /// Ranges asked for ahead of reads ([`DiskFile::prefetch`]).
+    /// Ranges asked for ahead of reads ([`DiskFile::prefetch`]), and how many of them in index
+    /// files (`.idx`, `.run`).
     prefetches: u64,
+    index_prefetches: u64,
 }
 
 #[derive(Clone, Default)]
@@ -113,6 +115,7 @@ impl SimDisk {
             locked: BTreeSet::new(),
             journal: Vec::new(),
             prefetches: 0,
+            index_prefetches: 0,
         };
         SimDisk { state: Arc::new(Mutex::new(state)), held: Arc::default() }
     }
@@ -199,6 +202,7 @@ impl SimDisk {
             locked: BTreeSet::new(),
             journal,
             prefetches: 0,
+            index_prefetches: 0,
         };
         SimDisk { state: Arc::new(Mutex::new(state)), held: Arc::default() }
     }
@@ -211,6 +215,11 @@ impl SimDisk {
     /// How many ranges the store asked for ahead of its reads ([`DiskFile::prefetch`]).
     pub fn prefetches(&self) -> u64 {
         self.state().prefetches
+    }
+
+    /// How many of [`prefetches`](Self::prefetches) were of index files: a search's key buckets.
+    pub fn index_prefetches(&self) -> u64 {
+        self.state().index_prefetches
     }
 
     /// Replaces the faults to inject from now on.
@@ -362,7 +371,8 @@ impl Disk for SimDisk {
                 id
             }
         };
-        Ok(Arc::new(SimFile { disk: self.clone(), id, writable: mode != OpenMode::Read }))
+        let index = path.extension().is_some_and(|extension| extension == "idx" || extension == "run");
+        Ok(Arc::new(SimFile { disk: self.clone(), id, writable: mode != OpenMode::Read, index }))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -414,6 +424,8 @@ struct SimFile {
     disk: SimDisk,
     id: usize,
     writable: bool,
+    /// An index file's (see [`SimDisk::index_prefetches`]).
+    index: bool,
 }
 
 impl SimFile {
@@ -454,7 +466,9 @@ impl DiskFile for SimFile {
     }
 
     fn prefetch(&self, _offset: u64, _len: u64) {
-        self.disk.state().prefetches += 1;
+        let mut state = self.disk.state();
+        state.prefetches += 1;
+        state.index_prefetches += self.index as u64;
     }
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {

@@ -244,7 +244,7 @@ impl<'a> Search<'a> {
             }
             // The log is not all in memory: the candidates' key buckets are asked of the disk
             // together, so that resolving them one after another waits for it about once.
-            if self.log.searched[part].index.reads_disk_lately() {
+            if self.log.searched[part].index.reads_disk_often() {
                 for i in pass.filter(|&i| matches!(self.sealed[i], PartSearch::Candidate)) {
                     self.log.searched[i].index.prefetch_keys(self.tenant, &self.keys);
                 }

@@ -83,8 +83,8 @@ pub trait DiskFile: Send + Sync {
 /// A search asks the disk ahead for what it will read only when reads wait often
 /// ([`often`](Self::often)): with the log in memory an occasional read still waits (a page the
 /// kernel let go), and asking ahead at every search then would cost more system calls than the
-/// rare wait it spares. One atomic word, written only when it changes (never while every read
-/// finds its bytes in memory), so readers on many threads do not contend for it.
+/// rare wait it spares. One atomic word, written only when it changes (it stops changing soon
+/// after reads find their bytes in memory again), so readers on many threads do not contend for it.
 #[derive(Debug, Default)]
 pub(crate) struct DiskWaits(AtomicU32);
 

@@ -6,8 +6,8 @@
 //!
 //! SIGKILL leaves the page cache alone: this test cannot tell whether the store syncs (a
 //! fault-injecting disk must). `CRASH_CYCLES` sets the number of cycles (20 by default; `just
-//! soak` runs many more, starting over in a fresh directory every [`SEGMENTS_PER_DIRECTORY`]
-//! segments).
+//! soak` runs many more, starting over in a fresh directory before the log outgrows the
+//! open-files limit: [`segments_per_directory`]).
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read};
@@ -130,8 +130,13 @@ fn run_and_kill(dir: &Path, run: u64, kill: Kill) -> Run {
     run
 }
 
-/// Log segments a directory holds before a soak starts over in a fresh one.
-const SEGMENTS_PER_DIRECTORY: u64 = 4_000;
+/// Log segments a directory holds before a soak starts over in a fresh one. The store holds
+/// each segment and its index file open (and refuses a log beyond the hard open-files limit),
+/// and a cycle adds about 30 segments of 64 KiB: a third of the limit leaves room for both.
+fn segments_per_directory() -> u64 {
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum.unwrap_or(u64::MAX);
+    hard / 3
+}
 
 fn segments_in(dir: &Path) -> u64 {
     std::fs::read_dir(dir).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".log")).count() as u64
@@ -147,13 +152,10 @@ fn acknowledged_appends_survive_kill_9() {
     let (mut total_acked, mut total_refused, mut total_raced, mut killed_in_recovery) = (0, 0, 0, 0);
     let mut open_time = Duration::from_millis(1);
     let mut acked_before: HashSet<String> = HashSet::new();
-    let mut segments = 0;
+    let (mut segments, budget) = (0, segments_per_directory());
     for cycle in 0..cycles {
-        // The store holds every segment and its index file open, and a cycle adds about 30
-        // segments of 64 KiB: a long soak starts over in a fresh directory before its log
-        // outgrows a common open-files limit (20,000 here), which the store would refuse.
         let held = segments_in(dir.path());
-        if held > SEGMENTS_PER_DIRECTORY {
+        if held > budget {
             segments += held;
             dir = tempfile::tempdir().unwrap();
             acked_before.clear();

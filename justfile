@@ -93,6 +93,6 @@ soak SEEDS="20000" CYCLES="300":
     COUNTERPOINT_SIM_SEEDS={{SEEDS}} cargo test --release --test all -- store::power_loss --nocapture
     CRASH_CYCLES={{CYCLES}} cargo test --release --test all -- store::crash --nocapture
 
-# Run the counterpoint CLI, e.g. `just cli events --type OrderPlaced`.
+# Run the counterpoint CLI, e.g. `just cli --tenant demo events --type OrderPlaced` after the demo.
 cli *ARGS: slices
     cargo run --release -p counterpoint -- --slices {{wasm}}/orders.wasm:{{wasm}}/inventory.wasm {{ARGS}}

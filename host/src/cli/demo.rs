@@ -125,6 +125,7 @@ pub async fn run(data_dir: &Path, slices: &[PathBuf]) -> anyhow::Result<()> {
         out!("  {}", event_to_json(event));
     }
     out!("\nThe log holds {} events in {}. Run the demo again: it adds to them.", head, data_dir.join("events").display());
+    out!("They are tenant {}'s: `counterpoint --tenant {} events --type OrderPlaced` prints some.", host.tenant, host.tenant);
     Ok(())
 }
 

@@ -779,3 +779,56 @@ async fn a_seal_replaces_the_checkpoint_chain_and_an_open_removes_one_left_behin
     let expected: Vec<u64> = (1..=appended).filter(|p| p % 7 == 3).collect();
     assert_eq!(positions(&store, &tenant, Query::item(QueryItem::tags(["k:3"]))).await, expected);
 }
+
+/// A run copies the events of each short posting list into the key bucket that holds it (up to
+/// 4 KiB of them a key): a read by such a tag takes its events from there and reads nothing of
+/// the log, while a tag whose events are too big to copy is read from the log, as the events
+/// no run covers yet are. Either way, reopened too, the events are the ones appended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_read_through_a_run_takes_its_events_from_the_runs_copies() {
+    use counterpoint::store::sim_disk::{Faults, SimDisk};
+    let disk = SimDisk::new(5, Faults::default());
+    let open = || EmbeddedStore::open_on(std::sync::Arc::new(disk.clone()), "/data", small_segments()).unwrap();
+    let store = open();
+    let tenant = &tenants()[0];
+    let mut appended: std::collections::BTreeMap<String, Vec<Vec<u8>>> = Default::default();
+    // Each append is bigger than a segment, so append i lies in segment i: the copied tags'
+    // events in segments 0..=5, which the first run (0..=7) covers.
+    for i in 0..24u8 {
+        let small = format!("copied:{}", i % 3);
+        let mut events = vec![Event::new("Big").tag("big").data(vec![i; 600])];
+        if i < 6 {
+            events.push(Event::new("Small").tag(small.as_str()).data(vec![i; 40]));
+            appended.entry(small).or_default().push(vec![i; 40]);
+        }
+        appended.entry("big".into()).or_default().push(vec![i; 600]);
+        store.append(tenant, events, vec![]).await.unwrap();
+    }
+    merged(&store).await;
+    assert!(run_files_on(&disk).contains(&"0000000000-0000000007.run".to_string()), "{:?}", run_files_on(&disk));
+
+    let mut store = Some(store);
+    for reopened in [false, true] {
+        if reopened {
+            drop(store.take());
+        }
+        let store = store.get_or_insert_with(open);
+        for (tag, want) in &appended {
+            let before = disk.log_reads();
+            let (events, _) = store.read(tenant, Query::item(QueryItem::tags([tag.as_str()])), ReadOptions::default()).await.unwrap().collect().await.unwrap();
+            let log_reads = disk.log_reads() - before;
+            assert_eq!(&events.into_iter().map(|e| e.event.data).collect::<Vec<_>>(), want, "{tag} (reopened: {reopened})");
+            if tag == "big" {
+                // 14 KiB of events: more than a key's copies may hold; and some lie past the run.
+                assert!(log_reads > 0, "{tag}: read from the log");
+            } else {
+                assert_eq!(log_reads, 0, "{tag}: the run's copies answer, the log is not read");
+            }
+        }
+    }
+}
+
+fn run_files_on(disk: &counterpoint::store::sim_disk::SimDisk) -> Vec<String> {
+    use counterpoint::store::embedded_disk::Disk;
+    disk.list(Path::new("/data")).unwrap().into_iter().filter(|name| name.ends_with(".run")).collect()
+}

@@ -48,6 +48,32 @@ pub(super) struct EventLoc {
     pub crc: u32,
 }
 
+/// Where a published event's record can be read: its place in the log, and a copy of it that
+/// an index run's key bucket holds, when the search found one there (index_run.rs): the
+/// bucket, and where the record starts in it.
+#[derive(Clone)]
+pub(super) struct EventAt {
+    pub loc: EventLoc,
+    pub copy: Option<(std::sync::Arc<[u8]>, u32)>,
+}
+
+/// Where a read's published events are: each one's place in the log, and the copies of some of
+/// them that index runs hold, by their index in `locs` (the bucket, where the record starts).
+#[derive(Default)]
+pub(super) struct EventsAt {
+    pub locs: Vec<EventLoc>,
+    pub copies: Vec<(usize, std::sync::Arc<[u8]>, u32)>,
+}
+
+impl EventsAt {
+    pub fn push(&mut self, at: EventAt) {
+        if let Some((bucket, start)) = at.copy {
+            self.copies.push((self.locs.len(), bucket, start));
+        }
+        self.locs.push(at.loc);
+    }
+}
+
 pub(super) fn segment_path(dir: &Path, segment: u32) -> PathBuf {
     dir.join(format!("{segment:010}.log"))
 }
@@ -425,13 +451,17 @@ pub(super) fn decode_run(
 ) -> Result<(), String> {
     for (&position, loc) in positions.iter().zip(locs) {
         let start = (loc.offset - base) as usize;
-        let record = &bytes[start..start + loc.len as usize];
-        if crc32fast::hash(record) != loc.crc {
-            return Err(format!("{:010}.log: the event at byte {} fails its checksum", loc.segment, loc.offset));
-        }
-        out.push(SequencedEvent { position: Position::new(position), event: decode_event(record)? });
+        out.push(decode_at(&bytes[start..start + loc.len as usize], position, loc)?);
     }
     Ok(())
+}
+
+/// The event at `position`, from its record (read at `loc`, or a copy of it), checked first.
+pub(super) fn decode_at(record: &[u8], position: u64, loc: &EventLoc) -> Result<SequencedEvent, String> {
+    if crc32fast::hash(record) != loc.crc {
+        return Err(format!("{:010}.log: the event at byte {} fails its checksum", loc.segment, loc.offset));
+    }
+    Ok(SequencedEvent { position: Position::new(position), event: decode_event(record)? })
 }
 
 #[cfg(test)]

@@ -60,7 +60,7 @@ use tokio::sync::watch;
 
 use self::check::damage_report;
 use self::disk::{Disk, DiskFile, OpenMode, RealDisk};
-use self::log::{decode_run, list_segments, scan_segment_from, segment_path, EventLoc, SegmentKind};
+use self::log::{decode_at, decode_run, list_segments, scan_segment_from, segment_path, EventLoc, EventsAt, SegmentKind};
 use self::segment_index::{BlockCache, Covers, SegmentIndex};
 use self::tenant::{index_error, SealedPart, TenantLog};
 use self::checkpoint::{Chain, Checkpoints};
@@ -230,12 +230,42 @@ impl Shared {
         self.poisoned.lock().expect("poison lock").get_or_insert(reason).clone()
     }
 
+    /// The events at `positions`, found at `at`: those an index run holds copies of are decoded
+    /// from them, the others read from the log ([`Shared::read_log`]).
+    fn fetch(&self, positions: &[u64], at: &EventsAt) -> Result<Vec<SequencedEvent>, StoreError> {
+        if at.copies.is_empty() {
+            return self.read_log(positions, &at.locs);
+        }
+        let mut copied = vec![false; positions.len()];
+        at.copies.iter().for_each(|&(i, ..)| copied[i] = true);
+        let (in_log, locs): (Vec<u64>, Vec<EventLoc>) =
+            positions.iter().zip(&at.locs).zip(&copied).filter(|(_, copied)| !**copied).map(|((&p, &loc), _)| (p, loc)).unzip();
+        let mut from_log = self.read_log(&in_log, &locs)?.into_iter();
+        let mut copies = at.copies.iter();
+        let mut out = Vec::with_capacity(positions.len());
+        for (i, &position) in positions.iter().enumerate() {
+            if !copied[i] {
+                out.push(from_log.next().expect("one event read for each in the log"));
+                continue;
+            }
+            let (_, bucket, start) = copies.next().expect("one copy for each copied");
+            let loc = &at.locs[i];
+            let record = bucket.get(*start as usize..*start as usize + loc.len as usize);
+            let record = record.ok_or_else(|| self.corrupt(format!("the copy of the event at position {position} lies outside its key bucket")))?;
+            out.push(decode_at(record, position, loc).map_err(|e| self.corrupt(e))?);
+        }
+        Ok(out)
+    }
+
     /// Reads the events at `locs` with as few positioned reads as possible. The reads go one
     /// after another while their bytes are in memory; at the first that is not, every read left
     /// is asked of the disk at once ([`DiskFile::prefetch`]), so that a read of events spread
     /// over a log bigger than memory waits for the disk about once, not once for each. The block
     /// cache counts the batch as one read of the store, which waited or not.
-    fn fetch(&self, positions: &[u64], locs: &[EventLoc]) -> Result<Vec<SequencedEvent>, StoreError> {
+    fn read_log(&self, positions: &[u64], locs: &[EventLoc]) -> Result<Vec<SequencedEvent>, StoreError> {
+        if locs.is_empty() {
+            return Ok(Vec::new());
+        }
         let segments = self.segments.read().expect("segments lock");
         let reads = coalesce(locs);
         let mut out = Vec::with_capacity(positions.len());

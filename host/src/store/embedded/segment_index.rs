@@ -53,7 +53,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::disk::{Disk, DiskFile, DiskWaits, OpenMode};
-use super::log::{scan_segment_from, segment_path, Cursor, EventLoc, SegmentKind};
+use super::log::{scan_segment_from, segment_path, Cursor, EventAt, EventLoc, SegmentKind};
 use crate::store::index::{KeyKind, PostingList, Resolved};
 use crate::store::Query;
 
@@ -61,7 +61,7 @@ const MAGIC: &[u8; 8] = b"cpsegidx";
 /// A run's magic (see index_run.rs): the same blocks and buckets, another meta.
 pub(super) const RUN_MAGIC: &[u8; 8] = b"cpidxrun";
 /// The version of run files' format; another one is removed and merged again.
-pub(super) const RUN_VERSION: u32 = 1;
+pub(super) const RUN_VERSION: u32 = 2;
 /// The version of this file's format; another one is rebuilt, never read.
 pub(crate) const INDEX_VERSION: u32 = 3;
 pub(super) const TRAILER: usize = 8 + 4 + 4 + 8 + 8 + 4 + 4 + 4;
@@ -618,8 +618,9 @@ type SkipList = Arc<[(u64, u64, u32)]>;
 
 /// A key's positions in one segment.
 pub(crate) enum Postings {
-    /// Up to 128 positions and their events' locations, read with the key.
-    Short(Vec<u64>, Vec<EventLoc>),
+    /// Up to 128 positions and their events' locations, read with the key; in a run, often
+    /// their events' records too (the key bucket holding them, and where each starts in it).
+    Short(Vec<u64>, Vec<EventLoc>, Option<(Arc<[u8]>, Vec<u32>)>),
     /// More: how many, the first position of each block of 128, and where the block is.
     Long(u64, SkipList),
 }
@@ -633,7 +634,8 @@ pub(super) struct Entry<'b> {
 }
 
 pub(super) enum EntryBody<'b> {
-    Short { deltas: &'b [u8], locs: &'b [u8] },
+    /// `copies`: the events' records, one after another, when a run holds them (empty if not).
+    Short { deltas: &'b [u8], locs: &'b [u8], copies: &'b [u8] },
     Long { skip_offset: u64, skip_len: u32 },
 }
 
@@ -653,17 +655,21 @@ impl PostingList for SegmentList<'_> {
     }
     fn len(&self) -> u64 {
         match &self.postings {
-            Postings::Short(list, _) => list.len() as u64,
+            Postings::Short(list, ..) => list.len() as u64,
             Postings::Long(count, _) => *count,
         }
     }
 }
 
 impl SegmentList<'_> {
-    /// Where the event at `position` is, if this list holds it and says so (a short one).
-    pub fn loc(&self, position: u64) -> Option<EventLoc> {
+    /// Where the event at `position` is, if this list holds it and says so (a short one), with
+    /// the copy of its record that the list holds, if it does.
+    pub fn event_at(&self, position: u64) -> Option<EventAt> {
         match &self.postings {
-            Postings::Short(list, locs) => list.binary_search(&position).ok().map(|i| locs[i]),
+            Postings::Short(list, locs, copies) => list.binary_search(&position).ok().map(|i| EventAt {
+                loc: locs[i],
+                copy: copies.as_ref().map(|(block, starts)| (block.clone(), starts[i])),
+            }),
             Postings::Long(..) => None,
         }
     }
@@ -847,9 +853,15 @@ impl SegmentIndex {
                 continue;
             }
             return match entry.body {
-                EntryBody::Short { deltas, locs } => {
-                    let (positions, locs) = self.short_postings(entry.count, deltas, locs).map_err(damaged)?;
-                    Ok(Some(Postings::Short(positions, locs)))
+                EntryBody::Short { deltas, locs, copies } => {
+                    let (positions, locs) = self.short_postings(entry.count, deltas, locs, copies).map_err(damaged)?;
+                    let copies = (!copies.is_empty()).then(|| {
+                        // `copies` lies in `block`: each record's start in it, from their lengths.
+                        let first = (copies.as_ptr() as usize - block.as_ptr() as usize) as u32;
+                        let starts = locs.iter().scan(first, |at, loc| Some(std::mem::replace(at, *at + loc.len))).collect();
+                        (block.clone(), starts)
+                    });
+                    Ok(Some(Postings::Short(positions, locs, copies)))
                 }
                 EntryBody::Long { skip_offset, skip_len } => {
                     self.skip_list(skip_offset, skip_len).map(|s| Some(Postings::Long(entry.count as u64, s)))
@@ -868,7 +880,15 @@ impl SegmentIndex {
         let body = if count <= POSTINGS_PER_BLOCK {
             let n = r.u16()?;
             let deltas = r.take(n)?;
-            EntryBody::Short { deltas, locs: r.take(count * self.covers.loc_bytes())? }
+            let locs = r.take(count * self.covers.loc_bytes())?;
+            let copies = match self.covers {
+                Covers::Segment(_) => &[][..],
+                Covers::Run { .. } => {
+                    let n = r.u32()? as usize;
+                    r.take(n)?
+                }
+            };
+            EntryBody::Short { deltas, locs, copies }
         } else if let Covers::Run { .. } = self.covers {
             let i = r.u32()? as usize;
             let &(skip_offset, skip_len) = meta.long.get(i).ok_or_else(|| format!("long list {i} is not in the meta"))?;
@@ -879,8 +899,9 @@ impl SegmentIndex {
         Ok(Entry { kind, name, count, body })
     }
 
-    /// A short posting list's positions and their events' locations.
-    pub(super) fn short_postings(&self, count: usize, deltas: &[u8], locs: &[u8]) -> Result<(Vec<u64>, Vec<EventLoc>), String> {
+    /// A short posting list's positions and their events' locations (and the copies of their
+    /// records, if any, must be as long as those locations say).
+    pub(super) fn short_postings(&self, count: usize, deltas: &[u8], locs: &[u8], copies: &[u8]) -> Result<(Vec<u64>, Vec<EventLoc>), String> {
         let positions = get_deltas(deltas)?;
         if positions.len() != count {
             return Err(format!("{} positions where the entry says {count}", positions.len()));
@@ -898,6 +919,10 @@ impl SegmentIndex {
                     .collect();
                 if let Some(loc) = locs.iter().find(|loc| loc.segment < first || loc.segment > last) {
                     return Err(format!("a location in segment {}, outside the run", loc.segment));
+                }
+                let copied: u64 = locs.iter().map(|loc| loc.len as u64).sum();
+                if !copies.is_empty() && copies.len() as u64 != copied {
+                    return Err(format!("{} bytes of copied events where their locations say {copied}", copies.len()));
                 }
                 locs
             }
@@ -922,7 +947,7 @@ impl SegmentIndex {
     /// The smallest position `>= x` in `postings`.
     pub fn next_at_least(&self, postings: &Postings, x: u64) -> Result<Option<u64>, IndexFileError> {
         match postings {
-            Postings::Short(list, _) => Ok(list.get(list.partition_point(|&p| p < x)).copied()),
+            Postings::Short(list, ..) => Ok(list.get(list.partition_point(|&p| p < x)).copied()),
             Postings::Long(_, skip) => {
                 let i = skip.partition_point(|&(first, _, _)| first <= x).saturating_sub(1);
                 for &(_, offset, len) in &skip[i..(i + 2).min(skip.len())] {
@@ -940,7 +965,7 @@ impl SegmentIndex {
     pub fn last_at_most(&self, postings: &Postings, x: u64) -> Result<Option<u64>, IndexFileError> {
         let prev = |list: &[u64]| list.partition_point(|&p| p <= x).checked_sub(1).map(|i| list[i]);
         match postings {
-            Postings::Short(list, _) => Ok(prev(list)),
+            Postings::Short(list, ..) => Ok(prev(list)),
             Postings::Long(_, skip) => match skip.partition_point(|&(first, _, _)| first <= x).checked_sub(1) {
                 Some(i) => Ok(prev(&self.posting_block(skip[i].1, skip[i].2)?)),
                 None => Ok(None),
@@ -1036,9 +1061,10 @@ impl SegmentIndex {
                 let mut r = Cursor::new(payload);
                 let damaged = |e: String| self.damaged(format!("the key bucket at byte {}: {e}", pair[0]));
                 while !r.is_empty() {
-                    if let EntryBody::Short { deltas, locs } = self.entry(meta, &mut r).map_err(damaged)?.body {
+                    if let EntryBody::Short { deltas, locs, copies } = self.entry(meta, &mut r).map_err(damaged)?.body {
                         let count = locs.len() / self.covers.loc_bytes();
-                        self.short_postings(count, deltas, locs).map_err(damaged)?;
+                        let (_, locs) = self.short_postings(count, deltas, locs, copies).map_err(damaged)?;
+                        check_copies(&locs, copies).map_err(damaged)?;
                     }
                 }
             }
@@ -1100,6 +1126,20 @@ impl SegmentIndex {
     fn damaged(&self, detail: String) -> IndexFileError {
         IndexFileError::Damaged { path: self.path.clone(), detail }
     }
+}
+
+/// Each record in `copies` (one after another, as a run copies them) against its location's
+/// checksum; nothing to check when there are none.
+pub(super) fn check_copies(locs: &[EventLoc], copies: &[u8]) -> Result<(), String> {
+    let mut at = 0;
+    for loc in locs.iter().filter(|_| !copies.is_empty()) {
+        let record = copies.get(at..at + loc.len as usize).ok_or("the copied events are shorter than their locations say")?;
+        if crc32fast::hash(record) != loc.crc {
+            return Err(format!("the copy of the event at byte {} of segment {} fails its checksum", loc.offset, loc.segment));
+        }
+        at += loc.len as usize;
+    }
+    Ok(())
 }
 
 /// Segments by number and the length of each that a file describes.
@@ -1317,7 +1357,9 @@ pub(super) mod tests {
             let tenant = if rng.bool() { "acme" } else { "globex" };
             let batch: Vec<Event> = (0..rng.u64(1..20))
                 .map(|_| {
-                    let mut event = Event::new(format!("Type{}", rng.u8(0..3))).data(vec![1; rng.usize(0..40)]);
+                    // Mostly small, now and then a few hundred bytes.
+                    let size = if rng.u8(0..16) == 0 { rng.usize(100..500) } else { rng.usize(0..40) };
+                    let mut event = Event::new(format!("Type{}", rng.u8(0..3))).data(vec![1; size]);
                     for _ in 0..rng.usize(0..3) {
                         event = event.tag(format!("key:{}", rng.u32(0..50)));
                     }
@@ -1415,7 +1457,8 @@ pub(super) mod tests {
             for ((kind, name), list) in &keys {
                 let postings = index.postings(tenant, *kind, name).unwrap().expect("a key the segment holds");
                 assert_eq!(&every(&index, &postings), list, "{tenant} {kind:?} {name}");
-                if let Postings::Short(_, inline) = &postings {
+                if let Postings::Short(_, inline, copies) = &postings {
+                    assert!(copies.is_none(), "a segment's index holds no copies of its events");
                     let want: Vec<Loc> = list.iter().map(|&p| events[(p - events[0].0) as usize].2).collect();
                     let inline: Vec<(u32, Loc)> = inline.iter().map(|l| (l.segment, Loc { offset: l.offset, len: l.len, crc: l.crc })).collect();
                     let want: Vec<(u32, Loc)> = want.into_iter().map(|loc| (3, loc)).collect();

@@ -66,6 +66,7 @@ struct State {
     /// files (`.idx`, `.run`).
     prefetches: u64,
     index_prefetches: u64,
+    log_reads: u64,
 }
 
 #[derive(Clone, Default)]
@@ -116,6 +117,7 @@ impl SimDisk {
             journal: Vec::new(),
             prefetches: 0,
             index_prefetches: 0,
+            log_reads: 0,
         };
         SimDisk { state: Arc::new(Mutex::new(state)), held: Arc::default() }
     }
@@ -203,6 +205,7 @@ impl SimDisk {
             journal,
             prefetches: 0,
             index_prefetches: 0,
+            log_reads: 0,
         };
         SimDisk { state: Arc::new(Mutex::new(state)), held: Arc::default() }
     }
@@ -220,6 +223,11 @@ impl SimDisk {
     /// How many of [`prefetches`](Self::prefetches) were of index files: a search's key buckets.
     pub fn index_prefetches(&self) -> u64 {
         self.state().index_prefetches
+    }
+
+    /// How many reads of log segments (`.log` files) there were, whether they found their bytes.
+    pub fn log_reads(&self) -> u64 {
+        self.state().log_reads
     }
 
     /// Replaces the faults to inject from now on.
@@ -372,7 +380,8 @@ impl Disk for SimDisk {
             }
         };
         let index = path.extension().is_some_and(|extension| extension == "idx" || extension == "run");
-        Ok(Arc::new(SimFile { disk: self.clone(), id, writable: mode != OpenMode::Read, index }))
+        let log = path.extension().is_some_and(|extension| extension == "log");
+        Ok(Arc::new(SimFile { disk: self.clone(), id, writable: mode != OpenMode::Read, index, log }))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -426,6 +435,8 @@ struct SimFile {
     writable: bool,
     /// An index file's (see [`SimDisk::index_prefetches`]).
     index: bool,
+    /// A log segment's (see [`SimDisk::log_reads`]).
+    log: bool,
 }
 
 impl SimFile {
@@ -444,7 +455,8 @@ impl DiskFile for SimFile {
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        let state = self.disk.state();
+        let mut state = self.disk.state();
+        state.log_reads += self.log as u64;
         let data = &state.files[self.id].live;
         let bytes = data
             .get(offset as usize..offset as usize + buf.len())
@@ -460,6 +472,7 @@ impl DiskFile for SimFile {
             state.chance(chance)
         };
         if uncached {
+            self.disk.state().log_reads += self.log as u64;
             return Ok(false);
         }
         self.read_exact_at(buf, offset).map(|()| true)

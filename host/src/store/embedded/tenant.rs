@@ -13,7 +13,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use super::log::EventLoc;
+use super::log::{EventAt, EventLoc, EventsAt};
 use super::segment_index::{IndexFileError, Loc, QueryKeys, SegmentIndex, SegmentList};
 use crate::store::index::{check_conditions, never_fails, Resolved, Step, TenantIndex};
 use crate::store::{AppendCondition, Event, Query, StoreError};
@@ -115,15 +115,16 @@ impl TenantLog {
 
     /// Where the published events at `positions` (ascending or descending) are.
     /// `known(position)` may know already (a search that found the position in a short
-    /// posting list, which holds its events' locations), sparing the read of a loc block.
-    fn locs(&self, tenant: &str, positions: &[u64], known: impl Fn(u64) -> Option<EventLoc>) -> Result<Vec<EventLoc>, IndexFileError> {
+    /// posting list, which holds its events' locations and in a run often their records),
+    /// sparing the read of a loc block.
+    fn locs(&self, tenant: &str, positions: &[u64], known: impl Fn(u64) -> Option<EventAt>) -> Result<EventsAt, IndexFileError> {
         let base = self.base();
-        let mut out = Vec::with_capacity(positions.len());
+        let mut out = EventsAt { locs: Vec::with_capacity(positions.len()), copies: Vec::new() };
         let mut at = 0;
         while at < positions.len() {
             let p = positions[at];
             if p > base {
-                out.push(self.locs[(p - base - 1) as usize]);
+                out.locs.push(self.locs[(p - base - 1) as usize]);
                 at += 1;
                 continue;
             }
@@ -133,10 +134,10 @@ impl TenantLog {
             let run = &positions[at..at + positions[at..].iter().take_while(|&&q| q >= part.first && q <= part.last).count()];
             let segment = part.index.segment();
             let event_loc = |loc: Loc| EventLoc { segment, offset: loc.offset, len: loc.len, crc: loc.crc };
-            let inline: Option<Vec<EventLoc>> = run.iter().map(|&q| known(q)).collect();
+            let inline: Option<Vec<EventAt>> = run.iter().map(|&q| known(q)).collect();
             match inline {
-                Some(locs) => out.extend(locs),
-                None => out.extend(part.index.locs(tenant, run)?.into_iter().map(event_loc)),
+                Some(found) => found.into_iter().for_each(|at| out.push(at)),
+                None => out.locs.extend(part.index.locs(tenant, run)?.into_iter().map(event_loc)),
             }
             at += run.len();
         }
@@ -216,12 +217,12 @@ impl<'a> Search<'a> {
 
     /// Where the published events at `positions` are, taken from the posting lists this search
     /// read where they hold them.
-    pub fn locs(&self, positions: &[u64]) -> Result<Vec<EventLoc>, IndexFileError> {
+    pub fn locs(&self, positions: &[u64]) -> Result<EventsAt, IndexFileError> {
         let searched = &self.log.searched;
         self.log.locs(self.tenant, positions, |position| {
             let part = searched.partition_point(|part| part.last < position);
             match self.sealed.get(part)? {
-                PartSearch::Resolved(resolved) => resolved.lists().find_map(|list| list.loc(position)),
+                PartSearch::Resolved(resolved) => resolved.lists().find_map(|list| list.event_at(position)),
                 _ => None,
             }
         })

@@ -188,37 +188,6 @@ async fn events_out_of_memory_are_asked_of_the_disk_at_once_and_read_as_written(
     assert!(disk.prefetches() > before, "the events after a read that waited are asked ahead");
 }
 
-/// A scan out of memory (a full read, a rebuild) asks the disk for the bytes past each batch it
-/// waits for, so that the disk reads ahead of it as the kernel would for a file read in order;
-/// a sparse read (a tag's few events) asks for its events alone.
-#[tokio::test]
-async fn a_scan_out_of_memory_asks_the_disk_ahead_of_it_and_a_sparse_read_does_not() {
-    use counterpoint::store::sim_disk::{Faults, SimDisk};
-    let disk = SimDisk::new(13, Faults::default());
-    let options = EmbeddedOptions { segment_bytes: 1 << 20, ..EmbeddedOptions::default() };
-    let store = EmbeddedStore::open_on(std::sync::Arc::new(disk.clone()), "/data", options).unwrap();
-    for batch in 0..20u32 {
-        let events = (0..100).map(|i| Event::new("Filler").tag(format!("k:{}", batch * 100 + i)).data(vec![7; 100])).collect();
-        store.append(&tenant(), events, vec![]).await.unwrap();
-    }
-    disk.set_faults(Faults { uncached_reads: 1.0, ..Faults::default() });
-    let read = |query: Query| {
-        let store = store.clone();
-        async move { store.read(&tenant(), query, ReadOptions::default()).await.unwrap().collect().await.unwrap().0.len() }
-    };
-
-    let before = disk.log_prefetch_bytes();
-    assert_eq!(read(Query::default()).await, 2000);
-    let asked = disk.log_prefetch_bytes() - before;
-    // Four batches of 512 events, 2000 events of about 150 bytes each: 300 KB read.
-    assert!(asked >= 4 << 20, "a scan asks for megabytes past its batches: {asked} bytes");
-
-    let before = disk.log_prefetch_bytes();
-    assert_eq!(read(Query::item(QueryItem::tags(["k:1234"]))).await, 1);
-    let asked = disk.log_prefetch_bytes() - before;
-    assert!(asked < 1024, "a read of one event asks for that event: {asked} bytes");
-}
-
 /// What the store's reads rely on from the operating system: a read that must not wait tells
 /// bytes out of memory from bytes in it.
 #[test]

@@ -79,9 +79,6 @@ const FORMAT_PREFIX: &str = "counterpoint-store ";
 const MAX_RUN_BYTES: u64 = 1 << 20;
 /// ...and wastes at most this many bytes on events the read does not want.
 const MAX_RUN_SLACK: u64 = 64 << 10;
-/// A scan that waits for the disk asks it for this many bytes past its batch (the kernel's own
-/// readahead does not see a read whose bytes were asked for exactly).
-const SCAN_READ_AHEAD: u64 = 8 << 20;
 
 #[derive(Clone, Debug)]
 pub struct EmbeddedOptions {
@@ -285,11 +282,6 @@ impl Shared {
                             file.prefetch(later.lo, later.hi - later.lo);
                         }
                     }
-                    if let Some((segment, end)) = scan_end(&reads)
-                        && let Some(file) = segments.get(segment as usize)
-                    {
-                        file.prefetch(end, SCAN_READ_AHEAD);
-                    }
                     prefetched = true;
                 }
                 file.read_exact_at(&mut buf, read.lo).map_err(io_error)?;
@@ -304,16 +296,6 @@ impl Shared {
     fn corrupt(&self, detail: String) -> StoreError {
         StoreError::Corrupt { dir: self.dir.clone(), detail }
     }
-}
-
-/// Where the batch read by `reads` ends, if it is part of a scan (a full read, a frequent type's):
-/// many events, most of the bytes of one segment's stretch, which the next batch will follow.
-fn scan_end(reads: &[LogRead]) -> Option<(u32, u64)> {
-    let (first, last) = (reads.first()?, reads.last()?);
-    let events: usize = reads.iter().map(|read| read.events.len()).sum();
-    let wanted: u64 = reads.iter().map(|read| read.hi - read.lo).sum();
-    let dense = first.segment == last.segment && wanted * 2 >= last.hi - first.lo;
-    (dense && events >= READ_BATCH / 2).then_some((last.segment, last.hi))
 }
 
 /// One positioned read of a segment: bytes `lo..hi`, holding the events `events` of a fetch.

@@ -67,7 +67,6 @@ struct State {
     prefetches: u64,
     index_prefetches: u64,
     log_reads: u64,
-    log_prefetch_bytes: u64,
 }
 
 #[derive(Clone, Default)]
@@ -119,7 +118,6 @@ impl SimDisk {
             prefetches: 0,
             index_prefetches: 0,
             log_reads: 0,
-            log_prefetch_bytes: 0,
         };
         SimDisk { state: Arc::new(Mutex::new(state)), held: Arc::default() }
     }
@@ -208,7 +206,6 @@ impl SimDisk {
             prefetches: 0,
             index_prefetches: 0,
             log_reads: 0,
-            log_prefetch_bytes: 0,
         };
         SimDisk { state: Arc::new(Mutex::new(state)), held: Arc::default() }
     }
@@ -226,11 +223,6 @@ impl SimDisk {
     /// How many of [`prefetches`](Self::prefetches) were of index files: a search's key buckets.
     pub fn index_prefetches(&self) -> u64 {
         self.state().index_prefetches
-    }
-
-    /// How many bytes of log segments the store asked for ahead of its reads.
-    pub fn log_prefetch_bytes(&self) -> u64 {
-        self.state().log_prefetch_bytes
     }
 
     /// How many reads of log segments (`.log` files) there were, whether they found their bytes.
@@ -486,10 +478,9 @@ impl DiskFile for SimFile {
         self.read_exact_at(buf, offset).map(|()| true)
     }
 
-    fn prefetch(&self, _offset: u64, len: u64) {
+    fn prefetch(&self, _offset: u64, _len: u64) {
         let mut state = self.disk.state();
         state.prefetches += 1;
-        state.log_prefetch_bytes += len * self.log as u64;
         state.index_prefetches += self.index as u64;
     }
 

@@ -39,7 +39,8 @@
 //! reads of the log's files again (`uncached_log_read_per_s`: the disk's speed for reads that
 //! miss) and up to [`UNCACHED_TAG_READS`] random tag reads by one reader for `--seconds`
 //! (`tag_read_uncached_per_s`; `tag_read_uncached_vs_10_log_reads` against the ten reads of its
-//! events alone, waiting one after another).
+//! events alone, waiting one after another), then, out of the page cache again, one full read
+//! (`full_read_uncached_events_per_s`).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -110,6 +111,7 @@ pub async fn scale(dir: &Path, seconds: f64, log_events: u64) -> anyhow::Result<
         ("index_cache_mb", "index-file blocks cached after the tag reads".into()),
         ("uncached_log_read_per_s", "random 128-byte reads of the log's files out of the page cache (the disk), one thread".into()),
         ("tag_read_uncached_per_s", "~10 events by one random tag, one reader, the store out of the page cache".into()),
+        ("full_read_uncached_events_per_s", "one forward read of the whole log, out of the page cache".into()),
     ] {
         let value = child.get(key).and_then(serde_json::Value::as_f64).with_context(|| format!("the child reported no {key}"))?;
         report.add(key, value, note);
@@ -454,14 +456,7 @@ async fn measure(dir: &Path, log_events: u64, duration: Duration) -> anyhow::Res
     anyhow::ensure!(appends > 0.0, "no append of the 64 writers succeeded");
     report.add("append_64w_per_s", appends, "");
 
-    let start = Instant::now();
-    let mut stream = store.read(&tenant, Query::all(), ReadOptions::default()).await?;
-    let mut total = 0u64;
-    while let Some(batch) = stream.next_batch().await? {
-        total += batch.len() as u64;
-    }
-    anyhow::ensure!(total >= log_events, "the full read returned {total} of at least {log_events} events");
-    report.add("full_read_events_per_s", total as f64 / start.elapsed().as_secs_f64(), "");
+    report.add("full_read_events_per_s", full_read(&store, &tenant, log_events).await?, "");
 
     // Out of memory: what a host whose machine cannot hold the log in its page cache reads.
     drop_from_page_cache(dir)?;
@@ -473,7 +468,21 @@ async fn measure(dir: &Path, log_events: u64, duration: Duration) -> anyhow::Res
         reads += 1;
     }
     report.add("tag_read_uncached_per_s", reads as f64 / start.elapsed().as_secs_f64(), "");
+    drop_from_page_cache(dir)?;
+    report.add("full_read_uncached_events_per_s", full_read(&store, &tenant, log_events).await?, "");
     Ok(report)
+}
+
+/// One forward read of the whole log: events a second.
+async fn full_read(store: &EmbeddedStore, tenant: &Tenant, log_events: u64) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let mut stream = store.read(tenant, Query::all(), ReadOptions::default()).await?;
+    let mut total = 0u64;
+    while let Some(batch) = stream.next_batch().await? {
+        total += batch.len() as u64;
+    }
+    anyhow::ensure!(total >= log_events, "the full read returned {total} of at least {log_events} events");
+    Ok(total as f64 / start.elapsed().as_secs_f64())
 }
 
 /// Asks the kernel to drop every file of the store in `dir` from the page cache (`posix_fadvise`

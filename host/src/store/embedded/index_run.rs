@@ -237,10 +237,14 @@ fn write_run(
     last: u32,
     stop: &AtomicBool,
 ) -> Result<Option<Vec<(u32, u64)>>, IndexFileError> {
-    let mut tenants: BTreeMap<&str, Vec<&SegmentIndex>> = BTreeMap::new();
+    // Each tenant's inputs, and how many events each input holds (of all its tenants).
+    let mut tenants: BTreeMap<&str, (Vec<&SegmentIndex>, Vec<u64>)> = BTreeMap::new();
     for input in inputs {
+        let events = input.tenants().fold(0u64, |sum, (_, first, last)| sum.saturating_add((last - first).saturating_add(1)));
         for (tenant, _, _) in input.tenants() {
-            tenants.entry(tenant).or_default().push(input);
+            let (parts, counts) = tenants.entry(tenant).or_default();
+            parts.push(input);
+            counts.push(events);
         }
     }
     let lengths: Vec<(u32, u64)> = inputs.iter().flat_map(|input| input.segment_lengths().to_vec()).collect();
@@ -251,8 +255,8 @@ fn write_run(
         meta.extend_from_slice(&len.to_le_bytes());
     }
     meta.extend_from_slice(&(tenants.len() as u32).to_le_bytes());
-    for (tenant, parts) in &tenants {
-        if !merge_tenant(tenant, parts, out, log, &mut meta, stop)? {
+    for (tenant, (parts, events)) in &tenants {
+        if !merge_tenant(tenant, parts, events, out, log, &mut meta, stop)? {
             return Ok(None);
         }
     }
@@ -392,6 +396,7 @@ impl<'a> Keys<'a> {
 fn merge_tenant(
     tenant: &str,
     parts: &[&SegmentIndex],
+    part_events: &[u64],
     out: &mut Out,
     log: &mut LogFiles,
     meta: &mut Vec<u8>,
@@ -407,7 +412,9 @@ fn merge_tenant(
     let (first, last) = (metas[0].first, metas[metas.len() - 1].last);
     // The inputs' key buckets, and the records a segment's short lists will copy: about its
     // share of the segment's bytes (an event is copied once for each short list it is in).
-    let estimate: u64 = parts.iter().zip(&metas).map(|(part, m)| m.buckets[m.buckets.len() - 1] - m.buckets[0] + copies_estimate(part, m)).sum();
+    let estimate = parts.iter().zip(&metas).zip(part_events).fold(0u64, |sum, ((part, m), &events)| {
+        sum.saturating_add(m.buckets[m.buckets.len() - 1] - m.buckets[0]).saturating_add(copies_estimate(part, m, events))
+    });
     let bucket_count = estimate.div_ceil(RUN_BUCKET_BYTES).max(1) as usize;
     let mut inputs: Vec<Keys> = inputs_of(parts, &metas);
     let mut hashes = Vec::new();
@@ -469,16 +476,21 @@ fn merge_tenant(
                 }
             }
             let copied: u64 = pieces.iter().flat_map(|piece| &piece.1).map(|loc| loc.len as u64).sum();
+            let at = bucket.len();
+            bucket.extend_from_slice(&0u32.to_le_bytes());
             if copied <= COPIED_BYTES_PER_KEY {
-                bucket.extend_from_slice(&(copied as u32).to_le_bytes());
+                let mut whole = true;
                 for (_, locs, copies) in &pieces {
                     match copies.is_empty() {
                         false => bucket.extend_from_slice(copies),
-                        true => log.copy_records(locs, &mut bucket)?,
+                        true => whole &= log.copy_records(locs, &mut bucket),
                     }
                 }
-            } else {
-                bucket.extend_from_slice(&0u32.to_le_bytes());
+                match whole {
+                    true => bucket[at..at + 4].copy_from_slice(&(copied as u32).to_le_bytes()),
+                    // A record the log cannot give: the key's events are read from the log.
+                    false => bucket.truncate(at + 4),
+                }
             }
         } else {
             bucket.extend_from_slice(&(long_lists.len() as u32).to_le_bytes());
@@ -529,13 +541,13 @@ fn merge_tenant(
     Ok(true)
 }
 
-/// About the bytes of `meta`'s tenant's records in `part` when it is a segment (a run's buckets
-/// hold its copies already).
-fn copies_estimate(part: &SegmentIndex, meta: &TenantMeta) -> u64 {
+/// About the bytes of `meta`'s tenant's records in `part` when it is a segment of `events`
+/// events (a run's buckets hold its copies already): its share of the segment, at most all of it.
+fn copies_estimate(part: &SegmentIndex, meta: &TenantMeta, events: u64) -> u64 {
     let Covers::Segment(_) = part.covers() else { return 0 };
-    let events: u64 = part.tenants().map(|(_, first, last)| last - first + 1).sum();
     let bytes = part.segment_lengths()[0].1;
-    (bytes as u128 * (meta.last - meta.first + 1) as u128 / events.max(1) as u128) as u64
+    let share = (meta.last - meta.first).saturating_add(1).min(events);
+    (bytes as u128 * share as u128 / events.max(1) as u128) as u64
 }
 
 /// The log's segments, opened as a merge first needs their records (a segment's index holds
@@ -547,26 +559,30 @@ struct LogFiles<'a> {
 }
 
 impl LogFiles<'_> {
-    /// Appends the records at `locs` to `out`, each checked against its location's checksum.
-    fn copy_records(&mut self, locs: &[EventLoc], out: &mut Vec<u8>) -> Result<(), IndexFileError> {
+    /// Appends the records at `locs` to `out`, each checked against its location's checksum;
+    /// false if one cannot be read or fails it (damage `store check` reports). The merge goes
+    /// on: a run is derived data, and a key without copies is read from the log.
+    fn copy_records(&mut self, locs: &[EventLoc], out: &mut Vec<u8>) -> bool {
         for loc in locs {
             let path = segment_path(self.dir, loc.segment);
             let file = match self.open.get(&loc.segment) {
-                Some(file) => file.clone(),
-                None => {
-                    let file = self.disk.open(&path, OpenMode::Read).map_err(|source| IndexFileError::Io { path: path.clone(), source })?;
+                Some(file) => Ok(file.clone()),
+                None => self.disk.open(&path, OpenMode::Read).inspect(|file| {
                     self.open.insert(loc.segment, file.clone());
-                    file
-                }
+                }),
             };
             let start = out.len();
             out.resize(start + loc.len as usize, 0);
-            file.read_exact_at(&mut out[start..], loc.offset as u64).map_err(|source| IndexFileError::Io { path: path.clone(), source })?;
-            if crc32fast::hash(&out[start..]) != loc.crc {
-                return Err(IndexFileError::Damaged { path, detail: format!("the event at byte {} fails its checksum", loc.offset) });
-            }
+            let read = file.and_then(|file| file.read_exact_at(&mut out[start..], loc.offset as u64));
+            let problem = match read {
+                Err(err) => err.to_string(),
+                Ok(()) if crc32fast::hash(&out[start..]) != loc.crc => "it fails its checksum".to_string(),
+                Ok(()) => continue,
+            };
+            tracing::warn!(segment = %path.display(), "a merge cannot copy the event at byte {}: {problem}; its key is read from the log", loc.offset);
+            return false;
         }
-        Ok(())
+        true
     }
 }
 
@@ -629,7 +645,7 @@ mod tests {
     use crate::store::embedded::disk::RealDisk;
     use crate::store::embedded::log::segment_path;
     use crate::store::embedded::segment_index::tests::{every, keys_of, write_segment_from, Expected};
-    use crate::store::embedded::segment_index::{build_from_segment, index_path, Postings};
+    use crate::store::embedded::segment_index::{build_from_segment, index_path, Postings, TRAILER};
     use crate::store::index::KeyKind;
 
     /// `count` consecutive segments of two tenants in `dir`, indexed; each tenant's events by
@@ -725,6 +741,69 @@ mod tests {
         let found = open_runs(&RealDisk, dir.path(), &parts, &cache);
         assert_eq!(found.len(), 16, "every segment on its own again");
         assert!(runs_in(&RealDisk, dir.path()).unwrap().is_empty());
+    }
+
+    /// A record the log cannot give (damaged since its segment was indexed) does not stop the
+    /// merge: the keys of that event get no copies, and are read from the log; the others do.
+    #[test]
+    fn a_damaged_record_leaves_its_keys_without_copies_and_the_merge_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (expected, parts) = segments(dir.path(), 8, 100);
+        let events = &expected["acme"];
+        let segment_of = |position: u64| parts.iter().position(|p| p.tenant_meta("acme").is_some_and(|m| m.first <= position && position <= m.last)).unwrap() as u32;
+        // An event with a tag, whose short list the run would copy.
+        let (position, event, loc) = events.iter().find(|(_, event, _)| !event.tags.is_empty()).unwrap();
+        let log = segment_path(dir.path(), segment_of(*position));
+        let mut bytes = std::fs::read(&log).unwrap();
+        bytes[(loc.offset + loc.len - 1) as usize] ^= 0x40;
+        std::fs::write(&log, bytes).unwrap();
+
+        let run = merge(&RealDisk, dir.path(), &parts, &Arc::new(BlockCache::new(1 << 20)), &AtomicBool::new(false)).unwrap().unwrap();
+        let keys = keys_of(events);
+        let (mut with, mut without) = (0, 0);
+        for ((kind, name), list) in keys.iter().filter(|(_, list)| list.len() <= POSTINGS_PER_BLOCK) {
+            let Some(Postings::Short(_, locs, copies)) = run.postings("acme", *kind, name).unwrap() else { panic!("{name} is short") };
+            let bytes: u64 = locs.iter().map(|l| l.len as u64).sum();
+            if list.contains(position) {
+                assert!(copies.is_none(), "{name} holds the damaged event: no copies");
+                without += 1;
+            } else if bytes <= COPIED_BYTES_PER_KEY {
+                assert!(copies.is_some(), "{name} is copied");
+                with += 1;
+            }
+        }
+        let tags: std::collections::BTreeSet<&String> = event.tags.iter().collect();
+        assert!(without == tags.len() && with > 0, "{without} keys without copies, {with} with");
+        assert!(run.check_blocks().is_ok());
+    }
+
+    /// A store written by the build before (run format 1, without copies) opens: its runs are
+    /// removed, searches go through the segments, and the merger merges them again as format 2.
+    #[test]
+    fn a_run_of_the_format_before_is_removed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, parts) = segments(dir.path(), 8, 100);
+        let cache = Arc::new(BlockCache::new(1 << 20));
+        let run = merge(&RealDisk, dir.path(), &parts, &cache, &AtomicBool::new(false)).unwrap().unwrap();
+        let path = run.path().to_path_buf();
+        drop(run);
+        // The trailer as format 1 wrote it: the version, and the trailer's own checksum.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let trailer = bytes.len() - TRAILER;
+        bytes[trailer + 8..trailer + 12].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32fast::hash(&bytes[trailer..bytes.len() - 4]);
+        let end = bytes.len();
+        bytes[end - 4..].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+
+        let err = SegmentIndex::open_file(&RealDisk, path.clone(), Covers::Run { first: 0, last: 7 }, &[], cache.clone()).err().unwrap();
+        assert!(matches!(&err, IndexFileError::Stale { detail, .. } if detail.contains("format 1")), "{err}");
+        let found = open_runs(&RealDisk, dir.path(), &parts, &cache);
+        assert_eq!(found.len(), 8, "every segment searched on its own");
+        assert!(!path.exists(), "the run of the format before is removed, to be merged again");
+        let again = merge(&RealDisk, dir.path(), &parts, &cache, &AtomicBool::new(false)).unwrap().unwrap();
+        assert_eq!(open_runs(&RealDisk, dir.path(), &parts, &cache).len(), 1, "merged again, it is kept");
+        drop(again);
     }
 
     #[test]

@@ -252,7 +252,8 @@ impl Shared {
             let loc = &at.locs[i];
             let record = bucket.get(*start as usize..*start as usize + loc.len as usize);
             let record = record.ok_or_else(|| self.corrupt(format!("the copy of the event at position {position} lies outside its key bucket")))?;
-            out.push(decode_at(record, position, loc).map_err(|e| self.corrupt(e))?);
+            let damaged = |e| self.corrupt(format!("an index run's copy of the event at position {position} (not the log's): {e}"));
+            out.push(decode_at(record, position, loc).map_err(damaged)?);
         }
         Ok(out)
     }

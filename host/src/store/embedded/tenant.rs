@@ -134,10 +134,16 @@ impl TenantLog {
             let run = &positions[at..at + positions[at..].iter().take_while(|&&q| q >= part.first && q <= part.last).count()];
             let segment = part.index.segment();
             let event_loc = |loc: Loc| EventLoc { segment, offset: loc.offset, len: loc.len, crc: loc.crc };
-            let inline: Option<Vec<EventAt>> = run.iter().map(|&q| known(q)).collect();
-            match inline {
-                Some(found) => found.into_iter().for_each(|at| out.push(at)),
-                None => out.locs.extend(part.index.locs(tenant, run)?.into_iter().map(event_loc)),
+            // What the search's lists do not know (a position found through a long list, an
+            // event type's) is looked up in the segment's loc blocks, together.
+            let found: Vec<Option<EventAt>> = run.iter().map(|&q| known(q)).collect();
+            let unknown: Vec<u64> = run.iter().zip(&found).filter(|(_, at)| at.is_none()).map(|(&q, _)| q).collect();
+            let mut looked_up = if unknown.is_empty() { Vec::new() } else { part.index.locs(tenant, &unknown)? }.into_iter();
+            for at in found {
+                match at {
+                    Some(at) => out.push(at),
+                    None => out.locs.push(event_loc(looked_up.next().expect("one location for each position looked up"))),
+                }
             }
             at += run.len();
         }

@@ -304,24 +304,17 @@ fn read_files_reads_use(dir: &Path) -> anyhow::Result<f64> {
 }
 
 /// The store's files that its reads go to, by name: every one but the index files of segments
-/// a run covers (searches go through the run; those files serve merges and `store check`, and
-/// a long list's event locations, which no read of this benchmark asks for).
+/// a run covers (searches go through the run; no read of this benchmark asks those files).
 fn files_reads_use(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)?
+    let skipped = crate::store::embedded_check::covered_index_files(dir)?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|entry| entry.ok())
         .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_file()))
-        .filter_map(|entry| entry.file_name().into_string().ok())
+        .map(|entry| entry.path())
+        .filter(|path| !skipped.contains(path))
         .collect();
-    names.sort();
-    let runs: Vec<(u32, u32)> = names
-        .iter()
-        .filter_map(|name| name.strip_suffix(".run")?.split_once('-').and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?))))
-        .collect();
-    let covered = |name: &str| {
-        let segment = name.strip_suffix(".idx").and_then(|n| n.parse::<u32>().ok());
-        segment.is_some_and(|s| runs.iter().any(|&(first, last)| (first..=last).contains(&s)))
-    };
-    Ok(names.into_iter().filter(|name| !covered(name)).map(|name| dir.join(name)).collect())
+    files.sort();
+    Ok(files)
 }
 
 fn disk_bytes(dir: &Path) -> anyhow::Result<u64> {

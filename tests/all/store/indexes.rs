@@ -832,3 +832,18 @@ fn run_files_on(disk: &counterpoint::store::sim_disk::SimDisk) -> Vec<String> {
     use counterpoint::store::embedded_disk::Disk;
     disk.list(Path::new("/data")).unwrap().into_iter().filter(|name| name.ends_with(".run")).collect()
 }
+
+/// What `bench scale` leaves out of its warm-up: the index files of exactly the segments the
+/// runs cover, which exist; a run named beyond the sealed segments covers nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_index_files_runs_cover_are_named_by_the_runs() {
+    let (dir, _, _) = closed_merged_store(41, 300).await;
+    std::fs::write(dir.path().join(format!("{:010}-{}.run", 0, u32::MAX)), b"stray").unwrap();
+    let skipped = embedded_check::covered_index_files(dir.path()).unwrap();
+    let runs: Vec<(u32, u32)> = run_files(dir.path()).iter().map(|r| covered(r)).filter(|&(_, last)| last != u32::MAX).collect();
+    assert!(!runs.is_empty());
+    let want: Vec<_> = runs.iter().flat_map(|&(first, last)| first..=last).map(|s| dir.path().join(format!("{s:010}.idx"))).collect();
+    assert_eq!(skipped, want);
+    assert!(skipped.iter().all(|file| index_files(dir.path()).contains(file)));
+    assert!(index_files(dir.path()).len() > skipped.len(), "the segments no run covers keep theirs in the warm-up");
+}

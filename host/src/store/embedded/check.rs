@@ -131,6 +131,17 @@ pub struct Repair {
     pub removed_index_files: Vec<PathBuf>,
 }
 
+/// The index files of the segments that the runs in `dir` cover, by the runs' names: searches go
+/// through the runs instead (those files serve merges, `store check`, and the locations of
+/// long posting lists' events).
+pub fn covered_index_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    // All segments but the open one are sealed; a run named beyond them covers nothing.
+    let sealed = list_segments(&RealDisk, dir)?.len().saturating_sub(1) as u32;
+    let mut covered: Vec<u32> = index_run::named_coverage(&RealDisk, dir, sealed).into_iter().collect();
+    covered.sort_unstable();
+    Ok(covered.into_iter().map(|segment| index_path(dir, segment)).collect())
+}
+
 /// Checks the store in `dir` without changing anything. Refuses while a process has it open
 /// (its log may be mid-write).
 pub fn check(dir: &Path) -> Result<StoreCheck, StoreError> {

@@ -801,9 +801,8 @@ mod tests {
         let found = open_runs(&RealDisk, dir.path(), &parts, &cache);
         assert_eq!(found.len(), 8, "every segment searched on its own");
         assert!(!path.exists(), "the run of the format before is removed, to be merged again");
-        let again = merge(&RealDisk, dir.path(), &parts, &cache, &AtomicBool::new(false)).unwrap().unwrap();
+        merge(&RealDisk, dir.path(), &parts, &cache, &AtomicBool::new(false)).unwrap().unwrap();
         assert_eq!(open_runs(&RealDisk, dir.path(), &parts, &cache).len(), 1, "merged again, it is kept");
-        drop(again);
     }
 
     #[test]

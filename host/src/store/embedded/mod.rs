@@ -236,20 +236,17 @@ impl Shared {
         if at.copies.is_empty() {
             return self.read_log(positions, &at.locs);
         }
-        let mut copied = vec![false; positions.len()];
-        at.copies.iter().for_each(|&(i, ..)| copied[i] = true);
+        let is_copy = |i: usize| at.copies.binary_search_by_key(&i, |&(index, ..)| index).is_ok();
         let (in_log, locs): (Vec<u64>, Vec<EventLoc>) =
-            positions.iter().zip(&at.locs).zip(&copied).filter(|(_, copied)| !**copied).map(|((&p, &loc), _)| (p, loc)).unzip();
+            positions.iter().zip(&at.locs).enumerate().filter(|&(i, _)| !is_copy(i)).map(|(_, (&p, &loc))| (p, loc)).unzip();
         let mut from_log = self.read_log(&in_log, &locs)?.into_iter();
-        let mut copies = at.copies.iter();
+        let mut copies = at.copies.iter().peekable();
         let mut out = Vec::with_capacity(positions.len());
-        for (i, &position) in positions.iter().enumerate() {
-            if !copied[i] {
+        for (i, (&position, loc)) in positions.iter().zip(&at.locs).enumerate() {
+            let Some((_, bucket, start)) = copies.next_if(|&&(index, ..)| index == i) else {
                 out.push(from_log.next().expect("one event read for each in the log"));
                 continue;
-            }
-            let (_, bucket, start) = copies.next().expect("one copy for each copied");
-            let loc = &at.locs[i];
+            };
             let record = bucket.get(*start as usize..*start as usize + loc.len as usize);
             let record = record.ok_or_else(|| self.corrupt(format!("the copy of the event at position {position} lies outside its key bucket")))?;
             let damaged = |e| self.corrupt(format!("an index run's copy of the event at position {position} (not the log's): {e}"));

@@ -114,10 +114,16 @@ impl TenantLog {
     }
 
     /// Where the published events at `positions` (ascending or descending) are.
-    /// `known(position)` may know already (a search that found the position in a short
-    /// posting list, which holds its events' locations and in a run often their records),
-    /// sparing the read of a loc block.
-    fn locs(&self, tenant: &str, positions: &[u64], known: impl Fn(u64) -> Option<EventAt>) -> Result<EventsAt, IndexFileError> {
+    /// `known(stretch)`, given positions of one sealed segment, may know where some are
+    /// already (a search that found them in short posting lists, which hold their events'
+    /// locations and in a run often their records), sparing the read of a loc block; None
+    /// when it knows none.
+    fn locs(
+        &self,
+        tenant: &str,
+        positions: &[u64],
+        known: impl Fn(&[u64]) -> Option<Vec<Option<EventAt>>>,
+    ) -> Result<EventsAt, IndexFileError> {
         let base = self.base();
         let mut out = EventsAt { locs: Vec::with_capacity(positions.len()), copies: Vec::new() };
         let mut at = 0;
@@ -134,9 +140,13 @@ impl TenantLog {
             let run = &positions[at..at + positions[at..].iter().take_while(|&&q| q >= part.first && q <= part.last).count()];
             let segment = part.index.segment();
             let event_loc = |loc: Loc| EventLoc { segment, offset: loc.offset, len: loc.len, crc: loc.crc };
+            let Some(found) = known(run) else {
+                out.locs.extend(part.index.locs(tenant, run)?.into_iter().map(event_loc));
+                at += run.len();
+                continue;
+            };
             // What the search's lists do not know (a position found through a long list, an
             // event type's) is looked up in the segment's loc blocks, together.
-            let found: Vec<Option<EventAt>> = run.iter().map(|&q| known(q)).collect();
             let unknown: Vec<u64> = run.iter().zip(&found).filter(|(_, at)| at.is_none()).map(|(&q, _)| q).collect();
             let mut looked_up = if unknown.is_empty() { Vec::new() } else { part.index.locs(tenant, &unknown)? }.into_iter();
             for at in found {
@@ -225,12 +235,15 @@ impl<'a> Search<'a> {
     /// read where they hold them.
     pub fn locs(&self, positions: &[u64]) -> Result<EventsAt, IndexFileError> {
         let searched = &self.log.searched;
-        self.log.locs(self.tenant, positions, |position| {
-            let part = searched.partition_point(|part| part.last < position);
-            match self.sealed.get(part)? {
-                PartSearch::Resolved(resolved) => resolved.lists().find_map(|list| list.event_at(position)),
-                _ => None,
+        self.log.locs(self.tenant, positions, |stretch| {
+            // A stretch lies in one searched part (a run covers whole segments).
+            let part = searched.partition_point(|part| part.last < stretch[0]);
+            let PartSearch::Resolved(resolved) = self.sealed.get(part)? else { return None };
+            // A full read resolves no list, an event type's read long ones only: nothing known.
+            if !resolved.lists().any(SegmentList::is_short) {
+                return None;
             }
+            Some(stretch.iter().map(|&q| resolved.lists().find_map(|list| list.event_at(q))).collect())
         })
     }
 

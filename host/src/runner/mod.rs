@@ -434,9 +434,11 @@ impl CommandRunner {
     ) -> Result<CommandOutput, InvokeError> {
         loop {
             let span = attempt_span(retries.attempt);
+            // Boxed: an attempt's future is about 7 KiB (the instance's call nests in it), and
+            // every `await` that wraps it (the span, the caller's) would copy it whole.
             let step = match key {
-                Some(key) => Self::attempt_with_key(retries, slice, command, payload, key).instrument(span.clone()).await,
-                None => Self::attempt(retries, slice, command, payload).instrument(span.clone()).await,
+                Some(key) => Box::pin(Self::attempt_with_key(retries, slice, command, payload, key)).instrument(span.clone()).await,
+                None => Box::pin(Self::attempt(retries, slice, command, payload)).instrument(span.clone()).await,
             };
             match step {
                 Step::Again(why) => crate::telemetry::record_outcome(&span, why),

@@ -304,7 +304,8 @@ impl Slice {
     /// Runs a command once in a fresh instance. On success, returns its output and what the
     /// host recorded for it (reads, staged events), for the caller to commit.
     pub async fn execute(&self, io: ReadAppender, command: &str, payload: &[u8]) -> Result<(Vec<u8>, ReadAppender), InvokeError> {
-        crate::telemetry::invoke(self.span("execute", command), self.execute_untraced(io, command, payload)).await
+        // Boxed, so that the span's wrapper and the caller move a pointer, not the call's state.
+        crate::telemetry::invoke(self.span("execute", command), Box::pin(self.execute_untraced(io, command, payload))).await
     }
 
     async fn execute_untraced(&self, io: ReadAppender, command: &str, payload: &[u8]) -> Result<(Vec<u8>, ReadAppender), InvokeError> {

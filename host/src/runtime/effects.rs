@@ -427,9 +427,7 @@ impl Grants {
                     .insecure_random_seed(u128::from(seed));
             }
             None => {
-                // WASI's generators cannot fail: a source that does not work now refuses the
-                // invocation here rather than failing inside the guest's call.
-                getrandom::u64().map_err(|e| format!("the operating system's random source: {e}"))?;
+                os_random_works()?;
                 wasi.secure_random(UnwrapErr(getrandom::SysRng));
             }
         }
@@ -445,6 +443,19 @@ impl Grants {
         }
         Ok(wasi.build())
     }
+}
+
+/// WASI's generators cannot fail: while the operating system's random source does not work, an
+/// invocation is refused here rather than failing inside the guest's call. Asked until it has
+/// worked once (Linux's `getrandom` fails only before its pool is first ready), not at every
+/// invocation: a system call each time was about 1 % of a command.
+fn os_random_works() -> Result<(), String> {
+    static WORKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !WORKED.load(std::sync::atomic::Ordering::Relaxed) {
+        getrandom::u64().map_err(|e| format!("the operating system's random source: {e}"))?;
+        WORKED.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(())
 }
 
 fn denied(what: &str) -> types::Error {

@@ -15,7 +15,7 @@ use crate::runner::CommandRunner;
 use crate::runtime::{InvokeError, Runtime, RuntimeConfig, Slice};
 use crate::store::{EmbeddedStore, SharedStore, Tenant};
 
-use super::{fsync_per_s, Report};
+use super::{fsync_per_s, process_cpu_time, Report};
 
 pub async fn contention(scratch: &Path, slices: &Path, seconds: f64) -> anyhow::Result<Report> {
     super::Backend::embedded_only("contention")?;
@@ -35,6 +35,7 @@ pub async fn contention(scratch: &Path, slices: &Path, seconds: f64) -> anyhow::
     report.add("hot_64_conflicts", hot.conflicts as f64, "commands that ended in conflict, 64 tasks on one course with room for all (target 0)");
     report.add("hot_64_commands_per_s", hot.per_s, format!("subscriptions decided per second on the one course, durable (target >= 5 x fsync = {:.0})", 5.0 * fsync));
     report.add("hot_64_p99_ms", hot.p99_ms, "99th percentile of one subscription on the hot course");
+    report.add("hot_64_cpu_us_per_command", hot.cpu_us_per_command, "processor time of the process (all threads) per subscription decided on the hot course");
     // Cold tasks alone and beside the hot ones, in turns (cold, both, cold, both, cold): this
     // machine's speed drifts within a minute, and each run with the hot load then has a run
     // without it on either side.
@@ -44,9 +45,11 @@ pub async fn contention(scratch: &Path, slices: &Path, seconds: f64) -> anyhow::
         cold_alone.push(bench.measure(&[], 64, duration).await?.1);
     }
     let mean = |values: Vec<f64>| values.iter().sum::<f64>() / values.len() as f64;
+    let cold_cpu = mean(cold_alone.iter().map(|cold| cold.cpu_us_per_command).collect());
     let cold_alone = mean(cold_alone.iter().map(|cold| cold.per_s).collect());
     let cold_beside = mean(beside.iter().map(|(_, cold)| cold.per_s).collect());
     report.add("cold_64_commands_per_s", cold_alone, "64 tasks, each subscribing students to a course of its own, durable (mean of 3 runs)");
+    report.add("cold_64_cpu_us_per_command", cold_cpu, "processor time of the process (all threads) per subscription decided on the cold courses (mean of 3 runs)");
     report.add("hot_64_conflicts_during_cold", beside.iter().map(|(hot, _)| hot.conflicts).sum::<u64>() as f64, "the hot course's 64 tasks while 64 cold tasks run beside them, both runs (target 0)");
     report.add("hot_64_commands_per_s_during_cold", mean(beside.iter().map(|(hot, _)| hot.per_s).collect()), "subscriptions decided per second on the one course while the 64 cold tasks run");
     report.add("hot_64_p99_ms_during_cold", mean(beside.iter().map(|(hot, _)| hot.p99_ms).collect()), "99th percentile of one subscription on the hot course while the cold tasks run (mean of the 2 runs')");
@@ -83,6 +86,8 @@ struct Outcome {
     per_s: f64,
     p99_ms: f64,
     conflicts: u64,
+    /// The whole process's processor time during the run, per command decided by anyone.
+    cpu_us_per_command: f64,
 }
 
 impl Bench {
@@ -106,7 +111,7 @@ impl Bench {
             self.define(course).await?;
         }
         let runner = CommandRunner::default();
-        let start = Instant::now();
+        let (start, cpu_before) = (Instant::now(), process_cpu_time());
         let mut hot = Vec::new();
         let mut cold_tasks = Vec::new();
         for (course, tasks) in &courses {
@@ -119,7 +124,10 @@ impl Bench {
         }
         let (hot, cold) = (collect(hot).await?, collect(cold_tasks).await?);
         let elapsed = start.elapsed().as_secs_f64();
-        Ok((hot.outcome(elapsed), cold.outcome(elapsed)))
+        let cpu = (process_cpu_time() - cpu_before).as_secs_f64();
+        let decided = (hot.latencies.len() + cold.latencies.len()).max(1) as f64;
+        let cpu_us_per_command = cpu * 1e6 / decided;
+        Ok((hot.outcome(elapsed, cpu_us_per_command), cold.outcome(elapsed, cpu_us_per_command)))
     }
 
     /// One task subscribing students `<prefix>-0`, `<prefix>-1`, ... to `course` until `duration`.
@@ -182,10 +190,10 @@ struct Samples {
 }
 
 impl Samples {
-    fn outcome(mut self, elapsed: f64) -> Outcome {
+    fn outcome(mut self, elapsed: f64, cpu_us_per_command: f64) -> Outcome {
         self.latencies.sort_unstable();
         let p99 = self.latencies.get(self.latencies.len() * 99 / 100).or(self.latencies.last()).map_or(0.0, |d| d.as_secs_f64() * 1e3);
-        Outcome { decided: self.latencies.len() as u64, per_s: self.latencies.len() as f64 / elapsed, p99_ms: p99, conflicts: self.conflicts }
+        Outcome { decided: self.latencies.len() as u64, per_s: self.latencies.len() as f64 / elapsed, p99_ms: p99, conflicts: self.conflicts, cpu_us_per_command }
     }
 }
 

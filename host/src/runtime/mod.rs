@@ -192,13 +192,18 @@ impl Runtime {
             .any(|(name, _)| name.starts_with(&format!("{CONTRACT_PACKAGE}/effects@")));
         let pre = self.inner.linker.instantiate_pre(&component).map_err(|e| LoadError::Link(format!("{e:#}")))?;
         let exports = guest::GuestIndices::new(&pre).map_err(|e| LoadError::NotASlice(format!("{e:#}")))?;
+        // Found by `GuestIndices::new` already; kept apart to call `execute` without the rest.
+        let slice_export = component.get_export_index(None, format!("{CONTRACT_PACKAGE}/slice@{CONTRACT_VERSION}"));
+        let execute = component
+            .get_export_index(slice_export.as_ref(), "execute")
+            .ok_or_else(|| LoadError::NotASlice("no `execute` in the slice interface".into()))?;
         // Read models are optional: components built before the interface existed have none.
         let read_models_export = format!("{CONTRACT_PACKAGE}/read-models@{CONTRACT_VERSION}");
         let read_models = match component.get_export_index(None, &read_models_export) {
             Some(_) => Some(read_models_guest::GuestIndices::new(&pre).map_err(|e| LoadError::NotASlice(format!("{e:#}")))?),
             None => None,
         };
-        Slice::new(self.inner.clone(), limits, imports_effects, Exports { pre, slice: exports, read_models }, hash, size).await
+        Slice::new(self.inner.clone(), limits, imports_effects, Exports { pre, slice: exports, execute, read_models }, hash, size).await
     }
 
     /// Compiles a component in its turn (or takes it from the cache). Past the timeout the caller
@@ -258,6 +263,8 @@ impl Runtime {
 pub(crate) struct Exports {
     pre: wasmtime::component::InstancePre<InvocationState>,
     slice: guest::GuestIndices,
+    /// The slice interface's `execute`, which most invocations call and look up alone.
+    execute: wasmtime::component::ComponentExportIndex,
     read_models: Option<read_models_guest::GuestIndices>,
 }
 

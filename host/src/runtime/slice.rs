@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
+use wasmtime::component::TypedFunc;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::bindings::{guest, read_models_guest, types};
@@ -173,7 +174,8 @@ impl Slice {
         let io = slice.detached(Access::ReadOnly);
         let mut instance = slice.instantiate(io).await.map_err(|e| LoadError::Describe(e.to_string()))?;
         instance.arm();
-        let described = within(instance.deadline(), instance.bindings.call_describe(&mut instance.store)).await;
+        let bindings = instance.bindings("describe").map_err(|e| LoadError::Describe(e.to_string()))?;
+        let described = within(instance.deadline(), bindings.call_describe(&mut instance.store)).await;
         let description = described.map_err(|e| LoadError::Describe(instance.failure("describe", e).to_string()))?;
         let mut description = SliceDescription::from_wit(description);
         if slice.exports.read_models.is_some() {
@@ -271,14 +273,13 @@ impl Slice {
         store.data_mut().kv = kv;
         let instantiated = async {
             let instance = self.exports.pre.instantiate_async(&mut store).await?;
-            let bindings = self.exports.slice.load(&mut store, &instance)?;
-            wasmtime::Result::Ok((instance, bindings))
+            wasmtime::Result::Ok(instance)
         };
         // The deadline covers instantiation too (a start function may wait on the host).
         let instantiated: wasmtime::Result<_> = within(deadline, instantiated).await;
         match instantiated {
-            Ok((instance, bindings)) => {
-                Ok(Instance { slice: self, store, instance, bindings, _live: LiveGuard::new(&self.runtime.live) })
+            Ok(instance) => {
+                Ok(Instance { slice: self, store, instance, bindings: None, _live: LiveGuard::new(&self.runtime.live) })
             }
             Err(err) => {
                 if let Some(full) = err.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
@@ -311,7 +312,10 @@ impl Slice {
     async fn execute_untraced(&self, io: ReadAppender, command: &str, payload: &[u8]) -> Result<(Vec<u8>, ReadAppender), InvokeError> {
         let mut instance = self.instantiate(io).await?;
         instance.arm();
-        let result = within(instance.deadline(), instance.bindings.call_execute(&mut instance.store, command, payload)).await;
+        let result = match instance.execute_export() {
+            Ok(execute) => within(instance.deadline(), execute.call_async(&mut instance.store, (command, payload))).await.map(|(result,)| result),
+            Err(err) => Err(err),
+        };
         let result = match result {
             Ok(Ok(output)) => Ok(output),
             Ok(Err(err)) => Err(from_wit_error(err)),
@@ -329,7 +333,8 @@ impl Slice {
     async fn tags_untraced(&self, io: ReadAppender, event_type: &str, data: &[u8]) -> Result<Vec<String>, InvokeError> {
         let mut instance = self.instantiate(io).await?;
         instance.arm();
-        let result = within(instance.deadline(), instance.bindings.call_tags(&mut instance.store, event_type, data)).await;
+        let bindings = instance.bindings("tags")?;
+        let result = within(instance.deadline(), bindings.call_tags(&mut instance.store, event_type, data)).await;
         let result = match result {
             Ok(result) => result.map_err(from_wit_error),
             Err(trap) => Err(instance.failure("tags", trap)),
@@ -347,7 +352,8 @@ impl Slice {
         let mut instance = self.instantiate(io).await?;
         instance.arm();
         let event = types::SequencedEvent { position: to_wit_position(event.position), event: to_wit_event(event.event) };
-        let result = within(instance.deadline(), instance.bindings.call_react(&mut instance.store, automation, &event)).await;
+        let bindings = instance.bindings("react")?;
+        let result = within(instance.deadline(), bindings.call_react(&mut instance.store, automation, &event)).await;
         let result = match result {
             Ok(Ok(calls)) => Ok(calls
                 .into_iter()
@@ -403,12 +409,16 @@ impl Slice {
     }
 }
 
+/// The slice interface's `execute(command, payload) -> result<list<u8>, error>`.
+type ExecuteFunc<'p> = TypedFunc<(&'p str, &'p [u8]), (Result<Vec<u8>, types::Error>,)>;
+
 /// One live instance of a slice, for the duration of one invocation.
 pub(crate) struct Instance<'a> {
     slice: &'a Slice,
     store: Store<InvocationState>,
     instance: wasmtime::component::Instance,
-    bindings: guest::Guest,
+    /// The slice interface's exports, looked up at the first call that needs them.
+    bindings: Option<guest::Guest>,
     _live: LiveGuard,
 }
 
@@ -432,6 +442,20 @@ impl Drop for LiveGuard {
 pub(crate) struct ProjectionHandle(wasmtime::component::ResourceAny);
 
 impl Instance<'_> {
+    /// The slice interface's exports (all type-checked together: a few microseconds).
+    fn bindings(&mut self, stage: &'static str) -> Result<guest::Guest, InvokeError> {
+        if let Some(bindings) = &self.bindings {
+            return Ok(bindings.clone());
+        }
+        let loaded = self.slice.exports.slice.load(&mut self.store, &self.instance).map_err(|err| self.failure(stage, err))?;
+        Ok(self.bindings.insert(loaded).clone())
+    }
+
+    /// `execute` alone: a command's instance calls nothing else.
+    fn execute_export<'p>(&mut self) -> wasmtime::Result<ExecuteFunc<'p>> {
+        self.instance.get_typed_func(&mut self.store, self.slice.exports.execute)
+    }
+
     /// The read models' exports, looked up by the calls that use them only: most instances
     /// run a command, which never does.
     fn read_models_export(&mut self) -> Result<read_models_guest::Guest, InvokeError> {
@@ -458,7 +482,8 @@ impl Instance<'_> {
 
     pub async fn open_projection(&mut self, name: &str, params: &[u8]) -> Result<ProjectionHandle, InvokeError> {
         self.arm();
-        let projection = self.bindings.projection();
+        let bindings = self.bindings("projection")?;
+        let projection = bindings.projection();
         match within(self.deadline(), projection.call_open(&mut self.store, name, params)).await {
             Ok(Ok(handle)) => Ok(ProjectionHandle(handle)),
             Ok(Err(err)) => Err(from_wit_error(err)),
@@ -468,7 +493,8 @@ impl Instance<'_> {
 
     pub async fn projection_source(&mut self, handle: &ProjectionHandle) -> Result<(Query, ReadOptions), InvokeError> {
         self.arm();
-        let projection = self.bindings.projection();
+        let bindings = self.bindings("projection")?;
+        let projection = bindings.projection();
         match within(self.deadline(), projection.call_source(&mut self.store, handle.0)).await {
             Ok((query, options)) => Ok((from_wit_query(query), from_wit_options(options))),
             Err(trap) => Err(self.failure("projection source", trap)),
@@ -481,7 +507,8 @@ impl Instance<'_> {
             .into_iter()
             .map(|e| types::SequencedEvent { position: to_wit_position(e.position), event: to_wit_event(e.event) })
             .collect();
-        let projection = self.bindings.projection();
+        let bindings = self.bindings("projection")?;
+        let projection = bindings.projection();
         match within(self.deadline(), projection.call_fold(&mut self.store, handle.0, &events)).await {
             Ok(result) => result.map_err(from_wit_error),
             Err(trap) => Err(self.failure("projection fold", trap)),
@@ -490,7 +517,8 @@ impl Instance<'_> {
 
     pub async fn projection_finish(&mut self, handle: &ProjectionHandle) -> Result<Vec<u8>, InvokeError> {
         self.arm();
-        let projection = self.bindings.projection();
+        let bindings = self.bindings("projection")?;
+        let projection = bindings.projection();
         match within(self.deadline(), projection.call_finish(&mut self.store, handle.0)).await {
             Ok(result) => result.map_err(from_wit_error),
             Err(trap) => Err(self.failure("projection finish", trap)),

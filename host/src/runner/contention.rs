@@ -2,18 +2,22 @@
 //! the order they arrived, instead of invalidating each other again.
 //!
 //! A boundary is named by the items of the queries a command read (per store and tenant).
-//! A command that lost a race takes its turn on every item it read (in one global order, so
-//! two commands never wait on each other), re-runs, and keeps the turn until it has decided.
-//! While anyone waits for or holds a turn on an item, the item is *hot*: a first attempt that
-//! read it does not append on its own but queues too, so the queued ones are not overtaken
-//! forever. Commands whose reads share no item with a queue never look at one: first
-//! attempts stay optimistic, and disjoint boundaries never serialize.
+//! A command that lost a race takes its turn on the items of the read whose condition failed
+//! (in one global order, so two commands never wait on each other), re-runs, and keeps the
+//! turn until it has decided. While anyone waits for or holds a turn on an item, the item is
+//! *hot*: a first attempt that reads it waits for its turn there, and one that read it does not
+//! append on its own but queues too, so the queued ones are not overtaken forever. A turn is
+//! taken only on hot items and where a race was lost ([`Contention::hot_among`]): the rest of
+//! what a command read (a course's capacity, a student's courses) stays cold, so that a hot
+//! course's commands queue at their read of its seats, and decide from there, in turn.
+//! Commands whose reads share no item with a queue never look at one: first attempts stay
+//! optimistic, and disjoint boundaries never serialize.
 //!
 //! A hot boundary does not crowd out the others either. The runtime runs a task woken by the
 //! one it just ran before every other ready task, so a queue handing its turn on from one
 //! command to the next would jump ahead of all of them, and one hot boundary would take as
 //! much CPU as every other boundary together. While commands run on boundaries nobody queues on
-//! (one read such a boundary within the last [`ELSEWHERE_WINDOW`]), a command handed its turn
+//! (one appended there within the last [`ELSEWHERE_WINDOW`]), a command handed its turn
 //! therefore gives way first ([`Contention::turn`]), twice, with `tokio::task::yield_now`: tokio
 //! defers it until its worker has no other work, or at the latest until the worker's periodic
 //! maintenance (every 61 polls). Beside busy boundaries a hot one then decides about one
@@ -70,11 +74,11 @@ fn canonical(item: &QueryItem) -> String {
 pub(super) struct Contention {
     /// A queue per hot boundary; an entry exists while someone waits for or holds it.
     queues: Mutex<HashMap<Boundary, Queue>>,
-    /// When a command last read boundaries nobody queued on while others queued.
+    /// When a command last appended where nobody queued while others queued.
     elsewhere: LastNoted,
 }
 
-/// How long after a read of boundaries nobody queues on a turn handed on still gives way.
+/// How long after an append where nobody queues a turn handed on still gives way.
 const ELSEWHERE_WINDOW: Duration = Duration::from_millis(1);
 
 
@@ -93,19 +97,19 @@ impl Contention {
         self.queues.lock().expect("queues lock").is_empty()
     }
 
-    /// Notes that a command reads boundaries nobody queues on (while others queue): for
+    /// Notes that a command appends on boundaries nobody queues on (while others queue): for
     /// [`ELSEWHERE_WINDOW`] from now, turns handed on give way to the ready work beside them.
     pub fn ran_elsewhere(&self) {
         self.elsewhere.note();
     }
 
-    /// When a command last read boundaries nobody queued on (microseconds, 0: never).
+    /// When a command last appended where nobody queued (microseconds, 0: never).
     #[cfg(test)]
     pub(super) fn elsewhere_noted(&self) -> u64 {
         self.elsewhere.at()
     }
 
-    /// Whether a command read boundaries nobody queued on within the last [`ELSEWHERE_WINDOW`].
+    /// Whether a command appended where nobody queued within the last [`ELSEWHERE_WINDOW`].
     fn ran_elsewhere_lately(&self) -> bool {
         self.elsewhere.within(ELSEWHERE_WINDOW)
     }
@@ -114,6 +118,18 @@ impl Contention {
     pub fn is_hot(&self, boundaries: &[Boundary]) -> bool {
         let queues = self.queues.lock().expect("queues lock");
         !queues.is_empty() && boundaries.iter().any(|b| queues.contains_key(b))
+    }
+
+    /// Those of `boundaries` that anyone waits for or holds a turn on, plus `also` (sorted,
+    /// without duplicates): what a command that read `boundaries` takes its turn on. Only
+    /// where others queue, or where it lost a race itself: a turn on an item nobody contends
+    /// for would make it hot, and every command reading it would queue there too.
+    pub fn hot_among(&self, boundaries: &[Boundary], also: &[Boundary]) -> Vec<Boundary> {
+        let queues = self.queues.lock().expect("queues lock");
+        let mut hot: Vec<Boundary> = boundaries.iter().filter(|b| queues.contains_key(b)).chain(also).cloned().collect();
+        hot.sort_unstable();
+        hot.dedup();
+        hot
     }
 
     /// Whether a command that runs in its whole turn holds one of `boundaries`. A command in
@@ -278,6 +294,26 @@ mod tests {
         assert!(contention.queues.lock().unwrap().is_empty());
     }
 
+    /// A command takes its turn where others queue, and where it lost a race itself: not on
+    /// what it read that nobody contends for.
+    #[tokio::test]
+    async fn a_turn_is_wanted_on_the_hot_boundaries_read_and_where_it_lost() {
+        let store: SharedStore = Arc::new(MemoryStore::new());
+        let tenant = Tenant::new("acme").unwrap();
+        let name = |tag: &str| boundaries(&store, &tenant, &reads(&[(&[], &[tag])]));
+        let read = boundaries(&store, &tenant, &reads(&[(&[], &["capacity:1"]), (&[], &["student:7"]), (&[], &["seats:1"])]));
+        let contention = Arc::new(Contention::default());
+        assert!(contention.hot_among(&read, &[]).is_empty(), "nobody queues");
+        let held = contention.turn(name("seats:1"), far()).await.unwrap();
+        assert_eq!(contention.hot_among(&read, &[]), name("seats:1"));
+        let mut wanted = name("student:7");
+        wanted.extend(name("seats:1"));
+        wanted.sort();
+        assert_eq!(contention.hot_among(&read, &name("student:7")), wanted, "and where it lost, sorted");
+        assert_eq!(contention.hot_among(&read, &name("seats:1")), name("seats:1"), "once each");
+        drop(held);
+    }
+
     /// A turn that does not come by its deadline is given up whole: what it took meanwhile is
     /// let go, and nothing stays queued for it.
     #[tokio::test]
@@ -300,8 +336,8 @@ mod tests {
 
     /// Hands a turn on while a task on another boundary is ready, on a runtime of one worker
     /// (where a task woken by the running one runs next unless it yields), and says which
-    /// finished first. `elsewhere_since`: how long before the handoff a command read a boundary
-    /// nobody queued on, if one did; `elsewhere_yields`: how often the task elsewhere gives way
+    /// finished first. `elsewhere_since`: how long before the handoff a command appended where
+    /// nobody queued, if one did; `elsewhere_yields`: how often the task elsewhere gives way
     /// itself before it finishes. This relies on how tokio schedules a wake and a yield, which
     /// its documentation does not promise: an upgrade that changes it fails the tests below.
     async fn first_after_handoff(elsewhere_since: Option<Duration>, elsewhere_yields: usize) -> Vec<&'static str> {
@@ -361,7 +397,7 @@ mod tests {
     }
 
     /// Alone, a hot boundary goes on at once: the next in line runs right after the handoff,
-    /// when no command read elsewhere, or none within the window.
+    /// when no command appended elsewhere, or none within the window.
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_turn_handed_on_goes_on_at_once_when_nothing_ran_elsewhere_lately() {
         assert_eq!(first_after_handoff(None, 0).await, ["hot", "elsewhere"]);

@@ -4,7 +4,7 @@
 //! A command is *decided* when it succeeds or the slice refuses it (`rejected`, invalid input,
 //! `not-found`); those and store errors come back at once: running again would not change
 //! them. A failed condition is never the command's fault, so it is not an answer: the command
-//! takes its turn on the boundary it read ([`contention`]) and runs again: commands that raced
+//! takes its turn where it lost ([`contention`]) and runs again: commands that raced
 //! re-run one after another, in arrival order, rather than invalidating each other again. Only
 //! a command still undecided at its deadline (`CommandRunner::deadline`) ends in `conflict`.
 //!
@@ -99,7 +99,8 @@ impl<'a> Retries<'a> {
     }
 
     /// Whether a run that read `reads` may append now ([`contention::Contention::may_append`]).
-    /// If not, it takes its turn on all it read, and runs again.
+    /// If not, it takes its turn on the hot boundaries it read, and runs again. A run without a
+    /// turn that may append is noted as work beside the queues ([`contention::Contention::ran_elsewhere`]).
     async fn may_append(&mut self, reads: &[AppendCondition]) -> Result<bool, InvokeError> {
         // While nothing queues anywhere, a run without a turn may append: no boundary needs
         // naming (a string for each query item it read).
@@ -109,22 +110,33 @@ impl<'a> Retries<'a> {
         let boundaries = contention::boundaries(self.store, self.tenant, reads);
         let go = CONTENTION.may_append(self.turn.as_ref(), &boundaries);
         if !go {
+            let hot = CONTENTION.hot_among(&boundaries, &[]);
             self.turn = None; // a new turn is taken whole, in order
-            self.take_turn(boundaries).await?;
+            self.take_turn(hot).await?;
             self.attempt += 1;
+        } else if self.turn.is_none() {
+            // Decided where nobody queues, while others queue: their turns give way a while.
+            CONTENTION.ran_elsewhere();
         }
         Ok(go)
     }
 
-    /// After a failed condition (the event that broke it is accepted, so the next run reads
-    /// it): takes a turn on all it read unless its turn covers that already (a run that lost on
-    /// an item beyond its turn would otherwise go on racing there), and counts the next
-    /// attempt; `conflict` once the deadline has passed.
-    async fn after_conflict(&mut self, reads: &[AppendCondition]) -> Result<(), InvokeError> {
+    /// After a failed condition (`failed`: the index in `reads` of the first that failed; the
+    /// event that broke it is accepted, so the next run reads it): takes a turn on that read's
+    /// boundaries and the hot ones among the rest, unless its turn covers them already (a run
+    /// that lost on an item beyond its turn would otherwise go on racing there), and counts the
+    /// next attempt; `conflict` once the deadline has passed. What it read that nobody contends
+    /// for stays out of its turn, and so stays cold for everyone else.
+    async fn after_conflict(&mut self, reads: &[AppendCondition], failed: usize) -> Result<(), InvokeError> {
         let boundaries = contention::boundaries(self.store, self.tenant, reads);
-        if !self.turn.as_ref().is_some_and(|turn| turn.covers(&boundaries)) {
+        let lost = match reads.get(failed) {
+            Some(read) => contention::boundaries(self.store, self.tenant, std::slice::from_ref(read)),
+            None => boundaries.clone(),
+        };
+        let wanted = CONTENTION.hot_among(&boundaries, &lost);
+        if !self.turn.as_ref().is_some_and(|turn| turn.covers(&wanted)) {
             self.turn = None; // a new turn is taken whole, in order
-            self.take_turn(boundaries).await?;
+            self.take_turn(wanted).await?;
         }
         self.check_deadline()?;
         tracing::debug!(attempt = self.attempt, "append condition failed; running the command again");
@@ -132,11 +144,12 @@ impl<'a> Retries<'a> {
         Ok(())
     }
 
-    /// The io of the next run. A first attempt's waits at its first read of a hot boundary
-    /// until its turn comes there (it could not append before those queued anyway), then reads
-    /// and goes on, in its turn: one run decides it. When as many runs as the runtime allows wait
-    /// so already (each holds an instance: [`Slice::wait_slots`]), it is stopped there instead, naming what it read so far, and
-    /// runs again in its turn.
+    /// The io of the next run. A first attempt waits at its first read of a hot boundary until
+    /// its turn comes there (it could not append before those queued anyway), then reads and
+    /// goes on, in its turn: one run decides it. What it read before stays out of its turn. When
+    /// as many runs as the runtime allows wait so already (each holds an instance:
+    /// [`Slice::wait_slots`]), it is stopped there instead, naming the hot boundaries it read,
+    /// and runs again in its turn.
     ///
     /// The wait happens inside the call into the guest, whose wall time is limited
     /// (`call_deadline`): it lasts at most half of that, then the attempt is stopped as when too
@@ -231,10 +244,8 @@ fn read_gate(store: SharedStore, tenant: Tenant, deadline: Instant, waits: WaitS
         }
         let mut reads = reads.to_vec();
         reads.push(AppendCondition::new(query.clone(), None));
-        let boundaries = contention::boundaries(&store, &tenant, &reads);
-        if !CONTENTION.is_hot(&boundaries) {
-            // Others queue elsewhere: their turns give way to this command's work a while.
-            CONTENTION.ran_elsewhere();
+        let boundaries = CONTENTION.hot_among(&contention::boundaries(&store, &tenant, &reads), &[]);
+        if boundaries.is_empty() {
             return Box::pin(std::future::ready(false));
         }
         let Some(waiting) = waits.reserve() else {
@@ -380,7 +391,7 @@ impl CommandRunner {
                 let done = retries.durable(accepted).await;
                 Step::Decided(done.map(|positions| CommandOutput { output, positions, attempts: retries.attempt }))
             }
-            Err(StoreError::ConditionFailed { .. }) => match retries.after_conflict(&reads).await {
+            Err(StoreError::ConditionFailed { condition, .. }) => match retries.after_conflict(&reads, condition).await {
                 Ok(()) => Step::Again("condition_failed"),
                 // Lost to a request with this key: its result is the answer.
                 Err(conflict) => Step::Decided(match recorded(store, tenant, &record_query, slice, command, key).await {
@@ -481,7 +492,7 @@ impl CommandRunner {
                 let done = retries.durable(accepted).await;
                 Step::Decided(done.map(|positions| CommandOutput { output, positions, attempts: retries.attempt }))
             }
-            Err(StoreError::ConditionFailed { .. }) => match retries.after_conflict(&reads).await {
+            Err(StoreError::ConditionFailed { condition, .. }) => match retries.after_conflict(&reads, condition).await {
                 Ok(()) => Step::Again("condition_failed"),
                 Err(err) => Step::Decided(Err(err)),
             },
@@ -525,26 +536,83 @@ async fn recorded(
 mod tests {
     use super::*;
 
-    /// The read gate is what tells a hot boundary that commands run elsewhere, so that its
-    /// turns give way to them ([`contention::Contention::turn`]): without the note, a hot
-    /// boundary would take the cold commands' share of the processors.
+    fn read(tag: &str) -> Query {
+        Query::item(QueryItem::tags([tag.to_string()]))
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_secs(10)
+    }
+
+    /// What a command appends beside the queues is what tells a hot boundary that commands run
+    /// elsewhere, so that its turns give way to them ([`contention::Contention::turn`]): without
+    /// the note, a hot boundary would take the cold commands' share of the processors.
     #[tokio::test]
-    async fn a_first_attempt_reading_where_nobody_queues_notes_that_commands_run_elsewhere() {
+    async fn a_command_appending_where_nobody_queues_notes_that_commands_run_elsewhere() {
         let store: SharedStore = Arc::new(crate::store::MemoryStore::new());
-        let tenant = Tenant::new("gate-test").unwrap();
-        let read = |tag: &str| Query::item(QueryItem::tags([tag.to_string()]));
-        let soon = Instant::now() + Duration::from_secs(10);
+        let tenant = Tenant::new("note-test").unwrap();
         // Someone holds a turn on the hot course: the process's queues are not quiet.
         let hot = contention::boundaries(&store, &tenant, &[AppendCondition::new(read("course:hot"), None)]);
-        let turn = CONTENTION.turn(hot, soon).await.expect("a turn on a boundary nobody else queues on");
+        let turn = CONTENTION.turn(hot, soon()).await.expect("a turn on a boundary nobody else queues on");
 
-        let gate = read_gate(store.clone(), tenant.clone(), soon, WaitSlots::new(4), Duration::from_secs(10), Arc::default());
+        let runner = CommandRunner::default();
+        let mut retries = Retries::new(&runner, &store, &tenant, "subscribe");
         let before = CONTENTION.elsewhere_noted();
         tokio::time::sleep(Duration::from_millis(2)).await;
-        let refused = gate(&[], &read("course:cold")).await;
-        assert!(!refused, "a read of a boundary nobody queues on goes on");
-        assert!(CONTENTION.elsewhere_noted() > before, "the read is noted as a command running elsewhere");
+        let cold = [AppendCondition::new(read("course:cold"), None)];
+        assert!(retries.may_append(&cold).await.unwrap(), "nobody queues on what it read: it appends");
+        assert!(CONTENTION.elsewhere_noted() > before, "the append is noted as a command running elsewhere");
+        assert!(retries.turn.is_none(), "and takes no turn");
         drop(turn);
+    }
+
+    /// A first attempt that reads cold items, then a hot one, waits for its turn on the hot one
+    /// alone: its turn would otherwise make the cold items hot, and every command reading them
+    /// would queue there too (a course's capacity, a student's courses).
+    #[tokio::test]
+    async fn a_first_attempt_waits_for_its_turn_on_the_hot_boundary_alone() {
+        let store: SharedStore = Arc::new(crate::store::MemoryStore::new());
+        let tenant = Tenant::new("gate-test").unwrap();
+        let seats = contention::boundaries(&store, &tenant, &[AppendCondition::new(read("seats:1"), None)]);
+        let student = contention::boundaries(&store, &tenant, &[AppendCondition::new(read("student:7"), None)]);
+        let held = CONTENTION.turn(seats.clone(), soon()).await.expect("a turn nobody else holds");
+
+        let gated: Arc<Mutex<Gated>> = Arc::default();
+        let gate = read_gate(store.clone(), tenant.clone(), soon(), WaitSlots::new(4), Duration::from_secs(10), gated.clone());
+        assert!(!gate(&[], &read("student:7")).await, "a cold read goes on");
+        assert!(!CONTENTION.is_hot(&student), "and leaves its item cold");
+        let read_so_far = [AppendCondition::new(read("student:7"), None)];
+        let waiting = tokio::spawn(gate(&read_so_far, &read("seats:1")));
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "the hot read waits for its turn");
+        assert!(!CONTENTION.is_hot(&student), "not on the student it read before");
+        drop(held);
+        assert!(!waiting.await.unwrap(), "its turn came: the read goes on");
+        let turn = gated.lock().unwrap().turn.take().expect("the run has its turn");
+        assert!(turn.covers(&seats) && !turn.covers(&student));
+    }
+
+    /// A command that lost a race takes its turn where it lost (the read whose condition
+    /// failed), not on everything it read.
+    #[tokio::test]
+    async fn a_command_that_lost_a_race_takes_its_turn_where_it_lost() {
+        let store: SharedStore = Arc::new(crate::store::MemoryStore::new());
+        let tenant = Tenant::new("lost-test").unwrap();
+        let reads = [AppendCondition::new(read("capacity:1"), None), AppendCondition::new(read("student:7"), None), AppendCondition::new(read("seats:1"), None)];
+        let runner = CommandRunner::default();
+        let mut retries = Retries::new(&runner, &store, &tenant, "subscribe");
+        retries.after_conflict(&reads, 2).await.unwrap();
+        let one = |i: usize| contention::boundaries(&store, &tenant, std::slice::from_ref(&reads[i]));
+        let turn = retries.turn.as_ref().expect("a turn");
+        assert!(turn.covers(&one(2)), "on the seats, where it lost");
+        assert!(!turn.covers(&one(0)) && !CONTENTION.is_hot(&one(0)), "the capacity stays cold");
+        assert!(!turn.covers(&one(1)) && !CONTENTION.is_hot(&one(1)), "the student stays cold");
+        assert_eq!(retries.attempt, 2);
+
+        // Lost again, on the student this time (beyond its turn): the new turn covers both.
+        retries.after_conflict(&reads, 1).await.unwrap();
+        let turn = retries.turn.as_ref().expect("a turn");
+        assert!(turn.covers(&one(1)) && turn.covers(&one(2)) && !turn.covers(&one(0)));
     }
 }
 

@@ -41,6 +41,8 @@ pub struct ReadAppender {
     access: Access,
     read_bytes_limit: usize,
     gate: Option<ReadGate>,
+    /// When a read last went on after waiting at the gate, until the epoch callback sees it.
+    waited: Option<Instant>,
     /// Every read: its query and consistency position, the append's conditions.
     pub reads: Vec<AppendCondition>,
     /// The events of the command's one append, written by [`commit`](Self::commit).
@@ -49,7 +51,7 @@ pub struct ReadAppender {
 
 impl ReadAppender {
     pub fn new(store: SharedStore, tenant: Tenant, access: Access) -> Self {
-        ReadAppender { store, tenant, access, read_bytes_limit: usize::MAX, gate: None, reads: Vec::new(), staged: None }
+        ReadAppender { store, tenant, access, read_bytes_limit: usize::MAX, gate: None, waited: None, reads: Vec::new(), staged: None }
     }
 
     /// Appends the staged events (if any), guarded by every recorded read. A failed condition
@@ -91,6 +93,12 @@ impl ReadAppender {
         self
     }
 
+    /// When a read last went on after waiting at the gate, if it did since the last ask:
+    /// the guest held no worker while it waited.
+    pub(super) fn take_waited(&mut self) -> Option<Instant> {
+        self.waited.take()
+    }
+
     pub fn tenant(&self) -> &Tenant {
         &self.tenant
     }
@@ -108,10 +116,21 @@ impl ReadAppender {
         if self.access == Access::None {
             return Err(types::Error::InvalidInput("a read model cannot read the log: the host hands its events to `update`".into()));
         }
-        if let Some(gate) = &self.gate
-            && gate(&self.reads, &query).await
-        {
-            return Err(types::Error::Conflict("others are queued on what this command reads: it runs again in its turn".into()));
+        if let Some(gate) = &self.gate {
+            let mut asked = gate(&self.reads, &query);
+            let mut waited = false;
+            let refused = std::future::poll_fn(|cx| {
+                let poll = asked.as_mut().poll(cx);
+                waited |= poll.is_pending();
+                poll
+            })
+            .await;
+            if waited {
+                self.waited = Some(Instant::now());
+            }
+            if refused {
+                    return Err(types::Error::Conflict("others are queued on what this command reads: it runs again in its turn".into()));
+            }
         }
         let span = crate::telemetry::store_read(&self.tenant);
         let read = self.fetch(query, options).instrument(span.clone()).await;
@@ -266,5 +285,42 @@ impl store::Host for InvocationState {
 
     async fn append(&mut self, events: Vec<types::Event>) -> wasmtime::Result<Result<(), types::Error>> {
         Ok(self.io.append(events.into_iter().map(from_wit_event).collect()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    fn appender() -> ReadAppender {
+        ReadAppender::new(std::sync::Arc::new(MemoryStore::new()), Tenant::new("gate-marks").unwrap(), Access::ReadAppend)
+    }
+
+    fn course() -> Query {
+        Query::item(QueryItem::tags(["course:1".to_string()]))
+    }
+
+    /// Only a read that really waited at the gate is marked, once: the epoch callback lets such
+    /// a guest run on past one stale tick, and a guest whose reads never wait must not earn
+    /// that (it would never give way).
+    #[tokio::test]
+    async fn a_read_is_marked_as_waited_only_when_the_gate_made_it_wait() {
+        let mut io = appender().refuse_reads_when(Box::new(|_, _| Box::pin(std::future::ready(false))));
+        io.read(course(), ReadOptions::default()).await.unwrap();
+        assert!(io.take_waited().is_none(), "a gate that lets the read go at once");
+
+        let mut io = appender().refuse_reads_when(Box::new(|_, _| {
+            Box::pin(async {
+                tokio::task::yield_now().await;
+                false
+            })
+        }));
+        let before = Instant::now();
+        io.read(course(), ReadOptions::default()).await.unwrap();
+        assert!(io.take_waited().is_some_and(|at| at >= before), "a gate that made the read wait");
+        assert!(io.take_waited().is_none(), "taken once");
+        io.read(course(), ReadOptions::default()).await.unwrap();
+        assert!(io.take_waited().is_some(), "each wait is marked");
     }
 }

@@ -263,10 +263,21 @@ impl Slice {
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|state| &mut state.limiter);
         // Every epoch tick past the deadline check yields to tokio, so a busy guest never holds a
-        // worker thread for long; past the wall-time deadline it is interrupted.
+        // worker thread for long; past the wall-time deadline it is interrupted. Not a command
+        // that has just had its turn on a hot boundary, waiting in a read: it held no worker
+        // meanwhile, its deadline for the tick is stale, and everyone queued there waits for it
+        // to decide (a yield puts it behind all other ready work, for up to ~60 polls).
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|ctx| {
-            Ok(if Instant::now() >= ctx.data().deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+        store.epoch_deadline_callback(|mut ctx| {
+            let now = Instant::now();
+            let state = ctx.data_mut();
+            if now >= state.deadline {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            if state.io.take_waited().is_some_and(|at| now.duration_since(at) < super::EPOCH_TICK) {
+                return Ok(UpdateDeadline::Continue(1));
+            }
+            Ok(UpdateDeadline::Yield(1))
         });
         let deadline = Instant::now() + self.limits.deadline;
         store.data_mut().deadline = deadline;

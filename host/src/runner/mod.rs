@@ -129,10 +129,10 @@ impl<'a> Retries<'a> {
     /// for stays out of its turn, and so stays cold for everyone else.
     async fn after_conflict(&mut self, reads: &[AppendCondition], failed: usize) -> Result<(), InvokeError> {
         let boundaries = contention::boundaries(self.store, self.tenant, reads);
-        let lost = match reads.get(failed) {
-            Some(read) => contention::boundaries(self.store, self.tenant, std::slice::from_ref(read)),
-            None => boundaries.clone(),
-        };
+        let lost = reads.get(failed).map(|read| contention::boundaries(self.store, self.tenant, std::slice::from_ref(read)));
+        // A read of every event names no boundary: it lost to anything, so it queues on all
+        // the rest it read (as it does when the store names no read).
+        let lost = lost.filter(|lost| !lost.is_empty()).unwrap_or_else(|| boundaries.clone());
         let wanted = CONTENTION.hot_among(&boundaries, &lost);
         if !self.turn.as_ref().is_some_and(|turn| turn.covers(&wanted)) {
             self.turn = None; // a new turn is taken whole, in order
@@ -146,10 +146,10 @@ impl<'a> Retries<'a> {
 
     /// The io of the next run. A first attempt waits at its first read of a hot boundary until
     /// its turn comes there (it could not append before those queued anyway), then reads and
-    /// goes on, in its turn: one run decides it. What it read before stays out of its turn. When
-    /// as many runs as the runtime allows wait so already (each holds an instance:
-    /// [`Slice::wait_slots`]), it is stopped there instead, naming the hot boundaries it read,
-    /// and runs again in its turn.
+    /// goes on, in its turn: one run decides it. What it read before that nobody queues on stays
+    /// out of its turn. When as many runs as the runtime allows wait so already (each holds an
+    /// instance: [`Slice::wait_slots`]), it is stopped there instead, naming the hot boundaries
+    /// it read, and runs again in its turn.
     ///
     /// The wait happens inside the call into the guest, whose wall time is limited
     /// (`call_deadline`): it lasts at most half of that, then the attempt is stopped as when too
@@ -613,6 +613,20 @@ mod tests {
         retries.after_conflict(&reads, 1).await.unwrap();
         let turn = retries.turn.as_ref().expect("a turn");
         assert!(turn.covers(&one(1)) && turn.covers(&one(2)) && !turn.covers(&one(0)));
+    }
+
+    /// A read of every event names no boundary: a command that lost there queues on all the
+    /// rest it read, as before, rather than racing on without a turn until its deadline.
+    #[tokio::test]
+    async fn a_command_that_lost_on_a_read_of_everything_queues_on_all_it_read() {
+        let store: SharedStore = Arc::new(crate::store::MemoryStore::new());
+        let tenant = Tenant::new("lost-all-test").unwrap();
+        let reads = [AppendCondition::new(Query::all(), None), AppendCondition::new(read("student:7"), None)];
+        let runner = CommandRunner::default();
+        let mut retries = Retries::new(&runner, &store, &tenant, "audit");
+        retries.after_conflict(&reads, 0).await.unwrap();
+        let student = contention::boundaries(&store, &tenant, &reads[1..]);
+        assert!(retries.turn.as_ref().expect("a turn").covers(&student));
     }
 }
 

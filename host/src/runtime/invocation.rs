@@ -129,7 +129,7 @@ impl ReadAppender {
                 self.waited = Some(Instant::now());
             }
             if refused {
-                    return Err(types::Error::Conflict("others are queued on what this command reads: it runs again in its turn".into()));
+                return Err(types::Error::Conflict("others are queued on what this command reads: it runs again in its turn".into()));
             }
         }
         let span = crate::telemetry::store_read(&self.tenant);

@@ -218,3 +218,36 @@ fn a_file_tells_whether_its_bytes_are_in_memory() {
     let err = file.read_cached_at(&mut buf, tail).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof, "a read past the end is an error: {err}");
 }
+
+/// The store's own threads run below the threads that decide commands, so that the writer's
+/// thousands of wake-ups a second do not preempt a worker in the middle of a command.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_stores_threads_run_below_the_threads_that_open_it() {
+    /// A thread's nice value: field 19 of its `stat`, the 17th after the name's closing parenthesis.
+    fn nice(stat: &str) -> Option<i32> {
+        let stat = std::fs::read_to_string(stat).ok()?;
+        stat[stat.rfind(')')? + 1..].split_whitespace().nth(16)?.parse().ok()
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let _store = EmbeddedStore::open(dir.path()).unwrap();
+    let own = nice("/proc/thread-self/stat").expect("this thread's nice value");
+    // Other tests open stores too: a thread just started may not have lowered itself yet.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    for name in ["cp-store-writer", "cp-store-sealer", "cp-store-merger"] {
+        loop {
+            let tasks: Vec<_> = std::fs::read_dir("/proc/self/task")
+                .unwrap()
+                .filter_map(|task| task.ok().map(|task| task.path()))
+                .filter(|task| std::fs::read_to_string(task.join("comm")).is_ok_and(|comm| comm.trim() == name))
+                .collect();
+            assert!(!tasks.is_empty(), "no {name} thread while a store is open");
+            let nices: Vec<_> = tasks.iter().filter_map(|task| nice(task.join("stat").to_str().unwrap())).collect();
+            if nices.iter().all(|&n| n > own || n == 19) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{name} runs at nice {nices:?}, this thread at {own}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}

@@ -43,6 +43,7 @@ mod index_run;
 mod sealer;
 mod segment_index;
 mod tenant;
+mod threads;
 mod writer;
 
 
@@ -539,23 +540,14 @@ impl EmbeddedStore {
         let (added, merges) = mpsc::channel();
         let merger = {
             let shared = shared.clone();
-            std::thread::Builder::new()
-                .name("counterpoint-store-merger".into())
-                .spawn(move || sealer::merge_loop(shared, merges))
-                .map_err(|e| StoreError::io("starting the merger thread", e))?
+            threads::spawn("cp-store-merger", move || sealer::merge_loop(shared, merges))?
         };
         let sealer = {
             let shared = shared.clone();
-            std::thread::Builder::new()
-                .name("counterpoint-store-sealer".into())
-                .spawn(move || sealer::run(shared, sealed, added, chain))
-                .map_err(|e| StoreError::io("starting the sealer thread", e))?
+            threads::spawn("cp-store-sealer", move || sealer::run(shared, sealed, added, chain))?
         };
         let (queue, accepted) = mpsc::channel();
-        let writer = std::thread::Builder::new()
-            .name("counterpoint-store-writer".into())
-            .spawn(move || writer.run(accepted))
-            .map_err(|e| StoreError::io("starting the writer thread", e))?;
+        let writer = threads::spawn("cp-store-writer", move || writer.run(accepted))?;
         Ok(EmbeddedStore {
             inner: Arc::new(Inner {
                 shared,

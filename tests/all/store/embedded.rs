@@ -232,7 +232,8 @@ fn the_stores_threads_run_below_the_threads_that_open_it() {
     let dir = tempfile::tempdir().unwrap();
     let _store = EmbeddedStore::open(dir.path()).unwrap();
     let own = nice("/proc/thread-self/stat").expect("this thread's nice value");
-    // Other tests open stores too: a thread just started may not have lowered itself yet.
+    // A thread just started may not have named itself or lowered itself yet (other tests open
+    // stores too): each is given a while.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     for name in ["cp-store-writer", "cp-store-sealer", "cp-store-merger"] {
         loop {
@@ -241,12 +242,11 @@ fn the_stores_threads_run_below_the_threads_that_open_it() {
                 .filter_map(|task| task.ok().map(|task| task.path()))
                 .filter(|task| std::fs::read_to_string(task.join("comm")).is_ok_and(|comm| comm.trim() == name))
                 .collect();
-            assert!(!tasks.is_empty(), "no {name} thread while a store is open");
             let nices: Vec<_> = tasks.iter().filter_map(|task| nice(task.join("stat").to_str().unwrap())).collect();
-            if nices.iter().all(|&n| n > own || n == 19) {
+            if !nices.is_empty() && nices.iter().all(|&n| n > own || n == 19) {
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "{name} runs at nice {nices:?}, this thread at {own}");
+            assert!(std::time::Instant::now() < deadline, "{name} threads run at nice {nices:?} (none: no such thread), this thread at {own}");
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }

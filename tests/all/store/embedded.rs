@@ -225,13 +225,13 @@ fn a_file_tells_whether_its_bytes_are_in_memory() {
 #[test]
 fn the_stores_threads_run_below_the_threads_that_open_it() {
     /// A thread's nice value: field 19 of its `stat`, the 17th after the name's closing parenthesis.
-    fn nice(stat: &str) -> Option<i32> {
+    fn nice(stat: &std::path::Path) -> Option<i32> {
         let stat = std::fs::read_to_string(stat).ok()?;
         stat[stat.rfind(')')? + 1..].split_whitespace().nth(16)?.parse().ok()
     }
     let dir = tempfile::tempdir().unwrap();
     let _store = EmbeddedStore::open(dir.path()).unwrap();
-    let own = nice("/proc/thread-self/stat").expect("this thread's nice value");
+    let own = nice("/proc/thread-self/stat".as_ref()).expect("this thread's nice value");
     // A thread just started may not have named itself or lowered itself yet (other tests open
     // stores too): each is given a while.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -242,7 +242,7 @@ fn the_stores_threads_run_below_the_threads_that_open_it() {
                 .filter_map(|task| task.ok().map(|task| task.path()))
                 .filter(|task| std::fs::read_to_string(task.join("comm")).is_ok_and(|comm| comm.trim() == name))
                 .collect();
-            let nices: Vec<_> = tasks.iter().filter_map(|task| nice(task.join("stat").to_str().unwrap())).collect();
+            let nices: Vec<_> = tasks.iter().filter_map(|task| nice(&task.join("stat"))).collect();
             if !nices.is_empty() && nices.iter().all(|&n| n > own || n == 19) {
                 break;
             }

@@ -19,7 +19,7 @@ use crate::store::StoreError;
 /// the lowest priority). At 10 a store thread gets about a tenth of a processor that a busy
 /// worker shares with it: enough for the writer at the flush rates measured here, where answers
 /// (which wait for their flush) came sooner, not later.
-pub(super) const NICE: i32 = 10;
+const NICE: i32 = 10;
 
 /// Starts the store thread `name` (at most 15 characters: what Linux shows in `top` and `/proc`)
 /// running `work` below the workers' priority.

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Mutex as TurnLock, OwnedMutexGuard};
 
 use crate::last_noted::LastNoted;
-use crate::store::{AppendCondition, QueryItem, SharedStore, Tenant};
+use crate::store::{AppendCondition, Query, QueryItem, SharedStore, Tenant};
 
 /// One query item of one tenant's log in one store.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -48,15 +48,39 @@ pub(super) struct Boundary {
 /// items (every event) names none: it overlaps everything, and queueing on it would
 /// serialize the whole tenant.
 pub(super) fn boundaries(store: &SharedStore, tenant: &Tenant, reads: &[AppendCondition]) -> Vec<Boundary> {
+    let mut names = Vec::new();
+    add_names(&mut names, store, tenant, reads.iter().flat_map(|read| &read.query.items));
+    names
+}
+
+/// The boundaries of a first attempt's reads, named as it reads (by its gate): each read is
+/// named once, not again at every read after it.
+#[derive(Default)]
+pub(super) struct Named {
+    /// Sorted, without duplicates.
+    boundaries: Vec<Boundary>,
+    /// How many of the run's reads are named.
+    reads: usize,
+}
+
+impl Named {
+    /// Names the reads not named yet and `next`, the query about to be read; returns every
+    /// boundary named so far. (Should `next` fail, its boundaries stay named: the run then
+    /// fails too.)
+    pub fn add(&mut self, store: &SharedStore, tenant: &Tenant, reads: &[AppendCondition], next: &Query) -> &[Boundary] {
+        let new = reads.get(self.reads..).unwrap_or_default();
+        add_names(&mut self.boundaries, store, tenant, new.iter().flat_map(|read| &read.query.items).chain(&next.items));
+        self.reads = reads.len();
+        &self.boundaries
+    }
+}
+
+/// Adds the boundaries of `items` to `names`, keeping it sorted and without duplicates.
+fn add_names<'i>(names: &mut Vec<Boundary>, store: &SharedStore, tenant: &Tenant, items: impl Iterator<Item = &'i QueryItem>) {
     let store = Arc::as_ptr(store) as *const () as usize;
-    let mut names: Vec<Boundary> = reads
-        .iter()
-        .flat_map(|read| &read.query.items)
-        .map(|item| Boundary { store, tenant: tenant.clone(), item: canonical(item) })
-        .collect();
+    names.extend(items.map(|item| Boundary { store, tenant: tenant.clone(), item: canonical(item) }));
     names.sort_unstable();
     names.dedup();
-    names
 }
 
 /// An item's name: its types and tags sorted, so that two commands reading the same item in
@@ -264,6 +288,21 @@ mod tests {
         assert!(boundaries(&store, &tenant, &[AppendCondition::new(Query::all(), None)]).is_empty());
         let other: SharedStore = Arc::new(MemoryStore::new());
         assert_ne!(boundaries(&other, &tenant, &reads(&[(&["A", "B"], &["x", "y"])])), a, "another store's log");
+    }
+
+    /// The gate names each read once: the names after any sequence of reads are those of all
+    /// of them, including reads it was not asked about (made while nothing queued).
+    #[test]
+    fn reads_named_as_they_come_name_what_all_of_them_name() {
+        let store: SharedStore = Arc::new(MemoryStore::new());
+        let tenant = Tenant::new("acme").unwrap();
+        let all = reads(&[(&["A"], &["x"]), (&[], &["y"]), (&["A"], &["x"]), (&["B"], &["z"]), (&[], &["w"])]);
+        let mut named = Named::default();
+        assert_eq!(named.add(&store, &tenant, &[], &all[0].query), boundaries(&store, &tenant, &all[..1]));
+        // The second read went unasked; the third repeats the first.
+        assert_eq!(named.add(&store, &tenant, &all[..2], &all[2].query), boundaries(&store, &tenant, &all[..3]));
+        assert_eq!(named.add(&store, &tenant, &all[..4], &all[4].query), boundaries(&store, &tenant, &all));
+        assert_eq!(named.add(&store, &tenant, &all, &Query::all()), boundaries(&store, &tenant, &all), "nothing new");
     }
 
     #[tokio::test]

@@ -80,6 +80,8 @@ struct Gated {
     stopped_at: Option<Vec<contention::Boundary>>,
     /// Its deadline passed while it waited.
     timed_out: bool,
+    /// What its reads so far name, while anything queued when it read.
+    named: contention::Named,
 }
 
 /// One command's way to a decision: its deadline, its attempts, its turn on a hot boundary.
@@ -230,8 +232,8 @@ fn read_gate(store: SharedStore, tenant: Tenant, deadline: Instant, waits: WaitS
         if CONTENTION.is_quiet() {
             return Box::pin(std::future::ready(false));
         }
-        {
-            let gated = slot.lock().expect("gate lock");
+        let boundaries = {
+            let mut gated = slot.lock().expect("gate lock");
             // Stopped once, the run is moot: it must not take a turn inside the guest now,
             // since the runner takes one on what it read when the run ends.
             if gated.stopped_at.is_some() {
@@ -241,10 +243,8 @@ fn read_gate(store: SharedStore, tenant: Tenant, deadline: Instant, waits: WaitS
             if gated.turn.is_some() {
                 return Box::pin(std::future::ready(false));
             }
-        }
-        let mut reads = reads.to_vec();
-        reads.push(AppendCondition::new(query.clone(), None));
-        let boundaries = CONTENTION.hot_among(&contention::boundaries(&store, &tenant, &reads), &[]);
+            CONTENTION.hot_among(gated.named.add(&store, &tenant, reads, query), &[])
+        };
         if boundaries.is_empty() {
             return Box::pin(std::future::ready(false));
         }

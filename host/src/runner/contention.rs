@@ -53,24 +53,33 @@ pub(super) fn boundaries(store: &SharedStore, tenant: &Tenant, reads: &[AppendCo
     names
 }
 
-/// The boundaries of a first attempt's reads, named as it reads (by its gate): each read is
-/// named once, not again at every read after it.
+/// The boundaries of a run's reads, named as it reads (by its gate) and when it ends: each read
+/// is named once, not again at every read after it.
 #[derive(Default)]
 pub(super) struct Named {
     /// Sorted, without duplicates.
     boundaries: Vec<Boundary>,
-    /// How many of the run's reads are named.
+    /// How many of the run's reads are named: those before the last query named, and that one
+    /// (which, read, is the next of the run's reads).
     reads: usize,
 }
 
 impl Named {
     /// Names the reads not named yet and `next`, the query about to be read; returns every
-    /// boundary named so far. (Should `next` fail, its boundaries stay named: the run then
-    /// fails too.)
+    /// boundary named so far.
     pub fn add(&mut self, store: &SharedStore, tenant: &Tenant, reads: &[AppendCondition], next: &Query) -> &[Boundary] {
+        self.complete(store, tenant, reads);
+        add_names(&mut self.boundaries, store, tenant, next.items.iter());
+        self.reads = reads.len() + 1;
+        &self.boundaries
+    }
+
+    /// Names the reads not named yet: the boundaries of all of `reads`. (A query named by
+    /// [`add`](Self::add) whose read failed stays named too.)
+    pub fn complete(&mut self, store: &SharedStore, tenant: &Tenant, reads: &[AppendCondition]) -> &[Boundary] {
         let new = reads.get(self.reads..).unwrap_or_default();
-        add_names(&mut self.boundaries, store, tenant, new.iter().flat_map(|read| &read.query.items).chain(&next.items));
-        self.reads = reads.len();
+        add_names(&mut self.boundaries, store, tenant, new.iter().flat_map(|read| &read.query.items));
+        self.reads = self.reads.max(reads.len());
         &self.boundaries
     }
 }
@@ -90,7 +99,20 @@ fn canonical(item: &QueryItem) -> String {
     let mut tags: Vec<&str> = item.tags.iter().map(String::as_str).collect();
     types.sort_unstable();
     tags.sort_unstable();
-    format!("{}\u{0}{}", types.join("\u{1}"), tags.join("\u{1}"))
+    // Built in place: every read of a first attempt names its items while anything queues.
+    let mut name = String::with_capacity(types.iter().chain(&tags).map(|part| part.len() + 1).sum::<usize>() + 1);
+    let join = |name: &mut String, parts: &[&str]| {
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                name.push('\u{1}');
+            }
+            name.push_str(part);
+        }
+    };
+    join(&mut name, &types);
+    name.push('\u{0}');
+    join(&mut name, &tags);
+    name
 }
 
 /// The queues of one runner.
@@ -285,6 +307,8 @@ mod tests {
         let tenant = Tenant::new("acme").unwrap();
         let a = boundaries(&store, &tenant, &reads(&[(&["B", "A"], &["y", "x"]), (&["A", "B"], &["x", "y"])]));
         assert_eq!(a.len(), 1);
+        let split = boundaries(&store, &tenant, &reads(&[(&["A", "B"], &[]), (&["A"], &["B"]), (&[], &["A", "B"]), (&["A"], &[])]));
+        assert_eq!(split.len(), 4, "types and tags named apart: {split:?}");
         assert!(boundaries(&store, &tenant, &[AppendCondition::new(Query::all(), None)]).is_empty());
         let other: SharedStore = Arc::new(MemoryStore::new());
         assert_ne!(boundaries(&other, &tenant, &reads(&[(&["A", "B"], &["x", "y"])])), a, "another store's log");
@@ -303,6 +327,12 @@ mod tests {
         assert_eq!(named.add(&store, &tenant, &all[..2], &all[2].query), boundaries(&store, &tenant, &all[..3]));
         assert_eq!(named.add(&store, &tenant, &all[..4], &all[4].query), boundaries(&store, &tenant, &all));
         assert_eq!(named.add(&store, &tenant, &all, &Query::all()), boundaries(&store, &tenant, &all), "nothing new");
+        // When the run ends: its last read was asked about, and one more read since was not.
+        let more = reads(&[(&["A"], &["x"]), (&[], &["y"]), (&["C"], &[])]);
+        let mut named = Named::default();
+        named.add(&store, &tenant, &more[..1], &more[1].query);
+        assert_eq!(named.complete(&store, &tenant, &more), boundaries(&store, &tenant, &more));
+        assert_eq!(Named::default().complete(&store, &tenant, &more), boundaries(&store, &tenant, &more), "a run never asked");
     }
 
     #[tokio::test]

@@ -93,11 +93,13 @@ struct Retries<'a> {
     deadline: Instant,
     attempt: u32,
     turn: Option<contention::Turn>,
+    /// What the last run's reads name, as far as its gate named them.
+    named: contention::Named,
 }
 
 impl<'a> Retries<'a> {
     fn new(runner: &'a CommandRunner, store: &'a SharedStore, tenant: &'a Tenant, command: &'a str) -> Self {
-        Retries { runner, store, tenant, command, deadline: Instant::now() + runner.deadline, attempt: 1, turn: None }
+        Retries { runner, store, tenant, command, deadline: Instant::now() + runner.deadline, attempt: 1, turn: None, named: Default::default() }
     }
 
     /// Whether a run that read `reads` may append now ([`contention::Contention::may_append`]).
@@ -109,10 +111,11 @@ impl<'a> Retries<'a> {
         if self.turn.is_none() && CONTENTION.is_quiet() {
             return Ok(true);
         }
-        let boundaries = contention::boundaries(self.store, self.tenant, reads);
-        let go = CONTENTION.may_append(self.turn.as_ref(), &boundaries);
+        let mut named = std::mem::take(&mut self.named);
+        let boundaries = named.complete(self.store, self.tenant, reads);
+        let go = CONTENTION.may_append(self.turn.as_ref(), boundaries);
         if !go {
-            let hot = CONTENTION.hot_among(&boundaries, &[]);
+            let hot = CONTENTION.hot_among(boundaries, &[]);
             self.turn = None; // a new turn is taken whole, in order
             self.take_turn(hot).await?;
             self.attempt += 1;
@@ -172,6 +175,7 @@ impl<'a> Retries<'a> {
         let (io, gated) = self.io(slice);
         let run = slice.execute(io, command, payload).await;
         let gated = std::mem::take(&mut *gated.lock().expect("gate lock"));
+        self.named = gated.named;
         if gated.timed_out {
             return Err(Step::Decided(Err(self.conflict())));
         }

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 /// looks names up here, and the store opens by inserting every event of the open segment.
 type PostingMap = HashMap<Box<str>, Vec<u64>, foldhash::fast::RandomState>;
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use super::{AppendCondition, Event, Position, Query, StoreError};
 
@@ -350,7 +351,8 @@ pub(crate) enum Step {
 /// The read's snapshot is the head when it started; it never returns a later event, so a read
 /// streamed over many batches sees one consistent prefix of the log.
 pub(crate) struct ReadCursor {
-    query: Query,
+    /// Shared with each batch's search, which borrows it while the cursor moves on.
+    query: Arc<Query>,
     backwards: bool,
     /// Exclusive lower bound (the read's `after`).
     after: u64,
@@ -385,7 +387,7 @@ impl ReadCursor {
         let every_event = query.matches_every_event();
         ReadCursor {
             every_event,
-            query,
+            query: Arc::new(query),
             backwards,
             after,
             snapshot,
@@ -402,7 +404,7 @@ impl ReadCursor {
     }
 
     /// The read's query.
-    pub fn query(&self) -> &Query {
+    pub fn query(&self) -> &Arc<Query> {
         &self.query
     }
 

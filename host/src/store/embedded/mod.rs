@@ -801,7 +801,7 @@ impl EventBatches for EmbeddedBatches {
         let (positions, published, on_disk, locs, mut accepted) = {
             let log = state.log.read().expect("tenant log lock");
             let index_error = |e| index_error(&self.shared.dir, e);
-            let query = self.cursor.query().clone();
+            let query = Arc::clone(self.cursor.query());
             let mut search = log.search(self.tenant.as_str(), &query);
             let positions = self.cursor.next_positions_with(READ_BATCH, |step| search.step(step)).map_err(index_error)?;
             if positions.iter().any(|&p| p > log.index.head()) {

@@ -119,7 +119,7 @@ fn canonical(item: &QueryItem) -> String {
 #[derive(Default)]
 pub(super) struct Contention {
     /// A queue per hot boundary; an entry exists while someone waits for or holds it.
-    queues: Mutex<HashMap<Boundary, Queue>>,
+    queues: Mutex<HashMap<Boundary, Queue, foldhash::fast::RandomState>>,
     /// When a command last appended where nobody queued while others queued.
     elsewhere: LastNoted,
 }
@@ -182,9 +182,9 @@ impl Contention {
     /// its turn elsewhere may append on these when none does: whoever waits for them is not
     /// running in its turn. Most have not read yet and read the append when their turn comes;
     /// a first attempt waiting inside a read has read part of them, and runs once more.
-    pub fn is_running(&self, boundaries: &[Boundary]) -> bool {
+    pub fn is_running<'b>(&self, boundaries: impl IntoIterator<Item = &'b Boundary>) -> bool {
         let queues = self.queues.lock().expect("queues lock");
-        boundaries.iter().any(|b| queues.get(b).is_some_and(|q| q.running))
+        boundaries.into_iter().any(|b| queues.get(b).is_some_and(|q| q.running))
     }
 
     /// Whether a run that read `boundaries` may append now. One without a turn may not while
@@ -197,8 +197,7 @@ impl Contention {
         }
         match turn {
             Some(turn) => {
-                let beyond_turn: Vec<Boundary> = boundaries.iter().filter(|b| !turn.covers(std::slice::from_ref(b))).cloned().collect();
-                beyond_turn.is_empty() || !self.is_running(&beyond_turn)
+                !self.is_running(boundaries.iter().filter(|b| !turn.covers(std::slice::from_ref(b))))
             }
             None => !self.is_hot(boundaries),
         }
@@ -264,14 +263,15 @@ impl Turn {
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        let names: Vec<Boundary> = self.held.iter().map(|(b, _)| b.clone()).chain(self.waiting.drain(..)).collect();
+        let (mut names, guards): (Vec<Boundary>, Vec<OwnedMutexGuard<()>>) = std::mem::take(&mut self.held).into_iter().unzip();
         let mut queues = self.contention.queues.lock().expect("queues lock");
-        for (boundary, _) in &self.held {
+        for boundary in &names {
             if let Some(queue) = queues.get_mut(boundary) {
                 queue.running = false;
             }
         }
-        self.held.clear(); // releases the locks: the next in line goes
+        drop(guards); // releases the locks: the next in line goes
+        names.append(&mut self.waiting);
         for name in names {
             // Only the map holds it: nobody waits, the boundary has cooled down.
             if queues.get(&name).is_some_and(|queue| Arc::strong_count(&queue.lock) == 1) {

@@ -99,19 +99,10 @@ fn canonical(item: &QueryItem) -> String {
     let mut tags: Vec<&str> = item.tags.iter().map(String::as_str).collect();
     types.sort_unstable();
     tags.sort_unstable();
-    // Built in place: every read of a first attempt names its items while anything queues.
-    let mut name = String::with_capacity(types.iter().chain(&tags).map(|part| part.len() + 1).sum::<usize>() + 1);
-    let join = |name: &mut String, parts: &[&str]| {
-        for (i, part) in parts.iter().enumerate() {
-            if i > 0 {
-                name.push('\u{1}');
-            }
-            name.push_str(part);
-        }
-    };
-    join(&mut name, &types);
+    // No `format!`: every read of a first attempt names its items while anything queues.
+    let mut name = types.join("\u{1}");
     name.push('\u{0}');
-    join(&mut name, &tags);
+    name.push_str(&tags.join("\u{1}"));
     name
 }
 

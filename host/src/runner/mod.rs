@@ -24,7 +24,7 @@ use tracing::Instrument;
 
 use serde::{Deserialize, Serialize};
 
-use crate::runtime::{Access, InvokeError, ReadAppender, ReadGate, Slice, WaitSlots};
+use crate::runtime::{Access, InvokeError, ReadAppender, ReadGate, Slice, SpentInstance, WaitSlots};
 use crate::store::{AcceptedAppend, AppendCondition, Event, Position, Query, QueryItem, ReadOptions, SharedStore, StoreError, Tenant};
 
 /// The type of the event that records a command's result under an idempotency key, appended
@@ -95,11 +95,15 @@ struct Retries<'a> {
     turn: Option<contention::Turn>,
     /// What the last run's reads name, as far as its gate named them.
     named: contention::Named,
+    /// The last run's instance, whose slot is given back before the command waits for a turn,
+    /// or once its turn is handed on and it has waited for its flush: the slot's reset (some
+    /// microseconds) is then off the turn, which the next in line is waiting for.
+    spent: Option<SpentInstance>,
 }
 
 impl<'a> Retries<'a> {
     fn new(runner: &'a CommandRunner, store: &'a SharedStore, tenant: &'a Tenant, command: &'a str) -> Self {
-        Retries { runner, store, tenant, command, deadline: Instant::now() + runner.deadline, attempt: 1, turn: None, named: Default::default() }
+        Retries { runner, store, tenant, command, deadline: Instant::now() + runner.deadline, attempt: 1, turn: None, named: Default::default(), spent: None }
     }
 
     /// Whether a run that read `reads` may append now ([`contention::Contention::may_append`]).
@@ -172,8 +176,12 @@ impl<'a> Retries<'a> {
     /// Runs the command once. `Err` when the run was stopped at a hot boundary: it runs again
     /// in its turn (or, when no turn could be had, is decided).
     async fn execute(&mut self, slice: &Slice, command: &str, payload: &[u8]) -> Result<Result<(Vec<u8>, ReadAppender), InvokeError>, Step<CommandOutput>> {
+        self.spent = None;
         let (io, gated) = self.io(slice);
-        let run = slice.execute(io, command, payload).await;
+        let run = slice.execute(io, command, payload).await.map(|(output, io, spent)| {
+            self.spent = Some(spent);
+            (output, io)
+        });
         let gated = std::mem::take(&mut *gated.lock().expect("gate lock"));
         self.named = gated.named;
         if gated.timed_out {
@@ -202,12 +210,19 @@ impl<'a> Retries<'a> {
 
     /// The append was accepted: the next in line may decide on it now, while it is flushed.
     async fn durable(&mut self, accepted: AcceptedAppend) -> Result<Vec<Position>, InvokeError> {
-        self.turn = None;
+        if self.turn.take().is_some() {
+            // The next in line, woken as the turn was handed on, runs before this task goes on
+            // to reset its spent instance's slot.
+            behind_the_woken().await;
+        }
+        self.spent = None;
         let span = tracing::info_span!("store.durable", outcome = tracing::field::Empty, otel.status_code = tracing::field::Empty);
         Ok(crate::telemetry::store_call(span, accepted.durable()).await?)
     }
 
     async fn take_turn(&mut self, boundaries: Vec<contention::Boundary>) -> Result<(), InvokeError> {
+        // Nobody waits for a turn holding a slot it no longer needs.
+        self.spent = None;
         let turn = CONTENTION.turn(boundaries, self.deadline).await;
         self.turn = Some(turn.ok_or_else(|| self.conflict())?);
         Ok(())
@@ -278,6 +293,21 @@ fn read_gate(store: SharedStore, tenant: Tenant, deadline: Instant, waits: WaitS
             }
         })
     })
+}
+
+/// Waits once, behind the task this one has just woken and the others ready on its worker: it
+/// wakes itself before it waits, which tokio takes for a yield (to the back of the worker's
+/// queue, where `tokio::task::yield_now` would wait until the worker has nothing else to do).
+async fn behind_the_woken() {
+    let mut waited = false;
+    std::future::poll_fn(|cx| {
+        if std::mem::replace(&mut waited, true) {
+            return std::task::Poll::Ready(());
+        }
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// Where one attempt left the command: run again (and why), or decided.

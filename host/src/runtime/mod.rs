@@ -42,7 +42,7 @@ pub use invocation::{Access, ReadAppender, ReadGate};
 pub use read_model_state::KvSession;
 pub use limits::InvocationLimits;
 pub use waits::{WaitSlot, WaitSlots};
-pub use slice::{AutomationInfo, CommandCall, CommandInfo, Field, ProjectionInfo, ReadModelInfo, Slice, SliceDescription};
+pub use slice::{AutomationInfo, CommandCall, CommandInfo, Field, ProjectionInfo, ReadModelInfo, Slice, SliceDescription, SpentInstance};
 
 use self::bindings::{guest, read_models_guest};
 use self::cache::CompileCache;

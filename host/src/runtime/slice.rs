@@ -313,14 +313,14 @@ impl Slice {
         self.limits.deadline
     }
 
-    /// Runs a command once in a fresh instance. On success, returns its output and what the
-    /// host recorded for it (reads, staged events), for the caller to commit.
-    pub async fn execute(&self, io: ReadAppender, command: &str, payload: &[u8]) -> Result<(Vec<u8>, ReadAppender), InvokeError> {
+    /// Runs a command once in a fresh instance. On success, returns its output, what the host
+    /// recorded for it (reads, staged events) for the caller to commit, and the spent instance.
+    pub async fn execute(&self, io: ReadAppender, command: &str, payload: &[u8]) -> Result<(Vec<u8>, ReadAppender, SpentInstance), InvokeError> {
         // Boxed, so that the span's wrapper and the caller move a pointer, not the call's state.
         crate::telemetry::invoke(self.span("execute", command), Box::pin(self.execute_untraced(io, command, payload))).await
     }
 
-    async fn execute_untraced(&self, io: ReadAppender, command: &str, payload: &[u8]) -> Result<(Vec<u8>, ReadAppender), InvokeError> {
+    async fn execute_untraced(&self, io: ReadAppender, command: &str, payload: &[u8]) -> Result<(Vec<u8>, ReadAppender, SpentInstance), InvokeError> {
         let mut instance = self.instantiate(io).await?;
         instance.arm();
         let result = match instance.execute_export() {
@@ -332,8 +332,8 @@ impl Slice {
             Ok(Err(err)) => Err(from_wit_error(err)),
             Err(trap) => Err(instance.failure("execute", trap)),
         };
-        let io = instance.finish();
-        result.map(|output| (output, io))
+        let (io, spent) = instance.spend();
+        result.map(|output| (output, io, spent))
     }
 
     /// The tags of an event of one of this slice's types.
@@ -538,12 +538,30 @@ impl Instance<'_> {
 
     /// Ends the invocation: logs what the guest printed, returns what the host did for it.
     pub fn finish(self) -> ReadAppender {
-        let Instance { slice, store, .. } = self;
-        let state = store.into_data();
+        self.spend().0
+    }
+
+    /// Like [`finish`](Self::finish), but the instance's slot is given back only when the
+    /// returned [`SpentInstance`] is dropped.
+    fn spend(self) -> (ReadAppender, SpentInstance) {
+        let Instance { slice, mut store, _live, .. } = self;
+        let state = store.data_mut();
         flush(slice.name(), "stdout", &state.stdout, &slice.log_budget);
         flush(slice.name(), "stderr", &state.stderr, &slice.log_budget);
-        state.io
+        let io = std::mem::replace(&mut state.io, slice.detached(Access::None));
+        (io, SpentInstance { _store: std::sync::Mutex::new(store), _live })
     }
+}
+
+/// An instance whose call has returned, still holding its slot. Dropping it gives the slot back,
+/// which resets the slot's memory and tables (some microseconds): a command in its turn on a hot
+/// boundary drops it only once the next in line has gone on, so that the reset is not part of
+/// every turn (see the runner).
+pub struct SpentInstance {
+    /// Never used again, only dropped: in a `Mutex` so that the runner's state that holds it
+    /// between awaits may be shared (`Sync`), which a store is not.
+    _store: std::sync::Mutex<Store<InvocationState>>,
+    _live: LiveGuard,
 }
 
 /// The wall-clock deadline of a call passed while the guest waited on the host (a sleep, an

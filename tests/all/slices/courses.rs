@@ -337,7 +337,8 @@ async fn embedded_queued_subscriptions_are_decided_by_their_first_run() {
 /// First attempts waiting in a read each hold an instance: a runtime lets at most a quarter of
 /// its instances wait so, and stops the others at that read to run again in their turn. On a
 /// runtime of 16 instances, 48 subscriptions at once on one course with room for all succeed,
-/// three rounds: none ends `busy` for want of an instance, none in `conflict`.
+/// three rounds: none ends `busy` for want of an instance, none in `conflict`, and none leaves
+/// an instance behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn waiting_first_attempts_leave_instances_for_the_others() {
     const TASKS: u32 = 48;
@@ -367,6 +368,9 @@ async fn waiting_first_attempts_leave_instances_for_the_others() {
             }
         }
         assert_eq!(slice.wait_slots().waiting(), 0, "every slot is given back");
+        // A command in its turn keeps its spent instance until the next in line has gone on:
+        // decided, every command has given its instance back.
+        assert_eq!(runtime.live_instances(), 0, "no instance outlives its command");
     }
     let course = host.query("courses", "course", json!({"course_id": "hot"})).await.unwrap();
     assert_eq!(strings(&course["students"]).len(), (TASKS * ROUNDS) as usize, "every subscription in the course, once");

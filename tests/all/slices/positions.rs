@@ -23,7 +23,7 @@ async fn log() -> (SharedStore, Tenant) {
 async fn probe(store: &SharedStore, tenant: &Tenant, input: Value) -> (Value, Position, Result<Vec<Position>, StoreError>) {
     let hostile = slice("hostile").await;
     let io = ReadAppender::new(store.clone(), tenant.clone(), Access::ReadAppend);
-    let (output, io) = hostile.execute(io, "probe", &json_to_msgpack(&input)).await.expect("probe runs");
+    let (output, io, _) = hostile.execute(io, "probe", &json_to_msgpack(&input)).await.expect("probe runs");
     assert_eq!(io.reads.len(), 1);
     let recorded = io.reads[0].after.expect("a recorded read has a position");
     assert_eq!(io.staged.as_ref().map(Vec::len), Some(1), "probe stages one event");

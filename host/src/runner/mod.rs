@@ -95,9 +95,9 @@ struct Retries<'a> {
     turn: Option<contention::Turn>,
     /// What the last run's reads name, as far as its gate named them.
     named: contention::Named,
-    /// The last run's instance, whose slot is given back before the command waits for a turn,
-    /// or once its turn is handed on and it has waited for its flush: the slot's reset (some
-    /// microseconds) is then off the turn, which the next in line is waiting for.
+    /// The last run's instance, whose slot is given back before the command waits for a turn or
+    /// runs again, or once its turn is handed on and the next in line has gone on: the slot's
+    /// reset (some microseconds) is then off the turn, which the next in line waits for.
     spent: Option<SpentInstance>,
 }
 

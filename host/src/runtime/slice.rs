@@ -538,19 +538,27 @@ impl Instance<'_> {
 
     /// Ends the invocation: logs what the guest printed, returns what the host did for it.
     pub fn finish(self) -> ReadAppender {
-        self.spend().0
+        let Instance { slice, store, .. } = self;
+        let state = store.into_data();
+        log_output(slice, &state);
+        state.io
     }
 
     /// Like [`finish`](Self::finish), but the instance's slot is given back only when the
-    /// returned [`SpentInstance`] is dropped.
+    /// returned [`SpentInstance`] is dropped (a command's: the runner decides when).
     fn spend(self) -> (ReadAppender, SpentInstance) {
         let Instance { slice, mut store, _live, .. } = self;
         let state = store.data_mut();
-        flush(slice.name(), "stdout", &state.stdout, &slice.log_budget);
-        flush(slice.name(), "stderr", &state.stderr, &slice.log_budget);
+        log_output(slice, state);
         let io = std::mem::replace(&mut state.io, slice.detached(Access::None));
         (io, SpentInstance { _store: std::sync::Mutex::new(store), _live })
     }
+}
+
+/// Logs what the guest printed during the invocation.
+fn log_output(slice: &Slice, state: &InvocationState) {
+    flush(slice.name(), "stdout", &state.stdout, &slice.log_budget);
+    flush(slice.name(), "stderr", &state.stderr, &slice.log_budget);
 }
 
 /// An instance whose call has returned, still holding its slot. Dropping it gives the slot back,

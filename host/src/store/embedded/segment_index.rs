@@ -111,7 +111,20 @@ pub(crate) struct Loc {
 struct TenantBuild {
     first: u64,
     locs: Vec<Loc>,
-    keys: HashMap<(KeyKind, Box<str>), Vec<u64>>,
+    types: KeysBuilt,
+    tags: KeysBuilt,
+}
+
+/// Each key's positions, by name. Keyed by the name alone, so that an event whose keys are
+/// there already (most: its type, the tags of a busy boundary) allocates nothing.
+type KeysBuilt = HashMap<Box<str>, Vec<u64>, foldhash::fast::RandomState>;
+
+/// The positions of key `name`, an empty list when it is new.
+fn postings<'p>(keys: &'p mut KeysBuilt, name: &str) -> &'p mut Vec<u64> {
+    if !keys.contains_key(name) {
+        keys.insert(name.into(), Vec::new());
+    }
+    keys.get_mut(name).expect("inserted above")
 }
 
 /// Collects a segment's events, in log order, and writes their index file.
@@ -124,16 +137,19 @@ impl IndexBuilder {
     /// Adds the event at `position` (one more than the tenant's previous one in this segment)
     /// and its bytes' place in the segment.
     pub fn add(&mut self, tenant: &str, position: u64, event_type: &str, tags: &[String], loc: Loc) -> Result<(), String> {
-        let build = self.tenants.entry(tenant.to_string()).or_default();
+        if !self.tenants.contains_key(tenant) {
+            self.tenants.insert(tenant.to_string(), TenantBuild::default());
+        }
+        let build = self.tenants.get_mut(tenant).expect("inserted above");
         if build.locs.is_empty() {
             build.first = position;
         } else if position != build.first + build.locs.len() as u64 {
             return Err(format!("tenant {tenant}: position {position} follows {}", build.first + build.locs.len() as u64 - 1));
         }
         build.locs.push(loc);
-        build.keys.entry((KeyKind::Type, event_type.into())).or_default().push(position);
+        postings(&mut build.types, event_type).push(position);
         for tag in tags {
-            let list = build.keys.entry((KeyKind::Tag, tag.as_str().into())).or_default();
+            let list = postings(&mut build.tags, tag);
             // A tag repeated on one event is one posting.
             if list.last() != Some(&position) {
                 list.push(position);
@@ -157,22 +173,25 @@ impl IndexBuilder {
                 }
                 seal(&mut out, start);
             }
-            let mut keys: Vec<_> = build.keys.into_iter().collect();
+            let types = build.types.into_iter().map(|(name, positions)| ((KeyKind::Type, name), positions));
+            let mut keys: Vec<_> = types.chain(build.tags.into_iter().map(|(name, positions)| ((KeyKind::Tag, name), positions))).collect();
             keys.sort_unstable_by(|a, b| (a.0 .0, a.0 .1.as_bytes()).cmp(&(b.0 .0, b.0 .1.as_bytes())));
             let mut bloom = Bloom::with_keys(keys.len());
-            // Each key's entry, then the entries dealt to buckets by the key's hash (in key
-            // order within a bucket): a lookup reads the one bucket its hash names.
+            // Each key's entry (all in one buffer), then the entries dealt to buckets by the
+            // key's hash (in key order within a bucket): a lookup reads the one bucket its hash
+            // names.
             let mut entries = Vec::with_capacity(keys.len());
-            let mut entry_bytes = 0;
+            let (mut entry_bytes, mut deltas) = (Vec::new(), Vec::new());
             for ((kind, name), positions) in keys {
                 let hash = key_hash(kind, &name);
                 bloom.insert_hash(hash);
-                let mut entry = Vec::new();
+                let start = entry_bytes.len();
+                let entry = &mut entry_bytes;
                 entry.push(kind as u8);
-                put_str16(&mut entry, &name);
+                put_str16(entry, &name);
                 entry.extend_from_slice(&(positions.len() as u32).to_le_bytes());
                 if positions.len() <= POSTINGS_PER_BLOCK {
-                    let mut deltas = Vec::new();
+                    deltas.clear();
                     put_deltas(&mut deltas, &positions);
                     entry.extend_from_slice(&(deltas.len() as u16).to_le_bytes());
                     entry.extend_from_slice(&deltas);
@@ -187,19 +206,19 @@ impl IndexBuilder {
                     entry.extend_from_slice(&skip_offset.to_le_bytes());
                     entry.extend_from_slice(&skip_len.to_le_bytes());
                 }
-                entry_bytes += entry.len();
-                entries.push((hash, entry));
+                entries.push((hash, start..entry.len()));
             }
-            let bucket_count = entry_bytes.div_ceil(KEY_BLOCK_BYTES).max(1);
-            let mut buckets = vec![Vec::new(); bucket_count];
-            for (hash, entry) in entries {
-                buckets[bucket_of(hash, bucket_count)].extend_from_slice(&entry);
-            }
+            let bucket_count = entry_bytes.len().div_ceil(KEY_BLOCK_BYTES).max(1);
+            // A stable sort: key order stays within a bucket.
+            entries.sort_by_key(|(hash, _)| bucket_of(*hash, bucket_count));
+            let mut entries = entries.into_iter().peekable();
             let mut bucket_offsets = Vec::with_capacity(bucket_count + 1);
-            for bucket in buckets {
+            for bucket in 0..bucket_count {
                 let start = out.len();
                 bucket_offsets.push(start as u64);
-                out.extend_from_slice(&bucket);
+                while let Some((_, entry)) = entries.next_if(|(hash, _)| bucket_of(*hash, bucket_count) == bucket) {
+                    out.extend_from_slice(&entry_bytes[entry]);
+                }
                 seal(&mut out, start);
             }
             bucket_offsets.push(out.len() as u64);

@@ -391,7 +391,7 @@ impl CommandRunner {
             Ok(run) => run,
             Err(step) => return step,
         };
-        let (output, io) = match run {
+        let (output, mut io) = match run {
             Ok(done) => done,
             Err(err) => {
                 // A racing request with this key may have run the command meanwhile (this run
@@ -403,10 +403,9 @@ impl CommandRunner {
                 });
             }
         };
-        let guard = AppendCondition::new(record_query.clone(), Some(seen));
-        let mut reads = io.reads.clone();
-        reads.push(guard.clone());
-        match retries.may_append(&reads).await {
+        // The record's guard, last: a failed condition is named by its index among the reads.
+        io.reads.push(AppendCondition::new(record_query.clone(), Some(seen)));
+        match retries.may_append(&io.reads).await {
             Ok(true) => {}
             Ok(false) => return Step::Again("queued"),
             Err(err) => return Step::Decided(Err(err)),
@@ -420,12 +419,12 @@ impl CommandRunner {
         };
         let mut event = Event::new(IDEMPOTENCY_EVENT).tag(format!("idempotency:{}", key.key));
         event.data = rmp_serde::to_vec_named(&record).expect("the record encodes");
-        match io.accept_with(vec![event], vec![guard]).await {
+        match io.accept(vec![event]).await {
             Ok(accepted) => {
                 let done = retries.durable(accepted).await;
                 Step::Decided(done.map(|positions| CommandOutput { output, positions, attempts: retries.attempt }))
             }
-            Err(StoreError::ConditionFailed { condition, .. }) => match retries.after_conflict(&reads, condition).await {
+            Err(StoreError::ConditionFailed { condition, .. }) => match retries.after_conflict(&io.reads, condition).await {
                 Ok(()) => Step::Again("condition_failed"),
                 // Lost to a request with this key: its result is the answer.
                 Err(conflict) => Step::Decided(match recorded(store, tenant, &record_query, slice, command, key).await {
@@ -506,7 +505,7 @@ impl CommandRunner {
             Ok(run) => run,
             Err(step) => return step,
         };
-        let (output, io) = match run {
+        let (output, mut io) = match run {
             Ok(done) => done,
             Err(err) => return Step::Decided(retries.settled(Err(err)).await),
         };
@@ -520,13 +519,12 @@ impl CommandRunner {
             Ok(false) => return Step::Again("queued"),
             Err(err) => return Step::Decided(Err(err)),
         }
-        let reads = io.reads.clone();
-        match io.accept_with(Vec::new(), Vec::new()).await {
+        match io.accept(Vec::new()).await {
             Ok(accepted) => {
                 let done = retries.durable(accepted).await;
                 Step::Decided(done.map(|positions| CommandOutput { output, positions, attempts: retries.attempt }))
             }
-            Err(StoreError::ConditionFailed { condition, .. }) => match retries.after_conflict(&reads, condition).await {
+            Err(StoreError::ConditionFailed { condition, .. }) => match retries.after_conflict(&io.reads, condition).await {
                 Ok(()) => Step::Again("condition_failed"),
                 Err(err) => Step::Decided(Err(err)),
             },

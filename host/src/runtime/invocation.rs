@@ -63,24 +63,25 @@ impl ReadAppender {
     /// Like [`commit`](Self::commit), with the host's own `first` events appended just before
     /// the command's (in the same atomic append) and `extra_conditions` added, even when the
     /// command staged nothing. Returns the positions of the command's events only.
-    pub async fn commit_with(self, first: Vec<Event>, extra_conditions: Vec<AppendCondition>) -> Result<Vec<Position>, StoreError> {
-        self.accept_with(first, extra_conditions).await?.durable().await
+    pub async fn commit_with(mut self, first: Vec<Event>, extra_conditions: Vec<AppendCondition>) -> Result<Vec<Position>, StoreError> {
+        self.reads.extend(extra_conditions);
+        self.accept(first).await?.durable().await
     }
 
-    /// The first stage of [`commit_with`](Self::commit_with): returns once the store has
-    /// accepted the append (see [`EventStore::append_accepted`]); the positions of the
-    /// command's events come with its `durable()`.
-    pub async fn accept_with(self, first: Vec<Event>, extra_conditions: Vec<AppendCondition>) -> Result<AcceptedAppend, StoreError> {
+    /// The first stage of [`commit_with`](Self::commit_with): appends the host's `first` events
+    /// and the staged ones, guarded by `reads` (to which the caller may add conditions of its
+    /// own), and returns once the store has accepted the append (see
+    /// [`EventStore::append_accepted`]); the positions of the command's events come with its
+    /// `durable()`. The reads stay: a failed condition is named by its index in them.
+    pub async fn accept(&mut self, first: Vec<Event>) -> Result<AcceptedAppend, StoreError> {
         let skip = first.len();
         let mut events = first;
-        events.extend(self.staged.unwrap_or_default());
+        events.extend(self.staged.take().unwrap_or_default());
         if events.is_empty() {
             return Ok(AcceptedAppend::durable_now(Vec::new()));
         }
-        let mut conditions = self.reads;
-        conditions.extend(extra_conditions);
         let span = crate::telemetry::store_append(&self.tenant, events.len());
-        let accepted = crate::telemetry::store_call(span, self.store.append_accepted(&self.tenant, events, conditions)).await?;
+        let accepted = crate::telemetry::store_call(span, self.store.append_accepted(&self.tenant, events, &self.reads)).await?;
         let positions = accepted.positions()[skip..].to_vec();
         Ok(AcceptedAppend::new(positions, async move { accepted.durable().await.map(drop) }))
     }

@@ -111,9 +111,9 @@ pub trait EventStore: Send + Sync + 'static {
         &self,
         tenant: &Tenant,
         events: Vec<Event>,
-        conditions: Vec<AppendCondition>,
+        conditions: &[AppendCondition],
     ) -> Result<AcceptedAppend, StoreError> {
-        let positions = self.append(tenant, events, conditions).await?;
+        let positions = self.append(tenant, events, conditions.to_vec()).await?;
         Ok(AcceptedAppend::durable_now(positions))
     }
 

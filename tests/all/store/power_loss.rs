@@ -345,7 +345,7 @@ async fn nothing_settles_on_an_accepted_event_whose_flush_fails() {
 
     disk.hold_syncs();
     disk.set_faults(Faults { sync_error: 1.0, ..Faults::default() });
-    let accepted = store.append_accepted(tenant, vec![Event::new("Lost")], vec![]).await.unwrap();
+    let accepted = store.append_accepted(tenant, vec![Event::new("Lost")], &[]).await.unwrap();
     let (seen, _) = store.read_accepted(tenant, Query::all(), ReadOptions::default()).await.unwrap().collect().await.unwrap();
     assert_eq!(seen.len(), 2, "a command's read sees the accepted event while its flush runs");
     let settle = {
@@ -414,11 +414,11 @@ async fn a_power_cut_in_a_flush_over_the_zeros_ahead_keeps_every_acknowledged_ap
         // go in the next flush, whose sync the power cut stops.
         disk.hold_syncs();
         let written = disk.operations();
-        let held = store.append_accepted(&tenant, vec![Event::new("Held")], vec![]).await.unwrap();
+        let held = store.append_accepted(&tenant, vec![Event::new("Held")], &[]).await.unwrap();
         crate::api::eventually("the writer writes the held append", || async { disk.operations() > written }).await;
         let mut queued = Vec::new();
         for i in 0..6 {
-            queued.push(store.append_accepted(&tenant, vec![note(i)], vec![]).await.unwrap());
+            queued.push(store.append_accepted(&tenant, vec![note(i)], &[]).await.unwrap());
         }
         disk.set_faults(Faults { power_cut_after: Some(disk.operations() + 2), ..Faults::default() });
         disk.release_syncs();

@@ -44,7 +44,7 @@ async fn main() {
                     let n = last.first().map_or(0, |e| parse_link(&e.event.data).expect("a link")) + 1;
                     let event = Event::new("Link").tag(CHAIN_TAG).data(link_data(n));
                     let condition = AppendCondition::new(query.clone(), Some(at));
-                    match store.append_accepted(&tenant, vec![event], vec![condition]).await {
+                    match store.append_accepted(&tenant, vec![event], &[condition]).await {
                         Ok(accepted) => match accepted.durable().await {
                             Ok(positions) => println!("ACK {n} {}", positions[0]),
                             Err(_) => println!("LOST {n}"),

@@ -724,18 +724,18 @@ impl EventStore for EmbeddedStore {
     }
 
     async fn append(&self, tenant: &Tenant, events: Vec<Event>, conditions: Vec<AppendCondition>) -> Result<Vec<Position>, StoreError> {
-        self.append_accepted(tenant, events, conditions).await?.durable().await
+        self.append_accepted(tenant, events, &conditions).await?.durable().await
     }
 
     async fn append_accepted(
         &self,
         tenant: &Tenant,
         mut events: Vec<Event>,
-        conditions: Vec<AppendCondition>,
+        conditions: &[AppendCondition],
     ) -> Result<AcceptedAppend, StoreError> {
         let shared = &self.inner.shared;
-        shared.limits.check_append(&mut events, &conditions)?;
-        writer::accept(shared, &self.inner.queue, tenant, events, &conditions)
+        shared.limits.check_append(&mut events, conditions)?;
+        writer::accept(shared, &self.inner.queue, tenant, events, conditions)
     }
 
     async fn settle(&self, tenant: &Tenant) -> Result<(), StoreError> {

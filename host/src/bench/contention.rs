@@ -36,6 +36,10 @@ pub async fn contention(scratch: &Path, slices: &Path, seconds: f64) -> anyhow::
     report.add("hot_64_commands_per_s", hot.per_s, format!("subscriptions decided per second on the one course, durable (target >= 5 x fsync = {:.0})", 5.0 * fsync));
     report.add("hot_64_p99_ms", hot.p99_ms, "99th percentile of one subscription on the hot course");
     report.add("hot_64_cpu_us_per_command", hot.cpu_us_per_command, "processor time of the process (all threads) per subscription decided on the hot course");
+    // What bounds the one course: its turns, one after another, leave processors idle; a
+    // command's processor time keeps them busy.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    report.add("hot_64_cores_busy", hot.per_s * hot.cpu_us_per_command / 1e6, format!("processors the hot course kept busy, of this machine's {cores}"));
     // Cold tasks alone and beside the hot ones, in turns (cold, both, cold, both, cold): this
     // machine's speed drifts within a minute, and each run with the hot load then has a run
     // without it on either side.
@@ -50,6 +54,7 @@ pub async fn contention(scratch: &Path, slices: &Path, seconds: f64) -> anyhow::
     let cold_beside = mean(beside.iter().map(|(_, cold)| cold.per_s).collect());
     report.add("cold_64_commands_per_s", cold_alone, "64 tasks, each subscribing students to a course of its own, durable (mean of 3 runs)");
     report.add("cold_64_cpu_us_per_command", cold_cpu, "processor time of the process (all threads) per subscription decided on the cold courses (mean of 3 runs)");
+    report.add("hot_64_to_cold_64", hot.per_s / cold_alone, "the one course's subscriptions per second / 64 courses' (1: the hot boundary costs nothing beyond the commands themselves)");
     report.add("hot_64_conflicts_during_cold", beside.iter().map(|(hot, _)| hot.conflicts).sum::<u64>() as f64, "the hot course's 64 tasks while 64 cold tasks run beside them, both runs (target 0)");
     report.add("hot_64_commands_per_s_during_cold", mean(beside.iter().map(|(hot, _)| hot.per_s).collect()), "subscriptions decided per second on the one course while the 64 cold tasks run");
     report.add("hot_64_p99_ms_during_cold", mean(beside.iter().map(|(hot, _)| hot.p99_ms).collect()), "99th percentile of one subscription on the hot course while the cold tasks run (mean of the 2 runs')");

@@ -120,7 +120,7 @@ struct TenantBuild {
 type KeysBuilt = HashMap<Box<str>, Vec<u64>, foldhash::fast::RandomState>;
 
 /// The positions of key `name`, an empty list when it is new.
-fn postings<'p>(keys: &'p mut KeysBuilt, name: &str) -> &'p mut Vec<u64> {
+fn positions_of<'p>(keys: &'p mut KeysBuilt, name: &str) -> &'p mut Vec<u64> {
     if !keys.contains_key(name) {
         keys.insert(name.into(), Vec::new());
     }
@@ -147,9 +147,9 @@ impl IndexBuilder {
             return Err(format!("tenant {tenant}: position {position} follows {}", build.first + build.locs.len() as u64 - 1));
         }
         build.locs.push(loc);
-        postings(&mut build.types, event_type).push(position);
+        positions_of(&mut build.types, event_type).push(position);
         for tag in tags {
-            let list = postings(&mut build.tags, tag);
+            let list = positions_of(&mut build.tags, tag);
             // A tag repeated on one event is one posting.
             if list.last() != Some(&position) {
                 list.push(position);

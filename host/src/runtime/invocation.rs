@@ -56,23 +56,16 @@ impl ReadAppender {
 
     /// Appends the staged events (if any), guarded by every recorded read. A failed condition
     /// is `StoreError::ConditionFailed`: the command must run again.
-    pub async fn commit(self) -> Result<Vec<Position>, StoreError> {
-        self.commit_with(Vec::new(), Vec::new()).await
+    pub async fn commit(mut self) -> Result<Vec<Position>, StoreError> {
+        self.accept(Vec::new()).await?.durable().await
     }
 
-    /// Like [`commit`](Self::commit), with the host's own `first` events appended just before
-    /// the command's (in the same atomic append) and `extra_conditions` added, even when the
-    /// command staged nothing. Returns the positions of the command's events only.
-    pub async fn commit_with(mut self, first: Vec<Event>, extra_conditions: Vec<AppendCondition>) -> Result<Vec<Position>, StoreError> {
-        self.reads.extend(extra_conditions);
-        self.accept(first).await?.durable().await
-    }
-
-    /// The first stage of [`commit_with`](Self::commit_with): appends the host's `first` events
-    /// and the staged ones, guarded by `reads` (to which the caller may add conditions of its
-    /// own), and returns once the store has accepted the append (see
-    /// [`EventStore::append_accepted`]); the positions of the command's events come with its
-    /// `durable()`. The reads stay: a failed condition is named by its index in them.
+    /// The first stage of [`commit`](Self::commit), with the host's own `first` events appended
+    /// just before the command's (in the same atomic append): appends them, guarded by `reads`
+    /// (to which the caller may add conditions of its own), and returns once the store has
+    /// accepted the append (see [`EventStore::append_accepted`]). The positions of the
+    /// command's events only come with its `durable()`. The reads stay: a failed condition is
+    /// named by its index in them.
     pub async fn accept(&mut self, first: Vec<Event>) -> Result<AcceptedAppend, StoreError> {
         let skip = first.len();
         let mut events = first;

@@ -219,7 +219,7 @@ fn backends(config: &Config) -> anyhow::Result<Backends> {
     match config.store.kind.as_str() {
         "fdb" => fdb_backends(config),
         _ => {
-            let store = EmbeddedStore::open(config.data_dir.join("events"))?;
+            let store = EmbeddedStore::open_with(config.data_dir.join("events"), config.store.embedded_options())?;
             let state = Arc::new(EmbeddedState::open(config.data_dir.join("readmodels.redb"))?);
             Ok(Backends {
                 backup: Some(Arc::new(crate::backup::Source::new(store.clone(), state.clone(), &config.data_dir))),

@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use embedded::{EmbeddedOptions, EmbeddedStore, IndexMemory};
+pub use embedded::{DEFAULT_GROUP_COMMIT_WINDOW, EmbeddedOptions, EmbeddedStore, IndexMemory, MAX_GROUP_COMMIT_WINDOW};
 /// For `bench scale`: what a sealed segment's index file costs.
 /// Offline checks and repairs of an embedded store's log (`counterpoint store check|repair`).
 pub use embedded::check as embedded_check;

@@ -106,11 +106,28 @@ pub struct StoreConfig {
     /// How long a host that stops renewing keeps its workers' leases, in milliseconds.
     #[serde(default = "default_lease_ttl_ms")]
     pub lease_ttl_ms: u64,
+    /// The embedded store's group commit window, in microseconds
+    /// ([`EmbeddedOptions::group_commit_window`](crate::store::EmbeddedOptions)).
+    #[serde(default = "default_group_commit_window_us")]
+    pub group_commit_window_us: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { kind: default_store_kind(), cluster_file: None, prefix: default_store_prefix(), lease_ttl_ms: default_lease_ttl_ms() }
+        StoreConfig {
+            kind: default_store_kind(),
+            cluster_file: None,
+            prefix: default_store_prefix(),
+            lease_ttl_ms: default_lease_ttl_ms(),
+            group_commit_window_us: default_group_commit_window_us(),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The embedded store's options this section sets.
+    pub fn embedded_options(&self) -> crate::store::EmbeddedOptions {
+        crate::store::EmbeddedOptions { group_commit_window: std::time::Duration::from_micros(self.group_commit_window_us), ..Default::default() }
     }
 }
 
@@ -122,6 +139,9 @@ fn default_store_prefix() -> String {
 }
 fn default_lease_ttl_ms() -> u64 {
     10_000
+}
+fn default_group_commit_window_us() -> u64 {
+    crate::store::DEFAULT_GROUP_COMMIT_WINDOW.as_micros() as u64
 }
 
 fn default_listen() -> String {
@@ -351,6 +371,10 @@ impl Config {
         }
         if config.store.prefix.is_empty() || config.store.lease_ttl_ms < 100 {
             return Err("store: the prefix must not be empty and lease_ttl_ms must be at least 100".into());
+        }
+        let longest = crate::store::MAX_GROUP_COMMIT_WINDOW.as_micros();
+        if u128::from(config.store.group_commit_window_us) > longest {
+            return Err(format!("store.group_commit_window_us: {} is more than {longest}", config.store.group_commit_window_us));
         }
         Ok(config)
     }

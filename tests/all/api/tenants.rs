@@ -63,6 +63,11 @@ async fn the_store_section_is_checked_when_the_configuration_loads() {
     assert!(err.contains("prefix"), "{err}");
     let err = Config::parse("[store]\nkind = \"fdb\"\nclusterfile = \"/etc/fdb.cluster\"\n").unwrap_err();
     assert!(err.contains("clusterfile"), "an unknown key is named: {err}");
+    let err = Config::parse("[store]\ngroup_commit_window_us = 100001\n").unwrap_err();
+    assert!(err.contains("store.group_commit_window_us: 100001 is more than 100000"), "{err}");
+    let config = Config::parse("[store]\ngroup_commit_window_us = 250\n").unwrap();
+    assert_eq!(config.store.embedded_options().group_commit_window, std::time::Duration::from_micros(250));
+    assert_eq!(Config::parse("").unwrap().store.embedded_options().group_commit_window, std::time::Duration::ZERO, "none by default");
     let err = Config::parse("max_instances = 0\n").unwrap_err();
     assert!(err.contains("max_instances"), "{err}");
     let err = Config::parse("[tenants.acme.limits]\ndeadline_ms = 0\n").unwrap_err();

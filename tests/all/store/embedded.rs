@@ -188,6 +188,64 @@ async fn events_out_of_memory_are_asked_of_the_disk_at_once_and_read_as_written(
     assert!(disk.prefetches() > before, "the events after a read that waited are asked ahead");
 }
 
+/// While appends come in together (the last flush carried more than one), the writer waits for
+/// the group commit window before it flushes, and what came in meanwhile shares that flush.
+#[tokio::test]
+async fn appends_that_come_in_together_share_a_flush_gathered_for_the_window() {
+    use counterpoint::store::sim_disk::{Faults, SimDisk};
+    use std::time::Duration;
+    let disk = SimDisk::new(5, Faults::default());
+    let options = EmbeddedOptions { group_commit_window: Duration::from_millis(100), ..Default::default() };
+    let store = EmbeddedStore::open_on(std::sync::Arc::new(disk.clone()), "/data", options).unwrap();
+    let tenant = tenant();
+    let append = |event: &'static str| store.append_accepted(&tenant, vec![Event::new(event)], &[]);
+
+    // Two appends queued while a flush runs go in the next flush together.
+    disk.hold_syncs();
+    let first = append("First").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (a, b) = (append("A").await.unwrap(), append("B").await.unwrap());
+    disk.release_syncs();
+    for accepted in [first, a, b] {
+        accepted.durable().await.unwrap();
+    }
+
+    // So the writer takes the next append for one of many: it waits for the window, and an
+    // append that comes 20 ms later shares its flush.
+    let flushes = store.flushes();
+    let c = append("C").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let d = append("D").await.unwrap();
+    c.durable().await.unwrap();
+    d.durable().await.unwrap();
+    assert_eq!(store.flushes() - flushes, 1, "C and D in one flush");
+    assert_eq!(all(&store).await.len(), 5);
+}
+
+/// An append that comes alone (the last flush carried one) is flushed at once, whatever the
+/// window: ten appends one after another take far less than ten windows.
+#[tokio::test]
+async fn an_append_that_comes_alone_does_not_wait_for_the_window() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let window = counterpoint::store::MAX_GROUP_COMMIT_WINDOW;
+    let store = EmbeddedStore::open_with(dir.path(), EmbeddedOptions { group_commit_window: window, ..Default::default() }).unwrap();
+    let start = Instant::now();
+    for i in 0..10 {
+        store.append(&tenant(), vec![Event::new("Alone").data(vec![i])], vec![]).await.unwrap();
+    }
+    assert!(start.elapsed() < window * 5, "ten appends alone took {:?}", start.elapsed());
+    assert_eq!(store.flushes(), 10, "one flush each");
+
+    let too_long = EmbeddedOptions { group_commit_window: window + Duration::from_millis(1), ..Default::default() };
+    let other = tempfile::tempdir().unwrap();
+    match EmbeddedStore::open_with(other.path(), too_long) {
+        Err(StoreError::InvalidInput(m)) => assert!(m.contains("group commit window is at most 100 ms"), "{m}"),
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("a window past the longest is refused"),
+    }
+}
+
 /// What the store's reads rely on from the operating system: a read that must not wait tells
 /// bytes out of memory from bytes in it.
 #[test]

@@ -7,10 +7,15 @@
 //! queue it. The lock makes the queue's order the log's order, and every append is checked
 //! against all accepted before it.
 //!
-//! **Flush** ([`Writer::run`]): the writer takes everything queued (no timer: an append that is
-//! alone is written at once), writes it in one write, `fdatasync`s once, then publishes the new
-//! heads and answers every caller. Accepting goes on meanwhile, so a chain of commands on one
-//! boundary, each deciding on the one before, is not held to one command per flush.
+//! **Flush** ([`Writer::run`]): the writer takes everything queued, writes it in one write,
+//! `fdatasync`s once, then publishes the new heads and answers every caller. Accepting goes on
+//! meanwhile, so a chain of commands on one boundary, each deciding on the one before, is not
+//! held to one command per flush. An append that comes alone is written at once. While appends
+//! come in together (the last flush carried more than one), the writer first sleeps for the
+//! group commit window, if one is set ([`EmbeddedOptions::group_commit_window`](super::EmbeddedOptions),
+//! none by default), so that each flush carries more of them: a flush costs the process about
+//! 70 µs of processor time on this machine's virtual disk, whatever it carries. It sleeps rather
+//! than waits on the queue, which would have every append wake it.
 //!
 //! **Zeros ahead.** A small flush writes zeros after its frames (up to [`OVERWRITE_WINDOW`]), so
 //! that the flushes after it overwrite bytes the file already has: their `fdatasync` then has no
@@ -30,6 +35,7 @@
 use std::io::ErrorKind;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
@@ -106,6 +112,11 @@ pub(super) struct Writer {
     /// has grown enough for a checkpoint of its index.
     pub sealer: Sender<ToSealer>,
     pub checkpoints: Checkpoints,
+    /// The group commit window: how long the writer waits before a flush while appends come in
+    /// together.
+    pub window: Duration,
+    /// How many appends the last flush carried.
+    pub last_batch: usize,
 }
 
 impl Writer {
@@ -114,15 +125,15 @@ impl Writer {
         while let Ok(first) = queue.recv() {
             let mut bytes = first.frame.len();
             let mut batch = vec![first];
-            while bytes < MAX_BATCH_BYTES {
-                match queue.try_recv() {
-                    Ok(accepted) => {
-                        bytes += accepted.frame.len();
-                        batch.push(accepted);
-                    }
-                    Err(_) => break,
-                }
+            if self.last_batch > 1 && !self.window.is_zero() {
+                std::thread::sleep(self.window);
             }
+            while bytes < MAX_BATCH_BYTES {
+                let Ok(accepted) = queue.try_recv() else { break };
+                bytes += accepted.frame.len();
+                batch.push(accepted);
+            }
+            self.last_batch = batch.len();
             self.flush(batch, bytes as u64);
         }
         // Closing: the segment ends with its last frame.

@@ -13,11 +13,11 @@ use serde_json::json;
 use crate::codec::json_to_msgpack;
 use crate::runner::CommandRunner;
 use crate::runtime::{InvokeError, Runtime, RuntimeConfig, Slice};
-use crate::store::{EmbeddedStore, SharedStore, Tenant};
+use crate::store::{EmbeddedOptions, EmbeddedStore, SharedStore, Tenant};
 
 use super::{fsync_per_s, process_cpu_time, Report};
 
-pub async fn contention(scratch: &Path, slices: &Path, seconds: f64) -> anyhow::Result<Report> {
+pub async fn contention(scratch: &Path, slices: &Path, seconds: f64, group_commit_window: Duration) -> anyhow::Result<Report> {
     super::Backend::embedded_only("contention")?;
     let _ = std::fs::remove_dir_all(scratch);
     let duration = Duration::from_secs_f64(seconds);
@@ -28,7 +28,8 @@ pub async fn contention(scratch: &Path, slices: &Path, seconds: f64) -> anyhow::
     let fsync = fsync_per_s(scratch, duration)?;
     report.add("fsync_per_s", fsync, "raw 4 KiB append + fdatasync, this disk, this run");
 
-    let store = EmbeddedStore::open(scratch.join("store"))?;
+    let store = EmbeddedStore::open_with(scratch.join("store"), EmbeddedOptions { group_commit_window, ..Default::default() })?;
+    report.add("group_commit_window_us", group_commit_window.as_micros() as f64, "the embedded store's group commit window in this run (--group-commit-window-us; none by default)");
     let bench = Bench { slice: courses, store: Arc::new(store.clone()), tenant: Tenant::new("bench")? };
     let hot_64 = || [Load { course: "hot".into(), tasks: 64 }];
     let (hot, _) = bench.measure(&hot_64(), 0, duration).await?;

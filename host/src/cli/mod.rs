@@ -206,6 +206,10 @@ enum Command {
         /// Trace the benchmark, exporting to this OTLP/HTTP collector: what tracing costs.
         #[arg(long)]
         otlp_endpoint: Option<String>,
+        /// The embedded store's group commit window for `contention`, in microseconds (as
+        /// `[store] group_commit_window_us`; none by default).
+        #[arg(long, default_value_t = 0)]
+        group_commit_window_us: u64,
     },
 }
 
@@ -368,7 +372,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backup { ref dest, ref server, ref token } => backup::backup(&cli.data_dir, dest, server.as_deref(), token.as_deref()).await?,
         Command::Restore { ref src } => backup::restore(src, &cli.data_dir)?,
         Command::HashToken { ref token } => out!("{}", counterpoint::tenants::hash_token(token)),
-        Command::Bench { ref name, seconds, log_events, ref out, ref otlp_endpoint } => {
+        Command::Bench { ref name, seconds, log_events, ref out, ref otlp_endpoint, group_commit_window_us } => {
             let telemetry = match otlp_endpoint {
                 Some(endpoint) => {
                     let config = counterpoint::telemetry::TelemetryConfig { otlp_endpoint: Some(endpoint.clone()), ..Default::default() };
@@ -387,7 +391,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 "runtime" => counterpoint::bench::runtime(&scratch, &slices, seconds).await,
                 "automations" => counterpoint::bench::automations(&scratch, &slices, seconds).await,
-                "contention" => counterpoint::bench::contention(&scratch, &slices, seconds).await,
+                "contention" => {
+                    let window = std::time::Duration::from_micros(group_commit_window_us);
+                    counterpoint::bench::contention(&scratch, &slices, seconds, window).await
+                }
                 "polyglot" => counterpoint::bench::polyglot(&scratch, &slices, seconds).await,
                 "http" => counterpoint::bench::http(&scratch, &slices, seconds).await,
                 "http-reads" => counterpoint::bench::http_reads(&scratch).await,

@@ -58,6 +58,9 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     /// Instances alive at once, across all slices (the pooling allocator's slots).
     pub max_instances: u32,
+    /// How long a call waits for an instance slot when all are in use, before it ends `busy`.
+    /// Calls wait in arrival order.
+    pub slot_wait: Duration,
     /// Components compiled at once; more wait for a turn.
     pub compile_concurrency: usize,
     /// How long a load may wait for its turn and compile; past it, [`LoadError::CompileTimeout`].
@@ -70,6 +73,7 @@ impl Default for RuntimeConfig {
             limits: InvocationLimits::default(),
             cache_dir: None,
             max_instances: 512,
+            slot_wait: Duration::from_secs(2),
             compile_concurrency: 2,
             compile_timeout: Duration::from_secs(120),
         }
@@ -89,11 +93,13 @@ pub(crate) struct RuntimeInner {
     linker: Linker<InvocationState>,
     limits: InvocationLimits,
     max_instances: u32,
+    /// One permit per instance slot: a call takes one before it instantiates, and gives it back
+    /// once its instance is gone, so that calls past the pool's size wait instead of failing.
+    slots: Arc<tokio::sync::Semaphore>,
+    slot_wait: Duration,
     cache: Option<CompileCache>,
     /// The client outbound HTTP effects share.
     http: effects::HttpClient,
-    /// Instances alive now.
-    live: Arc<std::sync::atomic::AtomicI64>,
     /// Instances that may wait on the host inside a call at once (a turn on a hot boundary).
     waits: WaitSlots,
     /// Compiled components by hash; a contract-checked component is never compiled twice.
@@ -156,7 +162,7 @@ impl Runtime {
             }
         })?;
         Ok(Runtime {
-            inner: Arc::new(RuntimeInner { detached: (Arc::new(crate::store::MemoryStore::new()), crate::store::Tenant::new("detached").expect("a valid name")), engine, linker, limits, max_instances: n, cache, http: effects::http_client(None).map_err(|e| anyhow::anyhow!("the outbound HTTP client: {e}"))?, live: Default::default(), waits: WaitSlots::new(n as usize / 4), components: Default::default(), compiling: Arc::new(tokio::sync::Semaphore::new(config.compile_concurrency.max(1))), compile_timeout: config.compile_timeout, stop_ticker }),
+            inner: Arc::new(RuntimeInner { detached: (Arc::new(crate::store::MemoryStore::new()), crate::store::Tenant::new("detached").expect("a valid name")), engine, linker, limits, max_instances: n, slots: Arc::new(tokio::sync::Semaphore::new(n as usize)), slot_wait: config.slot_wait, cache, http: effects::http_client(None).map_err(|e| anyhow::anyhow!("the outbound HTTP client: {e}"))?, waits: WaitSlots::new(n as usize / 4), components: Default::default(), compiling: Arc::new(tokio::sync::Semaphore::new(config.compile_concurrency.max(1))), compile_timeout: config.compile_timeout, stop_ticker }),
         })
     }
 
@@ -253,9 +259,9 @@ impl Runtime {
         &self.inner.limits
     }
 
-    /// Slice instances alive now, across all slices.
+    /// Instance slots in use now, across all slices.
     pub fn live_instances(&self) -> i64 {
-        self.inner.live.load(Ordering::Relaxed)
+        (self.inner.max_instances as usize - self.inner.slots.available_permits()) as i64
     }
 }
 

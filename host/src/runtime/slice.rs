@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 use std::future::Future;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -255,6 +254,7 @@ impl Slice {
 
     /// A fresh instance, with a read model's state bound to the `read-model-state` import.
     async fn instantiate_with(&self, mut io: ReadAppender, kv: Option<KvSession>) -> Result<Instance<'_>, InvokeError> {
+        let slot = self.slot().await?;
         let limits = self.limits.clone();
         io.set_read_limit(limits.read_bytes);
         let http = self.http.clone().unwrap_or_else(|| self.runtime.http.clone());
@@ -290,17 +290,37 @@ impl Slice {
         let instantiated: wasmtime::Result<_> = within(deadline, instantiated).await;
         match instantiated {
             Ok(instance) => {
-                Ok(Instance { slice: self, store, instance, bindings: None, _live: LiveGuard::new(&self.runtime.live) })
+                Ok(Instance { slice: self, store, instance, bindings: None, _slot: slot })
             }
             Err(err) => {
                 if let Some(full) = err.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
                     tracing::warn!(slice = self.name(), "{full}");
-                    return Err(InvokeError::Busy { slice: self.name().into(), capacity: self.runtime.max_instances });
+                    return Err(self.busy());
                 }
                 let mut instance_less = Failure { slice: self, store: &store };
                 Err(instance_less.classify("instantiate", err))
             }
         }
+    }
+
+    /// An instance slot of the runtime: at once when one is free, else the first to free up,
+    /// in arrival order, waiting at most the runtime's `slot_wait`.
+    async fn slot(&self) -> Result<InstanceSlot, InvokeError> {
+        let slots = &self.runtime.slots;
+        if let Ok(permit) = slots.clone().try_acquire_owned() {
+            return Ok(InstanceSlot(permit));
+        }
+        match tokio::time::timeout(self.runtime.slot_wait, slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(InstanceSlot(permit)),
+            _ => {
+                tracing::warn!(slice = self.name(), wait_ms = self.runtime.slot_wait.as_millis(), "no instance slot freed up");
+                Err(self.busy())
+            }
+        }
+    }
+
+    fn busy(&self) -> InvokeError {
+        InvokeError::Busy { slice: self.name().into(), capacity: self.runtime.max_instances }
     }
 
     /// The instances of this slice's runtime that may wait on the host inside a call.
@@ -430,24 +450,13 @@ pub(crate) struct Instance<'a> {
     instance: wasmtime::component::Instance,
     /// The slice interface's exports, looked up at the first call that needs them.
     bindings: Option<guest::Guest>,
-    _live: LiveGuard,
+    /// Declared after `store`, so dropped after it: the pool's slot is free before the permit is.
+    _slot: InstanceSlot,
 }
 
-/// Counts an instance as alive for as long as it exists.
-struct LiveGuard(Arc<AtomicI64>);
-
-impl LiveGuard {
-    fn new(live: &Arc<AtomicI64>) -> Self {
-        live.fetch_add(1, Ordering::Relaxed);
-        LiveGuard(live.clone())
-    }
-}
-
-impl Drop for LiveGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
+/// One of the runtime's instance slots, held from before instantiation until the instance is
+/// gone.
+struct InstanceSlot(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
 
 /// A handle to projection state inside the guest.
 pub(crate) struct ProjectionHandle(wasmtime::component::ResourceAny);
@@ -538,8 +547,9 @@ impl Instance<'_> {
 
     /// Ends the invocation: logs what the guest printed, returns what the host did for it.
     pub fn finish(self) -> ReadAppender {
-        let Instance { slice, store, .. } = self;
+        let Instance { slice, store, _slot, .. } = self;
         let state = store.into_data();
+        drop(_slot);
         log_output(slice, &state);
         state.io
     }
@@ -547,11 +557,11 @@ impl Instance<'_> {
     /// Like [`finish`](Self::finish), but the instance's slot is given back only when the
     /// returned [`SpentInstance`] is dropped (a command's: the runner decides when).
     fn spend(self) -> (ReadAppender, SpentInstance) {
-        let Instance { slice, mut store, _live, .. } = self;
+        let Instance { slice, mut store, _slot, .. } = self;
         let state = store.data_mut();
         log_output(slice, state);
         let io = std::mem::replace(&mut state.io, slice.detached(Access::None));
-        (io, SpentInstance { _store: std::sync::Mutex::new(store), _live })
+        (io, SpentInstance { _store: std::sync::Mutex::new(store), _slot })
     }
 }
 
@@ -569,7 +579,7 @@ pub struct SpentInstance {
     /// Never used again, only dropped: in a `Mutex` so that the runner's state that holds it
     /// between awaits may be shared (`Sync`), which a store is not.
     _store: std::sync::Mutex<Store<InvocationState>>,
-    _live: LiveGuard,
+    _slot: InstanceSlot,
 }
 
 /// The wall-clock deadline of a call passed while the guest waited on the host (a sleep, an

@@ -68,7 +68,7 @@ pub struct Config {
     pub idempotency_retention_s: u64,
     /// Slice instances alive at once on this host, across tenants and slices (commands,
     /// projections, automations, read models): the pooling allocator's slots, reserved (as
-    /// address space) at start. Past it, an invocation gets `slice_busy`.
+    /// address space) at start. Past it, an invocation waits up to 2 s for a slot, then gets `slice_busy`.
     #[serde(default = "default_max_instances")]
     pub max_instances: u32,
     /// Uploaded components compiled at once on this host (more wait their turn), and how long

@@ -131,8 +131,8 @@ async fn every_error_code_has_its_status() {
 }
 
 /// With every instance slot taken (two `spin`s hold both of a pool of two until their deadline,
-/// 5 s here), a command gets `503 slice_busy` at once instead of waiting; once the slots are
-/// free, it runs.
+/// 5 s here), a command waits for one (2 s, the runtime's `slot_wait`), then gets
+/// `503 slice_busy`; once the slots are free, it runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exhausted_instance_pool_is_slice_busy() {
     let server = Server::configured("max_instances = 2", &[("acme", "deadline_ms = 5000")]).await;
@@ -149,8 +149,10 @@ async fn an_exhausted_instance_pool_is_slice_busy() {
         String::from_utf8_lossy(&metrics.body).contains("counterpoint_live_instances 2")
     })
     .await;
+    let asked = std::time::Instant::now();
     let busy = http.command("acme", "hostile", "ok", json!({})).await;
     busy.error(503, "slice_busy");
+    assert!(asked.elapsed() >= std::time::Duration::from_secs(2), "it waited for a slot first");
     for spin in spins {
         spin.await.unwrap().error(504, "slice_timeout");
     }

@@ -5,6 +5,7 @@ mod courses;
 mod deadline;
 mod isolation;
 mod loading;
+mod pool;
 mod positions;
 mod projections;
 mod scenarios;

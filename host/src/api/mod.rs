@@ -267,6 +267,7 @@ pub async fn build_state(config: &Config) -> anyhow::Result<SharedState> {
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: Some(config.data_dir.join("cache")),
         max_instances: config.max_instances,
+        slot_wait: Duration::from_millis(config.instance_slot_wait_ms),
         compile_concurrency: config.compile_concurrency,
         compile_timeout: Duration::from_millis(config.compile_timeout_ms),
         ..Default::default()

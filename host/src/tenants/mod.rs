@@ -68,9 +68,12 @@ pub struct Config {
     pub idempotency_retention_s: u64,
     /// Slice instances alive at once on this host, across tenants and slices (commands,
     /// projections, automations, read models): the pooling allocator's slots, reserved (as
-    /// address space) at start. Past it, an invocation waits up to 2 s for a slot, then gets `slice_busy`.
+    /// address space) at start. Past it, an invocation waits for a slot (in arrival order) for
+    /// `instance_slot_wait_ms` (0: not at all), then gets `slice_busy`.
     #[serde(default = "default_max_instances")]
     pub max_instances: u32,
+    #[serde(default = "default_instance_slot_wait_ms")]
+    pub instance_slot_wait_ms: u64,
     /// Uploaded components compiled at once on this host (more wait their turn), and how long
     /// an upload may wait and compile before it is refused with `compile_timeout`.
     #[serde(default = "default_compile_concurrency")]
@@ -155,6 +158,9 @@ fn default_idempotency_retention() -> u64 {
 }
 fn default_max_instances() -> u32 {
     512
+}
+fn default_instance_slot_wait_ms() -> u64 {
+    crate::runtime::RuntimeConfig::default().slot_wait.as_millis() as u64
 }
 fn default_compile_concurrency() -> usize {
     crate::runtime::RuntimeConfig::default().compile_concurrency
@@ -365,6 +371,9 @@ impl Config {
         }
         if !(1..=100_000).contains(&config.max_instances) {
             return Err(format!("max_instances: {} is not between 1 and 100000", config.max_instances));
+        }
+        if config.instance_slot_wait_ms > 60_000 {
+            return Err(format!("instance_slot_wait_ms: {} is more than 60000", config.instance_slot_wait_ms));
         }
         if !(1..=64).contains(&config.compile_concurrency) || config.compile_timeout_ms == 0 {
             return Err("compile_concurrency must be between 1 and 64, compile_timeout_ms more than 0".into());

@@ -70,6 +70,9 @@ async fn the_store_section_is_checked_when_the_configuration_loads() {
     assert_eq!(Config::parse("").unwrap().store.embedded_options().group_commit_window, std::time::Duration::ZERO, "none by default");
     let err = Config::parse("max_instances = 0\n").unwrap_err();
     assert!(err.contains("max_instances"), "{err}");
+    let err = Config::parse("instance_slot_wait_ms = 60001\n").unwrap_err();
+    assert!(err.contains("instance_slot_wait_ms: 60001 is more than 60000"), "{err}");
+    assert_eq!(Config::parse("").unwrap().instance_slot_wait_ms, 2000, "2 s by default");
     let err = Config::parse("[tenants.acme.limits]\ndeadline_ms = 0\n").unwrap_err();
     assert!(err.contains("tenants.acme.limits.deadline_ms"), "{err}");
     // A build without FoundationDB says how to get one instead of failing later.

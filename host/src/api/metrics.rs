@@ -60,6 +60,7 @@ pub struct Metrics {
     pub store_append_seconds: Histogram,
     pub errors: Family<RequestLabels, Counter>,
     pub live_instances: Gauge,
+    pub instance_slot_waiters: Gauge,
     pub deployed_slices: Gauge,
     pub deploys: Counter,
     pub worker_active: Family<WorkerLabels, Gauge>,
@@ -91,6 +92,8 @@ impl Metrics {
         registry.register("http_errors", "Error responses by code", errors.clone());
         let live_instances = Gauge::default();
         registry.register("live_instances", "Slice instances alive now", live_instances.clone());
+        let instance_slot_waiters = Gauge::default();
+        registry.register("instance_slot_waiters", "Calls waiting for an instance slot now (every slot in use)", instance_slot_waiters.clone());
         let deployed_slices = Gauge::default();
         registry.register("deployed_slices", "Slices deployed across tenants", deployed_slices.clone());
         let deploys = Counter::default();
@@ -109,6 +112,7 @@ impl Metrics {
             store_append_seconds,
             errors,
             live_instances,
+            instance_slot_waiters,
             deployed_slices,
             deploys,
             worker_active,

@@ -195,6 +195,7 @@ async fn ready(State(state): State<SharedState>) -> impl IntoResponse {
 async fn metrics(State(state): State<SharedState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
     state.metrics_access.check(&headers, &state.tenants)?;
     state.metrics.live_instances.set(state.runtime.live_instances());
+    state.metrics.instance_slot_waiters.set(state.runtime.slot_waiters());
     state.metrics.deployed_slices.set(state.registry.total() as i64);
     let workers = state.automations.workers().into_iter().map(|(id, p)| ("automation", id.tenant, id.slice, id.name, p.active, p.failures));
     let read_models = state.read_models.workers().into_iter().map(|(id, p)| ("read_model", id.tenant, id.slice, id.name, p.active, p.failures));

@@ -97,6 +97,8 @@ pub(crate) struct RuntimeInner {
     /// once its instance is gone, so that calls past the pool's size wait instead of failing.
     slots: Arc<tokio::sync::Semaphore>,
     slot_wait: Duration,
+    /// Calls waiting for a slot now.
+    slot_waiters: Arc<std::sync::atomic::AtomicI64>,
     cache: Option<CompileCache>,
     /// The client outbound HTTP effects share.
     http: effects::HttpClient,
@@ -162,7 +164,7 @@ impl Runtime {
             }
         })?;
         Ok(Runtime {
-            inner: Arc::new(RuntimeInner { detached: (Arc::new(crate::store::MemoryStore::new()), crate::store::Tenant::new("detached").expect("a valid name")), engine, linker, limits, max_instances: n, slots: Arc::new(tokio::sync::Semaphore::new(n as usize)), slot_wait: config.slot_wait, cache, http: effects::http_client(None).map_err(|e| anyhow::anyhow!("the outbound HTTP client: {e}"))?, waits: WaitSlots::new(n as usize / 4), components: Default::default(), compiling: Arc::new(tokio::sync::Semaphore::new(config.compile_concurrency.max(1))), compile_timeout: config.compile_timeout, stop_ticker }),
+            inner: Arc::new(RuntimeInner { detached: (Arc::new(crate::store::MemoryStore::new()), crate::store::Tenant::new("detached").expect("a valid name")), engine, linker, limits, max_instances: n, slots: Arc::new(tokio::sync::Semaphore::new(n as usize)), slot_wait: config.slot_wait, slot_waiters: Default::default(), cache, http: effects::http_client(None).map_err(|e| anyhow::anyhow!("the outbound HTTP client: {e}"))?, waits: WaitSlots::new(n as usize / 4), components: Default::default(), compiling: Arc::new(tokio::sync::Semaphore::new(config.compile_concurrency.max(1))), compile_timeout: config.compile_timeout, stop_ticker }),
         })
     }
 
@@ -257,6 +259,11 @@ impl Runtime {
 
     pub fn limits(&self) -> &InvocationLimits {
         &self.inner.limits
+    }
+
+    /// Calls waiting for an instance slot now (every slot in use).
+    pub fn slot_waiters(&self) -> i64 {
+        self.inner.slot_waiters.load(Ordering::Relaxed)
     }
 
     /// Instance slots in use now, across all slices.

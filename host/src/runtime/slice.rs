@@ -310,7 +310,10 @@ impl Slice {
         if let Ok(permit) = slots.clone().try_acquire_owned() {
             return Ok(InstanceSlot(permit));
         }
-        match tokio::time::timeout(self.runtime.slot_wait, slots.clone().acquire_owned()).await {
+        let waiting = Waiting::new(&self.runtime.slot_waiters);
+        let acquired = tokio::time::timeout(self.runtime.slot_wait, slots.clone().acquire_owned()).await;
+        drop(waiting);
+        match acquired {
             Ok(Ok(permit)) => Ok(InstanceSlot(permit)),
             _ => {
                 tracing::warn!(slice = self.name(), wait_ms = self.runtime.slot_wait.as_millis(), "no instance slot freed up");
@@ -452,6 +455,23 @@ pub(crate) struct Instance<'a> {
     bindings: Option<guest::Guest>,
     /// Declared after `store`, so dropped after it: the pool's slot is free before the permit is.
     _slot: InstanceSlot,
+}
+
+/// Counts a call as waiting for a slot while it exists (a call dropped while it waits, its
+/// client gone, stops counting too).
+struct Waiting(Arc<std::sync::atomic::AtomicI64>);
+
+impl Waiting {
+    fn new(waiters: &Arc<std::sync::atomic::AtomicI64>) -> Self {
+        waiters.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Waiting(waiters.clone())
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// One of the runtime's instance slots, held from before instantiation until the instance is

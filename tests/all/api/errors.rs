@@ -131,11 +131,11 @@ async fn every_error_code_has_its_status() {
 }
 
 /// With every instance slot taken (two `spin`s hold both of a pool of two until their deadline,
-/// 5 s here), a command waits for one (`instance_slot_wait_ms`, 300 ms here, not the default
+/// 5 s here), a command waits for one (`instance_slot_wait_ms`, 1 s here, not the default
 /// 2 s), then gets `503 slice_busy`; once the slots are free, it runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exhausted_instance_pool_is_slice_busy() {
-    let server = Server::configured("max_instances = 2\ninstance_slot_wait_ms = 300", &[("acme", "deadline_ms = 5000")]).await;
+    let server = Server::configured("max_instances = 2\ninstance_slot_wait_ms = 1000", &[("acme", "deadline_ms = 5000")]).await;
     let http = &server.http;
     http.deploy("acme", "hostile", wasm("hostile")).await.ok();
     let spins: Vec<_> = (0..2)
@@ -150,10 +150,18 @@ async fn an_exhausted_instance_pool_is_slice_busy() {
     })
     .await;
     let asked = std::time::Instant::now();
-    let busy = http.command("acme", "hostile", "ok", json!({})).await;
-    busy.error(503, "slice_busy");
+    let busy = tokio::spawn({
+        let http = http.clone();
+        async move { http.command("acme", "hostile", "ok", json!({})).await }
+    });
+    eventually("the command waits for a slot", || async {
+        let metrics = http.get("/metrics", Some(ADMIN)).await;
+        String::from_utf8_lossy(&metrics.body).contains("counterpoint_instance_slot_waiters 1")
+    })
+    .await;
+    busy.await.unwrap().error(503, "slice_busy");
     let waited = asked.elapsed();
-    assert!(waited >= std::time::Duration::from_millis(300), "it waited for a slot first: {waited:?}");
+    assert!(waited >= std::time::Duration::from_secs(1), "it waited for a slot first: {waited:?}");
     assert!(waited < std::time::Duration::from_secs(2), "as long as configured, not the default: {waited:?}");
     for spin in spins {
         spin.await.unwrap().error(504, "slice_timeout");

@@ -54,6 +54,7 @@ async fn calls_past_the_pools_size_wait_for_a_slot_and_run_in_arrival_order() {
         waiting.push(tokio::spawn(async move { run(&host, &hostile, "ok", json!({"stream": stream})).await }));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_eq!(runtime.slot_waiters(), 3, "all three wait while the sleeper holds the slot");
     for call in waiting {
         let out = call.await.unwrap().expect("it waits for the slot instead of ending busy");
         assert_eq!(out.positions.len(), 1);
@@ -62,6 +63,7 @@ async fn calls_past_the_pools_size_wait_for_a_slot_and_run_in_arrival_order() {
     let streams: Vec<String> = logged(&host).await.into_iter().map(|tags| tags.into_iter().find(|t| t.starts_with("stream:")).unwrap_or_default()).collect();
     assert_eq!(streams, ["stream:slept", "stream:a", "stream:b", "stream:c"], "the slot's holder first, then the waiting calls as they came");
     assert_eq!(runtime.live_instances(), 0, "every call gave its slot back");
+    assert_eq!(runtime.slot_waiters(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,7 +71,19 @@ async fn a_call_that_finds_no_slot_within_its_wait_is_busy_and_appends_nothing()
     const WAIT: Duration = Duration::from_millis(200);
     let (runtime, hostile) = one_slot(WAIT).await;
     let host = Arc::new(Host::new());
-    let sleeper = hold_the_slot(&runtime, &host, &hostile, 800).await;
+    let sleeper = hold_the_slot(&runtime, &host, &hostile, 600).await;
+
+    // A call given up while it waits (its client gone) stops counting as waiting.
+    let gone = tokio::spawn({
+        let (host, hostile) = (host.clone(), hostile.clone());
+        async move { run(&host, &hostile, "ok", json!({})).await }
+    });
+    while runtime.slot_waiters() < 1 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    gone.abort();
+    assert!(gone.await.unwrap_err().is_cancelled());
+    assert_eq!(runtime.slot_waiters(), 0, "the aborted call waits no more");
 
     let asked = Instant::now();
     let err = run(&host, &hostile, "ok", json!({})).await.expect_err("the only slot stays taken");

@@ -3,9 +3,11 @@
 
 use std::sync::Arc;
 use std::future::Future;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::OwnedSemaphorePermit;
 use wasmtime::component::TypedFunc;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
@@ -303,18 +305,19 @@ impl Slice {
         }
     }
 
-    /// An instance slot of the runtime: at once when one is free, else the first to free up,
-    /// in arrival order, waiting at most the runtime's `slot_wait`.
-    async fn slot(&self) -> Result<InstanceSlot, InvokeError> {
+    /// An instance slot of the runtime (held from before instantiation until the instance is
+    /// gone): at once when one is free, else the first to free up, in arrival order, waiting
+    /// at most the runtime's `slot_wait`.
+    async fn slot(&self) -> Result<OwnedSemaphorePermit, InvokeError> {
         let slots = &self.runtime.slots;
         if let Ok(permit) = slots.clone().try_acquire_owned() {
-            return Ok(InstanceSlot(permit));
+            return Ok(permit);
         }
         let waiting = Waiting::new(&self.runtime.slot_waiters);
         let acquired = tokio::time::timeout(self.runtime.slot_wait, slots.clone().acquire_owned()).await;
         drop(waiting);
         match acquired {
-            Ok(Ok(permit)) => Ok(InstanceSlot(permit)),
+            Ok(Ok(permit)) => Ok(permit),
             _ => {
                 tracing::warn!(slice = self.name(), wait_ms = self.runtime.slot_wait.as_millis(), "no instance slot freed up");
                 Err(self.busy())
@@ -454,29 +457,25 @@ pub(crate) struct Instance<'a> {
     /// The slice interface's exports, looked up at the first call that needs them.
     bindings: Option<guest::Guest>,
     /// Declared after `store`, so dropped after it: the pool's slot is free before the permit is.
-    _slot: InstanceSlot,
+    _slot: OwnedSemaphorePermit,
 }
 
 /// Counts a call as waiting for a slot while it exists (a call dropped while it waits, its
 /// client gone, stops counting too).
-struct Waiting(Arc<std::sync::atomic::AtomicI64>);
+struct Waiting(Arc<AtomicI64>);
 
 impl Waiting {
-    fn new(waiters: &Arc<std::sync::atomic::AtomicI64>) -> Self {
-        waiters.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    fn new(waiters: &Arc<AtomicI64>) -> Self {
+        waiters.fetch_add(1, Ordering::Relaxed);
         Waiting(waiters.clone())
     }
 }
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
-
-/// One of the runtime's instance slots, held from before instantiation until the instance is
-/// gone.
-struct InstanceSlot(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
 
 /// A handle to projection state inside the guest.
 pub(crate) struct ProjectionHandle(wasmtime::component::ResourceAny);
@@ -599,7 +598,7 @@ pub struct SpentInstance {
     /// Never used again, only dropped: in a `Mutex` so that the runner's state that holds it
     /// between awaits may be shared (`Sync`), which a store is not.
     _store: std::sync::Mutex<Store<InvocationState>>,
-    _slot: InstanceSlot,
+    _slot: OwnedSemaphorePermit,
 }
 
 /// The wall-clock deadline of a call passed while the guest waited on the host (a sleep, an

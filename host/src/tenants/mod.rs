@@ -157,7 +157,7 @@ fn default_idempotency_retention() -> u64 {
     24 * 3600
 }
 fn default_max_instances() -> u32 {
-    512
+    crate::runtime::RuntimeConfig::default().max_instances
 }
 fn default_instance_slot_wait_ms() -> u64 {
     crate::runtime::RuntimeConfig::default().slot_wait.as_millis() as u64

@@ -1,5 +1,5 @@
 //! Prometheus metrics: commands by slice and outcome, attempts, latencies, appends, store
-//! latency, live instances, deploys, and the background workers (automations, read models).
+//! latency, live instances, hot boundaries, deploys, and the background workers (automations, read models).
 
 use axum::http::HeaderMap;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -61,6 +61,8 @@ pub struct Metrics {
     pub errors: Family<RequestLabels, Counter>,
     pub live_instances: Gauge,
     pub instance_slot_waiters: Gauge,
+    pub hot_boundaries: Gauge,
+    pub turns_queued: Gauge,
     pub deployed_slices: Gauge,
     pub deploys: Counter,
     pub worker_active: Family<WorkerLabels, Gauge>,
@@ -94,6 +96,10 @@ impl Metrics {
         registry.register("live_instances", "Slice instances alive now", live_instances.clone());
         let instance_slot_waiters = Gauge::default();
         registry.register("instance_slot_waiters", "Calls waiting for an instance slot now (every slot in use)", instance_slot_waiters.clone());
+        let hot_boundaries = Gauge::default();
+        registry.register("hot_boundaries", "Consistency boundaries that commands queue on now, all tenants (GET /v1/t/{tenant}/hot-boundaries names them)", hot_boundaries.clone());
+        let turns_queued = Gauge::default();
+        registry.register("turns_queued", "Turns held or waited for on hot boundaries now (a command queued on several counts on each)", turns_queued.clone());
         let deployed_slices = Gauge::default();
         registry.register("deployed_slices", "Slices deployed across tenants", deployed_slices.clone());
         let deploys = Counter::default();
@@ -113,6 +119,8 @@ impl Metrics {
             errors,
             live_instances,
             instance_slot_waiters,
+            hot_boundaries,
+            turns_queued,
             deployed_slices,
             deploys,
             worker_active,

@@ -14,6 +14,7 @@ Positions are decimal strings everywhere (JSON bodies, SSE ids); integers are ac
     paths(
         super::commands::run,
         super::commands::query,
+        super::commands::hot_boundaries,
         super::events::read,
         super::events::append,
         super::events::stream,

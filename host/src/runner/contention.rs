@@ -106,6 +106,26 @@ fn canonical(item: &QueryItem) -> String {
     name
 }
 
+/// The boundary's query item back from its name: its types and its tags.
+fn parts(name: &str) -> (Vec<String>, Vec<String>) {
+    let (types, tags) = name.split_once('\u{0}').unwrap_or((name, ""));
+    let split = |list: &str| list.split('\u{1}').filter(|part| !part.is_empty()).map(str::to_owned).collect();
+    (split(types), split(tags))
+}
+
+/// A hot boundary as an operator sees it: a query item that commands queue on now.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct HotBoundary {
+    /// The item's event types (sorted; none: any type).
+    pub types: Vec<String>,
+    /// The item's tags (sorted), all of which an event carries to match.
+    pub tags: Vec<String>,
+    /// Commands holding or waiting for a turn on it.
+    pub queued: usize,
+    /// Whether a command is running in its turn on it.
+    pub running: bool,
+}
+
 /// The queues of one runner.
 #[derive(Default)]
 pub(super) struct Contention {
@@ -132,6 +152,31 @@ impl Contention {
     /// boundary (which allocates).
     pub fn is_quiet(&self) -> bool {
         self.queues.lock().expect("queues lock").is_empty()
+    }
+
+    /// The boundaries of `tenant`'s log in `store` that commands queue on now, the longest
+    /// queue first.
+    pub fn hot_boundaries(&self, store: &SharedStore, tenant: &Tenant) -> Vec<HotBoundary> {
+        let store = Arc::as_ptr(store) as *const () as usize;
+        let queues = self.queues.lock().expect("queues lock");
+        let mut hot: Vec<HotBoundary> = queues
+            .iter()
+            .filter(|(boundary, _)| boundary.store == store && boundary.tenant == *tenant)
+            .map(|(boundary, queue)| {
+                let (types, tags) = parts(&boundary.item);
+                // The map's reference aside, each is a turn held or waited for.
+                HotBoundary { types, tags, queued: Arc::strong_count(&queue.lock) - 1, running: queue.running }
+            })
+            .collect();
+        hot.sort_by(|a, b| b.queued.cmp(&a.queued).then_with(|| (&a.types, &a.tags).cmp(&(&b.types, &b.tags))));
+        hot
+    }
+
+    /// Across every store and tenant: how many boundaries are hot now, and how many turns are
+    /// held or waited for on them (a command waiting on several counts on each).
+    pub fn totals(&self) -> (usize, usize) {
+        let queues = self.queues.lock().expect("queues lock");
+        (queues.len(), queues.values().map(|queue| Arc::strong_count(&queue.lock) - 1).sum())
     }
 
     /// Notes that a command appends on boundaries nobody queues on (while others queue): for
@@ -392,6 +437,44 @@ mod tests {
         assert!(contention.is_running(&student), "the first keeps its turn");
         drop(first);
         assert!(contention.queues.lock().unwrap().is_empty(), "nobody waits: cooled down");
+    }
+
+    /// What an operator is shown: the boundaries of one tenant that commands queue on, with
+    /// their types and tags as read, how many hold or wait for a turn there, and whether one
+    /// runs; nothing once the queue has drained.
+    #[tokio::test]
+    async fn hot_boundaries_are_listed_per_tenant_with_their_queues_while_they_last() {
+        let store: SharedStore = Arc::new(MemoryStore::new());
+        let (acme, other) = (Tenant::new("acme").unwrap(), Tenant::new("other").unwrap());
+        let seats = boundaries(&store, &acme, &reads(&[(&["Unsubscribed", "Subscribed"], &["course:1"])]));
+        let elsewhere = boundaries(&store, &other, &reads(&[(&[], &["course:1"])]));
+        let contention = Arc::new(Contention::default());
+        assert!(contention.hot_boundaries(&store, &acme).is_empty());
+
+        let held = contention.turn(seats.clone(), far()).await.unwrap();
+        let other_turn = contention.turn(elsewhere, far()).await.unwrap();
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let (contention, seats) = (contention.clone(), seats.clone());
+                tokio::spawn(async move { drop(contention.turn(seats, far()).await.unwrap()) })
+            })
+            .collect();
+        while contention.hot_boundaries(&store, &acme).first().is_none_or(|hot| hot.queued < 3) {
+            tokio::task::yield_now().await;
+        }
+        let listed = HotBoundary { types: vec!["Subscribed".into(), "Unsubscribed".into()], tags: vec!["course:1".into()], queued: 3, running: true };
+        assert_eq!(contention.hot_boundaries(&store, &acme), [listed], "one held, two waiting; the other tenant's not listed");
+        assert_eq!(contention.totals(), (2, 4));
+        let another_store: SharedStore = Arc::new(MemoryStore::new());
+        assert!(contention.hot_boundaries(&another_store, &acme).is_empty(), "a store of its own: another log");
+
+        drop(held);
+        for waiter in waiters {
+            waiter.await.unwrap();
+        }
+        assert!(contention.hot_boundaries(&store, &acme).is_empty(), "drained: cooled down");
+        drop(other_turn);
+        assert_eq!(contention.totals(), (0, 0));
     }
 
     /// Hands a turn on while a task on another boundary is ready, on a runtime of one worker

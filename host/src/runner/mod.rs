@@ -65,6 +65,20 @@ pub struct CommandRunner {
 /// turns in one place, so they queue behind each other rather than race.
 static CONTENTION: std::sync::LazyLock<Arc<contention::Contention>> = std::sync::LazyLock::new(Arc::default);
 
+pub use contention::HotBoundary;
+
+/// The boundaries of `tenant`'s log in `store` that commands queue on now, in this process,
+/// the longest queue first: where its commands decide one after another.
+pub fn hot_boundaries(store: &SharedStore, tenant: &Tenant) -> Vec<HotBoundary> {
+    CONTENTION.hot_boundaries(store, tenant)
+}
+
+/// In this process, across every tenant: the hot boundaries now, and the turns held or waited
+/// for on them.
+pub fn hot_totals() -> (usize, usize) {
+    CONTENTION.totals()
+}
+
 impl Default for CommandRunner {
     fn default() -> Self {
         CommandRunner { deadline: Duration::from_secs(10) }

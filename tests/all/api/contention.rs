@@ -1,24 +1,34 @@
 //! A hot boundary over HTTP: many clients running commands on one boundary at once each get
-//! a decision, never `409 conflict`; a tenant's `command_deadline_ms` bounds how long one waits.
+//! a decision, never `409 conflict`; a tenant's `command_deadline_ms` bounds how long one waits;
+//! `GET /v1/t/{tenant}/hot-boundaries` shows the queue while it lasts.
 
 use serde_json::json;
 
 use super::*;
 
+/// A server whose tenant acme has the orders slice and an order `hot`.
+async fn with_order_hot() -> Server {
+    let server = Server::start().await;
+    server.http.deploy("acme", "orders", wasm("orders")).await.ok();
+    server.http.command("acme", "orders", "place-order", json!({"order_id": "hot", "customer_id": "c"})).await.ok();
+    server
+}
+
+/// 64 clients adding an item each (`{sku}-0` ... `{sku}-63`) to acme's order `hot` at once.
+fn add_items_at_once(http: &Http, sku: &str) -> Vec<tokio::task::JoinHandle<Reply>> {
+    (0..64)
+        .map(|i| {
+            let (http, item) = (http.clone(), json!({"order_id": "hot", "sku": format!("{sku}-{i}"), "qty": 1, "price": 1}));
+            tokio::spawn(async move { http.command("acme", "orders", "add-item", item).await })
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_clients_on_one_boundary_all_get_a_decision() {
-    let server = Server::start().await;
+    let server = with_order_hot().await;
     let http = &server.http;
-    http.deploy("acme", "orders", wasm("orders")).await.ok();
-    http.command("acme", "orders", "place-order", json!({"order_id": "hot", "customer_id": "c"})).await.ok();
-    let clients: Vec<_> = (0..64)
-        .map(|i| {
-            let http = http.clone();
-            tokio::spawn(async move {
-                http.command("acme", "orders", "add-item", json!({"order_id": "hot", "sku": format!("sku-{i}"), "qty": 1, "price": 1})).await
-            })
-        })
-        .collect();
+    let clients = add_items_at_once(http, "sku");
     let mut reran = 0;
     for client in clients {
         let reply = client.await.unwrap();
@@ -27,6 +37,44 @@ async fn sixty_four_clients_on_one_boundary_all_get_a_decision() {
     }
     assert!(reran > 0, "the clients did race");
     assert_eq!(http.events_of("acme", "ItemAdded").await.len(), 64);
+}
+
+/// While clients queue on one order, the tenant's hot boundaries name it (its types and its
+/// tag), with more than one command queued and one running in its turn; another tenant sees none
+/// of it; once every client is answered, nothing is hot. `/metrics` counts hot boundaries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_boundaries_clients_queue_on_are_listed_while_they_queue() {
+    let server = with_order_hot().await;
+    let http = &server.http;
+    let listed = |tenant: &'static str| {
+        let http = http.clone();
+        async move { http.get(&t(tenant, "/hot-boundaries"), Some(&token(tenant))).await.ok()["hot_boundaries"].as_array().unwrap().clone() }
+    };
+    assert_eq!(listed("acme").await, Vec::<serde_json::Value>::new(), "nothing contended yet");
+    let mut seen = None;
+    for burst in 0..10 {
+        let clients = add_items_at_once(http, &format!("sku-{burst}"));
+        while !clients.iter().all(|client| client.is_finished()) && seen.is_none() {
+            let hot = listed("acme").await;
+            seen = hot.into_iter().find(|b| b["queued"].as_u64().unwrap() > 1 && b["running"] == json!(true));
+            assert_eq!(listed("globex").await, Vec::<serde_json::Value>::new(), "another tenant's log");
+        }
+        for client in clients {
+            assert_eq!(client.await.unwrap().status.as_u16(), 200);
+        }
+        if seen.is_some() {
+            break;
+        }
+    }
+    let seen = seen.expect("a queue seen in one of ten bursts of 64 clients");
+    assert!(seen["tags"].as_array().unwrap().contains(&json!("order_id:hot")), "{seen}");
+    assert!(!seen["types"].as_array().unwrap().is_empty(), "{seen}");
+    assert_eq!(listed("acme").await, Vec::<serde_json::Value>::new(), "every client answered: cooled down");
+    let metrics = http.get("/metrics", Some(ADMIN)).await;
+    let text = String::from_utf8_lossy(&metrics.body).to_string();
+    for gauge in ["counterpoint_hot_boundaries ", "counterpoint_turns_queued "] {
+        assert!(text.contains(gauge), "{gauge} in {text}");
+    }
 }
 
 #[tokio::test]

@@ -14,7 +14,6 @@ use super::{ApiError, SharedState};
 use crate::codec::{json_to_msgpack, msgpack_to_json};
 use crate::runner::{CommandRunner, IdempotencyKey};
 use crate::runtime::Slice;
-use crate::testing::error_kind;
 
 /// A JSON body (an empty body is `{}`), as MessagePack for the slice.
 pub(super) fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
@@ -75,7 +74,7 @@ pub async fn run(
     state.metrics.command_attempts.get_or_create(&labels).inc_by(u64::from(attempts));
     let outcome = match &result {
         Ok(_) => "ok",
-        Err(err) => error_kind(err),
+        Err(err) => err.kind(),
     };
     let command_labels =
         CommandLabels { tenant: caller.tenant.to_string(), slice: slice.name().to_string(), outcome: outcome.to_string() };

@@ -52,3 +52,20 @@ pub enum InvokeError {
     #[error("slice {slice} is busy: all {capacity} instance slots are in use")]
     Busy { slice: String, capacity: u32 },
 }
+
+impl InvokeError {
+    /// The error's stable kind, as scenario specs, metrics and traces spell it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            InvokeError::Rejected(_) => "rejected",
+            InvokeError::InvalidInput(_) => "invalid-input",
+            InvokeError::Conflict(_) => "conflict",
+            InvokeError::NotFound(_) => "not-found",
+            InvokeError::Store(_) | InvokeError::StoreFailed(_) => "store",
+            InvokeError::Trapped { .. } => "trapped",
+            InvokeError::Timeout { .. } => "timeout",
+            InvokeError::OutOfMemory { .. } => "out-of-memory",
+            InvokeError::Busy { .. } => "busy",
+        }
+    }
+}

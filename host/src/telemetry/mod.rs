@@ -172,7 +172,7 @@ pub fn propagate(span: &Span, headers: &mut HeaderMap) {
 pub fn outcome<T>(result: &Result<T, InvokeError>) -> &'static str {
     match result {
         Ok(_) => "ok",
-        Err(err) => crate::testing::error_kind(err),
+        Err(err) => err.kind(),
     }
 }
 

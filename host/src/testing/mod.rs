@@ -24,7 +24,7 @@ use serde_json::Value;
 
 use crate::codec::{json_to_msgpack, msgpack_to_json};
 use crate::runner::CommandRunner;
-use crate::runtime::{Access, InvokeError, ReadAppender, Slice};
+use crate::runtime::{Access, ReadAppender, Slice};
 use crate::store::{Event, MemoryStore, Query, ReadOptions, SharedStore, Tenant};
 
 #[derive(Debug, Deserialize)]
@@ -105,21 +105,6 @@ impl Spec {
     }
 }
 
-/// The stable name of an error kind, as specs and the HTTP API spell it.
-pub fn error_kind(err: &InvokeError) -> &'static str {
-    match err {
-        InvokeError::Rejected(_) => "rejected",
-        InvokeError::InvalidInput(_) => "invalid-input",
-        InvokeError::Conflict(_) => "conflict",
-        InvokeError::NotFound(_) => "not-found",
-        InvokeError::Store(_) | InvokeError::StoreFailed(_) => "store",
-        InvokeError::Trapped { .. } => "trapped",
-        InvokeError::Timeout { .. } => "timeout",
-        InvokeError::OutOfMemory { .. } => "out-of-memory",
-        InvokeError::Busy { .. } => "busy",
-    }
-}
-
 /// Runs every scenario of `spec` against `slice`.
 pub async fn run(slice: &Arc<Slice>, spec: &Spec) -> Vec<Outcome> {
     let mut outcomes = Vec::new();
@@ -167,8 +152,8 @@ async fn run_scenario(slice: &Arc<Slice>, scenario: &Scenario) -> Result<(), Str
     let then = &scenario.then;
     match (&outcome, &then.error) {
         (Err(err), Some(kind)) => {
-            if error_kind(err) != kind {
-                return Err(format!("expected a {kind} error, got {}: {err}", error_kind(err)));
+            if err.kind() != kind {
+                return Err(format!("expected a {kind} error, got {}: {err}", err.kind()));
             }
             if let Some(text) = &then.message
                 && !err.to_string().contains(text.as_str())
@@ -176,7 +161,7 @@ async fn run_scenario(slice: &Arc<Slice>, scenario: &Scenario) -> Result<(), Str
                 return Err(format!("the error {err:?} does not contain {text:?}"));
             }
         }
-        (Err(err), None) => return Err(format!("unexpected {} error: {err}", error_kind(err))),
+        (Err(err), None) => return Err(format!("unexpected {} error: {err}", err.kind())),
         (Ok(_), Some(kind)) => return Err(format!("expected a {kind} error, but it succeeded")),
         (Ok(output), None) => {
             if let Some(expected) = &then.result {

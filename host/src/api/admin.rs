@@ -42,7 +42,7 @@ struct NewTenant {
 
 #[utoipa::path(post, path = "/v1/admin/tenants",
     request_body(content = Object, description = "`{name, limits?}` (limits as in the configuration file)"),
-    responses((status = 201, description = "`{tenant, token}`: the token is shown once"), (status = 409, body = super::openapi::ErrorBody)))]
+    responses((status = 201, description = "`{tenant, token}`: the token is shown once"), (status = 409, body = super::schema::ErrorBody)))]
 /// `POST /v1/admin/tenants`: creates a tenant and returns its first token.
 pub async fn create(
     State(state): State<SharedState>,
@@ -90,7 +90,7 @@ pub async fn list(State(state): State<SharedState>, headers: HeaderMap) -> Resul
 }
 
 #[utoipa::path(delete, path = "/v1/admin/tenants/{tenant}", params(("tenant" = String, Path)),
-    responses((status = 204, description = "Its tokens stop working; its data stays"), (status = 409, body = super::openapi::ErrorBody)))]
+    responses((status = 204, description = "Its tokens stop working; its data stays"), (status = 409, body = super::schema::ErrorBody)))]
 /// `DELETE /v1/admin/tenants/{tenant}`: removes a tenant created through this API.
 pub async fn remove(State(state): State<SharedState>, Path(tenant): Path<String>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
     admin(&state, &headers)?;
@@ -100,7 +100,7 @@ pub async fn remove(State(state): State<SharedState>, Path(tenant): Path<String>
 }
 
 #[utoipa::path(post, path = "/v1/admin/tenants/{tenant}/token", params(("tenant" = String, Path)),
-    responses((status = 200, description = "`{tenant, token}`: the new token, shown once"), (status = 404, body = super::openapi::ErrorBody), (status = 409, body = super::openapi::ErrorBody)))]
+    responses((status = 200, description = "`{tenant, token}`: the new token, shown once"), (status = 404, body = super::schema::ErrorBody), (status = 409, body = super::schema::ErrorBody)))]
 /// `POST /v1/admin/tenants/{tenant}/token`: replaces the tokens of a tenant created through this
 /// API with a new one. The old ones stop working at once and the streams they opened end.
 pub async fn replace_token(State(state): State<SharedState>, Path(tenant): Path<String>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {

@@ -43,7 +43,7 @@ pub async fn dead_letters(
 #[utoipa::path(post, path = "/v1/t/{tenant}/automations/{slice}/{automation}/dead-letters/{id}/{action}",
     params(("tenant" = String, Path), ("slice" = String, Path), ("automation" = String, Path), ("id" = String, Path, pattern = "^[0-9]+$", description = "The dead letter's id (a position)"),
         ("action" = String, Path, description = "`retry` (run the reaction again now) or `skip`")),
-    responses((status = 204, description = "Resolved"), (status = 404, body = super::openapi::ErrorBody)))]
+    responses((status = 204, description = "Resolved"), (status = 404, body = super::schema::ErrorBody)))]
 /// `POST /v1/t/{tenant}/automations/{slice}/{automation}/dead-letters/{id}/retry|skip`
 pub async fn resolve(
     State(state): State<SharedState>,

@@ -37,9 +37,9 @@ struct BackupRequest {
     request_body(content = Object, description = "`{dest}`: an absolute directory on the server's machine; empty, missing, or holding an earlier backup of this server (then only what is new is copied)"),
     responses(
         (status = 200, body = BackupReport, description = "The backup is complete and its manifest written"),
-        (status = 400, body = super::openapi::ErrorBody, description = "`invalid_input`: no `dest`, a relative path, or a server on FoundationDB"),
-        (status = 409, body = super::openapi::ErrorBody, description = "`conflict`: a backup is already running, or `dest` holds a damaged backup or one of another log"),
-        (status = 503, body = super::openapi::ErrorBody)))]
+        (status = 400, body = super::schema::ErrorBody, description = "`invalid_input`: no `dest`, a relative path, or a server on FoundationDB"),
+        (status = 409, body = super::schema::ErrorBody, description = "`conflict`: a backup is already running, or `dest` holds a damaged backup or one of another log"),
+        (status = 503, body = super::schema::ErrorBody)))]
 /// `POST /v1/admin/backup`: copies every tenant's log up to one head, the read-model state at or
 /// before it, the deployed slices and tenant files into `dest`; appends go on meanwhile.
 pub async fn backup(

@@ -39,8 +39,8 @@ fn slice_of(state: &SharedState, tenant: &crate::store::Tenant, name: &str) -> R
     params(("tenant" = String, Path), ("slice" = String, Path), ("command" = String, Path),
         ("Idempotency-Key" = Option<String>, Header, description = "Repeat the request safely: the first result comes back")),
     request_body(content = Object, description = "The command's input"),
-    responses((status = 200, body = super::openapi::CommandResponse), (status = 409, description = "conflict", body = super::openapi::ErrorBody),
-        (status = 422, description = "rejected", body = super::openapi::ErrorBody), (status = 400, body = super::openapi::ErrorBody), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody), (status = 429, body = super::openapi::ErrorBody)))]
+    responses((status = 200, body = super::schema::CommandResponse), (status = 409, description = "conflict", body = super::schema::ErrorBody),
+        (status = 422, description = "rejected", body = super::schema::ErrorBody), (status = 400, body = super::schema::ErrorBody), (status = 401, body = super::schema::ErrorBody), (status = 403, body = super::schema::ErrorBody), (status = 404, body = super::schema::ErrorBody), (status = 429, body = super::schema::ErrorBody)))]
 /// `POST /v1/t/{tenant}/slices/{slice}/commands/{command}`: the command's input as JSON;
 /// returns `{result, positions, attempts}`. With `Idempotency-Key`, a repeated request within
 /// the retention window returns the first result without running the command again.
@@ -104,7 +104,7 @@ pub async fn hot_boundaries(State(state): State<SharedState>, Path(tenant): Path
 #[utoipa::path(post, path = "/v1/t/{tenant}/slices/{slice}/projections/{projection}",
     params(("tenant" = String, Path), ("slice" = String, Path), ("projection" = String, Path)),
     request_body(content = Object, description = "The projection's parameters"),
-    responses((status = 200, body = super::openapi::ProjectionResponse), (status = 400, body = super::openapi::ErrorBody), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody), (status = 429, body = super::openapi::ErrorBody)))]
+    responses((status = 200, body = super::schema::ProjectionResponse), (status = 400, body = super::schema::ErrorBody), (status = 401, body = super::schema::ErrorBody), (status = 403, body = super::schema::ErrorBody), (status = 404, body = super::schema::ErrorBody), (status = 429, body = super::schema::ErrorBody)))]
 /// `POST /v1/t/{tenant}/slices/{slice}/projections/{projection}`: the parameters as JSON;
 /// returns `{result}`.
 pub async fn query(

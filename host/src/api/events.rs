@@ -42,11 +42,11 @@ struct ReadRequest {
 
 #[utoipa::path(post, path = "/v1/t/{tenant}/events/read",
     params(("tenant" = String, Path), ("Accept" = Option<String>, Header, description = super::schema::READ_FORMATS)),
-    request_body = super::openapi::ReadRequestDoc,
-    responses((status = 200, description = super::schema::READ_FORMATS, content((super::openapi::ReadResponse = "application/json"),
-            (super::openapi::StreamedValueDoc = "application/x-ndjson"), (super::openapi::StreamedValueDoc = "application/msgpack"))),
-        (status = 400, body = super::openapi::ErrorBody), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody),
-        (status = 406, description = "not_acceptable: Accept names none of the formats", body = super::openapi::ErrorBody), (status = 429, body = super::openapi::ErrorBody)))]
+    request_body = super::schema::ReadRequestDoc,
+    responses((status = 200, description = super::schema::READ_FORMATS, content((super::schema::ReadResponse = "application/json"),
+            (super::schema::StreamedValueDoc = "application/x-ndjson"), (super::schema::StreamedValueDoc = "application/msgpack"))),
+        (status = 400, body = super::schema::ErrorBody), (status = 401, body = super::schema::ErrorBody), (status = 403, body = super::schema::ErrorBody), (status = 404, body = super::schema::ErrorBody),
+        (status = 406, description = "not_acceptable: Accept names none of the formats", body = super::schema::ErrorBody), (status = 429, body = super::schema::ErrorBody)))]
 /// `POST /v1/t/{tenant}/events/read`: `{query: {items: [{types, tags}]}, after, limit, backwards}`
 /// → `{events, position}`, at most 10,000 events per response; with `Accept:
 /// application/x-ndjson` or `application/msgpack`, the whole read streamed, then its position.
@@ -94,9 +94,9 @@ struct AppendRequest {
 }
 
 #[utoipa::path(post, path = "/v1/t/{tenant}/events/append", params(("tenant" = String, Path)),
-    request_body = super::openapi::AppendRequestDoc,
-    responses((status = 200, body = super::openapi::AppendResponse), (status = 409, description = "condition_failed", body = super::openapi::ErrorBody),
-        (status = 413, body = super::openapi::ErrorBody), (status = 400, body = super::openapi::ErrorBody), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody), (status = 429, body = super::openapi::ErrorBody)))]
+    request_body = super::schema::AppendRequestDoc,
+    responses((status = 200, body = super::schema::AppendResponse), (status = 409, description = "condition_failed", body = super::schema::ErrorBody),
+        (status = 413, body = super::schema::ErrorBody), (status = 400, body = super::schema::ErrorBody), (status = 401, body = super::schema::ErrorBody), (status = 403, body = super::schema::ErrorBody), (status = 404, body = super::schema::ErrorBody), (status = 429, body = super::schema::ErrorBody)))]
 /// `POST /v1/t/{tenant}/events/append`: `{events: [{type, tags, data: {json}|{base64},
 /// metadata}], conditions: [{query, after}]}` → `{positions}`; a failed condition is
 /// `409 condition_failed`.
@@ -128,7 +128,7 @@ pub async fn append(
         ("query" = Option<String>, Query, description = "A JSON query instead of type/tag"),
         ("after" = Option<String>, Query, pattern = "^[0-9]+$", description = super::schema::POSITION_AFTER),
         ("Last-Event-ID" = Option<String>, Header, pattern = "^[0-9]+$", description = "The `id` of the last event received (a position): resume after it")),
-    responses((status = 200, description = "text/event-stream: id = position, data = the event", content_type = "text/event-stream"), (status = 400, body = super::openapi::ErrorBody), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody), (status = 429, description = "rate_limited, or too_many_streams: the tenant has `max_streams` open", body = super::openapi::ErrorBody)))]
+    responses((status = 200, description = "text/event-stream: id = position, data = the event", content_type = "text/event-stream"), (status = 400, body = super::schema::ErrorBody), (status = 401, body = super::schema::ErrorBody), (status = 403, body = super::schema::ErrorBody), (status = 404, body = super::schema::ErrorBody), (status = 429, description = "rate_limited, or too_many_streams: the tenant has `max_streams` open", body = super::schema::ErrorBody)))]
 /// `GET /v1/t/{tenant}/events/stream?type=T&tag=x&after=N` (or `query=<JSON query>`): every
 /// matching event after `N` (or after `Last-Event-ID`), then each new one as it is appended.
 /// Each SSE event has `id` = its position (decimal) and `data` = the event as JSON. A tenant has

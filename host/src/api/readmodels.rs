@@ -51,8 +51,8 @@ pub async fn list(State(state): State<SharedState>, Path(tenant): Path<String>, 
         ("at_least" = Option<String>, Query, pattern = "^[0-9]+$", description = super::schema::POSITION_AT_LEAST),
         ("wait_ms" = Option<u64>, Query, description = "How long to wait for `at_least` (default 5000)")),
     request_body(content = Object, description = "The query's parameters"),
-    responses((status = 200, body = super::openapi::ProjectionResponse), (status = 404, body = super::openapi::ErrorBody),
-        (status = 503, description = "not_caught_up", body = super::openapi::ErrorBody)))]
+    responses((status = 200, body = super::schema::ProjectionResponse), (status = 404, body = super::schema::ErrorBody),
+        (status = 503, description = "not_caught_up", body = super::schema::ErrorBody)))]
 /// `POST /v1/t/{tenant}/slices/{slice}/readmodels/{name}`: the parameters as JSON; returns
 /// `{result}` from the kept state, without replaying the log.
 pub async fn query(
@@ -75,7 +75,7 @@ pub async fn query(
 
 #[utoipa::path(post, path = "/v1/t/{tenant}/readmodels/{slice}/{name}/rebuild",
     params(("tenant" = String, Path), ("slice" = String, Path), ("name" = String, Path)),
-    responses((status = 202, description = "Rebuilding from the start of the log; the list shows its progress"), (status = 404, body = super::openapi::ErrorBody)))]
+    responses((status = 202, description = "Rebuilding from the start of the log; the list shows its progress"), (status = 404, body = super::schema::ErrorBody)))]
 /// `POST /v1/t/{tenant}/readmodels/{slice}/{name}/rebuild`: drops the state and replays the log
 /// into it in the background.
 pub async fn rebuild(

@@ -25,7 +25,7 @@ fn describe_deployed(deployed: &Deployed) -> Value {
     })
 }
 
-#[utoipa::path(get, path = "/v1/t/{tenant}/slices", params(("tenant" = String, Path)), responses((status = 200, body = super::openapi::SliceList), (status = 400, body = super::openapi::ErrorBody), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody), (status = 429, body = super::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/t/{tenant}/slices", params(("tenant" = String, Path)), responses((status = 200, body = super::schema::SliceList), (status = 400, body = super::schema::ErrorBody), (status = 401, body = super::schema::ErrorBody), (status = 403, body = super::schema::ErrorBody), (status = 404, body = super::schema::ErrorBody), (status = 429, body = super::schema::ErrorBody)))]
 /// `GET /v1/t/{tenant}/slices`
 pub async fn list(State(state): State<SharedState>, Path(tenant): Path<String>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     let caller = state.authorize(&headers, &tenant)?;
@@ -37,7 +37,7 @@ pub async fn list(State(state): State<SharedState>, Path(tenant): Path<String>, 
 }
 
 #[utoipa::path(get, path = "/v1/t/{tenant}/slices/{slice}", params(("tenant" = String, Path), ("slice" = String, Path)),
-    responses((status = 200, body = super::openapi::SliceDoc), (status = 400, body = super::openapi::ErrorBody), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody), (status = 429, body = super::openapi::ErrorBody)))]
+    responses((status = 200, body = super::schema::SliceDoc), (status = 400, body = super::schema::ErrorBody), (status = 401, body = super::schema::ErrorBody), (status = 403, body = super::schema::ErrorBody), (status = 404, body = super::schema::ErrorBody), (status = 429, body = super::schema::ErrorBody)))]
 /// `GET /v1/t/{tenant}/slices/{slice}`
 pub async fn describe(
     State(state): State<SharedState>,
@@ -52,7 +52,7 @@ pub async fn describe(
 
 #[utoipa::path(put, path = "/v1/t/{tenant}/slices/{slice}", params(("tenant" = String, Path), ("slice" = String, Path)),
     request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component"),
-    responses((status = 200, body = super::openapi::SliceDoc), (status = 422, description = "invalid_component or incompatible_contract", body = super::openapi::ErrorBody), (status = 400, body = super::openapi::ErrorBody), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody), (status = 413, description = "payload_too_large: over the tenant's max_component_bytes", body = super::openapi::ErrorBody), (status = 429, description = "rate_limited, or upload_rate_limited: over the tenant's uploads_per_minute", body = super::openapi::ErrorBody), (status = 503, description = "compile_timeout", body = super::openapi::ErrorBody)))]
+    responses((status = 200, body = super::schema::SliceDoc), (status = 422, description = "invalid_component or incompatible_contract", body = super::schema::ErrorBody), (status = 400, body = super::schema::ErrorBody), (status = 401, body = super::schema::ErrorBody), (status = 403, body = super::schema::ErrorBody), (status = 404, body = super::schema::ErrorBody), (status = 413, description = "payload_too_large: over the tenant's max_component_bytes", body = super::schema::ErrorBody), (status = 429, description = "rate_limited, or upload_rate_limited: over the tenant's uploads_per_minute", body = super::schema::ErrorBody), (status = 503, description = "compile_timeout", body = super::schema::ErrorBody)))]
 /// `PUT /v1/t/{tenant}/slices/{slice}`: the component's bytes. Compiled and validated off the
 /// request path, then swapped in; the slice it describes must be `{slice}`. Counted against the
 /// tenant's `uploads_per_minute` (unless the admin uploads); read no further than its
@@ -97,7 +97,7 @@ pub async fn deploy(
 }
 
 #[utoipa::path(delete, path = "/v1/t/{tenant}/slices/{slice}", params(("tenant" = String, Path), ("slice" = String, Path)),
-    responses((status = 204, description = "Removed"), (status = 400, body = super::openapi::ErrorBody), (status = 401, body = super::openapi::ErrorBody), (status = 403, body = super::openapi::ErrorBody), (status = 404, body = super::openapi::ErrorBody), (status = 429, body = super::openapi::ErrorBody)))]
+    responses((status = 204, description = "Removed"), (status = 400, body = super::schema::ErrorBody), (status = 401, body = super::schema::ErrorBody), (status = 403, body = super::schema::ErrorBody), (status = 404, body = super::schema::ErrorBody), (status = 429, body = super::schema::ErrorBody)))]
 /// `DELETE /v1/t/{tenant}/slices/{slice}`
 pub async fn remove(
     State(state): State<SharedState>,

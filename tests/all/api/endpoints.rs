@@ -29,6 +29,7 @@ async fn every_endpoint_does_what_it_says() {
         "/v1/t/{tenant}/events/read",
         "/v1/t/{tenant}/events/append",
         "/v1/t/{tenant}/events/stream",
+        "/v1/t/{tenant}/hot-boundaries",
     ] {
         assert!(paths.contains_key(path), "the OpenAPI document describes {path}: {:?}", paths.keys());
     }

@@ -1,12 +1,14 @@
 """The web console in a real browser: sign in, browse and query events, run a command from a
 form generated from the slice's description, deploy a slice, see an event arrive live; a bad
-token, a malformed query and a failed deploy show clear messages."""
+token, a malformed query and a failed deploy show clear messages; a hot boundary shows while
+clients queue on it."""
 
 import json
 import os
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 import urllib.request
@@ -173,7 +175,38 @@ class Console(unittest.TestCase):
         self.tab("glance")
         # The charts read /metrics, which a tenant's token does not open.
         self.text_of("#charts", "sign in with the admin token")
+        self.text_of("#hot-none", "no boundary is contended")
         self.shot("glance")
+
+    def test_3_a_hot_boundary_shows_while_clients_queue_on_it(self):
+        self.api("POST", "/slices/orders/commands/place-order", json.dumps({"order_id": "hot", "customer_id": "c"}).encode())
+        self.sign_in(TOKEN)
+        self.tab("glance")
+        stop = threading.Event()
+
+        def add_items(client):
+            n = 0
+            while not stop.is_set():
+                n += 1
+                item = {"order_id": "hot", "sku": f"sku-{client}-{n}", "qty": 1, "price": 1}
+                try:
+                    self.api("POST", "/slices/orders/commands/add-item", json.dumps(item).encode())
+                except OSError:
+                    pass  # over the tenant's rate: the others keep the queue
+
+        clients = [threading.Thread(target=add_items, args=(c,)) for c in range(16)]
+        for client in clients:
+            client.start()
+        try:
+            row = self.text_of("#hot tbody", "order_id:hot")
+            self.assertIn("ItemAdded", row)
+            self.shot("hot-boundaries")
+        finally:
+            stop.set()
+            for client in clients:
+                client.join()
+        # Drained: the panel's next refresh (every 2 s) says none.
+        self.text_of("#hot-none", "no boundary is contended")
 
 
 if __name__ == "__main__":

@@ -146,7 +146,7 @@ async fn the_console_is_served_from_the_binary() {
     let html = String::from_utf8_lossy(&page.body);
     assert!(html.contains("<title>Counterpoint console</title>"), "{html:.200}");
     // It drives the same API as every other client, with the tenant's token.
-    for path in ["/slices", "/events/read", "/events/stream", "/automations", "Authorization"] {
+    for path in ["/slices", "/events/read", "/events/stream", "/automations", "/hot-boundaries", "Authorization"] {
         assert!(html.contains(path), "the console uses {path}");
     }
 }

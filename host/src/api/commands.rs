@@ -91,16 +91,6 @@ pub async fn run(
     })))
 }
 
-#[utoipa::path(get, path = "/v1/t/{tenant}/hot-boundaries", params(("tenant" = String, Path)),
-    responses((status = 200, description = "`{hot_boundaries: [{types, tags, queued, running}]}`: the query items this host's commands queue on now, \
-the longest queue first. `queued`: commands holding or waiting for a turn there; `running`: one decides in its turn now. Empty while no boundary is contended.")))]
-/// `GET /v1/t/{tenant}/hot-boundaries`: where the tenant's commands decide one after another
-/// now (the README's "Hot boundaries").
-pub async fn hot_boundaries(State(state): State<SharedState>, Path(tenant): Path<String>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    let caller = state.authorize(&headers, &tenant)?;
-    Ok(Json(json!({ "hot_boundaries": crate::runner::hot_boundaries(&state.store, &caller.tenant) })))
-}
-
 #[utoipa::path(post, path = "/v1/t/{tenant}/slices/{slice}/projections/{projection}",
     params(("tenant" = String, Path), ("slice" = String, Path), ("projection" = String, Path)),
     request_body(content = Object, description = "The projection's parameters"),

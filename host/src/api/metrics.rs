@@ -62,7 +62,7 @@ pub struct Metrics {
     pub live_instances: Gauge,
     pub instance_slot_waiters: Gauge,
     pub hot_boundaries: Gauge,
-    pub turns_queued: Gauge,
+    pub hot_boundary_turns: Gauge,
     pub deployed_slices: Gauge,
     pub deploys: Counter,
     pub worker_active: Family<WorkerLabels, Gauge>,
@@ -98,8 +98,8 @@ impl Metrics {
         registry.register("instance_slot_waiters", "Calls waiting for an instance slot now (every slot in use)", instance_slot_waiters.clone());
         let hot_boundaries = Gauge::default();
         registry.register("hot_boundaries", "Consistency boundaries that commands queue on now, all tenants (GET /v1/t/{tenant}/hot-boundaries names them)", hot_boundaries.clone());
-        let turns_queued = Gauge::default();
-        registry.register("turns_queued", "Turns held or waited for on hot boundaries now (a command queued on several counts on each)", turns_queued.clone());
+        let hot_boundary_turns = Gauge::default();
+        registry.register("hot_boundary_turns", "Turns held or waited for on hot boundaries now, all tenants (a command queued on several counts on each)", hot_boundary_turns.clone());
         let deployed_slices = Gauge::default();
         registry.register("deployed_slices", "Slices deployed across tenants", deployed_slices.clone());
         let deploys = Counter::default();
@@ -120,7 +120,7 @@ impl Metrics {
             live_instances,
             instance_slot_waiters,
             hot_boundaries,
-            turns_queued,
+            hot_boundary_turns,
             deployed_slices,
             deploys,
             worker_active,

@@ -10,6 +10,7 @@ mod backup;
 mod commands;
 mod error;
 mod events;
+mod hot_boundaries;
 pub mod metrics;
 mod openapi;
 mod read_formats;
@@ -142,7 +143,7 @@ pub fn router(state: SharedState) -> Router {
         )
         .route("/slices/{slice}/commands/{command}", post(commands::run))
         .route("/slices/{slice}/projections/{projection}", post(commands::query))
-        .route("/hot-boundaries", get(commands::hot_boundaries))
+        .route("/hot-boundaries", get(hot_boundaries::list))
         .route("/events/read", post(events::read))
         .route("/events/append", post(events::append))
         .route("/events/stream", get(events::stream))
@@ -199,7 +200,7 @@ async fn metrics(State(state): State<SharedState>, headers: HeaderMap) -> Result
     state.metrics.instance_slot_waiters.set(state.runtime.slot_waiters());
     let (hot, turns) = crate::runner::hot_totals();
     state.metrics.hot_boundaries.set(hot as i64);
-    state.metrics.turns_queued.set(turns as i64);
+    state.metrics.hot_boundary_turns.set(turns as i64);
     state.metrics.deployed_slices.set(state.registry.total() as i64);
     let workers = state.automations.workers().into_iter().map(|(id, p)| ("automation", id.tenant, id.slice, id.name, p.active, p.failures));
     let read_models = state.read_models.workers().into_iter().map(|(id, p)| ("read_model", id.tenant, id.slice, id.name, p.active, p.failures));

@@ -5,7 +5,10 @@ use axum::Json;
 use serde_json::Value;
 use utoipa::OpenApi;
 
-use super::schema::{PositionDoc, ErrorBody, ErrorDetail, CommandResponse, ProjectionResponse, QueryDoc, QueryItemDoc, ReadRequestDoc, ReadResponse, StreamedValueDoc, EventDoc, DataDoc, AppendRequestDoc, NewEventDoc, ConditionDoc, AppendResponse, SliceDoc, SliceList};
+use super::schema::{
+    AppendRequestDoc, AppendResponse, CommandResponse, ConditionDoc, DataDoc, ErrorBody, ErrorDetail, EventDoc, HotBoundariesDoc,
+    HotBoundaryDoc, NewEventDoc, PositionDoc, ProjectionResponse, QueryDoc, QueryItemDoc, ReadRequestDoc, ReadResponse, SliceDoc, SliceList, StreamedValueDoc,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,7 +17,7 @@ Positions are decimal strings everywhere (JSON bodies, SSE ids); integers are ac
     paths(
         super::commands::run,
         super::commands::query,
-        super::commands::hot_boundaries,
+        super::hot_boundaries::list,
         super::events::read,
         super::events::append,
         super::events::stream,
@@ -37,7 +40,7 @@ Positions are decimal strings everywhere (JSON bodies, SSE ids); integers are ac
     components(schemas(
         PositionDoc, ErrorBody, ErrorDetail, CommandResponse, ProjectionResponse, QueryDoc, QueryItemDoc, ReadRequestDoc,
         ReadResponse, StreamedValueDoc, EventDoc, DataDoc, AppendRequestDoc, NewEventDoc, ConditionDoc, AppendResponse, SliceDoc, SliceList,
-        crate::backup::BackupReport
+        HotBoundariesDoc, HotBoundaryDoc, crate::backup::BackupReport
     ))
 )]
 struct Document;

@@ -195,3 +195,25 @@ pub struct SliceList {
     /// the slice again heals it.
     unavailable: Vec<Value>,
 }
+
+/// What `GET /v1/t/{tenant}/hot-boundaries` answers: empty while nothing is contended.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct HotBoundariesDoc {
+    /// The longest queue first.
+    hot_boundaries: Vec<HotBoundaryDoc>,
+}
+
+/// A query item commands queue on now.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct HotBoundaryDoc {
+    /// The item's event types, sorted (empty: any type).
+    types: Vec<String>,
+    /// The item's tags, sorted.
+    tags: Vec<String>,
+    /// Commands holding or waiting for a turn on it (the one running included).
+    queued: u64,
+    /// Whether a command decides in its turn on it now.
+    running: bool,
+}

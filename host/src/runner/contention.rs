@@ -86,11 +86,21 @@ impl Named {
 
 /// Adds the boundaries of `items` to `names`, keeping it sorted and without duplicates.
 fn add_names<'i>(names: &mut Vec<Boundary>, store: &SharedStore, tenant: &Tenant, items: impl Iterator<Item = &'i QueryItem>) {
-    let store = Arc::as_ptr(store) as *const () as usize;
+    let store = store_id(store);
     names.extend(items.map(|item| Boundary { store, tenant: tenant.clone(), item: canonical(item) }));
     names.sort_unstable();
     names.dedup();
 }
+
+/// Which store a boundary is in: the store's address, the same for every clone of it.
+fn store_id(store: &SharedStore) -> usize {
+    Arc::as_ptr(store) as *const () as usize
+}
+
+/// Between the names of an item's types, and between its tags.
+const NEXT: char = '\u{1}';
+/// Between an item's types and its tags.
+const TAGS: char = '\u{0}';
 
 /// An item's name: its types and tags sorted, so that two commands reading the same item in
 /// another order name one boundary.
@@ -100,16 +110,16 @@ fn canonical(item: &QueryItem) -> String {
     types.sort_unstable();
     tags.sort_unstable();
     // No `format!`: every read of a first attempt names its items while anything queues.
-    let mut name = types.join("\u{1}");
-    name.push('\u{0}');
-    name.push_str(&tags.join("\u{1}"));
+    let mut name = types.join(&NEXT.to_string()[..]);
+    name.push(TAGS);
+    name.push_str(&tags.join(&NEXT.to_string()[..]));
     name
 }
 
 /// The boundary's query item back from its name: its types and its tags.
 fn parts(name: &str) -> (Vec<String>, Vec<String>) {
-    let (types, tags) = name.split_once('\u{0}').unwrap_or((name, ""));
-    let split = |list: &str| list.split('\u{1}').filter(|part| !part.is_empty()).map(str::to_owned).collect();
+    let (types, tags) = name.split_once(TAGS).unwrap_or((name, ""));
+    let split = |list: &str| list.split(NEXT).filter(|part| !part.is_empty()).map(str::to_owned).collect();
     (split(types), split(tags))
 }
 
@@ -145,6 +155,9 @@ struct Queue {
     /// Held by a whole turn, whose command runs now (not by one still waiting for the rest
     /// of its boundaries).
     running: bool,
+    /// The turns that hold it or wait for it (a turn waits for all of its boundaries from
+    /// the start); the queue goes when none is left.
+    turns: usize,
 }
 
 impl Contention {
@@ -157,15 +170,20 @@ impl Contention {
     /// The boundaries of `tenant`'s log in `store` that commands queue on now, the longest
     /// queue first.
     pub fn hot_boundaries(&self, store: &SharedStore, tenant: &Tenant) -> Vec<HotBoundary> {
-        let store = Arc::as_ptr(store) as *const () as usize;
-        let queues = self.queues.lock().expect("queues lock");
-        let mut hot: Vec<HotBoundary> = queues
-            .iter()
-            .filter(|(boundary, _)| boundary.store == store && boundary.tenant == *tenant)
-            .map(|(boundary, queue)| {
-                let (types, tags) = parts(&boundary.item);
-                // The map's reference aside, each is a turn held or waited for.
-                HotBoundary { types, tags, queued: Arc::strong_count(&queue.lock) - 1, running: queue.running }
+        let store = store_id(store);
+        let listed: Vec<(String, usize, bool)> = {
+            let queues = self.queues.lock().expect("queues lock");
+            queues
+                .iter()
+                .filter(|(boundary, _)| boundary.store == store && boundary.tenant == *tenant)
+                .map(|(boundary, queue)| (boundary.item.clone(), queue.turns, queue.running))
+                .collect()
+        };
+        let mut hot: Vec<HotBoundary> = listed
+            .into_iter()
+            .map(|(item, queued, running)| {
+                let (types, tags) = parts(&item);
+                HotBoundary { types, tags, queued, running }
             })
             .collect();
         hot.sort_by(|a, b| b.queued.cmp(&a.queued).then_with(|| (&a.types, &a.tags).cmp(&(&b.types, &b.tags))));
@@ -176,7 +194,7 @@ impl Contention {
     /// held or waited for on them (a command waiting on several counts on each).
     pub fn totals(&self) -> (usize, usize) {
         let queues = self.queues.lock().expect("queues lock");
-        (queues.len(), queues.values().map(|queue| Arc::strong_count(&queue.lock) - 1).sum())
+        (queues.len(), queues.values().map(|queue| queue.turns).sum())
     }
 
     /// Notes that a command appends on boundaries nobody queues on (while others queue): for
@@ -244,10 +262,19 @@ impl Contention {
     /// turn that had to be waited for was handed on by the command before, which woke this one:
     /// while commands run elsewhere, it gives way to the ready work beside it before it goes on
     /// (see the module's doc).
-    pub async fn turn(self: &Arc<Self>, boundaries: Vec<Boundary>, until: Instant) -> Option<Turn> {
+    pub async fn turn(self: &Arc<Self>, mut boundaries: Vec<Boundary>, until: Instant) -> Option<Turn> {
+        // Each counted once: a boundary twice would wait for itself.
+        boundaries.dedup();
         let locks: Vec<(Boundary, Arc<TurnLock<()>>)> = {
             let mut queues = self.queues.lock().expect("queues lock");
-            boundaries.into_iter().map(|b| (b.clone(), queues.entry(b).or_default().lock.clone())).collect()
+            boundaries
+                .into_iter()
+                .map(|b| {
+                    let queue = queues.entry(b.clone()).or_default();
+                    queue.turns += 1;
+                    (b, queue.lock.clone())
+                })
+                .collect()
         };
         let waiting = locks.iter().map(|(b, _)| b.clone()).collect();
         let mut turn = Turn { contention: self.clone(), held: Vec::with_capacity(locks.len()), waiting };
@@ -309,9 +336,12 @@ impl Drop for Turn {
         drop(guards); // releases the locks: the next in line goes
         names.append(&mut self.waiting);
         for name in names {
-            // Only the map holds it: nobody waits, the boundary has cooled down.
-            if queues.get(&name).is_some_and(|queue| Arc::strong_count(&queue.lock) == 1) {
-                queues.remove(&name);
+            if let Some(queue) = queues.get_mut(&name) {
+                queue.turns = queue.turns.saturating_sub(1);
+                if queue.turns == 0 {
+                    // Nobody holds or waits for it: the boundary has cooled down.
+                    queues.remove(&name);
+                }
             }
         }
     }
@@ -439,42 +469,56 @@ mod tests {
         assert!(contention.queues.lock().unwrap().is_empty(), "nobody waits: cooled down");
     }
 
-    /// What an operator is shown: the boundaries of one tenant that commands queue on, with
-    /// their types and tags as read, how many hold or wait for a turn there, and whether one
-    /// runs; nothing once the queue has drained.
+    /// What an operator is shown: the boundaries of one tenant that commands queue on, the
+    /// longest queue first, with their types and tags (sorted; none: any type), how many hold
+    /// or wait for a turn there, and whether one runs in its turn; nothing once they drain.
     #[tokio::test]
     async fn hot_boundaries_are_listed_per_tenant_with_their_queues_while_they_last() {
         let store: SharedStore = Arc::new(MemoryStore::new());
         let (acme, other) = (Tenant::new("acme").unwrap(), Tenant::new("other").unwrap());
-        let seats = boundaries(&store, &acme, &reads(&[(&["Unsubscribed", "Subscribed"], &["course:1"])]));
-        let elsewhere = boundaries(&store, &other, &reads(&[(&[], &["course:1"])]));
+        let seats = reads(&[(&["Unsubscribed", "Subscribed"], &["course:1"])]);
+        let seats_and_student = [seats.clone(), reads(&[(&[], &["student:7"])])].concat();
         let contention = Arc::new(Contention::default());
         assert!(contention.hot_boundaries(&store, &acme).is_empty());
 
-        let held = contention.turn(seats.clone(), far()).await.unwrap();
-        let other_turn = contention.turn(elsewhere, far()).await.unwrap();
-        let waiters: Vec<_> = (0..2)
-            .map(|_| {
-                let (contention, seats) = (contention.clone(), seats.clone());
-                tokio::spawn(async move { drop(contention.turn(seats, far()).await.unwrap()) })
-            })
-            .collect();
-        while contention.hot_boundaries(&store, &acme).first().is_none_or(|hot| hot.queued < 3) {
-            tokio::task::yield_now().await;
-        }
-        let listed = HotBoundary { types: vec!["Subscribed".into(), "Unsubscribed".into()], tags: vec!["course:1".into()], queued: 3, running: true };
-        assert_eq!(contention.hot_boundaries(&store, &acme), [listed], "one held, two waiting; the other tenant's not listed");
-        assert_eq!(contention.totals(), (2, 4));
+        let held = contention.turn(boundaries(&store, &acme, &seats), far()).await.unwrap();
+        let other_turn = contention.turn(boundaries(&store, &other, &seats), far()).await.unwrap();
+        let wait_for = |reads: Vec<AppendCondition>| {
+            let (contention, boundaries) = (contention.clone(), boundaries(&store, &acme, &reads));
+            tokio::spawn(async move { drop(contention.turn(boundaries, far()).await.unwrap()) })
+        };
+        // Takes the student at once (its name sorts first), then waits for the seats.
+        let both = wait_for(seats_and_student);
+        let seats_only = wait_for(seats);
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while contention.hot_boundaries(&store, &acme).first().is_none_or(|hot| hot.queued < 3) {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("both waiters queue");
+        let course = HotBoundary { types: vec!["Subscribed".into(), "Unsubscribed".into()], tags: vec!["course:1".into()], queued: 3, running: true };
+        let student = HotBoundary { types: vec![], tags: vec!["student:7".into()], queued: 1, running: false };
+        assert_eq!(contention.hot_boundaries(&store, &acme), [course, student], "the other tenant's not listed");
+        assert_eq!(contention.totals(), (3, 5));
         let another_store: SharedStore = Arc::new(MemoryStore::new());
         assert!(contention.hot_boundaries(&another_store, &acme).is_empty(), "a store of its own: another log");
 
         drop(held);
-        for waiter in waiters {
-            waiter.await.unwrap();
-        }
+        both.await.unwrap();
+        seats_only.await.unwrap();
         assert!(contention.hot_boundaries(&store, &acme).is_empty(), "drained: cooled down");
         drop(other_turn);
         assert_eq!(contention.totals(), (0, 0));
+    }
+
+    /// A boundary's name gives back the item it names, its types and tags sorted.
+    #[test]
+    fn a_boundary_is_listed_as_the_item_it_names() {
+        let item = QueryItem { types: vec!["B".into(), "A".into()], tags: vec!["z:1".into(), "a:2".into()] };
+        assert_eq!(parts(&canonical(&item)), (vec!["A".into(), "B".into()], vec!["a:2".into(), "z:1".into()]));
+        let any_type = QueryItem { types: vec![], tags: vec!["t:1".into()] };
+        assert_eq!(parts(&canonical(&any_type)), (vec![], vec!["t:1".into()]));
     }
 
     /// Hands a turn on while a task on another boundary is ready, on a runtime of one worker

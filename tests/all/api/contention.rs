@@ -41,7 +41,7 @@ async fn sixty_four_clients_on_one_boundary_all_get_a_decision() {
 
 /// While clients queue on one order, the tenant's hot boundaries name it (its types and its
 /// tag), with more than one command queued and one running in its turn; another tenant sees none
-/// of it; once every client is answered, nothing is hot. `/metrics` counts hot boundaries.
+/// of it; once every client is answered, nothing is hot. `/metrics` counts the turns queued.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_boundaries_clients_queue_on_are_listed_while_they_queue() {
     let server = with_order_hot().await;
@@ -50,31 +50,38 @@ async fn the_boundaries_clients_queue_on_are_listed_while_they_queue() {
         let http = http.clone();
         async move { http.get(&t(tenant, "/hot-boundaries"), Some(&token(tenant))).await.ok()["hot_boundaries"].as_array().unwrap().clone() }
     };
+    let turns_gauge = || {
+        let http = http.clone();
+        async move {
+            let metrics = http.get("/metrics", Some(ADMIN)).await;
+            let text = String::from_utf8_lossy(&metrics.body).to_string();
+            let line = text.lines().find(|l| l.starts_with("counterpoint_hot_boundary_turns ")).expect("the gauge").to_string();
+            line.rsplit(' ').next().unwrap().parse::<u64>().unwrap()
+        }
+    };
     assert_eq!(listed("acme").await, Vec::<serde_json::Value>::new(), "nothing contended yet");
-    let mut seen = None;
+    let (mut seen, mut most_turns) = (None, 0);
     for burst in 0..10 {
         let clients = add_items_at_once(http, &format!("sku-{burst}"));
-        while !clients.iter().all(|client| client.is_finished()) && seen.is_none() {
+        while !clients.iter().all(|client| client.is_finished()) && (seen.is_none() || most_turns < 2) {
             let hot = listed("acme").await;
-            seen = hot.into_iter().find(|b| b["queued"].as_u64().unwrap() > 1 && b["running"] == json!(true));
+            seen = seen.or(hot.into_iter().find(|b| b["queued"].as_u64().unwrap() > 1 && b["running"] == json!(true)));
+            // The gauge counts every tenant's (other tests' too): at least this order's queue.
+            most_turns = most_turns.max(turns_gauge().await);
             assert_eq!(listed("globex").await, Vec::<serde_json::Value>::new(), "another tenant's log");
         }
         for client in clients {
             assert_eq!(client.await.unwrap().status.as_u16(), 200);
         }
-        if seen.is_some() {
+        if seen.is_some() && most_turns >= 2 {
             break;
         }
     }
     let seen = seen.expect("a queue seen in one of ten bursts of 64 clients");
     assert!(seen["tags"].as_array().unwrap().contains(&json!("order_id:hot")), "{seen}");
     assert!(!seen["types"].as_array().unwrap().is_empty(), "{seen}");
+    assert!(most_turns >= 2, "counterpoint_hot_boundary_turns saw the queue: {most_turns}");
     assert_eq!(listed("acme").await, Vec::<serde_json::Value>::new(), "every client answered: cooled down");
-    let metrics = http.get("/metrics", Some(ADMIN)).await;
-    let text = String::from_utf8_lossy(&metrics.body).to_string();
-    for gauge in ["counterpoint_hot_boundaries ", "counterpoint_turns_queued "] {
-        assert!(text.contains(gauge), "{gauge} in {text}");
-    }
 }
 
 #[tokio::test]

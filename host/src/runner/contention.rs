@@ -98,7 +98,7 @@ fn store_id(store: &SharedStore) -> usize {
 }
 
 /// Between the names of an item's types, and between its tags.
-const NEXT: char = '\u{1}';
+const NEXT: &str = "\u{1}";
 /// Between an item's types and its tags.
 const TAGS: char = '\u{0}';
 
@@ -110,9 +110,9 @@ fn canonical(item: &QueryItem) -> String {
     types.sort_unstable();
     tags.sort_unstable();
     // No `format!`: every read of a first attempt names its items while anything queues.
-    let mut name = types.join(&NEXT.to_string()[..]);
+    let mut name = types.join(NEXT);
     name.push(TAGS);
-    name.push_str(&tags.join(&NEXT.to_string()[..]));
+    name.push_str(&tags.join(NEXT));
     name
 }
 

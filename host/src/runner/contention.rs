@@ -105,15 +105,35 @@ const TAGS: char = '\u{0}';
 /// An item's name: its types and tags sorted, so that two commands reading the same item in
 /// another order name one boundary.
 fn canonical(item: &QueryItem) -> String {
-    let mut types: Vec<&str> = item.types.iter().map(String::as_str).collect();
-    let mut tags: Vec<&str> = item.tags.iter().map(String::as_str).collect();
-    types.sort_unstable();
-    tags.sort_unstable();
-    // No `format!`: every read of a first attempt names its items while anything queues.
-    let mut name = types.join(NEXT);
+    // One allocation: every read of a first attempt names its items while anything queues.
+    let len = |parts: &[String]| parts.iter().map(|part| part.len() + NEXT.len()).sum::<usize>();
+    let mut name = String::with_capacity(len(&item.types) + len(&item.tags) + 1);
+    push_sorted(&mut name, &item.types);
     name.push(TAGS);
-    name.push_str(&tags.join(NEXT));
+    push_sorted(&mut name, &item.tags);
     name
+}
+
+/// Appends `parts` in sorted order, separated by [`NEXT`]. Items name one or two types and
+/// tags, so those are ordered in place; more are sorted in a list of their own.
+fn push_sorted(name: &mut String, parts: &[String]) {
+    let mut push = |parts: &mut dyn Iterator<Item = &String>| {
+        for (i, part) in parts.enumerate() {
+            if i > 0 {
+                name.push_str(NEXT);
+            }
+            name.push_str(part);
+        }
+    };
+    match parts {
+        [a, b] if b < a => push(&mut [b, a].into_iter()),
+        [] | [_] | [_, _] => push(&mut parts.iter()),
+        _ => {
+            let mut sorted: Vec<&String> = parts.iter().collect();
+            sorted.sort_unstable();
+            push(&mut sorted.into_iter());
+        }
+    }
 }
 
 /// The boundary's query item back from its name: its types and its tags.
@@ -265,21 +285,23 @@ impl Contention {
     pub async fn turn(self: &Arc<Self>, mut boundaries: Vec<Boundary>, until: Instant) -> Option<Turn> {
         // Each counted once: a boundary twice would wait for itself.
         boundaries.dedup();
-        let locks: Vec<(Boundary, Arc<TurnLock<()>>)> = {
+        let mut locks = Vec::with_capacity(boundaries.len());
+        {
             let mut queues = self.queues.lock().expect("queues lock");
-            boundaries
-                .into_iter()
-                .map(|b| {
-                    let queue = queues.entry(b.clone()).or_default();
-                    queue.turns += 1;
-                    (b, queue.lock.clone())
-                })
-                .collect()
-        };
-        let waiting = locks.iter().map(|(b, _)| b.clone()).collect();
-        let mut turn = Turn { contention: self.clone(), held: Vec::with_capacity(locks.len()), waiting };
+            for b in &boundaries {
+                if !queues.contains_key(b) {
+                    queues.insert(b.clone(), Queue::default());
+                }
+                let queue = queues.get_mut(b).expect("inserted above");
+                queue.turns += 1;
+                locks.push(queue.lock.clone());
+            }
+        }
+        // Taken from the back, in order.
+        boundaries.reverse();
+        let mut turn = Turn { contention: self.clone(), held: Vec::with_capacity(locks.len()), waiting: boundaries };
         let mut waited = false;
-        for (boundary, lock) in locks {
+        for lock in locks {
             let guard = match lock.clone().try_lock_owned() {
                 Ok(guard) => guard,
                 Err(_) => {
@@ -288,7 +310,7 @@ impl Contention {
                     tokio::time::timeout_at(until.into(), lock.lock_owned()).await.ok()?
                 }
             };
-            turn.waiting.retain(|b| *b != boundary);
+            let boundary = turn.waiting.pop().expect("a boundary for each lock");
             turn.held.push((boundary, guard));
         }
         {
@@ -313,7 +335,7 @@ pub(super) struct Turn {
     contention: Arc<Contention>,
     held: Vec<(Boundary, OwnedMutexGuard<()>)>,
     /// Boundaries whose lock was taken from the map but not yet acquired (a turn dropped
-    /// while waiting, e.g. at the deadline, must still let go of them).
+    /// while waiting, e.g. at the deadline, must still let go of them), the next one last.
     waiting: Vec<Boundary>,
 }
 
@@ -326,16 +348,15 @@ impl Turn {
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        let (mut names, guards): (Vec<Boundary>, Vec<OwnedMutexGuard<()>>) = std::mem::take(&mut self.held).into_iter().unzip();
         let mut queues = self.contention.queues.lock().expect("queues lock");
-        for boundary in &names {
+        for (boundary, _) in &self.held {
             if let Some(queue) = queues.get_mut(boundary) {
                 queue.running = false;
             }
         }
-        drop(guards); // releases the locks: the next in line goes
-        names.append(&mut self.waiting);
-        for name in names {
+        // Each lock released lets the next in line go.
+        let held = self.held.drain(..).map(|(boundary, _guard)| boundary);
+        for name in held.chain(self.waiting.drain(..)) {
             if let Some(queue) = queues.get_mut(&name) {
                 queue.turns = queue.turns.saturating_sub(1);
                 if queue.turns == 0 {
@@ -373,6 +394,9 @@ mod tests {
         let tenant = Tenant::new("acme").unwrap();
         let a = boundaries(&store, &tenant, &reads(&[(&["B", "A"], &["y", "x"]), (&["A", "B"], &["x", "y"])]));
         assert_eq!(a.len(), 1);
+        let three = boundaries(&store, &tenant, &reads(&[(&["C", "A", "B"], &["z", "x", "y"]), (&["B", "C", "A"], &["y", "z", "x"])]));
+        assert_eq!(three.len(), 1, "three types and tags in any order: {three:?}");
+        assert_eq!(parts(&three[0].item), (vec!["A".into(), "B".into(), "C".into()], vec!["x".into(), "y".into(), "z".into()]));
         let split = boundaries(&store, &tenant, &reads(&[(&["A", "B"], &[]), (&["A"], &["B"]), (&[], &["A", "B"]), (&["A"], &[])]));
         assert_eq!(split.len(), 4, "types and tags named apart: {split:?}");
         assert!(boundaries(&store, &tenant, &[AppendCondition::new(Query::all(), None)]).is_empty());

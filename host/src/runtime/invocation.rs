@@ -142,8 +142,8 @@ impl ReadAppender {
     async fn fetch(&mut self, query: Query, options: ReadOptions) -> Result<types::ReadResult, types::Error> {
         // A command decides on accepted events too: see `EventStore::read_accepted`.
         let read = match self.access {
-            Access::ReadAppend => self.store.read_accepted(&self.tenant, query.clone(), options).await,
-            _ => self.store.read(&self.tenant, query.clone(), options).await,
+            Access::ReadAppend => self.store.read_accepted(&self.tenant, query, options).await,
+            _ => self.store.read(&self.tenant, query, options).await,
         };
         let mut stream = read.map_err(|e| to_wit_error(&e))?;
         let mut events = Vec::new();
@@ -160,8 +160,9 @@ impl ReadAppender {
                 events.push(types::SequencedEvent { position: to_wit_position(event.position), event: to_wit_event(event.event) });
             }
         }
-        let position = stream.consistency_position();
-        self.reads.push(AppendCondition { query, after: Some(position) });
+        let read = stream.into_condition();
+        let position = read.after.unwrap_or(Position::ZERO);
+        self.reads.push(read);
         Ok(types::ReadResult { events, position: to_wit_position(position) })
     }
 

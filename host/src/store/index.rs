@@ -408,6 +408,11 @@ impl ReadCursor {
         &self.query
     }
 
+    /// The read's query, handed back (copied only if it is shared).
+    pub fn into_query(self) -> Query {
+        Arc::unwrap_or_clone(self.query)
+    }
+
     /// Selects up to `max` further positions from `index`.
     pub fn next_positions(&mut self, index: &TenantIndex, max: usize) -> Vec<u64> {
         let resolved = index.resolve(&self.query);

@@ -163,6 +163,9 @@ pub trait EventBatches: Send {
 
     /// Valid once `next_batch` has returned `None`.
     fn consistency_position(&self) -> Position;
+
+    /// The query read, handed back when the read is done.
+    fn into_query(self: Box<Self>) -> Query;
 }
 
 /// The result of a read: events in batches, then the read's consistency position.
@@ -194,6 +197,16 @@ impl ReadStream {
     pub fn consistency_position(&self) -> Position {
         assert!(self.exhausted, "the consistency position is known once the read is exhausted");
         self.batches.consistency_position()
+    }
+
+    /// The condition that guards an append by exactly what this read saw: its query, after its
+    /// consistency position (a command's read, without copying the query).
+    ///
+    /// # Panics
+    /// Before the stream is exhausted; that would be a bug in the caller.
+    pub fn into_condition(self) -> AppendCondition {
+        let after = self.consistency_position();
+        AppendCondition { query: self.batches.into_query(), after: Some(after) }
     }
 
     /// Counts the events that are not the host's own records, without holding them, up to

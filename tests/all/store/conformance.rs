@@ -185,9 +185,14 @@ pub async fn recorded_positions_guard_appends_correctly(store: SharedStore) {
     // "The last N" backwards, then append guarded by it: must succeed (the known bug would fail it).
     let (_, p) = read(&store, &t, a.clone(), ReadOptions::default().backwards().limit(1)).await;
     store.append(&t, vec![ev("A", &["new"])], vec![AppendCondition::new(a.clone(), Some(p))]).await.expect("guarded by head");
-    // Forward cut by limit: an unseen later match must fail the append.
-    let (_, p) = read(&store, &t, a.clone(), ReadOptions::default().limit(1)).await;
-    let err = store.append(&t, vec![ev("A", &[])], vec![AppendCondition::new(a, Some(p))]).await.unwrap_err();
+    // Forward cut by limit: an unseen later match must fail the append. The read's own
+    // condition (how a command's read guards its append) is its query after that position.
+    let mut stream = store.read(&t, a.clone(), ReadOptions::default().limit(1)).await.expect("read");
+    while stream.next_batch().await.expect("read stream").is_some() {}
+    let p = stream.consistency_position();
+    let condition = stream.into_condition();
+    assert_eq!(condition, AppendCondition::new(a, Some(p)), "the read's query, after its position");
+    let err = store.append(&t, vec![ev("A", &[])], vec![condition]).await.unwrap_err();
     assert!(err.is_condition_failed(), "{err}");
 }
 

@@ -856,4 +856,8 @@ impl EventBatches for EmbeddedBatches {
     fn consistency_position(&self) -> Position {
         Position::new(self.cursor.consistency_position())
     }
+
+    fn into_query(self: Box<Self>) -> Query {
+        self.cursor.into_query()
+    }
 }

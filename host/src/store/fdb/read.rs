@@ -168,6 +168,10 @@ impl EventBatches for FdbBatches {
             _ => snapshot,
         }
     }
+
+    fn into_query(self: Box<Self>) -> Query {
+        self.query
+    }
 }
 
 /// What one transaction of a read needs (borrowed: the retry loop may run it several times).

@@ -15,6 +15,8 @@ type PostingMap = HashMap<Box<str>, Vec<u64>, foldhash::fast::RandomState>;
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use super::{AppendCondition, Event, Position, Query, StoreError};
 
 /// Events are indexed when the writer accepts them and become visible to reads only when
@@ -180,15 +182,16 @@ impl PostingList for &[u64] {
 }
 
 /// A query resolved to posting lists: a union of items, each the union of its types' lists
-/// intersected with its tags' lists.
+/// intersected with its tags' lists. Queries name a few items of a few types and tags each;
+/// those stay inline (a command resolves each of its reads, and each again at its append).
 pub(crate) struct Resolved<L> {
     every_event: bool,
-    items: Vec<ResolvedItem<L>>,
+    items: SmallVec<[ResolvedItem<L>; 2]>,
 }
 
 enum ResolvedItem<L> {
     Every,
-    Lists { types: Vec<L>, tags: Vec<L>, every_type: bool },
+    Lists { types: SmallVec<[L; 2]>, tags: SmallVec<[L; 2]>, every_type: bool },
 }
 
 impl<L: PostingList> Resolved<L> {
@@ -196,25 +199,25 @@ impl<L: PostingList> Resolved<L> {
     /// has it).
     pub fn new(query: &Query, mut lookup: impl FnMut(KeyKind, &str) -> Result<Option<L>, L::Error>) -> Result<Self, L::Error> {
         if query.items.is_empty() {
-            return Ok(Resolved { every_event: true, items: Vec::new() });
+            return Ok(Resolved { every_event: true, items: SmallVec::new() });
         }
-        let mut items = Vec::with_capacity(query.items.len());
+        let mut items = SmallVec::with_capacity(query.items.len());
         'items: for item in &query.items {
-            let mut types = Vec::with_capacity(item.types.len());
+            let mut types = SmallVec::with_capacity(item.types.len());
             for t in &item.types {
                 types.extend(lookup(KeyKind::Type, t)?);
             }
             if !item.types.is_empty() && types.is_empty() {
                 continue; // none of its types was ever written
             }
-            let mut tags = Vec::with_capacity(item.tags.len());
+            let mut tags = SmallVec::with_capacity(item.tags.len());
             for t in &item.tags {
                 match lookup(KeyKind::Tag, t)? {
                     Some(list) => tags.push(list),
                     None => continue 'items, // a tag never written: the item matches nothing
                 }
             }
-            tags.sort_by_key(|list| list.len()); // most selective first
+            tags.sort_by_key(|list: &L| list.len()); // most selective first
             let every_type = item.types.is_empty();
             items.push(if item.matches_every_event() { ResolvedItem::Every } else { ResolvedItem::Lists { types, tags, every_type } });
         }

@@ -179,7 +179,8 @@ enum PartSearch<'a> {
     RuledOut,
     /// Its bloom filters let the query match: to resolve when the search reaches it.
     Candidate,
-    Resolved(Resolved<SegmentList<'a>>),
+    /// Boxed: a log has a part for every sealed segment, and most are never resolved.
+    Resolved(Box<Resolved<SegmentList<'a>>>),
 }
 
 /// How many parts one pass over the bloom filters tests: a key's bits lie in one cache line per
@@ -272,7 +273,7 @@ impl<'a> Search<'a> {
         }
         if matches!(self.sealed[part], PartSearch::Candidate) {
             let index: &'a SegmentIndex = &self.log.searched[part].index;
-            self.sealed[part] = PartSearch::Resolved(index.resolve(self.tenant, self.query)?);
+            self.sealed[part] = PartSearch::Resolved(Box::new(index.resolve(self.tenant, self.query)?));
         }
         Ok(match &self.sealed[part] {
             PartSearch::Resolved(resolved) => Some(resolved),

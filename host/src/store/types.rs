@@ -1,7 +1,6 @@
 //! The DCB vocabulary: events, positions, queries, read options and append conditions.
 
 use std::fmt;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -134,11 +133,10 @@ impl serde::de::Visitor<'_> for PositionVisitor {
 
 /// A tenant's name: 1 to 64 characters of `a-z`, `0-9`, `-` and `_`.
 ///
-/// Each tenant has its own log; positions are per tenant. Cloned without allocating: a command
-/// hands its tenant to each part that serves it.
+/// Each tenant has its own log; positions are per tenant.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct Tenant(Arc<str>);
+pub struct Tenant(String);
 
 impl Tenant {
     pub const MAX_LEN: usize = 64;
@@ -152,7 +150,7 @@ impl Tenant {
                 Self::MAX_LEN
             )));
         }
-        Ok(Tenant(name.into()))
+        Ok(Tenant(name))
     }
 
     pub fn as_str(&self) -> &str {
@@ -169,7 +167,7 @@ impl TryFrom<String> for Tenant {
 
 impl From<Tenant> for String {
     fn from(tenant: Tenant) -> String {
-        tenant.0.to_string()
+        tenant.0
     }
 }
 

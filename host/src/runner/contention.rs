@@ -289,12 +289,19 @@ impl Contention {
         {
             let mut queues = self.queues.lock().expect("queues lock");
             for b in &boundaries {
-                if !queues.contains_key(b) {
-                    queues.insert(b.clone(), Queue::default());
-                }
-                let queue = queues.get_mut(b).expect("inserted above");
-                queue.turns += 1;
-                locks.push(queue.lock.clone());
+                let lock = match queues.get_mut(b) {
+                    Some(queue) => {
+                        queue.turns += 1;
+                        queue.lock.clone()
+                    }
+                    None => {
+                        let queue = Queue { turns: 1, ..Queue::default() };
+                        let lock = queue.lock.clone();
+                        queues.insert(b.clone(), queue);
+                        lock
+                    }
+                };
+                locks.push(lock);
             }
         }
         // Taken from the back, in order.
@@ -402,6 +409,24 @@ mod tests {
         assert!(boundaries(&store, &tenant, &[AppendCondition::new(Query::all(), None)]).is_empty());
         let other: SharedStore = Arc::new(MemoryStore::new());
         assert_ne!(boundaries(&other, &tenant, &reads(&[(&["A", "B"], &["x", "y"])])), a, "another store's log");
+    }
+
+    /// A boundary's name is its types sorted, joined, then its tags sorted, joined: for any
+    /// number of them, in any order, repeated or not.
+    #[test]
+    fn a_boundary_name_is_the_sorted_types_then_the_sorted_tags() {
+        let lists: [&[&str]; 7] = [&[], &["b"], &["b", "a"], &["a", "b"], &["a", "a"], &["c", "a", "b"], &["d", "b", "a", "c", "a"]];
+        for types in lists {
+            for tags in lists {
+                let item = QueryItem { types: types.iter().map(|t| t.to_string()).collect(), tags: tags.iter().map(|t| t.to_string()).collect() };
+                let sorted = |list: &[&str]| {
+                    let mut list = list.to_vec();
+                    list.sort_unstable();
+                    list.join(NEXT)
+                };
+                assert_eq!(canonical(&item), format!("{}{TAGS}{}", sorted(types), sorted(tags)), "{types:?} {tags:?}");
+            }
+        }
     }
 
     /// The gate names each read once: the names after any sequence of reads are those of all

@@ -160,9 +160,8 @@ impl ReadAppender {
                 events.push(types::SequencedEvent { position: to_wit_position(event.position), event: to_wit_event(event.event) });
             }
         }
-        let read = stream.into_condition();
-        let position = read.after.unwrap_or(Position::ZERO);
-        self.reads.push(read);
+        let position = stream.consistency_position();
+        self.reads.push(stream.into_condition());
         Ok(types::ReadResult { events, position: to_wit_position(position) })
     }
 

@@ -72,10 +72,7 @@ pub async fn run(
     let labels = slice_labels(caller.tenant.as_str(), slice.name());
     state.metrics.command_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
     state.metrics.command_attempts.get_or_create(&labels).inc_by(u64::from(attempts));
-    let outcome = match &result {
-        Ok(_) => "ok",
-        Err(err) => err.kind(),
-    };
+    let outcome = crate::telemetry::outcome(&result);
     let command_labels =
         CommandLabels { tenant: caller.tenant.to_string(), slice: slice.name().to_string(), outcome: outcome.to_string() };
     state.metrics.commands.get_or_create(&command_labels).inc();

@@ -31,6 +31,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use smallvec::SmallVec;
 use tokio::sync::{Mutex as TurnLock, OwnedMutexGuard};
 
 use crate::last_noted::LastNoted;
@@ -114,25 +115,16 @@ fn canonical(item: &QueryItem) -> String {
     name
 }
 
-/// Appends `parts` in sorted order, separated by [`NEXT`]. Items name one or two types and
-/// tags, so those are ordered in place; more are sorted in a list of their own.
+/// Appends `parts` in sorted order, separated by [`NEXT`] (sorted on the stack: items name a
+/// few types and tags).
 fn push_sorted(name: &mut String, parts: &[String]) {
-    let mut push = |parts: &mut dyn Iterator<Item = &String>| {
-        for (i, part) in parts.enumerate() {
-            if i > 0 {
-                name.push_str(NEXT);
-            }
-            name.push_str(part);
+    let mut sorted: SmallVec<[&String; 4]> = parts.iter().collect();
+    sorted.sort_unstable();
+    for (i, part) in sorted.into_iter().enumerate() {
+        if i > 0 {
+            name.push_str(NEXT);
         }
-    };
-    match parts {
-        [a, b] if b < a => push(&mut [b, a].into_iter()),
-        [] | [_] | [_, _] => push(&mut parts.iter()),
-        _ => {
-            let mut sorted: Vec<&String> = parts.iter().collect();
-            sorted.sort_unstable();
-            push(&mut sorted.into_iter());
-        }
+        name.push_str(part);
     }
 }
 

@@ -1,8 +1,10 @@
 //! Deploying, listing and removing a tenant's slices.
 
+use std::time::Duration;
+
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -61,39 +63,71 @@ pub async fn deploy(
     State(state): State<SharedState>,
     Path((tenant, name)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Body,
+    mut body: Body,
 ) -> Result<(StatusCode, Json<Value>), Response> {
-    // Refused before its body is read: the connection is closed after the answer, so a client
-    // does not send its next request on a connection that still carries the unread upload.
-    let unread = |err: ApiError| {
-        let mut response = err.into_response();
-        response.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
-        response
-    };
-    let caller = state.authorize(&headers, &tenant).map_err(unread)?;
+    match upload(&state, &tenant, &name, &headers, &mut body).await {
+        Ok(deployed) => Ok((StatusCode::OK, Json(describe_deployed(&deployed)))),
+        Err(refused) => Err(answer_refused_upload(refused, body, &headers).await),
+    }
+}
+
+async fn upload(state: &SharedState, tenant: &str, name: &str, headers: &HeaderMap, body: &mut Body) -> Result<std::sync::Arc<Deployed>, ApiError> {
+    let caller = state.authorize(headers, tenant)?;
     // The operator's own deploys (the admin token) are not a tenant's to ration.
-    let principal = super::bearer(&headers).map_err(unread)?;
-    let admin = matches!(state.tenants.authenticate(principal), Some(crate::tenants::Principal::Admin));
+    let admin = matches!(state.tenants.authenticate(super::bearer(headers)?), Some(crate::tenants::Principal::Admin));
     if !admin {
-        state.registry.admit_upload(&caller.tenant).map_err(|e| unread(e.into()))?;
+        state.registry.admit_upload(&caller.tenant)?;
     }
     let limit = caller.state.limits.max_component_bytes;
     let too_large = || ApiError::payload_too_large(format!("tenant {} may upload components of at most {limit} bytes", caller.tenant));
-    let declared = headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(unread(too_large()));
+    if declared_length(headers).is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
     }
     let body = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(err) if err.is::<LengthLimitError>() => return Err(unread(too_large())),
-        Err(err) => return Err(unread(ApiError::invalid_input(format!("reading the component: {err}")))),
+        Err(err) if err.is::<LengthLimitError>() => return Err(too_large()),
+        Err(err) => return Err(ApiError::invalid_input(format!("reading the component: {err}"))),
     };
     if body.is_empty() {
-        return Err(ApiError::invalid_input("send the component's bytes as the body").into_response());
+        return Err(ApiError::invalid_input("send the component's bytes as the body"));
     }
-    let deployed = state.registry.deploy(&caller.tenant, body.to_vec(), Some(&name)).await.map_err(|e| ApiError::from(e).into_response())?;
+    let deployed = state.registry.deploy(&caller.tenant, body.to_vec(), Some(name)).await?;
     state.metrics.deploys.inc();
-    Ok((StatusCode::OK, Json(describe_deployed(&deployed))))
+    Ok(deployed)
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// The most of a refused upload read (and thrown away) before answering, and for how long.
+const DRAINED_AT_MOST: (u64, Duration) = (super::COMPONENT_LIMIT as u64, Duration::from_secs(10));
+
+/// An upload refused before its body was read whole is answered once the rest of the body is read
+/// and dropped: a server that closes a connection with bytes still unread resets it, and a client
+/// still sending then sees a broken pipe, not the answer. A client that waits for `100 Continue`
+/// has sent nothing yet and is answered at once; so is a body past `DRAINED_AT_MOST`. Then the
+/// connection is closed after the answer, so no next request follows the unread bytes.
+async fn answer_refused_upload(refused: ApiError, mut body: Body, headers: &HeaderMap) -> Response {
+    let (most_bytes, most_time) = DRAINED_AT_MOST;
+    let waits_for_continue = headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let drain = async {
+        let mut left = most_bytes;
+        while let Some(frame) = body.frame().await {
+            let Some(data) = frame.ok().map(|f| f.into_data().unwrap_or_default()) else { return false };
+            let Some(rest) = left.checked_sub(data.len() as u64) else { return false };
+            left = rest;
+        }
+        true
+    };
+    let drained = !waits_for_continue
+        && declared_length(headers).is_none_or(|n| n <= most_bytes)
+        && tokio::time::timeout(most_time, drain).await.unwrap_or(false);
+    let mut response = refused.into_response();
+    if !drained {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 #[utoipa::path(delete, path = "/v1/t/{tenant}/slices/{slice}", params(("tenant" = String, Path), ("slice" = String, Path)),

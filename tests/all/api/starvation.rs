@@ -53,6 +53,50 @@ async fn an_upload_over_the_tenants_size_is_refused() {
     assert_eq!(http.slices("acme").await.keys().collect::<Vec<_>>(), ["orders"]);
 }
 
+/// A client that sends a whole upload before reading the answer (as `curl` does below 1 MiB, and
+/// most HTTP libraries always) gets the refusal, not a broken pipe, and can go on using its
+/// connection: what is refused is read and dropped, not left unread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_upload_is_answered_while_its_client_is_still_sending() {
+    let server = Server::with(&[("acme", "max_component_bytes = 600000")]).await;
+    let http = &server.http;
+    // Far more than the socket buffers hold: the client is still writing when it is refused.
+    let junk = vec![7u8; 16 << 20];
+    let declared = http.deploy_as(&token("acme"), "acme", "hostile", junk.clone()).await;
+    declared.error(413, "payload_too_large");
+    assert!(declared.json["error"]["message"].as_str().unwrap().contains("600000"), "{:?}", declared.json);
+    // Sent in chunks, without a length: refused once past the limit, as it is read.
+    let chunks = junk.chunks(64 << 10).map(|c| Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::copy_from_slice(c))));
+    let streamed = http_body_util::StreamBody::new(futures_util::stream::iter(chunks.collect::<Vec<_>>())).boxed_unsync();
+    let request = http.request(Method::PUT, &t("acme", "/slices/hostile"), Some(&token("acme")), &[]).body(streamed).unwrap();
+    let response = http.client.request(request).await.expect("an answer, not a broken pipe");
+    assert_eq!(response.status(), 413);
+    http.deploy_as(&token("acme"), "acme", "orders", wasm("orders")).await.ok();
+    assert_eq!(http.slices("acme").await.keys().collect::<Vec<_>>(), ["orders"]);
+}
+
+/// A client that asks `Expect: 100-continue` is refused before it sends its body, and the
+/// connection is closed after the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_waiting_for_100_continue_is_refused_before_its_body_is_sent() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::with(&[("acme", "max_component_bytes = 600000")]).await;
+    let mut socket = tokio::net::TcpStream::connect(server.http.address).await.unwrap();
+    let head = format!(
+        "PUT {} HTTP/1.1\r\nhost: counterpoint\r\nauthorization: Bearer {}\r\ncontent-length: {}\r\nexpect: 100-continue\r\n\r\n",
+        t("acme", "/slices/hostile"),
+        token("acme"),
+        16 << 20
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    within("the answer, then the connection closed", socket.read_to_end(&mut answer)).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_lowercase();
+    assert!(answer.starts_with("http/1.1 413"), "{answer}");
+    assert!(answer.contains("connection: close") && answer.contains("payload_too_large"), "{answer}");
+    assert!(!answer.contains("100 continue"), "{answer}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_uploads_is_rate_limited_per_tenant() {
     let server = Server::with(&[("acme", "uploads_per_minute = 3"), ("globex", "")]).await;

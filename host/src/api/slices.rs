@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -10,7 +10,7 @@ use axum::Json;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{json, Value};
 
-use super::{ApiError, SharedState};
+use super::{ApiError, Caller, SharedState};
 use crate::deploy::Deployed;
 use crate::runtime::CONTRACT_VERSION;
 
@@ -65,66 +65,89 @@ pub async fn deploy(
     headers: HeaderMap,
     mut body: Body,
 ) -> Result<(StatusCode, Json<Value>), Response> {
-    match upload(&state, &tenant, &name, &headers, &mut body).await {
-        Ok(deployed) => Ok((StatusCode::OK, Json(describe_deployed(&deployed)))),
-        Err(refused) => Err(answer_refused_upload(refused, body, &headers).await),
-    }
+    let caller = match admit(&state, &tenant, &headers) {
+        Ok(caller) => caller,
+        // The body is not asked for, so a client waiting for `100 Continue` has sent none of it.
+        Err(refused) => return Err(answer_refused_upload(refused, body, expects_continue(&headers)).await),
+    };
+    let component = match read_component(&caller, &mut body).await {
+        Ok(component) => component,
+        Err(refused) => return Err(answer_refused_upload(refused, body, false).await),
+    };
+    let deployed = state.registry.deploy(&caller.tenant, component.to_vec(), Some(&name)).await.map_err(|e| ApiError::from(e).into_response())?;
+    state.metrics.deploys.inc();
+    Ok((StatusCode::OK, Json(describe_deployed(&deployed))))
 }
 
-async fn upload(state: &SharedState, tenant: &str, name: &str, headers: &HeaderMap, body: &mut Body) -> Result<std::sync::Arc<Deployed>, ApiError> {
+/// What an upload's head decides: who sends it, whether the tenant may upload now, and whether
+/// the length it declares is within the tenant's `max_component_bytes`.
+fn admit(state: &SharedState, tenant: &str, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let caller = state.authorize(headers, tenant)?;
     // The operator's own deploys (the admin token) are not a tenant's to ration.
     let admin = matches!(state.tenants.authenticate(super::bearer(headers)?), Some(crate::tenants::Principal::Admin));
     if !admin {
         state.registry.admit_upload(&caller.tenant)?;
     }
-    let limit = caller.state.limits.max_component_bytes;
-    let too_large = || ApiError::payload_too_large(format!("tenant {} may upload components of at most {limit} bytes", caller.tenant));
-    if declared_length(headers).is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
+    if declared_length(headers).is_some_and(|n| n > caller.state.limits.max_component_bytes as u64) {
+        return Err(too_large(&caller));
     }
-    let body = match Limited::new(body, limit).collect().await {
+    Ok(caller)
+}
+
+/// The body, read no further than the tenant's `max_component_bytes`.
+async fn read_component(caller: &Caller, body: &mut Body) -> Result<Bytes, ApiError> {
+    let component = match Limited::new(body, caller.state.limits.max_component_bytes).collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(err) if err.is::<LengthLimitError>() => return Err(too_large()),
+        Err(err) if err.is::<LengthLimitError>() => return Err(too_large(caller)),
         Err(err) => return Err(ApiError::invalid_input(format!("reading the component: {err}"))),
     };
-    if body.is_empty() {
+    if component.is_empty() {
         return Err(ApiError::invalid_input("send the component's bytes as the body"));
     }
-    let deployed = state.registry.deploy(&caller.tenant, body.to_vec(), Some(name)).await?;
-    state.metrics.deploys.inc();
-    Ok(deployed)
+    Ok(component)
+}
+
+fn too_large(caller: &Caller) -> ApiError {
+    let limit = caller.state.limits.max_component_bytes;
+    ApiError::payload_too_large(format!("tenant {} may upload components of at most {limit} bytes", caller.tenant))
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
+fn expects_continue(headers: &HeaderMap) -> bool {
+    headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
 /// The most of a refused upload read (and thrown away) before answering, and for how long.
 const DRAINED_AT_MOST: (u64, Duration) = (super::COMPONENT_LIMIT as u64, Duration::from_secs(10));
 
-/// An upload refused before its body was read whole is answered once the rest of the body is read
-/// and dropped: a server that closes a connection with bytes still unread resets it, and a client
-/// still sending then sees a broken pipe, not the answer. A client that waits for `100 Continue`
-/// has sent nothing yet and is answered at once; so is a body past `DRAINED_AT_MOST`. Then the
-/// connection is closed after the answer, so no next request follows the unread bytes.
-async fn answer_refused_upload(refused: ApiError, mut body: Body, headers: &HeaderMap) -> Response {
+/// A refused upload is answered once what is left of its body is read and dropped: a server that
+/// closes a connection with bytes unread resets it, and a client still sending then sees a broken
+/// pipe, not the answer. A client that has sent none of it (it waits for `100 Continue`) is
+/// answered at once, and so is one past `DRAINED_AT_MOST`. The connection is closed after the
+/// answer unless the body had been read whole, so a refused client starts again on a new one.
+async fn answer_refused_upload(refused: ApiError, mut body: Body, nothing_sent: bool) -> Response {
     let (most_bytes, most_time) = DRAINED_AT_MOST;
-    let waits_for_continue = headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    let drain = async {
-        let mut left = most_bytes;
-        while let Some(frame) = body.frame().await {
-            let Some(data) = frame.ok().map(|f| f.into_data().unwrap_or_default()) else { return false };
-            let Some(rest) = left.checked_sub(data.len() as u64) else { return false };
-            left = rest;
-        }
-        true
-    };
-    let drained = !waits_for_continue
-        && declared_length(headers).is_none_or(|n| n <= most_bytes)
-        && tokio::time::timeout(most_time, drain).await.unwrap_or(false);
     let mut response = refused.into_response();
-    if !drained {
+    let mut read_whole_before = false;
+    if !nothing_sent && body.size_hint().lower() <= most_bytes {
+        let drain = async {
+            let (mut left, mut first) = (most_bytes, true);
+            loop {
+                let read = match body.frame().await {
+                    None => return first,
+                    Some(Err(_)) => return false,
+                    Some(Ok(frame)) => frame.into_data().map_or(0, |data| data.len() as u64),
+                };
+                let Some(rest) = left.checked_sub(read) else { return false };
+                (left, first) = (rest, false);
+            }
+        };
+        read_whole_before = tokio::time::timeout(most_time, drain).await.unwrap_or(false);
+    }
+    if !read_whole_before {
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response

@@ -54,8 +54,8 @@ async fn an_upload_over_the_tenants_size_is_refused() {
 }
 
 /// A client that sends a whole upload before reading the answer (as `curl` does below 1 MiB, and
-/// most HTTP libraries always) gets the refusal, not a broken pipe, and can go on using its
-/// connection: what is refused is read and dropped, not left unread.
+/// most HTTP libraries always) gets the refusal, not a broken pipe: what is refused is read and
+/// dropped, not left unread.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_upload_is_answered_while_its_client_is_still_sending() {
     let server = Server::with(&[("acme", "max_component_bytes = 600000")]).await;
@@ -75,26 +75,90 @@ async fn a_refused_upload_is_answered_while_its_client_is_still_sending() {
     assert_eq!(http.slices("acme").await.keys().collect::<Vec<_>>(), ["orders"]);
 }
 
+/// An upload's head written on a socket of its own: `PUT` of acme's `hostile`, with `headers`.
+async fn raw_upload(server: &Server, headers: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut socket = tokio::net::TcpStream::connect(server.http.address).await.unwrap();
+    let path = t("acme", "/slices/hostile");
+    let head = format!("PUT {path} HTTP/1.1\r\nhost: counterpoint\r\nauthorization: Bearer {}\r\n{headers}\r\n", token("acme"));
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket
+}
+
+/// Reads one answer's head (up to its blank line), lower-cased.
+async fn read_head(socket: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(within("an answer", socket.read(&mut byte)).await.unwrap(), 1, "closed before an answer: {head:?}");
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).to_lowercase()
+}
+
 /// A client that asks `Expect: 100-continue` is refused before it sends its body, and the
 /// connection is closed after the answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_waiting_for_100_continue_is_refused_before_its_body_is_sent() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let server = Server::with(&[("acme", "max_component_bytes = 600000")]).await;
-    let mut socket = tokio::net::TcpStream::connect(server.http.address).await.unwrap();
-    let head = format!(
-        "PUT {} HTTP/1.1\r\nhost: counterpoint\r\nauthorization: Bearer {}\r\ncontent-length: {}\r\nexpect: 100-continue\r\n\r\n",
-        t("acme", "/slices/hostile"),
-        token("acme"),
-        16 << 20
-    );
-    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut socket = raw_upload(&server, &format!("content-length: {}\r\nexpect: 100-continue\r\n", 16 << 20)).await;
     let mut answer = Vec::new();
     within("the answer, then the connection closed", socket.read_to_end(&mut answer)).await.unwrap();
     let answer = String::from_utf8_lossy(&answer).to_lowercase();
     assert!(answer.starts_with("http/1.1 413"), "{answer}");
     assert!(answer.contains("connection: close") && answer.contains("payload_too_large"), "{answer}");
     assert!(!answer.contains("100 continue"), "{answer}");
+}
+
+/// A client that waited for `100 Continue` and then sends a body without a length, past the
+/// limit, is refused as it sends and still gets the answer: what it sends after is read and dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_upload_after_100_continue_is_refused_past_the_limit_and_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::with(&[("acme", "max_component_bytes = 600000")]).await;
+    let socket = raw_upload(&server, "transfer-encoding: chunked\r\nexpect: 100-continue\r\n").await;
+    let (mut reader, mut writer) = socket.into_split();
+    let mut continue_head = Vec::new();
+    while !continue_head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        within("100 Continue", reader.read_exact(&mut byte)).await.unwrap();
+        continue_head.push(byte[0]);
+    }
+    assert!(String::from_utf8_lossy(&continue_head).to_lowercase().starts_with("http/1.1 100 continue"));
+    // 16 MiB in 64 KiB chunks, far past the limit and the socket buffers. The writing half is
+    // kept (dropping it would half-close the connection, which the server takes as the client gone).
+    let sending = tokio::spawn(async move {
+        let chunk = format!("{:x}\r\n{}\r\n", 64 << 10, "x".repeat(64 << 10));
+        for _ in 0..256 {
+            writer.write_all(chunk.as_bytes()).await?;
+        }
+        writer.write_all(b"0\r\n\r\n").await.map(|()| writer)
+    });
+    let mut answer = Vec::new();
+    within("the answer, then the connection closed", reader.read_to_end(&mut answer)).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_lowercase();
+    assert!(answer.starts_with("http/1.1 413") && answer.contains("payload_too_large"), "{answer}");
+    within("the body sent", sending).await.unwrap().expect("the whole body written, no broken pipe");
+}
+
+/// A refusal after the body was read whole (here: an empty body) keeps the connection: the next
+/// request on it is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_whose_upload_was_read_whole_stays_open_after_a_refusal() {
+    use tokio::io::AsyncWriteExt;
+    let server = Server::start().await;
+    let mut socket = raw_upload(&server, "content-length: 0\r\n").await;
+    let refused = read_head(&mut socket).await;
+    assert!(refused.starts_with("http/1.1 400") && !refused.contains("connection: close"), "{refused}");
+    let length: usize = refused.split("content-length: ").nth(1).and_then(|rest| rest.split("\r\n").next()?.parse().ok()).unwrap();
+    let mut body = vec![0u8; length];
+    tokio::io::AsyncReadExt::read_exact(&mut socket, &mut body).await.unwrap();
+    assert!(String::from_utf8_lossy(&body).contains("invalid_input"));
+    let next = format!("GET {} HTTP/1.1\r\nhost: counterpoint\r\nauthorization: Bearer {}\r\n\r\n", t("acme", "/slices"), token("acme"));
+    socket.write_all(next.as_bytes()).await.unwrap();
+    assert!(read_head(&mut socket).await.starts_with("http/1.1 200"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

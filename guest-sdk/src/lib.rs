@@ -60,8 +60,6 @@ mod automation;
 mod command;
 mod error;
 mod event;
-#[cfg(all(feature = "arena", any(test, target_arch = "wasm32")))]
-mod heap;
 mod input;
 mod projection;
 mod query;

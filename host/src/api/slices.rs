@@ -74,7 +74,7 @@ pub async fn deploy(
         Ok(component) => component,
         Err(refused) => return Err(answer_refused_upload(refused, body, false).await),
     };
-    let deployed = state.registry.deploy(&caller.tenant, component.to_vec(), Some(&name)).await.map_err(|e| ApiError::from(e).into_response())?;
+    let deployed = state.registry.deploy(&caller.tenant, Vec::from(component), Some(&name)).await.map_err(|e| ApiError::from(e).into_response())?;
     state.metrics.deploys.inc();
     Ok((StatusCode::OK, Json(describe_deployed(&deployed))))
 }

@@ -18,6 +18,7 @@ mod readmodels;
 mod schema;
 mod slices;
 mod trace;
+mod unread_body;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -169,6 +170,7 @@ pub fn router(state: SharedState) -> Router {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route takes another method")
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(unread_body::answer_after_the_body))
         .layer(axum::middleware::map_response_with_state(state.clone(), count_errors))
         .layer(axum::middleware::from_fn(trace::request_span))
         .with_state(state)

@@ -1,11 +1,8 @@
 //! Deploying, listing and removing a tenant's slices.
 
-use std::time::Duration;
-
-use axum::body::{Body, Bytes, HttpBody};
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{json, Value};
@@ -58,23 +55,19 @@ pub async fn describe(
 /// `PUT /v1/t/{tenant}/slices/{slice}`: the component's bytes. Compiled and validated off the
 /// request path, then swapped in; the slice it describes must be `{slice}`. Counted against the
 /// tenant's `uploads_per_minute` (unless the admin uploads); read no further than its
-/// `max_component_bytes`.
+/// `max_component_bytes`. A refused upload is answered once the rest of its body is read, or at
+/// once if its client waits for `100 Continue` ([`super::unread_body`]).
 pub async fn deploy(
     State(state): State<SharedState>,
     Path((tenant, name)): Path<(String, String)>,
     headers: HeaderMap,
-    mut body: Body,
-) -> Result<(StatusCode, Json<Value>), Response> {
-    let caller = match admit(&state, &tenant, &headers) {
-        Ok(caller) => caller,
-        // The body is not asked for, so a client waiting for `100 Continue` has sent none of it.
-        Err(refused) => return Err(answer_refused_upload(refused, body, expects_continue(&headers)).await),
-    };
-    let component = match read_component(&caller, &mut body).await {
-        Ok(component) => component,
-        Err(refused) => return Err(answer_refused_upload(refused, body, false).await),
-    };
-    let deployed = state.registry.deploy(&caller.tenant, Vec::from(component), Some(&name)).await.map_err(|e| ApiError::from(e).into_response())?;
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    // Refused from its head, the body is not asked for: a client waiting for `100 Continue`
+    // sends none of it.
+    let caller = admit(&state, &tenant, &headers)?;
+    let component = read_component(&caller, body).await?;
+    let deployed = state.registry.deploy(&caller.tenant, Vec::from(component), Some(&name)).await?;
     state.metrics.deploys.inc();
     Ok((StatusCode::OK, Json(describe_deployed(&deployed))))
 }
@@ -95,7 +88,7 @@ fn admit(state: &SharedState, tenant: &str, headers: &HeaderMap) -> Result<Calle
 }
 
 /// The body, read no further than the tenant's `max_component_bytes`.
-async fn read_component(caller: &Caller, body: &mut Body) -> Result<Bytes, ApiError> {
+async fn read_component(caller: &Caller, body: Body) -> Result<Bytes, ApiError> {
     let component = match Limited::new(body, caller.state.limits.max_component_bytes).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(err) if err.is::<LengthLimitError>() => return Err(too_large(caller)),
@@ -114,43 +107,6 @@ fn too_large(caller: &Caller) -> ApiError {
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
-}
-
-fn expects_continue(headers: &HeaderMap) -> bool {
-    headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
-}
-
-/// The most of a refused upload read (and thrown away) before answering, and for how long.
-const DRAINED_AT_MOST: (u64, Duration) = (super::COMPONENT_LIMIT as u64, Duration::from_secs(10));
-
-/// A refused upload is answered once what is left of its body is read and dropped: a server that
-/// closes a connection with bytes unread resets it, and a client still sending then sees a broken
-/// pipe, not the answer. A client that has sent none of it (it waits for `100 Continue`) is
-/// answered at once, and so is one past `DRAINED_AT_MOST`. The connection is closed after the
-/// answer unless the body had been read whole, so a refused client starts again on a new one.
-async fn answer_refused_upload(refused: ApiError, mut body: Body, nothing_sent: bool) -> Response {
-    let (most_bytes, most_time) = DRAINED_AT_MOST;
-    let mut response = refused.into_response();
-    let mut read_whole_before = false;
-    if !nothing_sent && body.size_hint().lower() <= most_bytes {
-        let drain = async {
-            let (mut left, mut first) = (most_bytes, true);
-            loop {
-                let read = match body.frame().await {
-                    None => return first,
-                    Some(Err(_)) => return false,
-                    Some(Ok(frame)) => frame.into_data().map_or(0, |data| data.len() as u64),
-                };
-                let Some(rest) = left.checked_sub(read) else { return false };
-                (left, first) = (rest, false);
-            }
-        };
-        read_whole_before = tokio::time::timeout(most_time, drain).await.unwrap_or(false);
-    }
-    if !read_whole_before {
-        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    response
 }
 
 #[utoipa::path(delete, path = "/v1/t/{tenant}/slices/{slice}", params(("tenant" = String, Path), ("slice" = String, Path)),

@@ -64,11 +64,14 @@ async fn every_error_code_has_its_status() {
     http.send(Method::GET, &t("acme", "/events/stream"), acme, &[("last-event-id", "yesterday")], "").await.error(400, "invalid_input");
     http.send(Method::PUT, &t("acme", "/slices/orders"), acme, &[], "").await.error(400, "invalid_input");
 
-    // payload_too_large: a body over 24 MiB
-    let huge = format!("{{\"order_id\": \"{}\", \"customer_id\": \"c\"}}", "x".repeat(24 << 20));
-    // Just over the limit, so the client has finished writing when the server answers.
-    http.send_oversized(&t("acme", "/slices/orders/commands/place-order"), acme, huge.clone(), true).await;
-    http.send_oversized(&t("acme", "/events/append"), acme, huge, true).await;
+    // payload_too_large: a body over 24 MiB, just over and twice that (the client is then still
+    // writing when it is refused), at a command, an append, a read and a projection.
+    for over in [0, 24 << 20] {
+        let huge = format!("{{\"order_id\": \"{}\", \"customer_id\": \"c\"}}", "x".repeat((24 << 20) + over));
+        for path in ["/slices/orders/commands/place-order", "/events/append", "/events/read", "/slices/orders/projections/order-summary"] {
+            http.send_oversized(&t("acme", path), acme, huge.clone()).await;
+        }
+    }
     assert_eq!(http.log("acme").await, before, "no refused request appended anything");
 
     // rejected

@@ -200,7 +200,7 @@ async fn bad_input_is_refused_with_the_right_code_and_changes_nothing() {
     http.send(Method::POST, &t("acme", "/slices/orders/commands/place-order"), Some(&token("acme")), &[], big).await.error(400, "invalid_input");
     let over: Vec<u8> = (0..(25 << 20)).map(|_| rng.u8(..)).collect();
     for path in [t("acme", "/events/append"), t("acme", "/events/read"), t("acme", "/slices/orders/commands/add-item")] {
-        http.send_oversized(&path, Some(&token("acme")), over.clone(), false).await;
+        http.send_oversized(&path, Some(&token("acme")), over.clone()).await;
     }
     assert_eq!(http.log("acme").await, log, "the log is unchanged (seed {seed})");
     assert_eq!(http.slices("acme").await, slices, "the deployed slices are unchanged (seed {seed})");

@@ -7,8 +7,9 @@
 //! every answer waits until what is left of its request's body is read and dropped, up to
 //! [`DRAINED_AT_MOST`]. A client that sent `Expect: 100-continue` and whose body was never asked
 //! for has sent none of it: it is answered at once (hyper sends no `100 Continue`). The
-//! connection is kept only when the body had been read whole; otherwise it is closed after the
-//! answer, so a refused client starts again on a new one.
+//! connection is kept when the body was read to its end, by the handler or here (a client
+//! refused at its rate limit does not pay a new connection for each try); otherwise it is closed
+//! after the answer.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -42,28 +43,32 @@ pub async fn answer_after_the_body(request: Request, next: Next) -> Response {
         (std::mem::take(&mut watched.body), watched.asked_for)
     };
     // Not asked for, a body behind `Expect: 100-continue` was never sent.
-    if asked_for || !expects_continue {
-        drain(left).await;
+    let sent = asked_for || !expects_continue;
+    if !(sent && drain(left).await) {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 
-/// Reads and drops `body` to its end, within [`DRAINED_AT_MOST`].
-async fn drain(mut body: Body) {
+/// Reads and drops `body` to its end, within [`DRAINED_AT_MOST`]: whether it got there.
+async fn drain(mut body: Body) -> bool {
     let (most_bytes, most_time) = DRAINED_AT_MOST;
     if body.size_hint().lower() > most_bytes {
-        return;
+        return false;
     }
     let read_to_the_end = async {
         let mut left = most_bytes;
-        while let Some(Ok(frame)) = body.frame().await {
-            let read = frame.into_data().map_or(0, |data| data.len() as u64);
-            let Some(rest) = left.checked_sub(read) else { return };
+        loop {
+            let read = match body.frame().await {
+                None => return true,
+                Some(Err(_)) => return false,
+                Some(Ok(frame)) => frame.into_data().map_or(0, |data| data.len() as u64),
+            };
+            let Some(rest) = left.checked_sub(read) else { return false };
             left = rest;
         }
     };
-    let _ = tokio::time::timeout(most_time, read_to_the_end).await;
+    tokio::time::timeout(most_time, read_to_the_end).await.unwrap_or(false)
 }
 
 fn expects_continue(headers: &HeaderMap) -> bool {

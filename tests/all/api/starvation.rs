@@ -116,7 +116,7 @@ async fn an_upload_waiting_for_100_continue_is_refused_before_its_body_is_sent()
 /// limit, is refused as it sends and still gets the answer: what it sends after is read and dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunked_upload_after_100_continue_is_refused_past_the_limit_and_answered() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let server = Server::with(&[("acme", "max_component_bytes = 600000")]).await;
     let socket = raw_upload(&server, "transfer-encoding: chunked\r\nexpect: 100-continue\r\n").await;
     let (mut reader, mut writer) = socket.into_split();
@@ -131,11 +131,43 @@ async fn a_chunked_upload_after_100_continue_is_refused_past_the_limit_and_answe
         }
         writer.write_all(b"0\r\n\r\n").await.map(|()| writer)
     });
-    let mut answer = Vec::new();
-    within("the answer, then the connection closed", reader.read_to_end(&mut answer)).await.unwrap();
-    let answer = String::from_utf8_lossy(&answer).to_lowercase();
-    assert!(answer.starts_with("http/1.1 413") && answer.contains("payload_too_large"), "{answer}");
+    let refused = read_answer(&mut reader).await;
+    assert!(refused.starts_with("http/1.1 413") && refused.contains("payload_too_large"), "{refused}");
     within("the body sent", sending).await.unwrap().expect("the whole body written, no broken pipe");
+}
+
+/// One answer, head and body (by its `content-length`), lower-cased.
+async fn read_answer(socket: &mut (impl tokio::io::AsyncRead + Unpin)) -> String {
+    let head = read_head(socket).await;
+    let length: usize = head.split("content-length: ").nth(1).and_then(|rest| rest.split("\r\n").next()?.parse().ok()).expect("a length");
+    let mut body = vec![0u8; length];
+    within("the answer's body", tokio::io::AsyncReadExt::read_exact(socket, &mut body)).await.unwrap();
+    head + &String::from_utf8_lossy(&body).to_lowercase()
+}
+
+/// A request refused before its handler read its body (a wrong token, with 4 MiB on the way)
+/// keeps its connection once the body is read and dropped: the next request on it is answered.
+/// One over the limit in chunks, read and dropped to its end too, keeps it as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_whose_refused_body_was_read_to_its_end_stays_open() {
+    use tokio::io::AsyncWriteExt;
+    let server = Server::start().await;
+    let mut socket = tokio::net::TcpStream::connect(server.http.address).await.unwrap();
+    let body = format!("{{\"order_id\": \"{}\"}}", "x".repeat(4 << 20));
+    let path = t("acme", "/slices/orders/commands/place-order");
+    let wrong = format!("POST {path} HTTP/1.1\r\nhost: counterpoint\r\nauthorization: Bearer nobody\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+    let (mut reader, mut writer) = socket.split();
+    let (sent, refused) = tokio::join!(writer.write_all(wrong.as_bytes()), read_answer(&mut reader));
+    sent.expect("the whole body written");
+    assert!(refused.starts_with("http/1.1 401") && !refused.contains("connection: close"), "{refused}");
+    let over = format!("{:x}\r\n{}\r\n", 1 << 20, "x".repeat(1 << 20)).repeat(25) + "0\r\n\r\n";
+    let chunked = format!("POST {path} HTTP/1.1\r\nhost: counterpoint\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n{over}", token("acme"));
+    let (sent, refused) = tokio::join!(writer.write_all(chunked.as_bytes()), read_answer(&mut reader));
+    sent.expect("the whole body written");
+    assert!(refused.starts_with("http/1.1 413") && !refused.contains("connection: close"), "{refused}");
+    let next = format!("GET {} HTTP/1.1\r\nhost: counterpoint\r\nauthorization: Bearer {}\r\n\r\n", t("acme", "/slices"), token("acme"));
+    writer.write_all(next.as_bytes()).await.unwrap();
+    assert!(read_answer(&mut reader).await.starts_with("http/1.1 200"));
 }
 
 /// A refusal after the body was read whole (here: an empty body) keeps the connection: the next
@@ -145,12 +177,9 @@ async fn a_connection_whose_upload_was_read_whole_stays_open_after_a_refusal() {
     use tokio::io::AsyncWriteExt;
     let server = Server::start().await;
     let mut socket = raw_upload(&server, "content-length: 0\r\n").await;
-    let refused = read_head(&mut socket).await;
+    let refused = read_answer(&mut socket).await;
     assert!(refused.starts_with("http/1.1 400") && !refused.contains("connection: close"), "{refused}");
-    let length: usize = refused.split("content-length: ").nth(1).and_then(|rest| rest.split("\r\n").next()?.parse().ok()).unwrap();
-    let mut body = vec![0u8; length];
-    tokio::io::AsyncReadExt::read_exact(&mut socket, &mut body).await.unwrap();
-    assert!(String::from_utf8_lossy(&body).contains("invalid_input"));
+    assert!(refused.contains("invalid_input"), "{refused}");
     let next = format!("GET {} HTTP/1.1\r\nhost: counterpoint\r\nauthorization: Bearer {}\r\n\r\n", t("acme", "/slices"), token("acme"));
     socket.write_all(next.as_bytes()).await.unwrap();
     assert!(read_head(&mut socket).await.starts_with("http/1.1 200"));

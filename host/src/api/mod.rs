@@ -72,6 +72,8 @@ pub type SharedState = Arc<AppState>;
 pub struct Caller {
     pub tenant: Tenant,
     pub state: Arc<TenantState>,
+    /// Whether the admin token was sent (the operator acting for the tenant).
+    pub admin: bool,
 }
 
 impl AppState {
@@ -80,11 +82,11 @@ impl AppState {
         let token = bearer(headers)?;
         let principal = self.tenants.authenticate(token).ok_or_else(|| ApiError::unauthorized("unknown token"))?;
         let tenant = Tenant::new(tenant).map_err(|e| ApiError::not_found(e.to_string()))?;
-        match principal {
-            Principal::Admin => {}
-            Principal::Tenant(own) if own == tenant => {}
+        let admin = match principal {
+            Principal::Admin => true,
+            Principal::Tenant(own) if own == tenant => false,
             Principal::Tenant(_) => return Err(ApiError::forbidden(format!("this token is not tenant {tenant}'s"))),
-        }
+        };
         let state = self.tenants.get(&tenant).ok_or_else(|| ApiError::not_found(format!("no tenant named {tenant}")))?;
         if !state.admit() {
             return Err(ApiError::rate_limited(format!(
@@ -92,7 +94,7 @@ impl AppState {
                 state.limits.requests_per_second
             )));
         }
-        Ok(Caller { tenant, state })
+        Ok(Caller { tenant, state, admin })
     }
 }
 

@@ -26,7 +26,7 @@ use http_body_util::BodyExt;
 
 /// The most of an unread body read (and thrown away) before answering, and for how long: past
 /// either, the answer goes out and the connection is closed.
-const DRAINED_AT_MOST: (u64, Duration) = (64 << 20, Duration::from_secs(10));
+const DRAINED_AT_MOST: (u64, Duration) = (super::COMPONENT_LIMIT as u64, Duration::from_secs(10));
 
 /// The middleware: runs the request with its body watched, then reads what the handler left of
 /// it before the answer goes out.
@@ -34,19 +34,27 @@ pub async fn answer_after_the_body(request: Request, next: Next) -> Response {
     let expects_continue = expects_continue(request.headers());
     let (parts, body) = request.into_parts();
     let watched = Watched(Arc::new(Mutex::new(WatchedBody { body, asked_for: false, ended: false })));
-    let mut response = next.run(Request::from_parts(parts, Body::new(watched.clone()))).await;
+    let response = next.run(Request::from_parts(parts, Body::new(watched.clone()))).await;
+    let still_held = Arc::strong_count(&watched.0) > 1;
     let (left, asked_for) = {
         let mut watched = watched.lock();
         if watched.ended || watched.body.is_end_stream() {
             return response;
         }
+        // Still held past the answer (by a task, a streamed response), the body is not taken from
+        // under its holder: the connection closes after the answer instead.
+        if still_held {
+            return closing(response);
+        }
         (std::mem::take(&mut watched.body), watched.asked_for)
     };
     // Not asked for, a body behind `Expect: 100-continue` was never sent.
     let sent = asked_for || !expects_continue;
-    if !(sent && drain(left).await) {
-        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
+    if sent && drain(left).await { response } else { closing(response) }
+}
+
+fn closing(mut response: Response) -> Response {
+    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 

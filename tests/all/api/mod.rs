@@ -201,9 +201,9 @@ impl Http {
     /// one: the answer is `413 payload_too_large` both times, also when the body is far larger
     /// than the socket buffers hold and the client is still writing when it is refused (what is
     /// left of it is read and dropped, not left unread to reset the connection).
-    /// Each goes on a client of its own that keeps no idle connection: the server closes the
-    /// connection after refusing the body, and a pooled client could hand that dead connection to
-    /// the next request.
+    /// Each goes on a client of its own that keeps no idle connection: had the server closed the
+    /// connection after refusing the body, a pooled client could hand that dead connection to the
+    /// next request.
     pub async fn send_oversized(&self, path: &str, token: Option<&str>, body: impl Into<Bytes>) {
         let body: Bytes = body.into();
         let chunks: Vec<_> = body.chunks(256 << 10).map(|c| Ok::<_, std::convert::Infallible>(http_body::Frame::data(body.slice_ref(c)))).collect();

@@ -145,19 +145,20 @@ async fn read_answer(socket: &mut (impl tokio::io::AsyncRead + Unpin)) -> String
     head + &String::from_utf8_lossy(&body).to_lowercase()
 }
 
-/// A request refused before its handler read its body (a wrong token, with 4 MiB on the way)
-/// keeps its connection once the body is read and dropped: the next request on it is answered.
-/// One over the limit in chunks, read and dropped to its end too, keeps it as well.
+/// A request refused before its handler read its body (an upload with a wrong token, 4 MiB on
+/// the way) keeps its connection once the body is read and dropped: the next request on it is
+/// answered. One over the limit in chunks, read and dropped to its end too, keeps it as well.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_whose_refused_body_was_read_to_its_end_stays_open() {
     use tokio::io::AsyncWriteExt;
     let server = Server::start().await;
     let mut socket = tokio::net::TcpStream::connect(server.http.address).await.unwrap();
-    let body = format!("{{\"order_id\": \"{}\"}}", "x".repeat(4 << 20));
+    let upload = vec![b'x'; 4 << 20];
+    let head = format!("PUT {} HTTP/1.1\r\nhost: counterpoint\r\nauthorization: Bearer nobody\r\ncontent-length: {}\r\n\r\n", t("acme", "/slices/orders"), upload.len());
+    let wrong = [head.as_bytes(), &upload].concat();
     let path = t("acme", "/slices/orders/commands/place-order");
-    let wrong = format!("POST {path} HTTP/1.1\r\nhost: counterpoint\r\nauthorization: Bearer nobody\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len());
     let (mut reader, mut writer) = socket.split();
-    let (sent, refused) = tokio::join!(writer.write_all(wrong.as_bytes()), read_answer(&mut reader));
+    let (sent, refused) = tokio::join!(writer.write_all(&wrong), read_answer(&mut reader));
     sent.expect("the whole body written");
     assert!(refused.starts_with("http/1.1 401") && !refused.contains("connection: close"), "{refused}");
     let over = format!("{:x}\r\n{}\r\n", 1 << 20, "x".repeat(1 << 20)).repeat(25) + "0\r\n\r\n";
@@ -183,6 +184,28 @@ async fn a_connection_whose_upload_was_read_whole_stays_open_after_a_refusal() {
     let next = format!("GET {} HTTP/1.1\r\nhost: counterpoint\r\nauthorization: Bearer {}\r\n\r\n", t("acme", "/slices"), token("acme"));
     socket.write_all(next.as_bytes()).await.unwrap();
     assert!(read_head(&mut socket).await.starts_with("http/1.1 200"));
+}
+
+/// A body that declares more than is ever read and dropped (64 MiB) is answered once refused,
+/// and its connection closed: nothing waits for the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_declared_past_what_is_drained_is_answered_and_its_connection_closed() {
+    use tokio::io::AsyncWriteExt;
+    let server = Server::start().await;
+    let mut socket = tokio::net::TcpStream::connect(server.http.address).await.unwrap();
+    let path = t("acme", "/slices/orders/commands/place-order");
+    let head = format!("POST {path} HTTP/1.1\r\nhost: counterpoint\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", token("acme"), 100 << 20);
+    let (mut reader, mut writer) = socket.split();
+    // Past the 24 MiB limit, then the writer stops: the rest of the 100 MiB never comes.
+    let sending = async {
+        writer.write_all(head.as_bytes()).await?;
+        writer.write_all(&vec![b' '; 25 << 20]).await
+    };
+    // Answered well before the 10 s a drain may take.
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(5), read_answer(&mut reader));
+    let (_, refused) = tokio::join!(sending, answered);
+    let refused = refused.expect("answered without waiting for the rest of the body");
+    assert!(refused.starts_with("http/1.1 413") && refused.contains("connection: close"), "{refused}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

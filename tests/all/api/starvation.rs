@@ -80,9 +80,23 @@ async fn raw_upload(server: &Server, headers: &str) -> tokio::net::TcpStream {
     use tokio::io::AsyncWriteExt;
     let mut socket = tokio::net::TcpStream::connect(server.http.address).await.unwrap();
     let path = t("acme", "/slices/hostile");
-    let head = format!("PUT {path} HTTP/1.1\r\nhost: counterpoint\r\nauthorization: Bearer {}\r\n{headers}\r\n", token("acme"));
+    let head = raw_head("PUT", &path, &token("acme"), headers);
     socket.write_all(head.as_bytes()).await.unwrap();
     socket
+}
+
+/// A request's head as a client writes it: method, path, the bearer token, then `headers` (each
+/// ending in CRLF).
+fn raw_head(method: &str, path: &str, token: &str, headers: &str) -> String {
+    format!("{method} {path} HTTP/1.1\r\nhost: counterpoint\r\nauthorization: Bearer {token}\r\n{headers}\r\n")
+}
+
+/// Asserts the connection is still open: a next request on it is answered.
+async fn answers_a_next_request(reader: &mut (impl tokio::io::AsyncRead + Unpin), writer: &mut (impl tokio::io::AsyncWrite + Unpin)) {
+    use tokio::io::AsyncWriteExt;
+    writer.write_all(raw_head("GET", &t("acme", "/slices"), &token("acme"), "").as_bytes()).await.unwrap();
+    let next = read_answer(reader).await;
+    assert!(next.starts_with("http/1.1 200"), "{next}");
 }
 
 /// Reads one answer's head (up to its blank line), lower-cased.
@@ -154,7 +168,7 @@ async fn a_connection_whose_refused_body_was_read_to_its_end_stays_open() {
     let server = Server::start().await;
     let mut socket = tokio::net::TcpStream::connect(server.http.address).await.unwrap();
     let upload = vec![b'x'; 4 << 20];
-    let head = format!("PUT {} HTTP/1.1\r\nhost: counterpoint\r\nauthorization: Bearer nobody\r\ncontent-length: {}\r\n\r\n", t("acme", "/slices/orders"), upload.len());
+    let head = raw_head("PUT", &t("acme", "/slices/orders"), "nobody", &format!("content-length: {}\r\n", upload.len()));
     let wrong = [head.as_bytes(), &upload].concat();
     let path = t("acme", "/slices/orders/commands/place-order");
     let (mut reader, mut writer) = socket.split();
@@ -162,28 +176,24 @@ async fn a_connection_whose_refused_body_was_read_to_its_end_stays_open() {
     sent.expect("the whole body written");
     assert!(refused.starts_with("http/1.1 401") && !refused.contains("connection: close"), "{refused}");
     let over = format!("{:x}\r\n{}\r\n", 1 << 20, "x".repeat(1 << 20)).repeat(25) + "0\r\n\r\n";
-    let chunked = format!("POST {path} HTTP/1.1\r\nhost: counterpoint\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n{over}", token("acme"));
+    let chunked = raw_head("POST", &path, &token("acme"), "content-type: application/json\r\ntransfer-encoding: chunked\r\n") + &over;
     let (sent, refused) = tokio::join!(writer.write_all(chunked.as_bytes()), read_answer(&mut reader));
     sent.expect("the whole body written");
     assert!(refused.starts_with("http/1.1 413") && !refused.contains("connection: close"), "{refused}");
-    let next = format!("GET {} HTTP/1.1\r\nhost: counterpoint\r\nauthorization: Bearer {}\r\n\r\n", t("acme", "/slices"), token("acme"));
-    writer.write_all(next.as_bytes()).await.unwrap();
-    assert!(read_answer(&mut reader).await.starts_with("http/1.1 200"));
+    answers_a_next_request(&mut reader, &mut writer).await;
 }
 
 /// A refusal after the body was read whole (here: an empty body) keeps the connection: the next
 /// request on it is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_whose_upload_was_read_whole_stays_open_after_a_refusal() {
-    use tokio::io::AsyncWriteExt;
     let server = Server::start().await;
     let mut socket = raw_upload(&server, "content-length: 0\r\n").await;
-    let refused = read_answer(&mut socket).await;
+    let (mut reader, mut writer) = socket.split();
+    let refused = read_answer(&mut reader).await;
     assert!(refused.starts_with("http/1.1 400") && !refused.contains("connection: close"), "{refused}");
     assert!(refused.contains("invalid_input"), "{refused}");
-    let next = format!("GET {} HTTP/1.1\r\nhost: counterpoint\r\nauthorization: Bearer {}\r\n\r\n", t("acme", "/slices"), token("acme"));
-    socket.write_all(next.as_bytes()).await.unwrap();
-    assert!(read_head(&mut socket).await.starts_with("http/1.1 200"));
+    answers_a_next_request(&mut reader, &mut writer).await;
 }
 
 /// A body that declares more than is ever read and dropped (64 MiB) is answered once refused,
@@ -194,7 +204,7 @@ async fn a_body_declared_past_what_is_drained_is_answered_and_its_connection_clo
     let server = Server::start().await;
     let mut socket = tokio::net::TcpStream::connect(server.http.address).await.unwrap();
     let path = t("acme", "/slices/orders/commands/place-order");
-    let head = format!("POST {path} HTTP/1.1\r\nhost: counterpoint\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", token("acme"), 100 << 20);
+    let head = raw_head("POST", &path, &token("acme"), &format!("content-type: application/json\r\ncontent-length: {}\r\n", 100 << 20));
     let (mut reader, mut writer) = socket.split();
     // Past the 24 MiB limit, then the writer stops: the rest of the 100 MiB never comes.
     let sending = async {

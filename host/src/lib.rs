@@ -17,7 +17,8 @@
 //! - [`delivery`]: what automations and read models are handed of the log (no host records);
 //! - [`telemetry`]: traces over OTLP, and the process's log lines;
 //! - [`transfer`]: `counterpoint export` and `import`, moving logs between backends;
-//! - [`bench`]: the benchmarks behind `counterpoint bench`.
+//! - [`bench`]: the benchmarks behind `counterpoint bench`;
+//! - [`workers`]: the async runtime the host runs on, each worker on a processor of its own.
 
 pub mod api;
 pub mod automations;
@@ -40,3 +41,4 @@ pub mod telemetry;
 pub mod tenants;
 pub mod testing;
 pub mod transfer;
+pub mod workers;

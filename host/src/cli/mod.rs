@@ -237,10 +237,13 @@ pub fn main() -> ExitCode {
         eprintln!("error: {err:#}");
         return ExitCode::FAILURE;
     }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
+    let runtime = match counterpoint::workers::runtime() {
+        Ok((runtime, placement)) => {
+            tracing::debug!(?placement, "async runtime started");
+            runtime
+        }
         Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
+            eprintln!("error: {err}");
             return ExitCode::FAILURE;
         }
     };

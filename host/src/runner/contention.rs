@@ -298,7 +298,7 @@ impl Contention {
         }
         // Taken from the back, in order.
         boundaries.reverse();
-        let mut turn = Turn { contention: self.clone(), held: Vec::with_capacity(locks.len()), waiting: boundaries };
+        let mut turn = Turn { contention: self.clone(), held: Vec::with_capacity(locks.len()), waiting: boundaries, beside_others: false };
         let mut waited = false;
         for lock in locks {
             let guard = match lock.clone().try_lock_owned() {
@@ -321,6 +321,7 @@ impl Contention {
             }
         }
         if waited && self.ran_elsewhere_lately() {
+            turn.beside_others = true;
             tokio::task::yield_now().await;
             tokio::task::yield_now().await;
         }
@@ -336,9 +337,17 @@ pub(super) struct Turn {
     /// Boundaries whose lock was taken from the map but not yet acquired (a turn dropped
     /// while waiting, e.g. at the deadline, must still let go of them), the next one last.
     waiting: Vec<Boundary>,
+    /// Handed on by the command before while commands ran elsewhere (it gave way to them).
+    beside_others: bool,
 }
 
 impl Turn {
+    /// Whether the turn was handed on while commands ran on other boundaries: then it also
+    /// waits for a late flush before it goes on (see the runner's `behind_late_flushes`).
+    pub fn beside_others(&self) -> bool {
+        self.beside_others
+    }
+
     /// Whether this turn covers every one of `boundaries`.
     pub fn covers(&self, boundaries: &[Boundary]) -> bool {
         boundaries.iter().all(|b| self.held.iter().any(|(h, _)| h == b))

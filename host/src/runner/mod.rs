@@ -237,8 +237,9 @@ impl<'a> Retries<'a> {
     async fn take_turn(&mut self, boundaries: Vec<contention::Boundary>) -> Result<(), InvokeError> {
         // Nobody waits for a turn holding a slot it no longer needs.
         self.spent = None;
-        let turn = CONTENTION.turn(boundaries, self.deadline).await;
-        self.turn = Some(turn.ok_or_else(|| self.conflict())?);
+        let turn = CONTENTION.turn(boundaries, self.deadline).await.ok_or_else(|| self.conflict())?;
+        behind_late_flushes(&turn, self.store, self.tenant).await;
+        self.turn = Some(turn);
         Ok(())
     }
 
@@ -285,10 +286,13 @@ fn read_gate(store: SharedStore, tenant: Tenant, deadline: Instant, waits: WaitS
             slot.lock().expect("gate lock").stopped_at = Some(boundaries);
             return Box::pin(std::future::ready(true));
         };
-        let slot = slot.clone();
+        let (slot, store, tenant) = (slot.clone(), store.clone(), tenant.clone());
         let wait_until = deadline.min(Instant::now() + call_deadline / 2);
         Box::pin(async move {
             let turn = CONTENTION.turn(boundaries.clone(), wait_until).await;
+            if let Some(turn) = &turn {
+                behind_late_flushes(turn, &store, &tenant).await;
+            }
             drop(waiting);
             let mut gated = slot.lock().expect("gate lock");
             match turn {
@@ -307,6 +311,19 @@ fn read_gate(store: SharedStore, tenant: Tenant, deadline: Instant, waits: WaitS
             }
         })
     })
+}
+
+/// A turn handed on beside commands on other boundaries waits, before it goes on, for the
+/// store's writer if it is late. A hot boundary's chain decides on accepted events and never
+/// waits for a flush, while the commands beside it do: on workers kept busy by the chain, a
+/// writer below their priority (the store's threads run at nice 10) is kept from a processor,
+/// every flush comes later, and the commands beside lose their speed to the hot boundary. Waiting
+/// here leaves the writer a processor and holds the chain to the flushes, only then. (Its
+/// error, if the flush fails, is the next read's or append's to report.)
+async fn behind_late_flushes(turn: &contention::Turn, store: &SharedStore, tenant: &Tenant) {
+    if turn.beside_others() && store.flushes_late() {
+        let _ = store.settle(tenant).await;
+    }
 }
 
 /// Waits once, behind the task this one has just woken and the others ready on its worker: it
@@ -636,6 +653,92 @@ mod tests {
         assert!(!waiting.await.unwrap(), "its turn came: the read goes on");
         let turn = gated.lock().unwrap().turn.take().expect("the run has its turn");
         assert!(turn.covers(&seats) && !turn.covers(&student));
+    }
+
+    /// A memory store whose flushes are late while told so, and whose `settle` waits until
+    /// it is let go.
+    #[derive(Default)]
+    struct LateFlushes {
+        inner: crate::store::MemoryStore,
+        late: std::sync::atomic::AtomicBool,
+        settled: tokio::sync::Notify,
+    }
+
+    #[async_trait::async_trait]
+    impl crate::store::EventStore for LateFlushes {
+        async fn read(&self, tenant: &Tenant, query: Query, options: ReadOptions) -> Result<crate::store::ReadStream, StoreError> {
+            self.inner.read(tenant, query, options).await
+        }
+        async fn append(&self, tenant: &Tenant, events: Vec<Event>, conditions: Vec<AppendCondition>) -> Result<Vec<Position>, StoreError> {
+            self.inner.append(tenant, events, conditions).await
+        }
+        async fn head(&self, tenant: &Tenant) -> Result<Position, StoreError> {
+            self.inner.head(tenant).await
+        }
+        async fn event_count(&self, tenant: &Tenant) -> Result<u64, StoreError> {
+            self.inner.event_count(tenant).await
+        }
+        async fn subscribe(&self, tenant: &Tenant, query: Query, after: Option<Position>) -> Result<crate::store::Subscription, StoreError> {
+            self.inner.subscribe(tenant, query, after).await
+        }
+        fn limits(&self) -> &crate::store::Limits {
+            self.inner.limits()
+        }
+        async fn settle(&self, _tenant: &Tenant) -> Result<(), StoreError> {
+            self.settled.notified().await;
+            Ok(())
+        }
+        fn flushes_late(&self) -> bool {
+            self.late.load(std::sync::atomic::Ordering::Relaxed)
+        }
+    }
+
+    /// A first attempt handed its turn on a hot boundary while commands run elsewhere waits
+    /// for the store's late flush before it reads on (the chain holds to the flushes the
+    /// commands beside it wait for); with the flushes on time it goes on at once.
+    #[tokio::test]
+    async fn a_turn_handed_on_beside_other_commands_waits_for_a_late_flush() {
+        let late = Arc::new(LateFlushes::default());
+        let store: SharedStore = late.clone();
+        let tenant = Tenant::new("late-flush-test").unwrap();
+        let seats = contention::boundaries(&store, &tenant, &[AppendCondition::new(read("seats:late"), None)]);
+        // Handed a turn beside others, the first attempt's read goes on (`true`) or waits.
+        let handed_on = || async {
+            let held = CONTENTION.turn(seats.clone(), soon()).await.expect("a turn nobody else holds");
+            let gated: Arc<Mutex<Gated>> = Arc::default();
+            let gate = read_gate(store.clone(), tenant.clone(), soon(), WaitSlots::new(4), Duration::from_secs(10), gated.clone());
+            let waiting = tokio::spawn(gate(&[], &read("seats:late")));
+            tokio::task::yield_now().await;
+            assert!(!waiting.is_finished(), "the hot read waits for its turn");
+            // A command appended elsewhere just now: the turn handed on gives way.
+            CONTENTION.ran_elsewhere();
+            drop(held);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            (waiting, gated)
+        };
+
+        late.late.store(false, std::sync::atomic::Ordering::Relaxed);
+        let (waiting, gated) = handed_on().await;
+        assert!(waiting.is_finished(), "flushes on time: the turn goes on");
+        drop(gated.lock().unwrap().turn.take());
+
+        late.late.store(true, std::sync::atomic::Ordering::Relaxed);
+        // The turn counts as handed on beside others only within a millisecond of that note:
+        // a test thread kept from its processor longer than that is tried again.
+        for _ in 0..5 {
+            let (waiting, gated) = handed_on().await;
+            if waiting.is_finished() {
+                let turn = gated.lock().unwrap().turn.take().expect("the run has its turn");
+                assert!(!turn.beside_others(), "handed on beside others with a late flush, it went on");
+                continue;
+            }
+            late.settled.notify_one();
+            let read_on = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("the flush came: it goes on");
+            assert!(!read_on.unwrap(), "its read goes on in its turn");
+            assert!(gated.lock().unwrap().turn.take().expect("the run has its turn").beside_others());
+            return;
+        }
+        panic!("never handed on within a millisecond of a command elsewhere");
     }
 
     /// A command that lost a race takes its turn where it lost (the read whose condition

@@ -122,6 +122,15 @@ pub trait EventStore: Send + Sync + 'static {
     async fn settle(&self, _tenant: &Tenant) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// Whether accepted appends have waited longer than a flush should take for the store to
+    /// make them durable: its writer is behind, e.g. kept from a processor by busy workers. A
+    /// hot boundary beside other commands then waits for the flush ([`settle`](Self::settle))
+    /// before its next turn, since its chain of decisions does not wait for flushes while the
+    /// commands beside it do. Always false for backends without an accepted stage.
+    fn flushes_late(&self) -> bool {
+        false
+    }
 }
 
 /// An append the store has accepted but may not have made durable yet: nobody may be told of

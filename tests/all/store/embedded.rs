@@ -222,6 +222,33 @@ async fn appends_that_come_in_together_share_a_flush_gathered_for_the_window() {
     assert_eq!(all(&store).await.len(), 5);
 }
 
+/// The store says its flushes are late once accepted appends have waited more than a
+/// millisecond without the writer answering any (a hot boundary beside other commands then
+/// waits for the flush), and not while nothing waits or once they are answered.
+#[tokio::test]
+async fn flushes_are_late_while_accepted_appends_wait_for_the_writer() {
+    use counterpoint::store::sim_disk::{Faults, SimDisk};
+    use std::time::Duration;
+    let disk = SimDisk::new(9, Faults::default());
+    let store = EmbeddedStore::open_on(std::sync::Arc::new(disk.clone()), "/data", EmbeddedOptions::default()).unwrap();
+    let tenant = tenant();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(!store.flushes_late(), "nothing waits");
+
+    disk.hold_syncs();
+    let held = store.append_accepted(&tenant, vec![Event::new("Held")], &[]).await.unwrap();
+    assert!(!store.flushes_late(), "just accepted: not late yet");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(store.flushes_late(), "accepted 5 ms ago, its flush held");
+
+    disk.release_syncs();
+    held.durable().await.unwrap();
+    assert!(!store.flushes_late(), "answered: nothing waits");
+    store.append(&tenant, vec![Event::new("Next")], vec![]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(!store.flushes_late(), "an append answered long ago leaves nothing waiting");
+}
+
 /// An append that comes alone (the last flush carried one) is flushed at once, whatever the
 /// window: ten appends one after another take far less than ten windows.
 #[tokio::test]

@@ -94,7 +94,11 @@ pub(super) fn accept(
     }
     drop(log);
     let (reply, durable) = oneshot::channel();
-    sender.send(Accepted { state, frame, spans, reply }).map_err(|_| closed())?;
+    shared.queued();
+    if sender.send(Accepted { state, frame, spans, reply }).is_err() {
+        shared.answered(1);
+        return Err(closed());
+    }
     Ok(AcceptedAppend::new(positions, async move { durable.await.map_err(|_| closed())? }))
 }
 
@@ -159,7 +163,7 @@ impl Writer {
 
     fn flush(&mut self, batch: Vec<Accepted>, bytes: u64) {
         if let Some(reason) = self.shared.poisoned() {
-            return reply_all(batch, &reason);
+            return reply_all(&self.shared, batch, &reason);
         }
         if self.len > 0
             && self.len + bytes > self.segment_bytes
@@ -230,6 +234,7 @@ impl Writer {
             let published = state.log.read().expect("tenant log lock").index.published();
             state.heads.send_replace(Position::new(published));
         }
+        self.shared.answered(batch.len());
         for accepted in batch {
             let _ = accepted.reply.send(Ok(()));
         }
@@ -261,7 +266,7 @@ impl Writer {
             // Wakes whoever waits for these events to settle: they never will.
             state.heads.send_modify(|_| {});
         }
-        reply_all(batch, &reason);
+        reply_all(&self.shared, batch, &reason);
     }
 
     fn roll_segment(&mut self) -> std::io::Result<()> {
@@ -283,7 +288,8 @@ impl Writer {
     }
 }
 
-fn reply_all(batch: Vec<Accepted>, reason: &str) {
+fn reply_all(shared: &Shared, batch: Vec<Accepted>, reason: &str) {
+    shared.answered(batch.len());
     for accepted in batch {
         let _ = accepted.reply.send(Err(StoreError::Unavailable(reason.to_string())));
     }

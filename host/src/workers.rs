@@ -84,6 +84,11 @@ pub fn runtime_placed(placement: Placement) -> Result<(tokio::runtime::Runtime, 
     if let Placement::Pinned(cpus) = &placement {
         builder.worker_threads(cpus.len());
         let (cpus, next) = (Arc::new(cpus.clone()), Arc::new(AtomicUsize::new(0)));
+        // A thread starts with the processors of the thread that started it: a blocking-pool
+        // thread started from a kept worker (`spawn_blocking`) would be kept on its processor
+        // too. Every thread the runtime starts may run on all of them, until a worker parks.
+        let all = cpus.clone();
+        builder.on_thread_start(move || keep_within(&all));
         // Only workers park (the blocking pool's threads do not), so the first park tells a
         // worker from the pool's threads; a worker parks as soon as it starts, having no work.
         builder.on_thread_park(move || {
@@ -92,7 +97,7 @@ pub fn runtime_placed(placement: Placement) -> Result<(tokio::runtime::Runtime, 
                 return;
             }
             if let Some(&cpu) = cpus.get(next.fetch_add(1, Ordering::Relaxed)) {
-                keep_on(cpu);
+                keep_within(&[cpu]);
             }
         });
     }
@@ -108,18 +113,20 @@ pub fn allowed_processors() -> Vec<usize> {
     (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
 }
 
-/// Keeps the calling thread on processor `cpu`. Failure changes nothing a caller relies on: logged.
-fn keep_on(cpu: usize) {
+/// Keeps the calling thread on `cpus`. Failure changes nothing a caller relies on: logged.
+fn keep_within(cpus: &[usize]) {
     #[cfg(target_os = "linux")]
     {
         let mut set = rustix::thread::CpuSet::new();
-        set.set(cpu);
+        for &cpu in cpus {
+            set.set(cpu);
+        }
         if let Err(err) = rustix::thread::sched_setaffinity(None, &set) {
-            tracing::warn!(%err, cpu, "cannot keep a worker on its processor; it goes where the kernel puts it");
+            tracing::warn!(%err, ?cpus, "cannot set the processors a runtime thread runs on; it goes where the kernel puts it");
         }
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = cpu;
+    let _ = cpus;
 }
 
 #[cfg(test)]
@@ -185,6 +192,9 @@ mod tests {
         kept.sort_unstable();
         kept.dedup();
         assert_eq!(kept.len(), seen.len(), "two workers share a processor: {seen:?}");
+        // A blocking thread started from a kept worker is not kept with it.
+        let blocking = runtime.block_on(async { tokio::spawn(async { tokio::task::spawn_blocking(allowed_processors).await.unwrap() }).await.unwrap() });
+        assert_eq!(blocking, allowed, "a blocking thread started by a worker");
 
         let (runtime, _) = runtime_placed(Placement::Free("told not to".into())).unwrap();
         assert!(workers_affinity(&runtime).values().all(|cpus| *cpus == allowed));

@@ -238,7 +238,7 @@ impl<'a> Retries<'a> {
         // Nobody waits for a turn holding a slot it no longer needs.
         self.spent = None;
         let turn = CONTENTION.turn(boundaries, self.deadline).await.ok_or_else(|| self.conflict())?;
-        behind_late_flushes(&turn, self.store, self.tenant).await;
+        behind_late_flushes(&turn, self.store, self.tenant, self.deadline).await;
         self.turn = Some(turn);
         Ok(())
     }
@@ -291,7 +291,7 @@ fn read_gate(store: SharedStore, tenant: Tenant, deadline: Instant, waits: WaitS
         Box::pin(async move {
             let turn = CONTENTION.turn(boundaries.clone(), wait_until).await;
             if let Some(turn) = &turn {
-                behind_late_flushes(turn, &store, &tenant).await;
+                behind_late_flushes(turn, &store, &tenant, wait_until).await;
             }
             drop(waiting);
             let mut gated = slot.lock().expect("gate lock");
@@ -318,13 +318,21 @@ fn read_gate(store: SharedStore, tenant: Tenant, deadline: Instant, waits: WaitS
 /// waits for a flush, while the commands beside it do: on workers kept busy by the chain, a
 /// writer below their priority (the store's threads run at nice 10) is kept from a processor,
 /// every flush comes later, and the commands beside lose their speed to the hot boundary. Waiting
-/// here leaves the writer a processor and holds the chain to the flushes, only then. (Its
-/// error, if the flush fails, is the next read's or append's to report.)
-async fn behind_late_flushes(turn: &contention::Turn, store: &SharedStore, tenant: &Tenant) {
+/// here leaves the writer a processor and holds the chain to the flushes, only then. It waits
+/// [`LATE_FLUSH_WAIT`] at most, and no later than `until`, as its wait for the turn: a stalled
+/// disk or writer must not hold the turn. (A failed flush is the next read's or append's to
+/// report.)
+async fn behind_late_flushes(turn: &contention::Turn, store: &SharedStore, tenant: &Tenant, until: Instant) {
     if turn.beside_others() && store.flushes_late() {
-        let _ = store.settle(tenant).await;
+        let until = until.min(Instant::now() + LATE_FLUSH_WAIT);
+        let _ = tokio::time::timeout_at(until.into(), store.settle(tenant)).await;
     }
 }
+
+/// The longest a turn waits for a late flush: a writer kept from a processor answers within a
+/// few milliseconds; a disk stalled longer makes the commands beside wait too, and the hot
+/// boundary goes on.
+const LATE_FLUSH_WAIT: Duration = Duration::from_millis(20);
 
 /// Waits once, behind the task this one has just woken and the others ready on its worker: it
 /// wakes itself before it waits, which tokio takes for a yield (to the back of the worker's
@@ -695,7 +703,8 @@ mod tests {
 
     /// A first attempt handed its turn on a hot boundary while commands run elsewhere waits
     /// for the store's late flush before it reads on (the chain holds to the flushes the
-    /// commands beside it wait for); with the flushes on time it goes on at once.
+    /// commands beside it wait for), no longer than its wait for the turn may last; with the
+    /// flushes on time it goes on at once.
     #[tokio::test]
     async fn a_turn_handed_on_beside_other_commands_waits_for_a_late_flush() {
         let late = Arc::new(LateFlushes::default());
@@ -703,42 +712,55 @@ mod tests {
         let tenant = Tenant::new("late-flush-test").unwrap();
         let seats = contention::boundaries(&store, &tenant, &[AppendCondition::new(read("seats:late"), None)]);
         // Handed a turn beside others, the first attempt's read goes on (`true`) or waits.
-        let handed_on = || async {
-            let held = CONTENTION.turn(seats.clone(), soon()).await.expect("a turn nobody else holds");
-            let gated: Arc<Mutex<Gated>> = Arc::default();
-            let gate = read_gate(store.clone(), tenant.clone(), soon(), WaitSlots::new(4), Duration::from_secs(10), gated.clone());
-            let waiting = tokio::spawn(gate(&[], &read("seats:late")));
-            tokio::task::yield_now().await;
-            assert!(!waiting.is_finished(), "the hot read waits for its turn");
-            // A command appended elsewhere just now: the turn handed on gives way.
-            CONTENTION.ran_elsewhere();
-            drop(held);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            (waiting, gated)
+        let handed_on = |call_deadline: Duration| {
+            let (seats, store, tenant) = (seats.clone(), store.clone(), tenant.clone());
+            async move {
+                let held = CONTENTION.turn(seats.clone(), soon()).await.expect("a turn nobody else holds");
+                let gated: Arc<Mutex<Gated>> = Arc::default();
+                let gate = read_gate(store.clone(), tenant.clone(), soon(), WaitSlots::new(4), call_deadline, gated.clone());
+                let waiting = tokio::spawn(gate(&[], &read("seats:late")));
+                tokio::task::yield_now().await;
+                assert!(!waiting.is_finished(), "the hot read waits for its turn");
+                // A command appended elsewhere just now: the turn handed on gives way.
+                CONTENTION.ran_elsewhere();
+                drop(held);
+                let handed = Instant::now();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                (waiting, gated, handed)
+            }
         };
 
         late.late.store(false, std::sync::atomic::Ordering::Relaxed);
-        let (waiting, gated) = handed_on().await;
+        let (waiting, gated, _) = handed_on(Duration::from_secs(10)).await;
         assert!(waiting.is_finished(), "flushes on time: the turn goes on");
         drop(gated.lock().unwrap().turn.take());
 
         late.late.store(true, std::sync::atomic::Ordering::Relaxed);
         // The turn counts as handed on beside others only within a millisecond of that note:
-        // a test thread kept from its processor longer than that is tried again.
-        for _ in 0..5 {
-            let (waiting, gated) = handed_on().await;
-            if waiting.is_finished() {
+        // a test thread kept from its processor longer than that is tried again. The flush
+        // comes in the first case; in the second it never does, and the wait ends after
+        // `LATE_FLUSH_WAIT`.
+        for flush_comes in [true, false] {
+            let mut tries = 0;
+            let (waiting, gated) = loop {
+                tries += 1;
+                assert!(tries <= 5, "never handed on within a millisecond of a command elsewhere");
+                let (waiting, gated, handed) = handed_on(Duration::from_secs(20)).await;
+                if !waiting.is_finished() {
+                    break (waiting, gated);
+                }
                 let turn = gated.lock().unwrap().turn.take().expect("the run has its turn");
-                assert!(!turn.beside_others(), "handed on beside others with a late flush, it went on");
-                continue;
+                // (Checked after the longest wait, it may have ended: tried again.)
+                let could_have_waited = handed.elapsed() >= LATE_FLUSH_WAIT;
+                assert!(!turn.beside_others() || could_have_waited, "handed on beside others with a late flush, it went on");
+            };
+            if flush_comes {
+                late.settled.notify_one();
             }
-            late.settled.notify_one();
-            let read_on = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("the flush came: it goes on");
+            let read_on = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("it goes on: the flush came, or its wait ended");
             assert!(!read_on.unwrap(), "its read goes on in its turn");
             assert!(gated.lock().unwrap().turn.take().expect("the run has its turn").beside_others());
-            return;
         }
-        panic!("never handed on within a millisecond of a command elsewhere");
     }
 
     /// A command that lost a race takes its turn where it lost (the read whose condition

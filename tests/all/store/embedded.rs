@@ -222,8 +222,8 @@ async fn appends_that_come_in_together_share_a_flush_gathered_for_the_window() {
     assert_eq!(all(&store).await.len(), 5);
 }
 
-/// The store says its flushes are late once accepted appends have waited more than a
-/// millisecond without the writer answering any (a hot boundary beside other commands then
+/// The store says its flushes are late once accepted appends have waited more than 0.4 ms
+/// without the writer answering any (a hot boundary beside other commands then
 /// waits for the flush), and not while nothing waits or once they are answered.
 #[tokio::test]
 async fn flushes_are_late_while_accepted_appends_wait_for_the_writer() {
@@ -236,8 +236,13 @@ async fn flushes_are_late_while_accepted_appends_wait_for_the_writer() {
     assert!(!store.flushes_late(), "nothing waits");
 
     disk.hold_syncs();
+    let before = std::time::Instant::now();
     let held = store.append_accepted(&tenant, vec![Event::new("Held")], &[]).await.unwrap();
-    assert!(!store.flushes_late(), "just accepted: not late yet");
+    let late = store.flushes_late();
+    // (Unless this thread was kept from its processor past the threshold meanwhile.)
+    if before.elapsed() < Duration::from_micros(300) {
+        assert!(!late, "just accepted: not late yet");
+    }
     tokio::time::sleep(Duration::from_millis(5)).await;
     assert!(store.flushes_late(), "accepted 5 ms ago, its flush held");
 

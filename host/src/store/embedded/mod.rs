@@ -259,10 +259,10 @@ impl Shared {
         self.pending.fetch_add(1, Ordering::Release);
     }
 
-    /// The writer answered `appends` (flushed or failed).
-    fn answered(&self, appends: usize) {
+    /// An append was answered (flushed, failed, or dropped by a writer that stopped).
+    fn answered(&self) {
         self.progress.note();
-        self.pending.fetch_sub(appends as u64, Ordering::Release);
+        self.pending.fetch_sub(1, Ordering::Release);
     }
 
     /// Whether appends wait and the writer has answered none for [`Shared::late_after`].

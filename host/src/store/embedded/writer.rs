@@ -54,17 +54,38 @@ const SMALL_FLUSH: usize = 64 << 10;
 
 /// An accepted append, waiting to be written.
 pub(super) struct Accepted {
+    shared: Arc<Shared>,
     state: Arc<TenantState>,
     /// Its encoded frame, and each event's span in it and checksum.
     frame: Vec<u8>,
     spans: Vec<(usize, usize, u32)>,
-    reply: oneshot::Sender<Result<(), StoreError>>,
+    /// Taken when it is answered.
+    reply: Option<oneshot::Sender<Result<(), StoreError>>>,
+}
+
+impl Accepted {
+    /// Tells the appender how its append ended. It is counted as answered first, so whoever
+    /// the reply wakes finds it no longer pending.
+    fn answer(&mut self, result: Result<(), StoreError>) {
+        if let Some(reply) = self.reply.take() {
+            self.shared.answered();
+            let _ = reply.send(result);
+        }
+    }
+}
+
+impl Drop for Accepted {
+    /// Dropped unanswered (a writer that panicked, a queue dropped with it): answered all the
+    /// same, or the store would count it pending, and its flushes late, for good.
+    fn drop(&mut self) {
+        self.answer(Err(StoreError::Unavailable("the store's writer stopped before it flushed this append".into())));
+    }
 }
 
 /// Accepts an append: checks its conditions, indexes its events as accepted and queues its frame
 /// for the writer, which says when it is durable.
 pub(super) fn accept(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     queue: &Mutex<Option<Sender<Accepted>>>,
     tenant: &Tenant,
     events: Vec<Event>,
@@ -95,10 +116,8 @@ pub(super) fn accept(
     drop(log);
     let (reply, durable) = oneshot::channel();
     shared.queued();
-    if sender.send(Accepted { state, frame, spans, reply }).is_err() {
-        shared.answered(1);
-        return Err(closed());
-    }
+    // Not sent, it is answered as it is dropped (no one waits for that answer).
+    sender.send(Accepted { shared: shared.clone(), state, frame, spans, reply: Some(reply) }).map_err(|_| closed())?;
     Ok(AcceptedAppend::new(positions, async move { durable.await.map_err(|_| closed())? }))
 }
 
@@ -163,7 +182,7 @@ impl Writer {
 
     fn flush(&mut self, batch: Vec<Accepted>, bytes: u64) {
         if let Some(reason) = self.shared.poisoned() {
-            return reply_all(&self.shared, batch, &reason);
+            return reply_all(batch, &reason);
         }
         if self.len > 0
             && self.len + bytes > self.segment_bytes
@@ -234,9 +253,8 @@ impl Writer {
             let published = state.log.read().expect("tenant log lock").index.published();
             state.heads.send_replace(Position::new(published));
         }
-        self.shared.answered(batch.len());
-        for accepted in batch {
-            let _ = accepted.reply.send(Ok(()));
+        for mut accepted in batch {
+            accepted.answer(Ok(()));
         }
         // Only what is published is checkpointed: a crash cannot take it back.
         if self.checkpoints.due(self.len) {
@@ -266,7 +284,7 @@ impl Writer {
             // Wakes whoever waits for these events to settle: they never will.
             state.heads.send_modify(|_| {});
         }
-        reply_all(&self.shared, batch, &reason);
+        reply_all(batch, &reason);
     }
 
     fn roll_segment(&mut self) -> std::io::Result<()> {
@@ -288,9 +306,40 @@ impl Writer {
     }
 }
 
-fn reply_all(shared: &Shared, batch: Vec<Accepted>, reason: &str) {
-    shared.answered(batch.len());
-    for accepted in batch {
-        let _ = accepted.reply.send(Err(StoreError::Unavailable(reason.to_string())));
+fn reply_all(batch: Vec<Accepted>, reason: &str) {
+    for mut accepted in batch {
+        accepted.answer(Err(StoreError::Unavailable(reason.to_string())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
+    use crate::store::embedded::sim_disk::{Faults, SimDisk};
+    use crate::store::EventStore;
+
+    /// An append the writer never answers (a writer that panicked drops the batch it holds and
+    /// what is queued) is answered as it is dropped: its appender hears that the writer stopped,
+    /// and the store no longer counts it pending (its flushes would look late for good, and
+    /// every hot boundary's turn would wait for them).
+    #[tokio::test]
+    async fn an_append_dropped_unanswered_is_answered() {
+        let disk = Arc::new(SimDisk::new(3, Faults::default()));
+        let store = EmbeddedStore::open_on(disk, "/data", EmbeddedOptions::default()).unwrap();
+        let shared = &store.inner.shared;
+        let tenant = Tenant::new("acme").unwrap();
+        // A queue of its own, in place of the writer's.
+        let (sender, queue) = std::sync::mpsc::channel();
+        let accepted = accept(shared, &Mutex::new(Some(sender)), &tenant, vec![Event::new("Lost")], &[]).unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(store.flushes_late(), "accepted 5 ms ago and not answered");
+
+        drop(queue);
+        assert!(!store.flushes_late(), "dropped with the queue: answered");
+        match accepted.durable().await {
+            Err(StoreError::Unavailable(m)) => assert!(m.contains("writer stopped before it flushed"), "{m}"),
+            other => panic!("the appender hears that the writer stopped: {other:?}"),
+        }
     }
 }

@@ -663,41 +663,35 @@ mod tests {
         assert!(turn.covers(&seats) && !turn.covers(&student));
     }
 
-    /// A memory store whose flushes are late while told so, and whose `settle` waits until
-    /// it is let go.
-    #[derive(Default)]
-    struct LateFlushes {
-        inner: crate::store::MemoryStore,
-        late: std::sync::atomic::AtomicBool,
-        settled: tokio::sync::Notify,
+    /// An embedded store on a simulated disk whose flushes can be held. Held, an append
+    /// accepted a while ago makes its flushes late, and `settle` waits until they are let go.
+    struct HeldFlushes {
+        store: SharedStore,
+        disk: crate::store::sim_disk::SimDisk,
     }
 
-    #[async_trait::async_trait]
-    impl crate::store::EventStore for LateFlushes {
-        async fn read(&self, tenant: &Tenant, query: Query, options: ReadOptions) -> Result<crate::store::ReadStream, StoreError> {
-            self.inner.read(tenant, query, options).await
+    impl HeldFlushes {
+        fn new() -> Self {
+            use crate::store::sim_disk::{Faults, SimDisk};
+            let disk = SimDisk::new(5, Faults::default());
+            let options = crate::store::EmbeddedOptions::default();
+            let store = crate::store::EmbeddedStore::open_on(Arc::new(disk.clone()), "/data", options).unwrap();
+            Self { store: Arc::new(store), disk }
         }
-        async fn append(&self, tenant: &Tenant, events: Vec<Event>, conditions: Vec<AppendCondition>) -> Result<Vec<Position>, StoreError> {
-            self.inner.append(tenant, events, conditions).await
+
+        /// Holds the disk's flushes, with an append of `tenant` behind them until it is late.
+        async fn hold(&self, tenant: &Tenant) {
+            self.disk.hold_syncs();
+            self.store.append_accepted(tenant, vec![Event::new("Held")], &[]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            assert!(self.store.flushes_late(), "accepted 5 ms ago, its flush held");
         }
-        async fn head(&self, tenant: &Tenant) -> Result<Position, StoreError> {
-            self.inner.head(tenant).await
-        }
-        async fn event_count(&self, tenant: &Tenant) -> Result<u64, StoreError> {
-            self.inner.event_count(tenant).await
-        }
-        async fn subscribe(&self, tenant: &Tenant, query: Query, after: Option<Position>) -> Result<crate::store::Subscription, StoreError> {
-            self.inner.subscribe(tenant, query, after).await
-        }
-        fn limits(&self) -> &crate::store::Limits {
-            self.inner.limits()
-        }
-        async fn settle(&self, _tenant: &Tenant) -> Result<(), StoreError> {
-            self.settled.notified().await;
-            Ok(())
-        }
-        fn flushes_late(&self) -> bool {
-            self.late.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    impl Drop for HeldFlushes {
+        /// (The store's writer is joined as it closes: it must not wait on the disk then.)
+        fn drop(&mut self) {
+            self.disk.release_syncs();
         }
     }
 
@@ -707,8 +701,8 @@ mod tests {
     /// flushes on time it goes on at once.
     #[tokio::test]
     async fn a_turn_handed_on_beside_other_commands_waits_for_a_late_flush() {
-        let late = Arc::new(LateFlushes::default());
-        let store: SharedStore = late.clone();
+        let flushes = HeldFlushes::new();
+        let store = flushes.store.clone();
         let tenant = Tenant::new("late-flush-test").unwrap();
         let seats = contention::boundaries(&store, &tenant, &[AppendCondition::new(read("seats:late"), None)]);
         // Handed a turn beside others, the first attempt's read goes on (`true`) or waits.
@@ -730,17 +724,16 @@ mod tests {
             }
         };
 
-        late.late.store(false, std::sync::atomic::Ordering::Relaxed);
         let (waiting, gated, _) = handed_on(Duration::from_secs(10)).await;
         assert!(waiting.is_finished(), "flushes on time: the turn goes on");
         drop(gated.lock().unwrap().turn.take());
 
-        late.late.store(true, std::sync::atomic::Ordering::Relaxed);
         // The turn counts as handed on beside others only within a millisecond of that note:
         // a test thread kept from its processor longer than that is tried again. The flush
         // comes in the first case; in the second it never does, and the wait ends after
         // `LATE_FLUSH_WAIT`.
         for flush_comes in [true, false] {
+            flushes.hold(&tenant).await;
             let mut tries = 0;
             let (waiting, gated) = loop {
                 tries += 1;
@@ -755,12 +748,53 @@ mod tests {
                 assert!(!turn.beside_others() || could_have_waited, "handed on beside others with a late flush, it went on");
             };
             if flush_comes {
-                late.settled.notify_one();
+                flushes.disk.release_syncs();
             }
             let read_on = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("it goes on: the flush came, or its wait ended");
             assert!(!read_on.unwrap(), "its read goes on in its turn");
             assert!(gated.lock().unwrap().turn.take().expect("the run has its turn").beside_others());
+            flushes.disk.release_syncs();
         }
+    }
+
+    /// A command that lost a race, handed its turn while commands run elsewhere, waits for the
+    /// store's late flush before it runs again, as a first attempt does in its read.
+    #[tokio::test]
+    async fn a_rerun_handed_its_turn_beside_other_commands_waits_for_a_late_flush() {
+        let flushes = HeldFlushes::new();
+        let store = flushes.store.clone();
+        let tenant = Tenant::new("late-rerun-test").unwrap();
+        let reads = [AppendCondition::new(read("seats:rerun"), None)];
+        let seats = contention::boundaries(&store, &tenant, &reads);
+        let runner = CommandRunner::default();
+        // As above, a test thread kept from its processor past a millisecond tries again.
+        for _ in 0..5 {
+            flushes.hold(&tenant).await;
+            let held = CONTENTION.turn(seats.clone(), soon()).await.expect("a turn nobody else holds");
+            let mut retries = Retries::new(&runner, &store, &tenant, "subscribe");
+            let released = std::sync::atomic::AtomicBool::new(false);
+            let rerun = async {
+                retries.after_conflict(&reads, 0).await.unwrap();
+                released.load(std::sync::atomic::Ordering::SeqCst)
+            };
+            let elsewhere = async {
+                tokio::task::yield_now().await;
+                // A command appended elsewhere just now; the turn is handed on.
+                CONTENTION.ran_elsewhere();
+                drop(held);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                released.store(true, std::sync::atomic::Ordering::SeqCst);
+                flushes.disk.release_syncs();
+            };
+            let (went_on_after_the_flush, ()) = tokio::join!(rerun, elsewhere);
+            let turn = retries.turn.take().expect("the rerun has its turn");
+            if turn.beside_others() {
+                assert!(went_on_after_the_flush, "handed on beside others with a late flush, it went on");
+                assert_eq!(retries.attempt, 2);
+                return;
+            }
+        }
+        panic!("never handed on within a millisecond of a command elsewhere");
     }
 
     /// A command that lost a race takes its turn where it lost (the read whose condition

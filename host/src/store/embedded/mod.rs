@@ -201,9 +201,9 @@ pub(super) struct Shared {
     poisoned: Mutex<Option<String>>,
     /// Successful flushes (`write` + `fdatasync` of a batch) since the store opened.
     flushes: AtomicU64,
-    /// Appends accepted and not yet answered by the writer.
+    /// Appends accepted and not yet answered.
     pending: AtomicU64,
-    /// When the writer last answered a batch, or was given an append with none pending.
+    /// When an append was last answered, or accepted with none pending.
     progress: LastNoted,
     /// How long appends may wait for an answer before flushes are late: [`FLUSH_LATE`] past
     /// the group commit window, which the writer waits on purpose.
@@ -276,7 +276,8 @@ impl Shared {
 
     fn poison(&self, reason: String) -> String {
         tracing::error!(dir = %self.dir.display(), "{reason}; appends are refused until the store is reopened");
-        self.poisoned.lock().expect("poison lock").get_or_insert(reason).clone()
+        // (Also called while a panicking writer unwinds: a poisoned lock still holds a reason.)
+        self.poisoned.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert(reason).clone()
     }
 
     /// The events at `positions`, found at `at`: those an index run holds copies of are decoded

@@ -75,10 +75,16 @@ impl Accepted {
 }
 
 impl Drop for Accepted {
-    /// Dropped unanswered (a writer that panicked, a queue dropped with it): answered all the
-    /// same, or the store would count it pending, and its flushes late, for good.
+    /// Dropped unanswered, the writer has stopped (it panicked) with this append queued or in
+    /// hand: its events will never be published. The store is poisoned as after a failed flush
+    /// (nothing more is accepted, and whoever waits for its events to settle is woken and told),
+    /// and it is answered, or the store would count it pending, and its flushes late, for good.
     fn drop(&mut self) {
-        self.answer(Err(StoreError::Unavailable("the store's writer stopped before it flushed this append".into())));
+        if self.reply.is_some() {
+            let reason = self.shared.poison("the store's writer stopped before it flushed an accepted append".into());
+            self.state.heads.send_modify(|_| {});
+            self.answer(Err(StoreError::Unavailable(reason)));
+        }
     }
 }
 
@@ -321,10 +327,10 @@ mod tests {
 
     /// An append the writer never answers (a writer that panicked drops the batch it holds and
     /// what is queued) is answered as it is dropped: its appender hears that the writer stopped,
-    /// and the store no longer counts it pending (its flushes would look late for good, and
-    /// every hot boundary's turn would wait for them).
+    /// the store no longer counts it pending (its flushes would look late for good, and every
+    /// hot boundary's turn would wait for them), and it refuses what would build on its events.
     #[tokio::test]
-    async fn an_append_dropped_unanswered_is_answered() {
+    async fn an_append_dropped_unanswered_is_answered_and_poisons_the_store() {
         let disk = Arc::new(SimDisk::new(3, Faults::default()));
         let store = EmbeddedStore::open_on(disk, "/data", EmbeddedOptions::default()).unwrap();
         let shared = &store.inner.shared;
@@ -341,5 +347,9 @@ mod tests {
             Err(StoreError::Unavailable(m)) => assert!(m.contains("writer stopped before it flushed"), "{m}"),
             other => panic!("the appender hears that the writer stopped: {other:?}"),
         }
+        let settled = tokio::time::timeout(Duration::from_secs(5), store.settle(&tenant)).await.expect("a wait for its events ends");
+        assert!(matches!(settled, Err(StoreError::Unavailable(_))), "its events never settle: {settled:?}");
+        let refused = store.append(&tenant, vec![Event::new("Next")], vec![]).await;
+        assert!(matches!(refused, Err(StoreError::Unavailable(_))), "nothing more is accepted: {refused:?}");
     }
 }

@@ -706,6 +706,14 @@ mod tests {
         }
     }
 
+    /// Hands `held` on just after a command appended elsewhere (so the next in line counts as
+    /// beside others, within a millisecond of now); when.
+    fn hand_on_beside_others(held: contention::Turn) -> Instant {
+        CONTENTION.ran_elsewhere();
+        drop(held);
+        Instant::now()
+    }
+
     /// A first attempt handed its turn on a hot boundary while commands run elsewhere waits
     /// for the store's late flush before it reads on (the chain holds to the flushes the
     /// commands beside it wait for), no longer than its wait for the turn may last; with an
@@ -726,10 +734,7 @@ mod tests {
                 let waiting = tokio::spawn(gate(&[], &read("seats:late")));
                 tokio::task::yield_now().await;
                 assert!(!waiting.is_finished(), "the hot read waits for its turn");
-                // A command appended elsewhere just now: the turn handed on gives way.
-                CONTENTION.ran_elsewhere();
-                drop(held);
-                let handed = Instant::now();
+                let handed = hand_on_beside_others(held);
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 (waiting, gated, handed)
             }
@@ -793,10 +798,7 @@ mod tests {
             };
             let elsewhere = async {
                 tokio::task::yield_now().await;
-                // A command appended elsewhere just now; the turn is handed on.
-                CONTENTION.ran_elsewhere();
-                drop(held);
-                *handed.lock().unwrap() = Some(Instant::now());
+                *handed.lock().unwrap() = Some(hand_on_beside_others(held));
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 released.store(true, std::sync::atomic::Ordering::SeqCst);
                 flushes.disk.release_syncs();

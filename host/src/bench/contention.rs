@@ -30,13 +30,17 @@ pub async fn contention(scratch: &Path, slices: &Path, seconds: f64, group_commi
 
     let store = EmbeddedStore::open_with(scratch.join("store"), EmbeddedOptions { group_commit_window, ..Default::default() })?;
     report.add("group_commit_window_us", group_commit_window.as_micros() as f64, "the embedded store's group commit window in this run (--group-commit-window-us; none by default)");
-    let bench = Bench { slice: courses, store: Arc::new(store.clone()), tenant: Tenant::new("bench")? };
+    let bench = Bench { slice: courses, store: Arc::new(store.clone()), log: store.clone(), tenant: Tenant::new("bench")? };
     let hot_64 = || [Load { course: "hot".into(), tasks: 64 }];
     let (hot, _) = bench.measure(&hot_64(), 0, duration).await?;
     report.add("hot_64_conflicts", hot.conflicts as f64, "commands that ended in conflict, 64 tasks on one course with room for all (target 0)");
     report.add("hot_64_commands_per_s", hot.per_s, format!("subscriptions decided per second on the one course, durable (target >= 5 x fsync = {:.0})", 5.0 * fsync));
     report.add("hot_64_p99_ms", hot.p99_ms, "99th percentile of one subscription on the hot course");
     report.add("hot_64_cpu_us_per_command", hot.cpu_us_per_command, "processor time of the process (all threads) per subscription decided on the hot course");
+    // The disk's pace under the hot load, beside `fsync_per_s` (a raw loop before it): a run
+    // whose commands waited for slow flushes shows here.
+    report.add("hot_64_flushes_per_s", hot.flushes_per_s, "flushes of the log a second while the hot course ran (fsync_per_s: the raw disk's, measured before)");
+    report.add("hot_64_decisions_per_flush", hot.decided as f64 / hot.flushes.max(1) as f64, "subscriptions on the one course per flush of the log, 64 tasks");
     // What bounds the one course: its turns, one after another, leave processors idle; a
     // command's processor time keeps them busy.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -61,9 +65,8 @@ pub async fn contention(scratch: &Path, slices: &Path, seconds: f64, group_commi
     report.add("hot_64_p99_ms_during_cold", mean(beside.iter().map(|(hot, _)| hot.p99_ms).collect()), "99th percentile of one subscription on the hot course while the cold tasks run (mean of the 2 runs')");
     report.add("cold_64_commands_per_s_during_hot", cold_beside, "64 tasks on courses of their own while the 64 hot ones run (mean of the 2 runs between those alone)");
     report.add("cold_during_hot_ratio", cold_beside / cold_alone, "cold commands per second with the hot load / without it (target >= 0.8)");
-    let flushes = store.flushes();
     let (hot, _) = bench.measure(&[Load { course: "hot".into(), tasks: 256 }], 0, duration).await?;
-    let per_flush = hot.decided as f64 / (store.flushes() - flushes).max(1) as f64;
+    let per_flush = hot.decided as f64 / hot.flushes.max(1) as f64;
     report.add("hot_256_conflicts", hot.conflicts as f64, "commands that ended in conflict, 256 tasks on one course with room for all (target 0)");
     report.add("hot_256_commands_per_s", hot.per_s, "subscriptions decided per second on the one course, 256 tasks");
     report.add("hot_256_decisions_per_flush", per_flush, "subscriptions on the one course per flush of the log (1 or less: one boundary held to the flush rate)");
@@ -78,6 +81,8 @@ pub async fn contention(scratch: &Path, slices: &Path, seconds: f64, group_commi
 struct Bench {
     slice: Arc<Slice>,
     store: SharedStore,
+    /// The same store, for its count of flushes.
+    log: EmbeddedStore,
     tenant: Tenant,
 }
 
@@ -92,6 +97,9 @@ struct Outcome {
     per_s: f64,
     p99_ms: f64,
     conflicts: u64,
+    /// Flushes of the log during the run, and a second (every load's together).
+    flushes: u64,
+    flushes_per_s: f64,
     /// The whole process's processor time during the run, per command decided by anyone.
     cpu_us_per_command: f64,
 }
@@ -117,7 +125,7 @@ impl Bench {
             self.define(course).await?;
         }
         let runner = CommandRunner::default();
-        let (start, cpu_before) = (Instant::now(), process_cpu_time());
+        let (start, cpu_before, flushes_before) = (Instant::now(), process_cpu_time(), self.log.flushes());
         let mut hot = Vec::new();
         let mut cold_tasks = Vec::new();
         for (course, tasks) in &courses {
@@ -131,9 +139,10 @@ impl Bench {
         let (hot, cold) = (collect(hot).await?, collect(cold_tasks).await?);
         let elapsed = start.elapsed().as_secs_f64();
         let cpu = (process_cpu_time() - cpu_before).as_secs_f64();
+        let flushes = self.log.flushes() - flushes_before;
         let decided = (hot.latencies.len() + cold.latencies.len()).max(1) as f64;
-        let cpu_us_per_command = cpu * 1e6 / decided;
-        Ok((hot.outcome(elapsed, cpu_us_per_command), cold.outcome(elapsed, cpu_us_per_command)))
+        let run = Run { elapsed, cpu_us_per_command: cpu * 1e6 / decided, flushes };
+        Ok((hot.outcome(&run), cold.outcome(&run)))
     }
 
     /// One task subscribing students `<prefix>-0`, `<prefix>-1`, ... to `course` until `duration`.
@@ -195,11 +204,27 @@ struct Samples {
     conflicts: u64,
 }
 
+/// What every load of one run shares.
+struct Run {
+    elapsed: f64,
+    cpu_us_per_command: f64,
+    flushes: u64,
+}
+
 impl Samples {
-    fn outcome(mut self, elapsed: f64, cpu_us_per_command: f64) -> Outcome {
+    fn outcome(mut self, run: &Run) -> Outcome {
         self.latencies.sort_unstable();
         let p99 = self.latencies.get(self.latencies.len() * 99 / 100).or(self.latencies.last()).map_or(0.0, |d| d.as_secs_f64() * 1e3);
-        Outcome { decided: self.latencies.len() as u64, per_s: self.latencies.len() as f64 / elapsed, p99_ms: p99, conflicts: self.conflicts, cpu_us_per_command }
+        let decided = self.latencies.len() as u64;
+        Outcome {
+            decided,
+            per_s: decided as f64 / run.elapsed,
+            p99_ms: p99,
+            conflicts: self.conflicts,
+            flushes: run.flushes,
+            flushes_per_s: run.flushes as f64 / run.elapsed,
+            cpu_us_per_command: run.cpu_us_per_command,
+        }
     }
 }
 

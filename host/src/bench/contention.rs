@@ -30,7 +30,7 @@ pub async fn contention(scratch: &Path, slices: &Path, seconds: f64, group_commi
 
     let store = EmbeddedStore::open_with(scratch.join("store"), EmbeddedOptions { group_commit_window, ..Default::default() })?;
     report.add("group_commit_window_us", group_commit_window.as_micros() as f64, "the embedded store's group commit window in this run (--group-commit-window-us; none by default)");
-    let bench = Bench { slice: courses, store: Arc::new(store.clone()), log: store.clone(), tenant: Tenant::new("bench")? };
+    let bench = Bench { slice: courses, store: Arc::new(store.clone()), tenant: Tenant::new("bench")? };
     let hot_64 = || [Load { course: "hot".into(), tasks: 64 }];
     let (hot, _) = bench.measure(&hot_64(), 0, duration).await?;
     report.add("hot_64_conflicts", hot.conflicts as f64, "commands that ended in conflict, 64 tasks on one course with room for all (target 0)");
@@ -80,9 +80,9 @@ pub async fn contention(scratch: &Path, slices: &Path, seconds: f64, group_commi
 
 struct Bench {
     slice: Arc<Slice>,
-    store: SharedStore,
-    /// The same store, for its count of flushes.
-    log: EmbeddedStore,
+    /// The runner's store (as [`SharedStore`] it is the same `Arc`: one store to the queues),
+    /// kept concrete for its count of flushes.
+    store: Arc<EmbeddedStore>,
     tenant: Tenant,
 }
 
@@ -105,9 +105,13 @@ struct Outcome {
 }
 
 impl Bench {
+    fn shared(&self) -> SharedStore {
+        self.store.clone()
+    }
+
     async fn define(&self, course: &str) -> anyhow::Result<()> {
         let input = json_to_msgpack(&json!({"course_id": course, "capacity": 10_000_000}));
-        CommandRunner::default().run(&self.slice, &self.store, &self.tenant, "define-course", &input).await?;
+        CommandRunner::default().run(&self.slice, &self.shared(), &self.tenant, "define-course", &input).await?;
         Ok(())
     }
 
@@ -125,7 +129,7 @@ impl Bench {
             self.define(course).await?;
         }
         let runner = CommandRunner::default();
-        let (start, cpu_before, flushes_before) = (Instant::now(), process_cpu_time(), self.log.flushes());
+        let (start, cpu_before, flushes_before) = (Instant::now(), process_cpu_time(), self.store.flushes());
         let mut hot = Vec::new();
         let mut cold_tasks = Vec::new();
         for (course, tasks) in &courses {
@@ -139,7 +143,7 @@ impl Bench {
         let (hot, cold) = (collect(hot).await?, collect(cold_tasks).await?);
         let elapsed = start.elapsed().as_secs_f64();
         let cpu = (process_cpu_time() - cpu_before).as_secs_f64();
-        let flushes = self.log.flushes() - flushes_before;
+        let flushes = self.store.flushes() - flushes_before;
         let decided = (hot.latencies.len() + cold.latencies.len()).max(1) as f64;
         let run = Run { elapsed, cpu_us_per_command: cpu * 1e6 / decided, flushes };
         Ok((hot.outcome(&run), cold.outcome(&run)))
@@ -147,7 +151,7 @@ impl Bench {
 
     /// One task subscribing students `<prefix>-0`, `<prefix>-1`, ... to `course` until `duration`.
     fn subscriber(&self, runner: &CommandRunner, course: String, prefix: String, start: Instant, duration: Duration) -> tokio::task::JoinHandle<anyhow::Result<Samples>> {
-        let (runner, slice, store, tenant) = (runner.clone(), self.slice.clone(), self.store.clone(), self.tenant.clone());
+        let (runner, slice, store, tenant) = (runner.clone(), self.slice.clone(), self.shared(), self.tenant.clone());
         tokio::spawn(async move {
             let mut samples = Samples::default();
             let mut i = 0u64;
@@ -179,7 +183,7 @@ impl Bench {
             let tasks: Vec<_> = courses
                 .into_iter()
                 .map(|course| {
-                    let (runner, slice, store, tenant) = (runner.clone(), self.slice.clone(), self.store.clone(), self.tenant.clone());
+                    let (runner, slice, store, tenant) = (runner.clone(), self.slice.clone(), self.shared(), self.tenant.clone());
                     let input = json_to_msgpack(&json!({"course_id": course, "student_id": student}));
                     tokio::spawn(async move { runner.run(&slice, &store, &tenant, "subscribe-student", &input).await })
                 })

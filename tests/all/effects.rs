@@ -282,6 +282,30 @@ async fn granted_directories_and_variables_and_nothing_else() {
     assert!(!elsewhere.path().join("dropped.txt").exists());
 }
 
+/// A slice's WASI context is made at its first WASI call, or before it runs when directories are
+/// granted: variables granted alone are seen all the same, and a granted directory gone since the
+/// configuration loaded fails the invocation, naming it, instead of the slice running without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn variables_granted_alone_are_seen_and_a_granted_directory_gone_fails_the_invocation() {
+    let tenant = Tenant::new("acme").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let alone = registry(dir.path(), "[tenants.acme.effects.effectful]\nenv = { REGION = \"eu-west\" }\n").await;
+    alone.deploy(&tenant, wasm("effectful"), Some("effectful")).await.unwrap();
+    let report = run(&alone, "files", json!({"env": "REGION"})).await.unwrap();
+    assert_eq!(report["env"], "eu-west");
+
+    let data = tempfile::tempdir().unwrap();
+    let host = std::fs::canonicalize(data.path()).unwrap().display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let grants = format!("[tenants.acme.effects.effectful]\nenv = {{ REGION = \"eu-west\" }}\ndirs = [{{ host = {host:?}, guest = \"/data\" }}]\n");
+    let registry = registry(dir.path(), &grants).await;
+    registry.deploy(&tenant, wasm("effectful"), Some("effectful")).await.unwrap();
+    assert_eq!(run(&registry, "files", json!({"env": "REGION"})).await.unwrap()["env"], "eu-west");
+    std::fs::remove_dir(data.path()).unwrap();
+    let err = run(&registry, "files", json!({"env": "REGION"})).await.unwrap_err().to_string();
+    assert!(err.contains(&format!("the directory granted as /data ({host}) cannot be opened")), "{err}");
+}
+
 #[tokio::test]
 async fn directory_grants_are_checked_when_the_configuration_loads() {
     let dir = tempfile::tempdir().unwrap();

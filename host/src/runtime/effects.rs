@@ -29,7 +29,7 @@ use super::bindings::counterpoint::slice::effects;
 use super::bindings::types;
 use super::invocation::InvocationState;
 use super::output::Capture;
-use wasmtime_wasi::{FsPerms, WasiCtx};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
 /// What one slice may use. Deserialized from `[tenants.<t>.effects.<slice>]`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -415,9 +415,10 @@ impl Grants {
         Ok(())
     }
 
-    /// The WASI context of one invocation: the granted directories and variables, output to
-    /// `stdout`/`stderr`, randomness from the OS's CSPRNG (or the granted seed), nothing else.
-    pub(super) fn wasi(grants: Option<&Grants>, stdout: Capture, stderr: Capture) -> Result<WasiCtx, String> {
+    /// The WASI context of one invocation but its directories: the granted variables, output
+    /// to `stdout`/`stderr`, randomness from the OS's CSPRNG (or the granted seed), nothing
+    /// else. Cannot fail once [`os_random_works`] has said the OS's random source works.
+    pub(super) fn wasi(grants: Option<&Grants>, stdout: Capture, stderr: Capture) -> WasiCtxBuilder {
         let mut wasi = WasiCtx::builder();
         wasi.stdout(stdout).stderr(stderr);
         match grants.and_then(|g| g.random_seed) {
@@ -427,21 +428,23 @@ impl Grants {
                     .insecure_random_seed(u128::from(seed));
             }
             None => {
-                os_random_works()?;
                 wasi.secure_random(UnwrapErr(getrandom::SysRng));
             }
         }
-        if let Some(grants) = grants {
-            for (key, value) in &grants.env {
-                wasi.env(key, value);
-            }
-            for dir in &grants.dirs {
-                let perms = if dir.writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
-                wasi.preopened_dir(&dir.host, &dir.guest, perms)
-                    .map_err(|e| format!("the directory granted as {} ({}) cannot be opened: {e}", dir.guest, dir.host.display()))?;
-            }
+        for (key, value) in grants.iter().flat_map(|g| &g.env) {
+            wasi.env(key, value);
         }
-        Ok(wasi.build())
+        wasi
+    }
+
+    /// Opens the granted directories in `wasi`, each at its guest path.
+    pub(super) fn preopen(&self, wasi: &mut WasiCtxBuilder) -> Result<(), String> {
+        for dir in &self.dirs {
+            let perms = if dir.writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
+            wasi.preopened_dir(&dir.host, &dir.guest, perms)
+                .map_err(|e| format!("the directory granted as {} ({}) cannot be opened: {e}", dir.guest, dir.host.display()))?;
+        }
+        Ok(())
     }
 }
 
@@ -449,7 +452,7 @@ impl Grants {
 /// invocation is refused here rather than failing inside the guest's call. Asked until it has
 /// worked once (Linux's `getrandom` fails only before its pool is first ready), not at every
 /// invocation: a system call each time was about 1 % of a command.
-fn os_random_works() -> Result<(), String> {
+pub(super) fn os_random_works() -> Result<(), String> {
     static WORKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if !WORKED.load(std::sync::atomic::Ordering::Relaxed) {
         getrandom::u64().map_err(|e| format!("the operating system's random source: {e}"))?;

@@ -216,7 +216,8 @@ pub(super) fn from_wit_options(options: types::ReadOptions) -> ReadOptions {
 
 /// The data of a wasmtime `Store` for one invocation.
 pub(crate) struct InvocationState {
-    wasi: WasiCtx,
+    /// Built at the guest's first WASI call ([`WasiView::ctx`]), unless directories are granted.
+    wasi: Option<WasiCtx>,
     table: ResourceTable,
     pub(super) limiter: Limiter,
     /// When the current call into the guest must end; re-armed for every call.
@@ -241,9 +242,24 @@ impl InvocationState {
     ) -> Result<Self, String> {
         let rng = super::effects::SliceRandom::for_grants(grants.as_deref());
         let (stdout, stderr) = (Capture::default(), Capture::default());
+        // WASI's generators cannot fail: a random source that does not work refuses the
+        // invocation now, not inside a guest's call.
+        if grants.as_ref().and_then(|g| g.random_seed).is_none() {
+            super::effects::os_random_works()?;
+        }
         // No network or arguments, and no filesystem or environment but what is granted: a
-        // slice gets only what the contract and its grants give it.
-        let wasi = super::effects::Grants::wasi(grants.as_deref(), stdout.clone(), stderr.clone())?;
+        // slice gets only what the contract and its grants give it. Most commands make no WASI
+        // call, so the context waits for the first (making one is about ten allocations and a
+        // random generator seeded); granted directories are opened now, so that one that
+        // cannot be fails the invocation before the guest runs.
+        let wasi = match grants.as_deref() {
+            Some(g) if !g.dirs.is_empty() => {
+                let mut wasi = super::effects::Grants::wasi(Some(g), stdout.clone(), stderr.clone());
+                g.preopen(&mut wasi)?;
+                Some(wasi.build())
+            }
+            _ => None,
+        };
         Ok(InvocationState {
             wasi,
             table: ResourceTable::new(),
@@ -262,7 +278,9 @@ impl InvocationState {
 
 impl WasiView for InvocationState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        let (grants, stdout, stderr) = (&self.grants, &self.stdout, &self.stderr);
+        let ctx = self.wasi.get_or_insert_with(|| super::effects::Grants::wasi(grants.as_deref(), stdout.clone(), stderr.clone()).build());
+        WasiCtxView { ctx, table: &mut self.table }
     }
 }
 

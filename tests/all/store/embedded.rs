@@ -280,7 +280,7 @@ async fn an_append_that_comes_alone_does_not_wait_for_the_window() {
 
 /// What the store's reads rely on from the operating system: a read that must not wait tells
 /// bytes out of memory from bytes in it. Where the file system cannot read without waiting
-/// (`RWF_NOWAIT`, e.g. overlayfs before Linux 6.x) or the kernel keeps the pages it was asked to
+/// (`RWF_NOWAIT`; overlayfs, as in many containers, answers `EOPNOTSUPP`) or the kernel keeps the pages it was asked to
 /// drop, the read waits and answers the bytes: the store is slower there, never wrong.
 #[cfg(target_os = "linux")]
 #[test]

@@ -417,7 +417,7 @@ impl Grants {
 
     /// The WASI context of one invocation but its directories: the granted variables, output
     /// to `stdout`/`stderr`, randomness from the OS's CSPRNG (or the granted seed), nothing
-    /// else. Cannot fail once [`os_random_works`] has said the OS's random source works.
+    /// else. Its random sources cannot fail once [`os_random_works`] has said the OS's works.
     pub(super) fn wasi(grants: Option<&Grants>, stdout: Capture, stderr: Capture) -> WasiCtxBuilder {
         let mut wasi = WasiCtx::builder();
         wasi.stdout(stdout).stderr(stderr);

@@ -242,11 +242,10 @@ impl InvocationState {
     ) -> Result<Self, String> {
         let rng = super::effects::SliceRandom::for_grants(grants.as_deref());
         let (stdout, stderr) = (Capture::default(), Capture::default());
-        // WASI's generators cannot fail: a random source that does not work refuses the
-        // invocation now, not inside a guest's call.
-        if grants.as_ref().and_then(|g| g.random_seed).is_none() {
-            super::effects::os_random_works()?;
-        }
+        // WASI's generators cannot fail (and its context seeds one from the OS even when a seed
+        // is granted): a random source that does not work refuses the invocation now, not
+        // inside a guest's call.
+        super::effects::os_random_works()?;
         // No network or arguments, and no filesystem or environment but what is granted: a
         // slice gets only what the contract and its grants give it. Most commands make no WASI
         // call, so the context waits for the first (making one is about ten allocations and a

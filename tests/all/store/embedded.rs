@@ -300,9 +300,8 @@ fn a_file_tells_whether_its_bytes_are_in_memory() {
         preadv2(&raw, &mut [std::io::IoSliceMut::new(&mut probe)], 0, ReadWriteFlags::NOWAIT),
         Err(Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL)
     );
-    // The kernel drops a synced file's pages when asked, but may skip some that another
-    // processor still holds (its batches of pages for the LRU lists): asked again, and whether
-    // it dropped the page, `mincore` says.
+    // The kernel drops a synced file's pages when asked, but may keep some (in use at that
+    // moment): asked again, and whether it dropped the page, `mincore` says.
     let at = 600 << 10;
     let mut in_memory = true;
     for _ in 0..10 {
@@ -339,11 +338,13 @@ fn a_file_tells_whether_its_bytes_are_in_memory() {
 #[cfg(target_os = "linux")]
 fn page_in_memory(file: &std::fs::File, offset: u64) -> bool {
     use std::os::fd::AsRawFd;
-    let page = 4096;
-    // SAFETY: a read-only mapping of one page of a file that outlives it, unmapped
-    // before return; `mincore` writes one byte for the one page into `vec`.
+    // SAFETY: `sysconf` reads a constant; then a read-only mapping of the one page (of this
+    // system's size) that holds `offset`, of a file that outlives it, unmapped before return;
+    // `mincore` writes one byte for the one page into `vec`.
     unsafe {
-        let map = libc::mmap(std::ptr::null_mut(), page, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), offset as libc::off_t);
+        let page = usize::try_from(libc::sysconf(libc::_SC_PAGESIZE)).expect("the page size");
+        let start = offset - offset % page as u64;
+        let map = libc::mmap(std::ptr::null_mut(), page, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), start as libc::off_t);
         assert_ne!(map, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
         let mut vec = 0u8;
         let rc = libc::mincore(map, page, &mut vec);

@@ -40,7 +40,7 @@ pub async fn contention(scratch: &Path, slices: &Path, seconds: f64, group_commi
     // The disk's pace under the hot load, beside `fsync_per_s` (a raw loop before it): a run
     // whose commands waited for slow flushes shows here.
     report.add("hot_64_flushes_per_s", hot.flushes_per_s, "flushes of the log a second while the hot course ran (fsync_per_s: the raw disk's, measured before)");
-    report.add("hot_64_decisions_per_flush", hot.decided as f64 / hot.flushes.max(1) as f64, "subscriptions on the one course per flush of the log, 64 tasks");
+    report.add("hot_64_decisions_per_flush", hot.decisions_per_flush, "subscriptions on the one course per flush of the log, 64 tasks");
     // What bounds the one course: its turns, one after another, leave processors idle; a
     // command's processor time keeps them busy.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -66,10 +66,9 @@ pub async fn contention(scratch: &Path, slices: &Path, seconds: f64, group_commi
     report.add("cold_64_commands_per_s_during_hot", cold_beside, "64 tasks on courses of their own while the 64 hot ones run (mean of the 2 runs between those alone)");
     report.add("cold_during_hot_ratio", cold_beside / cold_alone, "cold commands per second with the hot load / without it (target >= 0.8)");
     let (hot, _) = bench.measure(&[Load { course: "hot".into(), tasks: 256 }], 0, duration).await?;
-    let per_flush = hot.decided as f64 / hot.flushes.max(1) as f64;
     report.add("hot_256_conflicts", hot.conflicts as f64, "commands that ended in conflict, 256 tasks on one course with room for all (target 0)");
     report.add("hot_256_commands_per_s", hot.per_s, "subscriptions decided per second on the one course, 256 tasks");
-    report.add("hot_256_decisions_per_flush", per_flush, "subscriptions on the one course per flush of the log (1 or less: one boundary held to the flush rate)");
+    report.add("hot_256_decisions_per_flush", hot.decisions_per_flush, "subscriptions on the one course per flush of the log (1 or less: one boundary held to the flush rate)");
     let exact = bench.student_limit().await?;
     report.add("student_limit_exact", if exact { 1.0 } else { 0.0 }, "8..64 concurrent subscriptions of one student to distinct courses: exactly 5 succeed, the rest rejected (1 = true)");
     // Closed first (its sealer may still be indexing a segment), then removed.
@@ -93,13 +92,13 @@ struct Load {
 }
 
 struct Outcome {
-    decided: u64,
     per_s: f64,
     p99_ms: f64,
     conflicts: u64,
-    /// Flushes of the log during the run, and a second (every load's together).
-    flushes: u64,
+    /// Flushes of the log a second during the run (every load's together), and this load's
+    /// decisions per flush.
     flushes_per_s: f64,
+    decisions_per_flush: f64,
     /// The whole process's processor time during the run, per command decided by anyone.
     cpu_us_per_command: f64,
 }
@@ -219,13 +218,12 @@ impl Samples {
     fn outcome(mut self, run: &Run) -> Outcome {
         self.latencies.sort_unstable();
         let p99 = self.latencies.get(self.latencies.len() * 99 / 100).or(self.latencies.last()).map_or(0.0, |d| d.as_secs_f64() * 1e3);
-        let decided = self.latencies.len() as u64;
+        let decided = self.latencies.len() as f64;
         Outcome {
-            decided,
-            per_s: decided as f64 / run.elapsed,
+            per_s: decided / run.elapsed,
             p99_ms: p99,
             conflicts: self.conflicts,
-            flushes: run.flushes,
+            decisions_per_flush: decided / run.flushes.max(1) as f64,
             flushes_per_s: run.flushes as f64 / run.elapsed,
             cpu_us_per_command: run.cpu_us_per_command,
         }

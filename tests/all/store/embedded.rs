@@ -280,8 +280,9 @@ async fn an_append_that_comes_alone_does_not_wait_for_the_window() {
 
 /// What the store's reads rely on from the operating system: a read that must not wait tells
 /// bytes out of memory from bytes in it. Where the file system cannot read without waiting
-/// (`RWF_NOWAIT`; overlayfs, as in many containers, answers `EOPNOTSUPP`) or the kernel keeps the pages it was asked to
-/// drop, the read waits and answers the bytes: the store is slower there, never wrong.
+/// (`RWF_NOWAIT`; overlayfs, as in many containers, answers `EOPNOTSUPP`) or the kernel keeps
+/// the pages it was asked to drop, the read waits and answers the bytes: slower, never wrong.
+/// (The test asks the OS itself which it is, not the code it tests.)
 #[cfg(target_os = "linux")]
 #[test]
 fn a_file_tells_whether_its_bytes_are_in_memory() {

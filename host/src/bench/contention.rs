@@ -31,7 +31,6 @@ pub async fn contention(scratch: &Path, slices: &Path, seconds: f64, group_commi
     let store = EmbeddedStore::open_with(scratch.join("store"), EmbeddedOptions { group_commit_window, ..Default::default() })?;
     report.add("group_commit_window_us", group_commit_window.as_micros() as f64, "the embedded store's group commit window in this run (--group-commit-window-us; none by default)");
     let bench = Bench { slice: courses, store: Arc::new(store.clone()), tenant: Tenant::new("bench")? };
-    let hot_64 = || [Load { course: "hot".into(), tasks: 64 }];
     let (hot, _) = bench.measure(&hot_64(), 0, duration).await?;
     report.add("hot_64_conflicts", hot.conflicts as f64, "commands that ended in conflict, 64 tasks on one course with room for all (target 0)");
     report.add("hot_64_commands_per_s", hot.per_s, format!("subscriptions decided per second on the one course, durable (target >= 5 x fsync = {:.0})", 5.0 * fsync));
@@ -45,26 +44,24 @@ pub async fn contention(scratch: &Path, slices: &Path, seconds: f64, group_commi
     // command's processor time keeps them busy.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     report.add("hot_64_cores_busy", hot.per_s * hot.cpu_us_per_command / 1e6, format!("processors the hot course kept busy, of this machine's {cores}"));
-    // Cold tasks alone and beside the hot ones, in turns (cold, both, cold, both, cold): this
-    // machine's speed drifts within a minute, and each run with the hot load then has a run
-    // without it on either side.
-    let (mut cold_alone, mut beside) = (vec![bench.measure(&[], 64, duration).await?.1], Vec::new());
-    for _ in 0..2 {
-        beside.push(bench.measure(&hot_64(), 64, duration).await?);
-        cold_alone.push(bench.measure(&[], 64, duration).await?.1);
-    }
-    let mean = |values: Vec<f64>| values.iter().sum::<f64>() / values.len() as f64;
-    let cold_cpu = mean(cold_alone.iter().map(|cold| cold.cpu_us_per_command).collect());
-    let cold_alone = mean(cold_alone.iter().map(|cold| cold.per_s).collect());
-    let cold_beside = mean(beside.iter().map(|(_, cold)| cold.per_s).collect());
-    report.add("cold_64_commands_per_s", cold_alone, "64 tasks, each subscribing students to a course of its own, durable (mean of 3 runs)");
-    report.add("cold_64_cpu_us_per_command", cold_cpu, "processor time of the process (all threads) per subscription decided on the cold courses (mean of 3 runs)");
-    report.add("hot_64_to_cold_64", hot.per_s / cold_alone, "the one course's subscriptions per second / 64 courses' (1: the hot boundary costs nothing beyond the commands themselves)");
-    report.add("hot_64_conflicts_during_cold", beside.iter().map(|(hot, _)| hot.conflicts).sum::<u64>() as f64, "the hot course's 64 tasks while 64 cold tasks run beside them, both runs (target 0)");
-    report.add("hot_64_commands_per_s_during_cold", mean(beside.iter().map(|(hot, _)| hot.per_s).collect()), "subscriptions decided per second on the one course while the 64 cold tasks run");
-    report.add("hot_64_p99_ms_during_cold", mean(beside.iter().map(|(hot, _)| hot.p99_ms).collect()), "99th percentile of one subscription on the hot course while the cold tasks run (mean of the 2 runs')");
-    report.add("cold_64_commands_per_s_during_hot", cold_beside, "64 tasks on courses of their own while the 64 hot ones run (mean of the 2 runs between those alone)");
-    report.add("cold_during_hot_ratio", cold_beside / cold_alone, "cold commands per second with the hot load / without it (target >= 0.8)");
+    let beside_64 = bench.neighbours(64, duration).await?;
+    report.add("cold_64_commands_per_s", beside_64.alone, "64 tasks, each subscribing students to a course of its own, durable (mean of 3 runs)");
+    report.add("cold_64_cpu_us_per_command", beside_64.alone_cpu_us, "processor time of the process (all threads) per subscription decided on the cold courses (mean of 3 runs)");
+    report.add("hot_64_to_cold_64", hot.per_s / beside_64.alone, "the one course's subscriptions per second / 64 courses' (1: the hot boundary costs nothing beyond the commands themselves)");
+    report.add("hot_64_conflicts_during_cold", beside_64.hot_conflicts as f64, "the hot course's 64 tasks while 64 cold tasks run beside them, both runs (target 0)");
+    report.add("hot_64_commands_per_s_during_cold", beside_64.hot_per_s, "subscriptions decided per second on the one course while the 64 cold tasks run");
+    report.add("hot_64_p99_ms_during_cold", beside_64.hot_p99_ms, "99th percentile of one subscription on the hot course while the cold tasks run (mean of the 2 runs')");
+    report.add("cold_64_commands_per_s_during_hot", beside_64.beside, "64 tasks on courses of their own while the 64 hot ones run (mean of the 2 runs between those alone)");
+    report.add("cold_during_hot_ratio", beside_64.beside / beside_64.alone, "cold commands per second with the hot load / without it (target >= 0.8)");
+    // Fewer neighbours leave processors idle and wait mostly for their flushes: what a hot
+    // boundary takes from them is the writer's processor time, not theirs.
+    let beside_8 = bench.neighbours(8, duration).await?;
+    report.add("cold_8_commands_per_s", beside_8.alone, "8 tasks, each on a course of its own, durable: commands that wait mostly for their flushes (mean of 3 runs)");
+    report.add("cold_8_commands_per_s_during_hot", beside_8.beside, "the same 8 tasks while the 64 hot ones run (mean of 2 runs)");
+    report.add("cold_8_during_hot_ratio", beside_8.beside / beside_8.alone, "8 cold tasks' commands per second with the hot load / without it");
+    report.add("hot_64_commands_per_s_during_cold_8", beside_8.hot_per_s, "subscriptions decided per second on the one course while the 8 cold tasks run");
+    report.add("hot_64_p99_ms_during_cold_8", beside_8.hot_p99_ms, "99th percentile of one subscription on the hot course beside the 8 cold tasks (mean of the 2 runs')");
+    report.add("hot_64_conflicts_during_cold_8", beside_8.hot_conflicts as f64, "the hot course's 64 tasks beside the 8 cold tasks, both runs (target 0)");
     let (hot, _) = bench.measure(&[Load { course: "hot".into(), tasks: 256 }], 0, duration).await?;
     report.add("hot_256_conflicts", hot.conflicts as f64, "commands that ended in conflict, 256 tasks on one course with room for all (target 0)");
     report.add("hot_256_commands_per_s", hot.per_s, "subscriptions decided per second on the one course, 256 tasks");
@@ -89,6 +86,21 @@ struct Bench {
 struct Load {
     course: String,
     tasks: usize,
+}
+
+/// 64 tasks on the hot course.
+fn hot_64() -> [Load; 1] {
+    [Load { course: "hot".into(), tasks: 64 }]
+}
+
+/// Cold tasks alone and beside a hot course (means over the runs of each).
+struct Neighbours {
+    alone: f64,
+    alone_cpu_us: f64,
+    beside: f64,
+    hot_per_s: f64,
+    hot_p99_ms: f64,
+    hot_conflicts: u64,
 }
 
 struct Outcome {
@@ -146,6 +158,26 @@ impl Bench {
         let decided = (hot.latencies.len() + cold.latencies.len()).max(1) as f64;
         let run = Run { elapsed, cpu_us_per_command: cpu * 1e6 / decided, flushes };
         Ok((hot.outcome(&run), cold.outcome(&run)))
+    }
+
+    /// `cold` tasks on courses of their own, alone and beside 64 tasks on one hot course, in turns
+    /// (alone, beside, alone, beside, alone): this machine's speed drifts within a minute, and
+    /// each run with the hot load then has a run without it on either side.
+    async fn neighbours(&self, cold: usize, duration: Duration) -> anyhow::Result<Neighbours> {
+        let (mut alone, mut beside) = (vec![self.measure(&[], cold, duration).await?.1], Vec::new());
+        for _ in 0..2 {
+            beside.push(self.measure(&hot_64(), cold, duration).await?);
+            alone.push(self.measure(&[], cold, duration).await?.1);
+        }
+        let mean = |values: Vec<f64>| values.iter().sum::<f64>() / values.len() as f64;
+        Ok(Neighbours {
+            alone: mean(alone.iter().map(|cold| cold.per_s).collect()),
+            alone_cpu_us: mean(alone.iter().map(|cold| cold.cpu_us_per_command).collect()),
+            beside: mean(beside.iter().map(|(_, cold)| cold.per_s).collect()),
+            hot_per_s: mean(beside.iter().map(|(hot, _)| hot.per_s).collect()),
+            hot_p99_ms: mean(beside.iter().map(|(hot, _)| hot.p99_ms).collect()),
+            hot_conflicts: beside.iter().map(|(hot, _)| hot.conflicts).sum(),
+        })
     }
 
     /// One task subscribing students `<prefix>-0`, `<prefix>-1`, ... to `course` until `duration`.

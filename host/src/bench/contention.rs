@@ -50,14 +50,14 @@ pub async fn contention(scratch: &Path, slices: &Path, seconds: f64, group_commi
     report.add("hot_64_to_cold_64", hot.per_s / beside_64.alone, "the one course's subscriptions per second / 64 courses' (1: the hot boundary costs nothing beyond the commands themselves)");
     report.add("hot_64_conflicts_during_cold", beside_64.hot_conflicts as f64, "the hot course's 64 tasks while 64 cold tasks run beside them, both runs (target 0)");
     report.add("hot_64_commands_per_s_during_cold", beside_64.hot_per_s, "subscriptions decided per second on the one course while the 64 cold tasks run");
-    report.add("hot_64_p99_ms_during_cold", beside_64.hot_p99_ms, "99th percentile of one subscription on the hot course while the cold tasks run (mean of the 2 runs')");
+    report.add("hot_64_p99_ms_during_cold", beside_64.hot_p99_ms, "99th percentile of one subscription on the hot course while the 64 cold tasks run (mean of the 2 runs')");
     report.add("cold_64_commands_per_s_during_hot", beside_64.beside, "64 tasks on courses of their own while the 64 hot ones run (mean of the 2 runs between those alone)");
     report.add("cold_during_hot_ratio", beside_64.beside / beside_64.alone, "cold commands per second with the hot load / without it (target >= 0.8)");
     // Fewer neighbours leave processors idle and wait mostly for their flushes: what a hot
     // boundary takes from them is the writer's processor time, not theirs.
     let beside_8 = bench.neighbours(8, duration).await?;
     report.add("cold_8_commands_per_s", beside_8.alone, "8 tasks, each on a course of its own, durable: commands that wait mostly for their flushes (mean of 3 runs)");
-    report.add("cold_8_commands_per_s_during_hot", beside_8.beside, "the same 8 tasks while the 64 hot ones run (mean of 2 runs)");
+    report.add("cold_8_commands_per_s_during_hot", beside_8.beside, "the same 8 tasks while the 64 hot ones run (mean of the 2 runs between those alone)");
     report.add("cold_8_during_hot_ratio", beside_8.beside / beside_8.alone, "8 cold tasks' commands per second with the hot load / without it");
     report.add("hot_64_commands_per_s_during_cold_8", beside_8.hot_per_s, "subscriptions decided per second on the one course while the 8 cold tasks run");
     report.add("hot_64_p99_ms_during_cold_8", beside_8.hot_p99_ms, "99th percentile of one subscription on the hot course beside the 8 cold tasks (mean of the 2 runs')");

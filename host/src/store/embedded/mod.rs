@@ -117,6 +117,9 @@ pub const MAX_GROUP_COMMIT_WINDOW: Duration = Duration::from_millis(100);
 /// processor): at 1 ms one turn handed on in fourteen found the flushes late, and the cold
 /// commands kept 0.73 – 0.76 of their speed; at 0.4 ms three in five did, and they kept 1.02. A
 /// disk slower than that holds the hot boundary to a decision per flush, beside others only.
+/// At 0.15 ms (under a flush's time there) commands waiting mostly for their flushes kept 0.87
+/// of their speed against 0.78, but the hot course beside them fell to about a decision a flush
+/// (docs/performance.md, "Disk-bound neighbours measured").
 const FLUSH_LATE: Duration = Duration::from_micros(400);
 
 impl Default for EmbeddedOptions {
